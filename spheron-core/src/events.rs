@@ -1,0 +1,149 @@
+//! Progress events: one for every step of renting, for progress displays and logs.
+
+use crate::clock::Timestamp;
+use crate::gpu::GpuModel;
+use crate::ids::{LeaseId, OrderId, ProviderId};
+use crate::lease::CloseReason;
+use crate::matching::Rejection;
+use crate::money::Amount;
+use crate::proof::Verdict;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A step of the rent flow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Step {
+    /// The order was published.
+    Published {
+        /// Budget that will be locked.
+        budget: Amount,
+    },
+    /// The bid window closed.
+    BidsIn {
+        /// Bids received.
+        count: usize,
+    },
+    /// The matcher chose a provider (attempt `attempt`, from 1).
+    Matched {
+        /// The provider.
+        provider: ProviderId,
+        /// Its score.
+        score: f64,
+        /// Which attempt this is (failover increments it).
+        attempt: usize,
+    },
+    /// The verifier is challenging the provider.
+    Verifying {
+        /// The provider.
+        provider: ProviderId,
+        /// The model it claims.
+        claimed: GpuModel,
+    },
+    /// The challenge passed.
+    Verified {
+        /// The provider.
+        provider: ProviderId,
+        /// The verdict.
+        verdict: Verdict,
+    },
+    /// The challenge failed: the provider is penalised and the next bid is taken.
+    ChallengeFailed {
+        /// The provider.
+        provider: ProviderId,
+        /// Why.
+        reason: String,
+        /// Stake slashed.
+        slashed: Amount,
+    },
+    /// Nobody could serve the order.
+    NoMatch {
+        /// Every provider and why it was skipped.
+        rejected: Vec<Rejection>,
+    },
+    /// The budget was locked in escrow.
+    EscrowLocked {
+        /// Amount locked.
+        amount: Amount,
+    },
+    /// The workload is being launched.
+    Launching {
+        /// The lease.
+        lease: LeaseId,
+    },
+    /// The workload runs; cost accrues.
+    Running {
+        /// The lease.
+        lease: LeaseId,
+    },
+    /// The lease was settled.
+    Settled {
+        /// The lease.
+        lease: LeaseId,
+        /// Why it closed.
+        reason: CloseReason,
+        /// Paid to the provider.
+        paid: Amount,
+        /// Refunded to the tenant.
+        refunded: Amount,
+    },
+}
+
+/// A progress event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgressEvent {
+    /// When (marketplace clock).
+    pub at: Timestamp,
+    /// The order.
+    pub order: OrderId,
+    /// What happened.
+    pub step: Step,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Published { budget } => write!(f, "published (budget {budget})"),
+            Step::BidsIn { count } => write!(f, "{count} bids in"),
+            Step::Matched {
+                provider,
+                score,
+                attempt,
+            } => write!(
+                f,
+                "matched {} (score {score:.4}, attempt {attempt})",
+                provider.short()
+            ),
+            Step::Verifying { provider, claimed } => {
+                write!(f, "verifying {} claims {claimed}", provider.short())
+            }
+            Step::Verified { provider, verdict } => {
+                write!(f, "{} verified: {verdict}", provider.short())
+            }
+            Step::ChallengeFailed {
+                provider,
+                reason,
+                slashed,
+            } => write!(
+                f,
+                "{} failed its challenge ({reason}); slashed {slashed}, taking the next bid",
+                provider.short()
+            ),
+            Step::NoMatch { rejected } => {
+                write!(f, "no match ({} providers skipped)", rejected.len())
+            }
+            Step::EscrowLocked { amount } => write!(f, "escrow locked {amount}"),
+            Step::Launching { lease } => write!(f, "launching {lease}"),
+            Step::Running { lease } => write!(f, "{lease} running"),
+            Step::Settled {
+                lease,
+                reason,
+                paid,
+                refunded,
+            } => write!(
+                f,
+                "{lease} settled: {reason}; paid {paid}, refunded {refunded}"
+            ),
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Launching workloads: the [`WorkloadLauncher`] plug point, the [`Workload`] description and
+//! a [`LogBuffer`] that launchers use to keep and stream a workload's output.
+
+use crate::Result;
+use crate::clock::Timestamp;
+use crate::gpu::GpuModel;
+use crate::ids::{LeaseId, ProviderId};
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// A secret value: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(v: impl Into<String>) -> Self {
+        Secret(v.into())
+    }
+    /// The value, for the launcher that hands it to the workload.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Batch work runs to completion; a service runs until stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkloadKind {
+    /// A job that finishes (training, batch inference).
+    #[default]
+    Batch,
+    /// A long-running server (inference endpoint) exposing ports.
+    Service,
+}
+
+/// What the tenant wants run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workload {
+    /// Container image (Kubernetes); ignored by the local launcher.
+    pub image: Option<String>,
+    /// Command and arguments.
+    pub command: Vec<String>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Secret environment variables (never logged).
+    pub secrets: BTreeMap<String, Secret>,
+    /// Ports to expose.
+    pub ports: Vec<u16>,
+    /// Batch or service.
+    pub kind: WorkloadKind,
+}
+
+impl Workload {
+    /// A batch workload running `command`.
+    pub fn command<I, S>(command: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Workload {
+            command: command.into_iter().map(Into::into).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the container image.
+    #[must_use]
+    pub fn image(mut self, image: impl Into<String>) -> Self {
+        self.image = Some(image.into());
+        self
+    }
+
+    /// Adds an environment variable.
+    #[must_use]
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.insert(k.into(), v.into());
+        self
+    }
+
+    /// Checks that the workload can be launched at all.
+    pub fn validate(&self) -> Result<()> {
+        if self.command.is_empty() && self.image.is_none() {
+            return Err(crate::Error::invalid(
+                "command",
+                "a command or an image is required",
+            ));
+        }
+        if self.command.first().is_some_and(|c| c.is_empty()) {
+            return Err(crate::Error::invalid(
+                "command",
+                "the program name is empty",
+            ));
+        }
+        for k in self.env.keys().chain(self.secrets.keys()) {
+            let ok = !k.is_empty()
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return Err(crate::Error::invalid(
+                    "env",
+                    format!("`{k}` is not a valid environment variable name"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where and for how long a workload runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// The lease.
+    pub lease: LeaseId,
+    /// The provider running it.
+    pub provider: ProviderId,
+    /// GPU model.
+    pub model: GpuModel,
+    /// GPUs.
+    pub gpus: u32,
+    /// The node reserved for it, when the provider reported one.
+    pub node: Option<String>,
+    /// When the paid time runs out.
+    pub ends_at: Timestamp,
+}
+
+/// A launcher's handle on a running workload.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkloadId(pub String);
+
+impl fmt::Display for WorkloadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a workload stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkloadStatus {
+    /// Accepted, not yet running.
+    Pending,
+    /// Running.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished with a failure.
+    Failed {
+        /// Exit code, when the process exited.
+        exit_code: Option<i32>,
+    },
+    /// Stopped on request.
+    Stopped,
+}
+
+impl WorkloadStatus {
+    /// Whether the workload has finished.
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, WorkloadStatus::Pending | WorkloadStatus::Running)
+    }
+}
+
+/// Which output stream a log line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogSource {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// The launcher itself (launch, stop, exit notices).
+    System,
+}
+
+/// One line of a workload's output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Position in the lease's log, from 0.
+    pub seq: u64,
+    /// Which stream.
+    pub source: LogSource,
+    /// The text, without the trailing newline.
+    pub line: String,
+}
+
+/// A stream of log lines that ends when the workload's output ends.
+pub type LogStream = BoxStream<'static, LogLine>;
+
+/// The workload-launching plug point: local processes, Kubernetes, ...
+#[cfg_attr(any(test, feature = "test-utils"), mockall::automock)]
+#[async_trait]
+pub trait WorkloadLauncher: Send + Sync {
+    /// Starts `workload` for a lease.
+    async fn launch(&self, spec: &LaunchSpec, workload: &Workload) -> Result<WorkloadId>;
+    /// The current status.
+    async fn status(&self, id: &WorkloadId) -> Result<WorkloadStatus>;
+    /// Resolves with the terminal status once the workload has finished.
+    async fn wait(&self, id: &WorkloadId) -> Result<WorkloadStatus>;
+    /// All output from the beginning, then new lines as they come, ending when the workload ends.
+    fn logs(&self, id: &WorkloadId) -> Result<LogStream>;
+    /// Stops the workload and releases what it used; resolves once it is gone.
+    async fn stop(&self, id: &WorkloadId) -> Result<()>;
+}
+
+#[derive(Default)]
+struct LogState {
+    lines: Vec<LogLine>,
+    closed: bool,
+}
+
+/// An append-only, replayable log: every reader sees every line in order, from the start.
+#[derive(Clone, Default)]
+pub struct LogBuffer {
+    state: Arc<Mutex<LogState>>,
+    notify: Arc<Notify>,
+}
+
+impl fmt::Debug for LogBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogBuffer")
+            .field("lines", &self.len())
+            .finish()
+    }
+}
+
+impl LogBuffer {
+    /// An empty, open buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a line (ignored once closed).
+    pub fn push(&self, source: LogSource, line: impl Into<String>) {
+        let mut s = self.lock();
+        if s.closed {
+            return;
+        }
+        let seq = s.lines.len() as u64;
+        s.lines.push(LogLine {
+            seq,
+            source,
+            line: line.into(),
+        });
+        drop(s);
+        self.notify.notify_waiters();
+    }
+
+    /// Marks the end of output: streams finish after the last line.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_waiters();
+    }
+
+    /// Lines so far.
+    pub fn len(&self) -> usize {
+        self.lock().lines.len()
+    }
+
+    /// Whether no line was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy of every line so far.
+    pub fn snapshot(&self) -> Vec<LogLine> {
+        self.lock().lines.clone()
+    }
+
+    /// A stream of every line from the first, ending after the buffer closes.
+    pub fn stream(&self) -> LogStream {
+        let buf = self.clone();
+        Box::pin(futures::stream::unfold(0usize, move |next| {
+            let buf = buf.clone();
+            async move {
+                loop {
+                    let notified = buf.notify.notified();
+                    {
+                        let s = buf.lock();
+                        if let Some(l) = s.lines.get(next) {
+                            return Some((l.clone(), next + 1));
+                        }
+                        if s.closed {
+                            return None;
+                        }
+                    }
+                    notified.await;
+                }
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn late_readers_see_everything_in_order() {
+        let b = LogBuffer::new();
+        b.push(LogSource::Stdout, "one");
+        let reader = tokio::spawn({
+            let b = b.clone();
+            async move { b.stream().map(|l| l.line).collect::<Vec<_>>().await }
+        });
+        tokio::task::yield_now().await;
+        b.push(LogSource::Stderr, "two");
+        b.close();
+        b.push(LogSource::Stdout, "ignored");
+        assert_eq!(reader.await.unwrap(), vec!["one", "two"]);
+        assert_eq!(b.stream().count().await, 2);
+    }
+
+    #[test]
+    fn secrets_do_not_print_and_env_names_are_checked() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
+        assert!(
+            Workload::command(["x"])
+                .env("1BAD", "v")
+                .validate()
+                .is_err()
+        );
+        assert!(Workload::default().validate().is_err());
+        Workload::command(["python", "-c", "print(1)"])
+            .env("OK_1", "v")
+            .validate()
+            .unwrap();
+    }
+}

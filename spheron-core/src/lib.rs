@@ -1,0 +1,83 @@
+//! # spheron-core
+//!
+//! The pure heart of spheron: domain types (money, GPUs, requests, orders, bids, leases,
+//! providers), the plug-point traits, and the logic that needs no network or process I/O:
+//! the lease state machine, the escrow ledger, the matcher, the tier policy, the in-process
+//! market and the rent flow.
+//!
+//! | trait | what it decides or does |
+//! |---|---|
+//! | [`Matcher`] | ranks bids for an order, assigns batches without double-booking |
+//! | [`TierPolicy`] | trust tiers, reward multipliers, penalties |
+//! | [`ChallengeProver`] / [`ChallengeVerifier`] | proof-of-GPU, prover and verifier sides |
+//! | [`Escrow`] | deposit, lock, lease, per-second settlement, stake, slash, withdraw |
+//! | [`WorkloadLauncher`] | launch, status, logs, stop |
+//! | [`Market`] | publish orders, place and collect bids, record matches |
+//! | [`Clock`] | real or simulated time |
+//!
+//! ```
+//! use spheron_core::{Amount, GpuRequest, GpuModel};
+//!
+//! let req = GpuRequest::builder()
+//!     .gpu("h100")
+//!     .count(8)
+//!     .hours(2)
+//!     .max_price_per_gpu_hour(Amount(3_000_000)) // 3.00 in a 6-decimal token
+//!     .region("eu-west")
+//!     .build()?;
+//! assert!(req.accepts_model(GpuModel::H100Pcie));
+//! assert_eq!(req.budget()?, Amount(48_000_000));
+//! # Ok::<(), spheron_core::Error>(())
+//! ```
+
+pub mod clock;
+pub mod error;
+pub mod escrow;
+pub mod events;
+pub mod gpu;
+pub mod ids;
+pub mod launcher;
+pub mod lease;
+pub mod market;
+pub mod matching;
+pub mod money;
+pub mod orchestrator;
+pub mod order;
+pub mod proof;
+pub mod provider;
+pub mod registry;
+pub mod request;
+pub mod tier;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
+
+pub use clock::{Clock, SimClock, SystemClock, Timestamp};
+pub use error::{Error, Result};
+pub use escrow::{Balance, Escrow, LeaseTerms, LedgerTotals, MemoryEscrow, Settlement};
+pub use events::{ProgressEvent, Step};
+pub use gpu::{GeoPoint, GpuModel, HardwareClass};
+pub use ids::{AccountId, LeaseId, OrderId, ProviderId};
+pub use launcher::{
+    LaunchSpec, LogBuffer, LogLine, LogSource, LogStream, Secret, Workload, WorkloadId,
+    WorkloadKind, WorkloadLauncher, WorkloadStatus,
+};
+pub use lease::{CloseReason, LeaseEvent, LeaseState};
+pub use market::{BidStrategy, LocalMarket, Market, MarketEvent, ProviderAgent, StrategyAgent};
+pub use matching::{
+    Assignment, Contribution, Criterion, Matcher, MatcherConfig, Ranked, Ranking, RejectReason,
+    Rejection, WeightedMatcher, Weights,
+};
+pub use money::{Amount, Token};
+pub use orchestrator::{
+    FlowConfig, LeaseHandle, LeaseReport, Orchestrator, Parts, ProverDirectory, Provers,
+};
+pub use order::{Bid, Candidate, Order};
+pub use proof::{
+    Challenge, ChallengeProver, ChallengeVerifier, Commitment, FailReason, Opening, ProofReport,
+    ProofTiming, Reveal, Verdict,
+};
+pub use provider::{GpuNode, Inventory, Provider, ProviderProfile, ProviderStats, TrustTier};
+pub use registry::Registry;
+pub use request::{GpuRequest, GpuRequestBuilder};
+pub use tier::{Penalty, TierDecision, TierPolicy, UptimeTierPolicy, Violation};

@@ -1,0 +1,322 @@
+//! Where orders and bids meet: the [`Market`] plug point, the [`ProviderAgent`] that bids for
+//! a provider, and the in-process [`LocalMarket`].
+
+use crate::clock::Clock;
+use crate::gpu::GpuModel;
+use crate::ids::{LeaseId, OrderId, ProviderId};
+use crate::money::Amount;
+use crate::order::{Bid, Order};
+use crate::registry::Registry;
+use crate::{Error, Result};
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::broadcast;
+
+/// What happens on a market, as seen by subscribers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MarketEvent {
+    /// A new order is open for bids.
+    OrderPublished(Order),
+    /// A bid was accepted into an order's book.
+    BidPlaced(Bid),
+    /// An order was matched to a provider under a lease.
+    Matched {
+        /// The order.
+        order: OrderId,
+        /// The chosen provider.
+        provider: ProviderId,
+        /// The lease.
+        lease: LeaseId,
+    },
+    /// An order closed (matched and finished, or cancelled).
+    OrderClosed(OrderId),
+}
+
+/// The market plug point: in-process here, on-chain in `spheron-chain`.
+#[cfg_attr(any(test, feature = "test-utils"), mockall::automock)]
+#[async_trait]
+pub trait Market: Send + Sync {
+    /// Publishes an order to every provider.
+    async fn publish(&self, order: Order) -> Result<()>;
+    /// Places a bid; refused above the ceiling, after the window, or on unknown orders.
+    async fn place_bid(&self, bid: Bid) -> Result<()>;
+    /// Waits for the order's bid window to end, closes it and returns its bids.
+    async fn close_bidding(&self, order: OrderId) -> Result<Vec<Bid>>;
+    /// Records the match of an order to a provider.
+    async fn record_match(
+        &self,
+        order: OrderId,
+        provider: ProviderId,
+        lease: LeaseId,
+    ) -> Result<()>;
+    /// Closes an order (after its lease, or when nobody could serve it).
+    async fn close_order(&self, order: OrderId) -> Result<()>;
+    /// A stream of market events from now on.
+    fn events(&self) -> BoxStream<'static, MarketEvent>;
+}
+
+/// The provider side of a market: decides whether and how to bid on an order.
+#[async_trait]
+pub trait ProviderAgent: Send + Sync {
+    /// The provider this agent bids for.
+    fn provider(&self) -> ProviderId;
+    /// A bid for `order`, or `None` to pass.
+    async fn on_order(&self, order: &Order) -> Option<Bid>;
+}
+
+#[derive(Debug)]
+struct Book {
+    order: Order,
+    bids: BTreeMap<ProviderId, Bid>,
+    bidding_closed: bool,
+    closed: bool,
+}
+
+/// An in-process market: `publish` hands the order to every registered agent, whose bids
+/// land in the order's book until the bid window (on the market's [`Clock`]) ends.
+pub struct LocalMarket {
+    clock: Arc<dyn Clock>,
+    agents: RwLock<Vec<Arc<dyn ProviderAgent>>>,
+    books: Mutex<BTreeMap<OrderId, Book>>,
+    tx: broadcast::Sender<MarketEvent>,
+}
+
+impl std::fmt::Debug for LocalMarket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalMarket").finish_non_exhaustive()
+    }
+}
+
+impl LocalMarket {
+    /// An empty market on `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        let (tx, _) = broadcast::channel(1024);
+        LocalMarket {
+            clock,
+            agents: RwLock::new(Vec::new()),
+            books: Mutex::new(BTreeMap::new()),
+            tx,
+        }
+    }
+
+    /// Adds a provider agent that will see every order published from now on.
+    pub fn add_agent(&self, agent: Arc<dyn ProviderAgent>) {
+        self.agents
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(agent);
+    }
+
+    fn books(&self) -> std::sync::MutexGuard<'_, BTreeMap<OrderId, Book>> {
+        self.books.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, e: MarketEvent) {
+        // No subscriber is fine.
+        let _ = self.tx.send(e);
+    }
+}
+
+#[async_trait]
+impl Market for LocalMarket {
+    async fn publish(&self, order: Order) -> Result<()> {
+        {
+            let mut books = self.books();
+            if books.contains_key(&order.id) {
+                return Err(Error::invalid(
+                    "order",
+                    format!("{} already published", order.id),
+                ));
+            }
+            books.insert(
+                order.id,
+                Book {
+                    order: order.clone(),
+                    bids: BTreeMap::new(),
+                    bidding_closed: false,
+                    closed: false,
+                },
+            );
+        }
+        self.emit(MarketEvent::OrderPublished(order.clone()));
+        let agents: Vec<_> = self
+            .agents
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let bids = futures::future::join_all(agents.iter().map(|a| a.on_order(&order))).await;
+        for bid in bids.into_iter().flatten() {
+            if let Err(e) = self.place_bid(bid.clone()).await {
+                tracing::debug!(provider = %bid.provider, error = %e, "bid refused");
+            }
+        }
+        Ok(())
+    }
+
+    async fn place_bid(&self, mut bid: Bid) -> Result<()> {
+        bid.placed_at = self.clock.now();
+        {
+            let mut books = self.books();
+            let book = books
+                .get_mut(&bid.order)
+                .ok_or(Error::UnknownOrder(bid.order))?;
+            if book.bidding_closed {
+                return Err(Error::BidWindowClosed(bid.order));
+            }
+            bid.validate(&book.order)?;
+            // A provider's later bid replaces its earlier one.
+            book.bids.insert(bid.provider, bid.clone());
+        }
+        self.emit(MarketEvent::BidPlaced(bid));
+        Ok(())
+    }
+
+    async fn close_bidding(&self, order: OrderId) -> Result<Vec<Bid>> {
+        let deadline = self
+            .books()
+            .get(&order)
+            .map(|b| b.order.bid_deadline)
+            .ok_or(Error::UnknownOrder(order))?;
+        self.clock.sleep_until(deadline).await;
+        let mut books = self.books();
+        let book = books.get_mut(&order).ok_or(Error::UnknownOrder(order))?;
+        book.bidding_closed = true;
+        Ok(book.bids.values().cloned().collect())
+    }
+
+    async fn record_match(
+        &self,
+        order: OrderId,
+        provider: ProviderId,
+        lease: LeaseId,
+    ) -> Result<()> {
+        {
+            let books = self.books();
+            let book = books.get(&order).ok_or(Error::UnknownOrder(order))?;
+            if !book.bids.contains_key(&provider) {
+                return Err(Error::invalid(
+                    "provider",
+                    format!("{provider} did not bid on {order}"),
+                ));
+            }
+        }
+        self.emit(MarketEvent::Matched {
+            order,
+            provider,
+            lease,
+        });
+        Ok(())
+    }
+
+    async fn close_order(&self, order: OrderId) -> Result<()> {
+        {
+            let mut books = self.books();
+            let book = books.get_mut(&order).ok_or(Error::UnknownOrder(order))?;
+            if book.closed {
+                return Err(Error::invalid(
+                    "order",
+                    format!("{order} is already closed"),
+                ));
+            }
+            book.closed = true;
+            book.bidding_closed = true;
+        }
+        self.emit(MarketEvent::OrderClosed(order));
+        Ok(())
+    }
+
+    fn events(&self) -> BoxStream<'static, MarketEvent> {
+        let rx = self.tx.subscribe();
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => return Some((e, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }))
+        .boxed()
+    }
+}
+
+/// How a simulated provider prices its bids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BidStrategy {
+    /// Always bid the list price (pass if above the ceiling).
+    ListPrice,
+    /// Bid `discount_bps` under the ceiling, never below the list price.
+    UndercutCeiling {
+        /// Discount under the ceiling in basis points.
+        discount_bps: u32,
+    },
+}
+
+/// A provider agent driven by the registry's inventory and a [`BidStrategy`]: bids on orders
+/// it can serve on one node, with the first accepted model it has room for.
+pub struct StrategyAgent {
+    provider: ProviderId,
+    registry: Arc<Registry>,
+    prices: BTreeMap<GpuModel, Amount>,
+    strategy: BidStrategy,
+}
+
+impl StrategyAgent {
+    /// An agent for `provider` with list prices per GPU-hour per model.
+    pub fn new(
+        provider: ProviderId,
+        registry: Arc<Registry>,
+        prices: BTreeMap<GpuModel, Amount>,
+        strategy: BidStrategy,
+    ) -> Self {
+        StrategyAgent {
+            provider,
+            registry,
+            prices,
+            strategy,
+        }
+    }
+}
+
+#[async_trait]
+impl ProviderAgent for StrategyAgent {
+    fn provider(&self) -> ProviderId {
+        self.provider
+    }
+
+    async fn on_order(&self, order: &Order) -> Option<Bid> {
+        let me = self.registry.get(self.provider).ok()?;
+        if me.banned {
+            return None;
+        }
+        let req = &order.request;
+        let ceiling = req.max_price_per_gpu_hour;
+        me.inventory
+            .models()
+            .into_iter()
+            .filter(|m| req.accepts_model(*m))
+            .filter(|m| me.inventory.largest_free_block(*m) >= req.count)
+            .find_map(|model| {
+                let list = *self.prices.get(&model)?;
+                let price = match self.strategy {
+                    BidStrategy::ListPrice => list,
+                    BidStrategy::UndercutCeiling { discount_bps } => ceiling
+                        .mul_div_floor(u128::from(10_000u32.saturating_sub(discount_bps)), 10_000)
+                        .ok()?
+                        .max(list),
+                };
+                (price <= ceiling).then_some(Bid {
+                    order: order.id,
+                    provider: self.provider,
+                    model,
+                    price_per_gpu_hour: price,
+                    placed_at: order.created_at,
+                })
+            })
+    }
+}

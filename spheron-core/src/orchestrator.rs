@@ -1,0 +1,679 @@
+//! The rent flow, written against the plug points only:
+//! publish → bids → rank → challenge (failover on failure) → lock → launch → run → settle.
+
+use crate::clock::{Clock, Timestamp};
+use crate::escrow::{Escrow, LeaseTerms, Settlement};
+use crate::events::{ProgressEvent, Step};
+use crate::gpu::GpuModel;
+use crate::ids::{AccountId, LeaseId, OrderId, ProviderId};
+use crate::launcher::{
+    LaunchSpec, LogStream, Workload, WorkloadId, WorkloadLauncher, WorkloadStatus,
+};
+use crate::lease::{CloseReason, LeaseEvent, LeaseState};
+use crate::market::Market;
+use crate::matching::{Matcher, Ranked, RejectReason, Rejection};
+use crate::money::Amount;
+use crate::order::{Candidate, Order};
+use crate::proof::{ChallengeProver, ChallengeVerifier, ProofReport, run_challenge};
+use crate::provider::TrustTier;
+use crate::registry::Registry;
+use crate::request::GpuRequest;
+use crate::tier::{TierPolicy, Violation};
+use crate::{Error, Result};
+use futures::stream::BoxStream;
+use rand_core::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+/// Finds the prover that answers challenges for a provider.
+pub trait ProverDirectory: Send + Sync {
+    /// The provider's prover, if it can be reached.
+    fn prover(&self, provider: ProviderId) -> Option<Arc<dyn ChallengeProver>>;
+}
+
+/// A directory backed by a map, filled at start-up.
+#[derive(Default)]
+pub struct Provers {
+    map: RwLock<BTreeMap<ProviderId, Arc<dyn ChallengeProver>>>,
+}
+
+impl Provers {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Registers `provider`'s prover.
+    pub fn insert(&self, provider: ProviderId, prover: Arc<dyn ChallengeProver>) {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(provider, prover);
+    }
+}
+
+impl ProverDirectory for Provers {
+    fn prover(&self, provider: ProviderId) -> Option<Arc<dyn ChallengeProver>> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&provider)
+            .cloned()
+    }
+}
+
+/// Everything the flow plugs together.
+#[derive(Clone)]
+pub struct Parts {
+    /// Where orders and bids meet.
+    pub market: Arc<dyn Market>,
+    /// Who wins.
+    pub matcher: Arc<dyn Matcher>,
+    /// Where money waits.
+    pub escrow: Arc<dyn Escrow>,
+    /// Where workloads run.
+    pub launcher: Arc<dyn WorkloadLauncher>,
+    /// Who checks GPUs.
+    pub verifier: Arc<dyn ChallengeVerifier>,
+    /// How to reach provers.
+    pub provers: Arc<dyn ProverDirectory>,
+    /// Tiers and penalties.
+    pub tiers: Arc<dyn TierPolicy>,
+    /// The provider registry.
+    pub registry: Arc<Registry>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Flow settings.
+#[derive(Clone, Debug)]
+pub struct FlowConfig {
+    /// How long orders collect bids.
+    pub bid_window: Duration,
+    /// How many providers to challenge before giving up on an order.
+    pub max_attempts: usize,
+    /// The verifier's account: receives slashed stake.
+    pub verifier_account: AccountId,
+    /// Seed of challenge entropy; `None` draws from the operating system.
+    pub entropy_seed: Option<u64>,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            bid_window: Duration::from_secs(2),
+            max_attempts: 3,
+            verifier_account: AccountId::from_label("spheron.verifier"),
+            entropy_seed: None,
+        }
+    }
+}
+
+/// Everything known about a lease, for the tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseReport {
+    /// The lease.
+    pub lease: LeaseId,
+    /// Its order.
+    pub order: OrderId,
+    /// The tenant.
+    pub tenant: AccountId,
+    /// The chosen provider.
+    pub provider: ProviderId,
+    /// Provider name.
+    pub provider_name: String,
+    /// Provider region.
+    pub region: String,
+    /// Provider tier when chosen.
+    pub tier: TrustTier,
+    /// Why it holds that tier.
+    pub tier_reason: String,
+    /// GPU model.
+    pub model: GpuModel,
+    /// GPUs.
+    pub gpus: u32,
+    /// Price per GPU-hour.
+    pub price_per_gpu_hour: Amount,
+    /// Budget locked.
+    pub budget: Amount,
+    /// The winning candidate with its score breakdown.
+    pub choice: Ranked,
+    /// Providers skipped (by filters or failed challenges) and why.
+    pub skipped: Vec<Rejection>,
+    /// The proof-of-GPU result of the chosen provider.
+    pub proof: ProofReport,
+    /// State now.
+    pub state: LeaseState,
+    /// When cost started accruing.
+    pub started_at: Timestamp,
+    /// When it closed.
+    pub ended_at: Option<Timestamp>,
+    /// Cost so far (final once closed).
+    pub cost: Amount,
+    /// The settlement, once closed.
+    pub settlement: Option<Settlement>,
+    /// Every progress event of this rent.
+    pub progress: Vec<ProgressEvent>,
+}
+
+impl LeaseReport {
+    /// Refund, once settled.
+    pub fn refunded(&self) -> Option<Amount> {
+        self.settlement.map(|s| s.refunded)
+    }
+}
+
+struct LeaseShared {
+    report: Mutex<LeaseReport>,
+    stop_tx: watch::Sender<bool>,
+    closed_rx: watch::Receiver<bool>,
+    workload: WorkloadId,
+    parts: Parts,
+}
+
+/// A handle on a running lease. Dropping it does not stop the lease.
+#[derive(Clone)]
+pub struct LeaseHandle {
+    shared: Arc<LeaseShared>,
+}
+
+impl std::fmt::Debug for LeaseHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseHandle")
+            .field("lease", &self.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaseHandle {
+    fn snapshot(&self) -> LeaseReport {
+        self.shared
+            .report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The lease id.
+    pub fn id(&self) -> LeaseId {
+        self.snapshot().lease
+    }
+
+    /// The state now.
+    pub fn state(&self) -> LeaseState {
+        self.snapshot().state
+    }
+
+    /// The workload's output from the beginning; ends when the workload ends.
+    pub fn logs(&self) -> Result<LogStream> {
+        self.shared.parts.launcher.logs(&self.shared.workload)
+    }
+
+    /// The report now, with the cost accrued so far while the lease runs.
+    pub async fn report(&self) -> LeaseReport {
+        let mut r = self.snapshot();
+        if !r.state.is_closed() {
+            let now = self.shared.parts.clock.now();
+            if let Ok(c) = self.shared.parts.escrow.accrued(r.lease, now).await {
+                r.cost = c;
+            }
+        }
+        r
+    }
+
+    /// Waits until the lease is closed and settled; returns the final report.
+    pub async fn wait(&self) -> LeaseReport {
+        let mut rx = self.shared.closed_rx.clone();
+        let _ = rx.wait_for(|c| *c).await;
+        self.snapshot()
+    }
+
+    /// Stops the lease, waits for settlement and returns the final report.
+    /// A lease that is already closed gives [`Error::LeaseClosed`].
+    pub async fn stop(&self) -> Result<LeaseReport> {
+        if *self.shared.closed_rx.borrow() || *self.shared.stop_tx.borrow() {
+            return Err(Error::LeaseClosed(self.id()));
+        }
+        self.shared.stop_tx.send_replace(true);
+        Ok(self.wait().await)
+    }
+}
+
+/// Drives orders through the plug points.
+pub struct Orchestrator {
+    parts: Parts,
+    config: FlowConfig,
+    next_id: AtomicU64,
+    rng: Mutex<rand_chacha::ChaCha20Rng>,
+    events: broadcast::Sender<ProgressEvent>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Orchestrator {
+    /// Wires `parts` with `config`.
+    pub fn new(parts: Parts, config: FlowConfig) -> Self {
+        let rng = match config.entropy_seed {
+            Some(s) => rand_chacha::ChaCha20Rng::seed_from_u64(s),
+            None => rand_chacha::ChaCha20Rng::from_os_rng(),
+        };
+        let (events, _) = broadcast::channel(4096);
+        Orchestrator {
+            parts,
+            config,
+            next_id: AtomicU64::new(1),
+            rng: Mutex::new(rng),
+            events,
+        }
+    }
+
+    /// The plugged parts.
+    pub fn parts(&self) -> &Parts {
+        &self.parts
+    }
+
+    /// Progress events of every rent from now on.
+    pub fn subscribe(&self) -> BoxStream<'static, ProgressEvent> {
+        let rx = self.events.subscribe();
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => return Some((e, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }))
+    }
+
+    fn entropy(&self) -> [[u8; 32]; 2] {
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = [[0u8; 32]; 2];
+        for e in &mut out {
+            rng.fill_bytes(e);
+        }
+        out
+    }
+
+    /// Rents GPUs for `tenant`: runs the whole flow and returns once the workload runs.
+    pub async fn rent(
+        &self,
+        tenant: AccountId,
+        request: GpuRequest,
+        workload: Workload,
+    ) -> Result<LeaseHandle> {
+        workload.validate()?;
+        let p = &self.parts;
+        let budget = request.budget()?;
+        let available = p.escrow.balance(tenant).await?.available;
+        if available < budget {
+            return Err(Error::InsufficientFunds {
+                needed: budget,
+                available,
+            });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = p.clock.now();
+        let order = Order {
+            id: OrderId(id),
+            tenant,
+            request,
+            created_at: now,
+            bid_deadline: now.add(self.config.bid_window),
+        };
+        let progress = Arc::new(Mutex::new(Vec::new()));
+        let emit = {
+            let progress = progress.clone();
+            let tx = self.events.clone();
+            let clock = p.clock.clone();
+            let order = order.id;
+            move |step: Step| {
+                let e = ProgressEvent {
+                    at: clock.now(),
+                    order,
+                    step,
+                };
+                tracing::info!(%order, step = %e.step, "rent");
+                progress
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(e.clone());
+                let _ = tx.send(e);
+            }
+        };
+
+        p.market.publish(order.clone()).await?;
+        emit(Step::Published { budget });
+        let bids = p.market.close_bidding(order.id).await?;
+        emit(Step::BidsIn { count: bids.len() });
+
+        let mut skipped = Vec::new();
+        let mut candidates = Vec::new();
+        for bid in bids {
+            match p.registry.get(bid.provider) {
+                Ok(prov) if prov.banned => skipped.push(Rejection {
+                    provider: bid.provider,
+                    reason: RejectReason::Banned,
+                }),
+                Ok(prov) => candidates.push(Candidate {
+                    profile: prov.profile(bid.model),
+                    bid,
+                }),
+                Err(_) => skipped.push(Rejection {
+                    provider: bid.provider,
+                    reason: RejectReason::Other("not registered".into()),
+                }),
+            }
+        }
+        let ranking = p.matcher.rank(&order, &candidates)?;
+        skipped.extend(ranking.rejected.iter().cloned());
+
+        let mut chosen = None;
+        for (i, ranked) in ranking.ranked.iter().enumerate() {
+            if i >= self.config.max_attempts {
+                skipped.push(Rejection {
+                    provider: ranked.provider(),
+                    reason: RejectReason::Other("not tried: attempt limit reached".into()),
+                });
+                continue;
+            }
+            let provider = ranked.provider();
+            emit(Step::Matched {
+                provider,
+                score: ranked.score,
+                attempt: i + 1,
+            });
+            let model = ranked.candidate.bid.model;
+            emit(Step::Verifying {
+                provider,
+                claimed: model,
+            });
+            let Some(prover) = p.provers.prover(provider) else {
+                skipped.push(Rejection {
+                    provider,
+                    reason: RejectReason::Other("no prover reachable".into()),
+                });
+                continue;
+            };
+            let proof = run_challenge(
+                p.verifier.as_ref(),
+                prover.as_ref(),
+                provider,
+                model,
+                self.entropy(),
+            )
+            .await;
+            if proof.verdict.passed() {
+                p.registry
+                    .update(provider, |pr| pr.stats.challenges_answered += 1)?;
+                emit(Step::Verified {
+                    provider,
+                    verdict: proof.verdict.clone(),
+                });
+                match p.registry.reserve(provider, model, order.request.count) {
+                    Ok(node) => {
+                        chosen = Some((ranked.clone(), proof, node));
+                        break;
+                    }
+                    Err(_) => {
+                        skipped.push(Rejection {
+                            provider,
+                            reason: RejectReason::CapacityTaken,
+                        });
+                        continue;
+                    }
+                }
+            }
+            let reason = match &proof.verdict {
+                crate::proof::Verdict::Fail(r) => r.to_string(),
+                crate::proof::Verdict::Pass { .. } => String::new(),
+            };
+            let slashed = self.penalise(provider, Violation::FailedProof).await?;
+            emit(Step::ChallengeFailed {
+                provider,
+                reason: reason.clone(),
+                slashed,
+            });
+            skipped.push(Rejection {
+                provider,
+                reason: RejectReason::ChallengeFailed(reason),
+            });
+        }
+
+        let Some((choice, proof, node)) = chosen else {
+            emit(Step::NoMatch {
+                rejected: skipped.clone(),
+            });
+            let _ = p.market.close_order(order.id).await;
+            return Err(Error::NoMatch {
+                order: order.id,
+                rejected: skipped,
+            });
+        };
+        let provider = choice.provider();
+        let model = choice.candidate.bid.model;
+        let count = order.request.count;
+        let release_capacity = || {
+            let _ = p.registry.release(provider, &node, count);
+        };
+
+        if let Err(e) = p.escrow.lock(order.id, tenant, budget).await {
+            release_capacity();
+            let _ = p.market.close_order(order.id).await;
+            return Err(e);
+        }
+        emit(Step::EscrowLocked { amount: budget });
+        let lease = LeaseId(id);
+        let mut state = LeaseState::Open.apply(LeaseEvent::Match)?;
+        p.market.record_match(order.id, provider, lease).await?;
+
+        emit(Step::Launching { lease });
+        let spec = LaunchSpec {
+            lease,
+            provider,
+            model,
+            gpus: count,
+            node: Some(node.clone()),
+            ends_at: p
+                .clock
+                .now()
+                .add(Duration::from_secs(order.request.duration_secs)),
+        };
+        let workload_id = match p.launcher.launch(&spec, &workload).await {
+            Ok(w) => w,
+            Err(e) => {
+                // Nothing ran: the tenant gets everything back, the provider a failed lease.
+                release_capacity();
+                p.escrow.release(order.id).await?;
+                let _ = p.market.close_order(order.id).await;
+                p.registry
+                    .update(provider, |pr| pr.stats.leases_failed += 1)?;
+                return Err(e);
+            }
+        };
+        let started_at = p.clock.now();
+        p.escrow
+            .open_lease(LeaseTerms {
+                lease,
+                order: order.id,
+                provider,
+                price_per_gpu_hour: choice.candidate.bid.price_per_gpu_hour,
+                gpus: count,
+                start: started_at,
+            })
+            .await?;
+        state = state.apply(LeaseEvent::Activate)?;
+        emit(Step::Running { lease });
+
+        let prov = p.registry.get(provider)?;
+        let tier_reason = p.tiers.evaluate(prov.tier, &prov.stats).reason;
+        let report = LeaseReport {
+            lease,
+            order: order.id,
+            tenant,
+            provider,
+            provider_name: prov.name.clone(),
+            region: prov.region.clone(),
+            tier: prov.tier,
+            tier_reason,
+            model,
+            gpus: count,
+            price_per_gpu_hour: choice.candidate.bid.price_per_gpu_hour,
+            budget,
+            choice,
+            skipped,
+            proof,
+            state,
+            started_at,
+            ended_at: None,
+            cost: Amount::ZERO,
+            settlement: None,
+            progress: progress.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (closed_tx, closed_rx) = watch::channel(false);
+        let shared = Arc::new(LeaseShared {
+            report: Mutex::new(report),
+            stop_tx,
+            closed_rx,
+            workload: workload_id,
+            parts: p.clone(),
+        });
+        tokio::spawn(supervise(
+            shared.clone(),
+            stop_rx,
+            closed_tx,
+            spec.ends_at,
+            node,
+            progress,
+            emit,
+        ));
+        Ok(LeaseHandle { shared })
+    }
+
+    async fn penalise(&self, provider: ProviderId, v: Violation) -> Result<Amount> {
+        let p = &self.parts;
+        let prior = p.registry.get(provider)?.stats.challenges_failed;
+        let penalty = p.tiers.penalty(v, prior);
+        let stake = p.escrow.balance(provider).await?.staked;
+        let amount = penalty.slash_amount(stake);
+        let slashed = if amount.0 > 0 {
+            p.escrow
+                .slash(provider, amount, self.config.verifier_account)
+                .await?
+        } else {
+            Amount::ZERO
+        };
+        p.registry.update(provider, |pr| {
+            pr.stats.challenges_failed += 1;
+            pr.stake = Amount(pr.stake.0.saturating_sub(slashed.0));
+            pr.tier = TrustTier(pr.tier.0.saturating_sub(penalty.demote_by));
+            pr.banned |= penalty.ban;
+        })?;
+        Ok(slashed)
+    }
+}
+
+async fn supervise(
+    shared: Arc<LeaseShared>,
+    mut stop_rx: watch::Receiver<bool>,
+    closed_tx: watch::Sender<bool>,
+    ends_at: Timestamp,
+    node: String,
+    progress: Arc<Mutex<Vec<ProgressEvent>>>,
+    emit: impl Fn(Step),
+) {
+    let p = &shared.parts;
+    let wid = shared.workload.clone();
+    enum Ending {
+        Stop,
+        Expire,
+        Exit(Result<WorkloadStatus>),
+    }
+    let ending = tokio::select! {
+        biased;
+        _ = stop_rx.wait_for(|s| *s) => Ending::Stop,
+        _ = p.clock.sleep_until(ends_at) => Ending::Expire,
+        status = p.launcher.wait(&wid) => Ending::Exit(status),
+    };
+    let reason = match ending {
+        Ending::Stop => {
+            stop_quietly(p.launcher.as_ref(), &wid).await;
+            CloseReason::TenantStopped
+        }
+        Ending::Expire => {
+            stop_quietly(p.launcher.as_ref(), &wid).await;
+            CloseReason::Expired
+        }
+        Ending::Exit(Ok(WorkloadStatus::Succeeded)) => CloseReason::Completed,
+        Ending::Exit(Ok(WorkloadStatus::Failed { exit_code })) => {
+            CloseReason::WorkloadFailed { exit_code }
+        }
+        Ending::Exit(Ok(WorkloadStatus::Stopped)) => CloseReason::TenantStopped,
+        Ending::Exit(Ok(other)) => CloseReason::ProviderFailed {
+            detail: format!("workload ended in state {other:?}"),
+        },
+        Ending::Exit(Err(e)) => CloseReason::ProviderFailed {
+            detail: e.to_string(),
+        },
+    };
+    let at = p.clock.now();
+    let (lease, provider, gpus) = {
+        let r = shared.report.lock().unwrap_or_else(|p| p.into_inner());
+        (r.lease, r.provider, r.gpus)
+    };
+    let settlement = p.escrow.settle(lease, at).await;
+    let _ = p.registry.release(provider, &node, gpus);
+    let fault = reason.is_provider_fault();
+    let _ = p.registry.update(provider, |pr| {
+        if fault {
+            pr.stats.leases_failed += 1;
+        } else {
+            pr.stats.leases_completed += 1;
+        }
+    });
+    let order = shared
+        .report
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .order;
+    let _ = p.market.close_order(order).await;
+    match &settlement {
+        Ok(s) => emit(Step::Settled {
+            lease,
+            reason: reason.clone(),
+            paid: s.paid,
+            refunded: s.refunded,
+        }),
+        Err(e) => tracing::error!(%lease, error = %e, "settlement failed"),
+    }
+    {
+        let mut r = shared.report.lock().unwrap_or_else(|p| p.into_inner());
+        r.state = r
+            .state
+            .apply(LeaseEvent::Close(reason.clone()))
+            .unwrap_or(LeaseState::Closed(reason));
+        r.ended_at = Some(at);
+        if let Ok(s) = settlement {
+            r.cost = s.paid;
+            r.settlement = Some(s);
+        }
+        r.progress = progress.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    }
+    closed_tx.send_replace(true);
+}
+
+async fn stop_quietly(launcher: &dyn WorkloadLauncher, id: &WorkloadId) {
+    if let Err(e) = launcher.stop(id).await {
+        tracing::warn!(workload = %id, error = %e, "stopping the workload failed");
+    }
+}

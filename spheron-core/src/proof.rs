@@ -1,0 +1,354 @@
+//! Proof-of-GPU wire types and the prover / verifier plug points.
+//!
+//! The protocol is commit-then-challenge: the verifier sends a [`Challenge`] (fresh seed,
+//! size, batch, deadline), the prover answers with a [`Commitment`] (a Merkle root over the
+//! rows of every product), only then the verifier sends a [`Reveal`] (random vector seed and
+//! sampled rows) and the prover answers with an [`Opening`]. The verifier decides with a pure
+//! function of those messages and its own timings. Implementations live in `spheron-gpu`.
+
+use crate::Result;
+use crate::gpu::GpuModel;
+use crate::ids::ProviderId;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The protocol version carried by every message.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Input element type of the challenge products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Dtype {
+    /// IEEE half precision inputs, FP32 accumulation.
+    F16,
+    /// bfloat16 inputs, FP32 accumulation.
+    Bf16,
+}
+
+/// Step 1: what the verifier asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// Protocol version.
+    pub version: u16,
+    /// Session id, echoed by every answer.
+    #[serde(with = "hex_bytes")]
+    pub session: [u8; 16],
+    /// Fresh 256-bit seed of the matrices.
+    #[serde(with = "hex_bytes")]
+    pub seed: [u8; 32],
+    /// The model the provider claims.
+    pub claimed: GpuModel,
+    /// Matrix size (n x n).
+    pub n: u32,
+    /// Number of products K.
+    pub batch: u32,
+    /// Input dtype.
+    pub dtype: Dtype,
+    /// Time allowed from sending to receiving the commitment, in microseconds of the verifier's clock.
+    pub deadline_us: u64,
+}
+
+/// Step 3: the prover's commitment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commitment {
+    /// Protocol version.
+    pub version: u16,
+    /// Echo of the challenge's session.
+    #[serde(with = "hex_bytes")]
+    pub session: [u8; 16],
+    /// Merkle root (BLAKE3) over the rows of all products.
+    #[serde(with = "hex_bytes")]
+    pub root: [u8; 32],
+    /// The device name the prover's driver reports: a hint only, never trusted.
+    pub device: Option<String>,
+}
+
+/// One sampled row: product `k`, row `row`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Sample {
+    /// Which product.
+    pub k: u32,
+    /// Which row.
+    pub row: u32,
+}
+
+/// Step 4: what the verifier reveals after the commitment arrived.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reveal {
+    /// Protocol version.
+    pub version: u16,
+    /// Echo of the session.
+    #[serde(with = "hex_bytes")]
+    pub session: [u8; 16],
+    /// Seed of the random vector r.
+    #[serde(with = "hex_bytes")]
+    pub r_seed: [u8; 32],
+    /// Rows to open.
+    pub samples: Vec<Sample>,
+}
+
+/// An opened row with its Merkle path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenedRow {
+    /// Which row.
+    pub sample: Sample,
+    /// The row's values (exact integers).
+    pub values: Vec<i32>,
+    /// Sibling hashes from leaf to root.
+    pub path: Vec<[u8; 32]>,
+}
+
+/// `C_k r` for one sampled product.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductVector {
+    /// Which product.
+    pub k: u32,
+    /// `C_k r`, exact.
+    pub values: Vec<i64>,
+}
+
+/// Step 4 answer: the prover's opening.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opening {
+    /// Protocol version.
+    pub version: u16,
+    /// Echo of the session.
+    #[serde(with = "hex_bytes")]
+    pub session: [u8; 16],
+    /// `C_k r` for every sampled k.
+    pub products: Vec<ProductVector>,
+    /// The opened rows.
+    pub rows: Vec<OpenedRow>,
+}
+
+/// What the verifier measured on its own clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofTiming {
+    /// From sending the challenge to receiving the commitment, in microseconds.
+    pub commit_us: u64,
+    /// Round-trip time to the prover measured around the challenge, in microseconds.
+    pub rtt_us: u64,
+}
+
+/// Why a proof failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum FailReason {
+    /// Slower than the claimed model can be.
+    TooSlow {
+        /// Achieved rate in TFLOP/s.
+        achieved_tflops: f64,
+        /// Rate the claimed model must reach.
+        required_tflops: f64,
+    },
+    /// Faster than the claimed model's peak: physically impossible.
+    ImpossibleSpeed {
+        /// Achieved rate in TFLOP/s.
+        achieved_tflops: f64,
+        /// The claimed model's peak.
+        peak_tflops: f64,
+    },
+    /// An opened row does not agree with `C_k r`.
+    BadRow(Sample),
+    /// An opened row's Merkle path does not lead to the committed root.
+    BadPath(Sample),
+    /// `A_k (B_k r) != C_k r`.
+    WrongProduct {
+        /// Which product.
+        k: u32,
+    },
+    /// An answer was structurally wrong (lengths, sessions, versions, values out of range).
+    Malformed(String),
+    /// The commitment arrived after the deadline.
+    Late {
+        /// Measured time in microseconds.
+        elapsed_us: u64,
+        /// The deadline in microseconds.
+        deadline_us: u64,
+    },
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailReason::TooSlow {
+                achieved_tflops,
+                required_tflops,
+            } => write!(
+                f,
+                "too slow: {achieved_tflops:.3} TFLOP/s, the claimed model needs {required_tflops:.3}"
+            ),
+            FailReason::ImpossibleSpeed {
+                achieved_tflops,
+                peak_tflops,
+            } => write!(
+                f,
+                "impossible speed: {achieved_tflops:.3} TFLOP/s is above the claimed peak {peak_tflops:.3}"
+            ),
+            FailReason::BadRow(s) => {
+                write!(f, "row {} of product {} disagrees with C·r", s.row, s.k)
+            }
+            FailReason::BadPath(s) => write!(
+                f,
+                "Merkle path of row {} of product {} does not reach the root",
+                s.row, s.k
+            ),
+            FailReason::WrongProduct { k } => write!(f, "product {k} is wrong (Freivalds check)"),
+            FailReason::Malformed(m) => write!(f, "malformed answer: {m}"),
+            FailReason::Late {
+                elapsed_us,
+                deadline_us,
+            } => write!(
+                f,
+                "late: committed after {} ms, deadline {} ms",
+                elapsed_us / 1000,
+                deadline_us / 1000
+            ),
+        }
+    }
+}
+
+/// The verifier's decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// The proof holds.
+    Pass {
+        /// Achieved rate in TFLOP/s on the verifier's clock, when timing was checked.
+        achieved_tflops: Option<f64>,
+    },
+    /// The proof failed.
+    Fail(FailReason),
+}
+
+impl Verdict {
+    /// Whether the proof passed.
+    pub fn passed(&self) -> bool {
+        matches!(self, Verdict::Pass { .. })
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Pass {
+                achieved_tflops: Some(t),
+            } => write!(f, "passed ({t:.3} TFLOP/s)"),
+            Verdict::Pass {
+                achieved_tflops: None,
+            } => f.write_str("passed"),
+            Verdict::Fail(r) => write!(f, "failed: {r}"),
+        }
+    }
+}
+
+/// The provider side of proof-of-GPU: compute, commit, open.
+#[cfg_attr(any(test, feature = "test-utils"), mockall::automock)]
+#[async_trait]
+pub trait ChallengeProver: Send + Sync {
+    /// Generates the matrices from the challenge seed, computes every product and commits.
+    async fn commit(&self, challenge: &Challenge) -> Result<Commitment>;
+    /// Opens the sampled rows and returns `C_k r` for the revealed vector.
+    async fn open(&self, reveal: &Reveal) -> Result<Opening>;
+}
+
+/// The verifier side: pure functions of the messages, the entropy given and the timings.
+#[cfg_attr(any(test, feature = "test-utils"), mockall::automock)]
+pub trait ChallengeVerifier: Send + Sync {
+    /// A fresh challenge for a provider claiming `claimed`, from 32 bytes of fresh entropy.
+    fn issue(&self, claimed: GpuModel, entropy: [u8; 32]) -> Challenge;
+    /// What to reveal once `commitment` arrived, from fresh entropy.
+    fn reveal(&self, challenge: &Challenge, commitment: &Commitment, entropy: [u8; 32]) -> Reveal;
+    /// Checks the whole exchange.
+    fn verify(
+        &self,
+        challenge: &Challenge,
+        commitment: &Commitment,
+        reveal: &Reveal,
+        opening: &Opening,
+        timing: &ProofTiming,
+    ) -> Verdict;
+}
+
+/// The result of challenging one provider, as shown in reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProofReport {
+    /// Who was challenged.
+    pub provider: ProviderId,
+    /// The claimed model.
+    pub claimed: GpuModel,
+    /// Size and batch of the challenge.
+    pub n: u32,
+    /// Number of products.
+    pub batch: u32,
+    /// What was measured.
+    pub timing: ProofTiming,
+    /// The decision.
+    pub verdict: Verdict,
+}
+
+/// Runs one full exchange between `verifier` and `prover`, timing the commitment with a
+/// monotonic clock on the verifier's side.
+///
+/// Transport failures from the prover become a [`Verdict::Fail`] with
+/// [`FailReason::Malformed`], so a provider cannot escape a failing verdict by erroring.
+pub async fn run_challenge(
+    verifier: &dyn ChallengeVerifier,
+    prover: &dyn ChallengeProver,
+    provider: ProviderId,
+    claimed: GpuModel,
+    entropy: [[u8; 32]; 2],
+) -> ProofReport {
+    let challenge = verifier.issue(claimed, entropy[0]);
+    let report = |timing: ProofTiming, verdict: Verdict| ProofReport {
+        provider,
+        claimed,
+        n: challenge.n,
+        batch: challenge.batch,
+        timing,
+        verdict,
+    };
+    let started = std::time::Instant::now();
+    let commitment = match prover.commit(&challenge).await {
+        Ok(c) => c,
+        Err(e) => {
+            return report(
+                ProofTiming::default(),
+                Verdict::Fail(FailReason::Malformed(format!("commit failed: {e}"))),
+            );
+        }
+    };
+    let timing = ProofTiming {
+        commit_us: started.elapsed().as_micros() as u64,
+        rtt_us: 0,
+    };
+    let reveal = verifier.reveal(&challenge, &commitment, entropy[1]);
+    let opening = match prover.open(&reveal).await {
+        Ok(o) => o,
+        Err(e) => {
+            return report(
+                timing,
+                Verdict::Fail(FailReason::Malformed(format!("open failed: {e}"))),
+            );
+        }
+    };
+    let verdict = verifier.verify(&challenge, &commitment, &reveal, &opening, &timing);
+    report(timing, verdict)
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(b: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
+        let s = String::deserialize(d)?;
+        let v = hex::decode(&s).map_err(serde::de::Error::custom)?;
+        v.try_into()
+            .map_err(|_| serde::de::Error::custom(format!("expected {N} bytes of hex")))
+    }
+}
