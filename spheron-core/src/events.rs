@@ -80,6 +80,10 @@ pub enum Step {
     Settled {
         /// The lease.
         lease: LeaseId,
+        /// The provider that served it.
+        provider: ProviderId,
+        /// GPU-seconds served (GPUs x billed seconds), for rewards.
+        gpu_seconds: u64,
         /// Why it closed.
         reason: CloseReason,
         /// Paid to the provider.
@@ -138,6 +142,7 @@ impl fmt::Display for Step {
             Step::Settled {
                 lease,
                 reason,
+                ..
                 paid,
                 refunded,
             } => write!(

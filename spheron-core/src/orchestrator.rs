@@ -650,6 +650,8 @@ async fn supervise(
     match &settlement {
         Ok(s) => emit(Step::Settled {
             lease,
+            provider,
+            gpu_seconds: s.seconds.saturating_mul(u64::from(gpus)),
             reason: reason.clone(),
             paid: s.paid,
             refunded: s.refunded,
