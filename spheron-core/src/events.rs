@@ -142,9 +142,9 @@ impl fmt::Display for Step {
             Step::Settled {
                 lease,
                 reason,
-                ..
                 paid,
                 refunded,
+                ..
             } => write!(
                 f,
                 "{lease} settled: {reason}; paid {paid}, refunded {refunded}"
