@@ -171,6 +171,7 @@ struct LeaseShared {
     stop_tx: watch::Sender<bool>,
     closed_rx: watch::Receiver<bool>,
     workload: WorkloadId,
+    ends_at: Timestamp,
     parts: Parts,
 }
 
@@ -216,7 +217,7 @@ impl LeaseHandle {
     pub async fn report(&self) -> LeaseReport {
         let mut r = self.snapshot();
         if !r.state.is_closed() {
-            let now = self.shared.parts.clock.now();
+            let now = self.shared.parts.clock.now().min(self.shared.ends_at);
             if let Ok(c) = self.shared.parts.escrow.accrued(r.lease, now).await {
                 r.cost = c;
             }
@@ -373,6 +374,18 @@ impl Orchestrator {
                     reason: RejectReason::Other("not registered".into()),
                 }),
             }
+        }
+        // Providers that did not bid are explained too, so "no match" is never opaque.
+        for prov in p.registry.all() {
+            if candidates.iter().any(|c| c.profile.id == prov.id)
+                || skipped.iter().any(|s: &Rejection| s.provider == prov.id)
+            {
+                continue;
+            }
+            skipped.push(Rejection {
+                provider: prov.id,
+                reason: no_bid_reason(&prov, &order.request),
+            });
         }
         let ranking = p.matcher.rank(&order, &candidates)?;
         skipped.extend(ranking.rejected.iter().cloned());
@@ -546,6 +559,7 @@ impl Orchestrator {
             stop_tx,
             closed_rx,
             workload: workload_id,
+            ends_at: spec.ends_at,
             parts: p.clone(),
         });
         tokio::spawn(supervise(
@@ -626,7 +640,8 @@ async fn supervise(
             detail: e.to_string(),
         },
     };
-    let at = p.clock.now();
+    // Never bill past the paid duration.
+    let at = p.clock.now().min(ends_at);
     let (lease, provider, gpus) = {
         let r = shared.report.lock().unwrap_or_else(|p| p.into_inner());
         (r.lease, r.provider, r.gpus)
@@ -672,6 +687,38 @@ async fn supervise(
         r.progress = progress.lock().unwrap_or_else(|p| p.into_inner()).clone();
     }
     closed_tx.send_replace(true);
+}
+
+/// Why a registered provider did not bid on `request`, as far as the registry shows.
+fn no_bid_reason(p: &crate::provider::Provider, request: &GpuRequest) -> RejectReason {
+    if p.banned {
+        return RejectReason::Banned;
+    }
+    let models = p.inventory.models();
+    let accepted: Vec<GpuModel> = models
+        .iter()
+        .copied()
+        .filter(|m| request.accepts_model(*m))
+        .collect();
+    match (accepted.first(), models.first()) {
+        (None, Some(m)) => RejectReason::ModelNotAccepted(*m),
+        (None, None) => RejectReason::Other("no GPUs listed".into()),
+        (Some(_), _) => {
+            let free = accepted
+                .iter()
+                .map(|m| p.inventory.largest_free_block(*m))
+                .max()
+                .unwrap_or(0);
+            if free < request.count {
+                RejectReason::InsufficientGpus {
+                    free,
+                    wanted: request.count,
+                }
+            } else {
+                RejectReason::Other("did not bid (price above the ceiling or no answer)".into())
+            }
+        }
+    }
 }
 
 async fn stop_quietly(launcher: &dyn WorkloadLauncher, id: &WorkloadId) {

@@ -1,0 +1,282 @@
+//! [`Marketplace`]: the embedded marketplace wiring spheron's defaults together.
+
+use crate::fleet::SimFleet;
+use crate::local_launcher::LocalLauncher;
+use futures::stream::BoxStream;
+use spheron_core::{
+    AccountId, Amount, Balance, ChallengeVerifier, Clock, Error, Escrow, FlowConfig, GpuRequest,
+    LeaseHandle, LedgerTotals, LocalMarket, Matcher, MemoryEscrow, Orchestrator, Parts,
+    ProgressEvent, Provers, Provider, Registry, Result, StrategyAgent, SystemClock, TierPolicy,
+    Token, UptimeTierPolicy, WeightedMatcher, Workload, WorkloadLauncher,
+};
+use spheron_gpu::{CpuProver, RecomputeVerifier};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An embedded marketplace: in-process market and escrow, a simulated provider fleet,
+/// proof-of-GPU challenges, and a launcher (local subprocesses by default).
+///
+/// ```no_run
+/// # async fn demo() -> spheron::Result<()> {
+/// use spheron::prelude::*;
+///
+/// let market = Marketplace::local().tenant_funds(Amount(100_000_000)).build().await?;
+/// let request = GpuRequest::builder()
+///     .gpu("h100")
+///     .hours(1)
+///     .max_price_per_gpu_hour(Amount(3_000_000))
+///     .build()?;
+/// let lease = market.rent(request, Workload::command(["echo", "hello"])).await?;
+/// let report = lease.wait().await;
+/// println!("paid {} refunded {:?}", report.cost, report.refunded());
+/// # Ok(()) }
+/// ```
+pub struct Marketplace {
+    orchestrator: Orchestrator,
+    escrow: Arc<dyn Escrow>,
+    ledger: Option<Arc<MemoryEscrow>>,
+    registry: Arc<Registry>,
+    tenant: AccountId,
+    verifier_account: AccountId,
+}
+
+impl std::fmt::Debug for Marketplace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Marketplace")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builder of the embedded marketplace; every part has a default and can be replaced.
+#[must_use]
+pub struct LocalBuilder {
+    token: Token,
+    clock: Option<Arc<dyn Clock>>,
+    matcher: Option<Arc<dyn Matcher>>,
+    launcher: Option<Arc<dyn WorkloadLauncher>>,
+    verifier: Option<Arc<dyn ChallengeVerifier>>,
+    tiers: Option<Arc<dyn TierPolicy>>,
+    fleet: SimFleet,
+    seed: Option<u64>,
+    bid_window: Duration,
+    max_attempts: usize,
+    tenant: AccountId,
+    tenant_funds: Amount,
+}
+
+impl Marketplace {
+    /// A builder for the embedded marketplace with the standard simulated fleet.
+    pub fn local() -> LocalBuilder {
+        LocalBuilder {
+            token: Token::usd(),
+            clock: None,
+            matcher: None,
+            launcher: None,
+            verifier: None,
+            tiers: None,
+            fleet: SimFleet::standard(),
+            seed: None,
+            bid_window: Duration::from_millis(200),
+            max_attempts: 3,
+            tenant: AccountId::from_label("spheron.tenant"),
+            tenant_funds: Amount::ZERO,
+        }
+    }
+
+    /// Rents GPUs for the marketplace's tenant: publish, bid, match, verify, lock, launch.
+    /// Returns once the workload runs.
+    pub async fn rent(&self, request: GpuRequest, workload: Workload) -> Result<LeaseHandle> {
+        self.orchestrator.rent(self.tenant, request, workload).await
+    }
+
+    /// Progress events of every rent from now on.
+    pub fn events(&self) -> BoxStream<'static, ProgressEvent> {
+        self.orchestrator.subscribe()
+    }
+
+    /// The tenant account used by [`Marketplace::rent`].
+    pub fn tenant(&self) -> AccountId {
+        self.tenant
+    }
+
+    /// The account that receives slashed stake (the verifier network).
+    pub fn verifier_account(&self) -> AccountId {
+        self.verifier_account
+    }
+
+    /// The payment token.
+    pub fn token(&self) -> Token {
+        self.escrow.token()
+    }
+
+    /// Deposits funds for the tenant.
+    pub async fn deposit(&self, amount: Amount) -> Result<()> {
+        self.escrow.deposit(self.tenant, amount).await
+    }
+
+    /// An account's escrow balance.
+    pub async fn balance(&self, account: AccountId) -> Result<Balance> {
+        self.escrow.balance(account).await
+    }
+
+    /// The escrow.
+    pub fn escrow(&self) -> &Arc<dyn Escrow> {
+        &self.escrow
+    }
+
+    /// Totals of the in-memory ledger (conservation audit).
+    pub fn ledger_totals(&self) -> Option<LedgerTotals> {
+        self.ledger.as_ref().map(|l| l.totals())
+    }
+
+    /// A provider's record.
+    pub fn provider(&self, id: AccountId) -> Result<Provider> {
+        self.registry.get(id)
+    }
+
+    /// Every provider, by id.
+    pub fn providers(&self) -> Vec<Provider> {
+        self.registry.all()
+    }
+
+    /// The orchestrator, for integrators who need the parts.
+    pub fn orchestrator(&self) -> &Orchestrator {
+        &self.orchestrator
+    }
+}
+
+impl LocalBuilder {
+    /// The payment token (default: a 6-decimal USD token).
+    pub fn token(mut self, token: Token) -> Self {
+        self.token = token;
+        self
+    }
+    /// The clock (default: the system clock). Use a `SimClock` in tests.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+    /// The matcher (default: [`WeightedMatcher`] seeded with [`LocalBuilder::seed`]).
+    pub fn matcher(mut self, matcher: Arc<dyn Matcher>) -> Self {
+        self.matcher = Some(matcher);
+        self
+    }
+    /// The launcher (default: [`LocalLauncher`]).
+    pub fn launcher(mut self, launcher: Arc<dyn WorkloadLauncher>) -> Self {
+        self.launcher = Some(launcher);
+        self
+    }
+    /// The proof-of-GPU verifier.
+    pub fn verifier(mut self, verifier: Arc<dyn ChallengeVerifier>) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+    /// The tier policy.
+    pub fn tiers(mut self, tiers: Arc<dyn TierPolicy>) -> Self {
+        self.tiers = Some(tiers);
+        self
+    }
+    /// The simulated provider fleet (default: [`SimFleet::standard`]).
+    pub fn fleet(mut self, fleet: SimFleet) -> Self {
+        self.fleet = fleet;
+        self
+    }
+    /// Seeds the matcher's random term and the challenge entropy, for reproducible runs.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+    /// How long orders collect bids (default 200 ms; zero is allowed: agents bid in process).
+    pub fn bid_window(mut self, window: Duration) -> Self {
+        self.bid_window = window;
+        self
+    }
+    /// How many providers to challenge before giving up on an order (default 3).
+    pub fn max_attempts(mut self, n: usize) -> Self {
+        self.max_attempts = n;
+        self
+    }
+    /// The tenant account (default: derived from the label `spheron.tenant`).
+    pub fn tenant(mut self, tenant: AccountId) -> Self {
+        self.tenant = tenant;
+        self
+    }
+    /// Deposits this much for the tenant at start.
+    pub fn tenant_funds(mut self, amount: Amount) -> Self {
+        self.tenant_funds = amount;
+        self
+    }
+
+    /// Wires everything: registers and stakes the fleet, deposits the tenant's funds.
+    pub async fn build(self) -> Result<Marketplace> {
+        if self.max_attempts == 0 {
+            return Err(Error::invalid("max_attempts", "must be at least 1"));
+        }
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        // Stake reaches half of its criterion at 1000 whole tokens.
+        let stake_half = Amount(1_000 * 10u128.pow(u32::from(self.token.decimals)));
+        let ledger = Arc::new(MemoryEscrow::new(self.token));
+        let escrow: Arc<dyn Escrow> = ledger.clone();
+        let registry = Arc::new(Registry::new());
+        let market = Arc::new(LocalMarket::new(clock.clone()));
+        let provers = Arc::new(Provers::new());
+        for sim in self.fleet.providers {
+            let p = &sim.provider;
+            if p.stake.0 > 0 {
+                escrow.deposit(p.id, p.stake).await?;
+                escrow.stake(p.id, p.stake).await?;
+            }
+            let device = p.inventory.models().first().map(|m| format!("NVIDIA {m}"));
+            provers.insert(p.id, Arc::new(CpuProver::with_fault(device, sim.fault)));
+            market.add_agent(Arc::new(StrategyAgent::new(
+                p.id,
+                registry.clone(),
+                sim.prices.clone(),
+                sim.strategy,
+            )));
+            registry.register(sim.provider);
+        }
+        if self.tenant_funds.0 > 0 {
+            escrow.deposit(self.tenant, self.tenant_funds).await?;
+        }
+        let matcher = match self.matcher {
+            Some(m) => m,
+            None => Arc::new(WeightedMatcher::new(spheron_core::MatcherConfig {
+                round_seed: self.seed.unwrap_or(0),
+                stake_half,
+                ..Default::default()
+            })?),
+        };
+        let config = FlowConfig {
+            bid_window: self.bid_window,
+            max_attempts: self.max_attempts,
+            entropy_seed: self.seed,
+            ..FlowConfig::default()
+        };
+        let verifier_account = config.verifier_account;
+        let parts = Parts {
+            market,
+            matcher,
+            escrow: escrow.clone(),
+            launcher: self
+                .launcher
+                .unwrap_or_else(|| Arc::new(LocalLauncher::new())),
+            verifier: self
+                .verifier
+                .unwrap_or_else(|| Arc::new(RecomputeVerifier::default())),
+            provers,
+            tiers: self.tiers.unwrap_or_else(|| Arc::new(UptimeTierPolicy)),
+            registry: registry.clone(),
+            clock,
+        };
+        Ok(Marketplace {
+            orchestrator: Orchestrator::new(parts, config),
+            escrow,
+            ledger: Some(ledger),
+            registry,
+            tenant: self.tenant,
+            verifier_account,
+        })
+    }
+}
