@@ -37,21 +37,35 @@ async fn successful_workload_completes_and_logs_arrive_in_order() {
     let lease = m
         .rent(
             h100_request(),
-            Workload::command(["sh", "-c", "echo one; echo two >&2; echo three"]),
+            Workload::command(["sh", "-c", "echo one; echo two >&2; seq 1 200; echo three"]),
         )
         .await
         .expect("rent");
     assert_eq!(lease.state(), LeaseState::Active);
-    let lines: Vec<String> = lease
+    let lines: Vec<(LogSource, String)> = lease
         .logs()
         .expect("logs")
-        .filter(|l| futures::future::ready(l.source != LogSource::System))
-        .map(|l| l.line)
+        .map(|l| (l.source, l.line))
         .collect()
         .await;
-    assert_eq!(lines.len(), 3);
-    assert_eq!(lines[0], "one");
-    assert_eq!(lines[2], "three");
+    // stdout and stderr are separate pipes: order holds within each stream.
+    let stdout: Vec<&str> = lines
+        .iter()
+        .filter(|(s, _)| *s == LogSource::Stdout)
+        .map(|(_, l)| l.as_str())
+        .collect();
+    let expected: Vec<String> = (1..=200).map(|i| i.to_string()).collect();
+    assert_eq!(stdout[0], "one");
+    assert_eq!(
+        stdout[1..201],
+        expected.iter().map(String::as_str).collect::<Vec<_>>()[..]
+    );
+    assert_eq!(stdout[201], "three");
+    assert!(
+        lines
+            .iter()
+            .any(|(s, l)| *s == LogSource::Stderr && l == "two")
+    );
     let r = lease.wait().await;
     assert_eq!(r.state, LeaseState::Closed(CloseReason::Completed));
     // The simulated clock never moved: nothing is billed, everything comes back.
@@ -136,18 +150,50 @@ async fn lease_that_outlives_its_duration_expires() {
     assert_eq!(s.paid.0, r.price_per_gpu_hour.0 * 2);
 }
 
+/// Ranks by price alone, so the test does not depend on the default matcher's weights.
+struct CheapestFirst;
+
+impl spheron::Matcher for CheapestFirst {
+    fn rank(
+        &self,
+        order: &spheron::Order,
+        candidates: &[spheron::Candidate],
+    ) -> spheron::Result<spheron::Ranking> {
+        let mut ranked: Vec<spheron::Ranked> = candidates
+            .iter()
+            .filter(|c| c.bid.price_per_gpu_hour <= order.request.max_price_per_gpu_hour)
+            .map(|c| spheron::Ranked {
+                candidate: c.clone(),
+                score: 1.0 / c.bid.price_per_gpu_hour.0 as f64,
+                breakdown: Vec::new(),
+            })
+            .collect();
+        ranked.sort_by_key(|r| (r.candidate.bid.price_per_gpu_hour, r.candidate.bid.provider));
+        Ok(spheron::Ranking {
+            order: order.id,
+            ranked,
+            rejected: Vec::new(),
+        })
+    }
+}
+
 #[tokio::test]
 async fn failover_penalises_the_cheater_and_takes_the_next_bid() {
     let clock = SimClock::default();
-    let m = market(&clock).await;
+    let m = Marketplace::local()
+        .clock(Arc::new(clock.clone()))
+        .bid_window(Duration::ZERO)
+        .matcher(Arc::new(CheapestFirst))
+        .tenant_funds(Amount(100 * USD))
+        .build()
+        .await
+        .expect("marketplace");
+    // fra-bargain is the cheapest H100 seller in the standard fleet, and its prover cheats.
     let bargain = AccountId::from_label("fra-bargain");
     let request = GpuRequest::builder()
         .gpu("h100")
         .hours(1)
         .max_price_per_gpu_hour(Amount(3 * USD))
-        .region("eu-central")
-        .region("eu-west")
-        .location(spheron::GeoPoint::new(50.94, 6.96).expect("location"))
         .build()
         .expect("request");
     let lease = m
@@ -160,6 +206,10 @@ async fn failover_penalises_the_cheater_and_takes_the_next_bid() {
         r.skipped.iter().any(|s| s.provider == bargain
             && matches!(s.reason, spheron::RejectReason::ChallengeFailed(_)))
     );
+    assert!(r.progress.iter().any(|e| matches!(
+        &e.step,
+        spheron::Step::ChallengeFailed { provider, .. } if *provider == bargain
+    )));
     let cheater = m.provider(bargain).expect("provider");
     assert_eq!(cheater.stats.challenges_failed, 1);
     assert!(cheater.tier < spheron::TrustTier(5));
@@ -172,6 +222,7 @@ async fn failover_penalises_the_cheater_and_takes_the_next_bid() {
             .available,
         Amount(50 * USD)
     );
+    assert!(m.ledger_totals().expect("ledger").is_balanced());
 }
 
 #[tokio::test]

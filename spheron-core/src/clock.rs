@@ -16,6 +16,7 @@ pub struct Timestamp(pub u64);
 
 impl Timestamp {
     /// `self + d`, saturating.
+    #[allow(clippy::should_implement_trait)] // saturating, unlike `Add`; named for readability
     pub fn add(self, d: Duration) -> Timestamp {
         Timestamp(
             self.0
