@@ -65,8 +65,9 @@ pub use launcher::{
 pub use lease::{CloseReason, LeaseEvent, LeaseState};
 pub use market::{BidStrategy, LocalMarket, Market, MarketEvent, ProviderAgent, StrategyAgent};
 pub use matching::{
-    Assignment, Contribution, Criterion, Matcher, MatcherConfig, Ranked, Ranking, RejectReason,
-    Rejection, WeightedMatcher, Weights,
+    Assignment, Contribution, Criterion, IndexStats, Matcher, MatcherConfig, Offer, ProviderIndex,
+    Ranked, Ranking, RejectReason, Rejection, WeightedMatcher, Weights, greedy_assign,
+    optimal_assign,
 };
 pub use money::{Amount, Token};
 pub use orchestrator::{

@@ -1,8 +1,81 @@
-//! Matching: the [`Matcher`] plug point, its explainable result types, and the default
-//! [`WeightedMatcher`].
+//! Matching: the [`Matcher`] plug point, its explainable result types, the default
+//! [`WeightedMatcher`], the [`ProviderIndex`] for marketplace-scale queries, and batch
+//! assignment ([`greedy_assign`], [`optimal_assign`]).
 //!
 //! A matcher is a pure, synchronous function of the order, the candidates and its
 //! configuration (including a round seed), so independent operators running it agree.
+//!
+//! # Determinism
+//!
+//! The default matcher scores in fixed point: every criterion value is an integer in
+//! parts per million (`0..=1_000_000`), every weight is an integer share of 1 000 000,
+//! and a score is the integer sum of `weight * value` (units of 10^-12). Distances use
+//! trigonometry built from IEEE-754 `+ - * / sqrt` only (no platform `libm`), the random
+//! term comes from ChaCha8, and ties break on price, then provider id, then model. The
+//! `f64` fields of [`Ranked`] and [`Contribution`] are exact images of those integers,
+//! so the same orders, bids and seed give byte-identical results on every machine.
+//!
+//! ```
+//! use spheron_core::{
+//!     AccountId, Amount, Bid, Candidate, GeoPoint, GpuModel, GpuRequest, Matcher, Order,
+//!     OrderId, ProviderProfile, ProviderStats, Timestamp, TrustTier, WeightedMatcher,
+//! };
+//!
+//! let order = Order {
+//!     id: OrderId(1),
+//!     tenant: AccountId::from_label("tenant"),
+//!     request: GpuRequest::builder()
+//!         .gpu("h100")
+//!         .hours(1)
+//!         .max_price_per_gpu_hour(Amount(3_000_000))
+//!         .build()?,
+//!     created_at: Timestamp(0),
+//!     bid_deadline: Timestamp(0),
+//! };
+//! let bid = |name: &str, model, price| {
+//!     let id = AccountId::from_label(name);
+//!     Candidate {
+//!         bid: Bid {
+//!             order: order.id,
+//!             provider: id,
+//!             model,
+//!             price_per_gpu_hour: Amount(price),
+//!             placed_at: Timestamp(0),
+//!         },
+//!         profile: ProviderProfile {
+//!             id,
+//!             name: name.into(),
+//!             region: "eu-west".into(),
+//!             location: GeoPoint::new(50.1, 8.7).unwrap(),
+//!             rtt_ms: None,
+//!             stake: Amount(0),
+//!             stats: ProviderStats::default(),
+//!             tier: TrustTier(3),
+//!             free_gpus: 4,
+//!             total_free_gpus: 4,
+//!         },
+//!     }
+//! };
+//! let bids = [
+//!     bid("cheap", GpuModel::H100Sxm, 1_000_000),
+//!     bid("t4-box", GpuModel::T4, 100_000),
+//! ];
+//! let ranking = WeightedMatcher::default().rank(&order, &bids)?;
+//! let best = ranking.best()?;
+//! assert_eq!(best.candidate.profile.name, "cheap");
+//! for c in &best.breakdown {
+//!     println!("{:>12}: {:.3} x {:.3} = {:.4}", c.criterion, c.weight, c.value, c.points);
+//! }
+//! assert_eq!(ranking.rejected.len(), 1); // the T4 is not an H100
+//! # Ok::<(), spheron_core::Error>(())
+//! ```
+
+mod geo;
+mod index;
+mod weighted;
+
+pub use index::{IndexStats, Offer, ProviderIndex};
+pub use weighted::{MatcherConfig, WeightedMatcher, Weights};
 
 use crate::gpu::GpuModel;
 use crate::ids::{OrderId, ProviderId};
@@ -10,9 +83,9 @@ use crate::money::Amount;
 use crate::order::{Candidate, Order};
 use crate::provider::TrustTier;
 use crate::{Error, Result};
-use rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// A scoring criterion.
@@ -127,6 +200,9 @@ pub enum RejectReason {
     ChallengeFailed(String),
     /// The provider's capacity went to an earlier order in the batch.
     CapacityTaken,
+    /// The provider's profile holds a value the matcher cannot use (a non-finite or
+    /// negative measured RTT, a location off the globe).
+    InvalidProfile(String),
     /// A custom matcher's reason.
     Other(String),
 }
@@ -153,6 +229,7 @@ impl fmt::Display for RejectReason {
             RejectReason::WrongOrder => f.write_str("bid for another order"),
             RejectReason::ChallengeFailed(r) => write!(f, "failed proof-of-GPU: {r}"),
             RejectReason::CapacityTaken => f.write_str("capacity taken by an earlier order"),
+            RejectReason::InvalidProfile(s) => write!(f, "invalid profile: {s}"),
             RejectReason::Other(s) => f.write_str(s),
         }
     }
@@ -208,343 +285,268 @@ pub struct Assignment {
 }
 
 /// The matching plug point.
+///
+/// Implementations must be deterministic functions of their inputs so that several
+/// operators agree; [`WeightedMatcher`] is the default.
 pub trait Matcher: Send + Sync {
     /// Ranks `candidates` for `order`: filtered, scored, explained.
+    ///
+    /// An order nobody can serve gives a ranking with no `ranked` entries and a reason per
+    /// provider in `rejected`; [`Ranking::best`] turns that into [`Error::NoMatch`].
     fn rank(&self, order: &Order, candidates: &[Candidate]) -> Result<Ranking>;
 
     /// Assigns many orders at once without booking more GPUs on a provider than its free
-    /// block holds. The default is greedy: orders in id order, each taking its best
-    /// remaining candidate.
+    /// block holds. The default is [`greedy_assign`].
     fn assign(&self, orders: &[Order], candidates: &[Candidate]) -> Result<Assignment> {
         greedy_assign(self, orders, candidates)
     }
 }
 
-/// Greedy batch assignment over any matcher's `rank` (orders by id, best remaining candidate).
+/// The order in which a batch assignment considers (order, candidate) pairs: higher score
+/// first, then lower order id, lower price, lower provider id, lower model.
+pub(crate) fn pair_cmp(
+    (oa, a): (OrderId, &Ranked),
+    (ob, b): (OrderId, &Ranked),
+) -> Ordering {
+    b.score
+        .total_cmp(&a.score)
+        .then(oa.cmp(&ob))
+        .then(
+            a.candidate
+                .bid
+                .price_per_gpu_hour
+                .cmp(&b.candidate.bid.price_per_gpu_hour),
+        )
+        .then(a.provider().cmp(&b.provider()))
+        .then(a.candidate.bid.model.cmp(&b.candidate.bid.model))
+}
+
+fn check_unique_ids(orders: &[Order]) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    for o in orders {
+        if !seen.insert(o.id) {
+            return Err(Error::invalid(
+                "orders",
+                format!("{} appears twice in one batch", o.id),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Greedy batch assignment over any matcher's `rank`: global greedy by score.
+///
+/// Every order is ranked; all (order, candidate) pairs are then taken in one sequence:
+/// higher score first, ties by lower order id, lower price, lower provider id, lower model.
+/// A pair is booked when its order is still open and the provider's free block for that
+/// model (the candidate's `free_gpus`, minus what this batch already booked there) still
+/// holds the order's GPU count. Unmatched orders carry the filter reasons from `rank` plus
+/// [`RejectReason::CapacityTaken`] for every provider lost to a better pair.
+///
+/// Capacity is tracked per (provider, model) as the largest free block: conservative,
+/// never over-booked. Runs in `O(P log P)` for `P` pairs after ranking.
 pub fn greedy_assign<M: Matcher + ?Sized>(
     matcher: &M,
     orders: &[Order],
     candidates: &[Candidate],
 ) -> Result<Assignment> {
+    check_unique_ids(orders)?;
     let mut by_order: BTreeMap<OrderId, Vec<Candidate>> = BTreeMap::new();
     for c in candidates {
         by_order.entry(c.bid.order).or_default().push(c.clone());
     }
     let mut sorted: Vec<&Order> = orders.iter().collect();
     sorted.sort_by_key(|o| o.id);
-    let mut used: BTreeMap<(ProviderId, GpuModel), u32> = BTreeMap::new();
-    let mut out = Assignment::default();
-    for order in sorted {
+    let mut rankings = Vec::with_capacity(sorted.len());
+    for order in &sorted {
         let cands = by_order.remove(&order.id).unwrap_or_default();
-        let ranking = matcher.rank(order, &cands)?;
-        let mut rejected = ranking.rejected.clone();
-        let pick = ranking.ranked.into_iter().find(|r| {
-            let key = (r.provider(), r.candidate.bid.model);
-            let taken = used.get(&key).copied().unwrap_or(0);
-            let fits = r.candidate.profile.free_gpus.saturating_sub(taken) >= order.request.count;
-            if !fits {
-                rejected.push(Rejection {
-                    provider: r.provider(),
-                    reason: RejectReason::CapacityTaken,
-                });
+        rankings.push(matcher.rank(order, &cands)?);
+    }
+    let mut pairs: Vec<(usize, &Ranked)> = Vec::new();
+    for (i, r) in rankings.iter().enumerate() {
+        for ranked in &r.ranked {
+            if !ranked.score.is_finite() {
+                return Err(Error::Matcher(format!(
+                    "score {} for {} on {} is not finite",
+                    ranked.score,
+                    ranked.provider(),
+                    r.order
+                )));
             }
-            fits
-        });
-        match pick {
-            Some(r) => {
-                *used
-                    .entry((r.provider(), r.candidate.bid.model))
-                    .or_default() += order.request.count;
-                out.matched.push((order.id, r));
+            pairs.push((i, ranked));
+        }
+    }
+    pairs.sort_by(|&(ia, a), &(ib, b)| pair_cmp((sorted[ia].id, a), (sorted[ib].id, b)));
+    let mut used: BTreeMap<(ProviderId, GpuModel), u32> = BTreeMap::new();
+    let mut chosen: Vec<Option<&Ranked>> = vec![None; sorted.len()];
+    let mut lost: Vec<Vec<Rejection>> = vec![Vec::new(); sorted.len()];
+    for (i, r) in pairs {
+        if chosen[i].is_some() {
+            continue;
+        }
+        let count = sorted[i].request.count;
+        let key = (r.provider(), r.candidate.bid.model);
+        let taken = used.get(&key).copied().unwrap_or(0);
+        if r.candidate.profile.free_gpus.saturating_sub(taken) >= count {
+            *used.entry(key).or_default() += count;
+            chosen[i] = Some(r);
+        } else {
+            lost[i].push(Rejection {
+                provider: r.provider(),
+                reason: RejectReason::CapacityTaken,
+            });
+        }
+    }
+    let mut out = Assignment::default();
+    for (i, ranking) in rankings.iter().enumerate() {
+        match chosen[i] {
+            Some(r) => out.matched.push((ranking.order, r.clone())),
+            None => {
+                let mut rejected = ranking.rejected.clone();
+                rejected.append(&mut lost[i]);
+                rejected.sort_by(|a, b| a.provider.cmp(&b.provider));
+                out.unmatched.push((ranking.order, rejected));
             }
-            None => out.unmatched.push((order.id, rejected)),
         }
     }
     Ok(out)
 }
 
-/// Weights of the [`WeightedMatcher`]'s criteria. Validated by [`WeightedMatcher::new`].
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Weights {
-    /// Latency weight.
-    pub latency: f64,
-    /// Availability weight.
-    pub availability: f64,
-    /// Cost weight.
-    pub cost: f64,
-    /// Rating weight.
-    pub rating: f64,
-    /// Stake weight.
-    pub stake: f64,
-    /// Random-term weight.
-    pub random: f64,
-}
+/// Most orders [`optimal_assign`] accepts in one batch (Kuhn-Munkres is cubic).
+pub const OPTIMAL_MAX_ORDERS: usize = 1_000;
 
-impl Default for Weights {
-    fn default() -> Self {
-        Weights {
-            latency: 0.20,
-            availability: 0.10,
-            cost: 0.30,
-            rating: 0.20,
-            stake: 0.10,
-            random: 0.10,
+/// Largest absolute score [`optimal_assign`] accepts (scores are scaled to integers).
+pub const OPTIMAL_MAX_SCORE: f64 = 1_000.0;
+
+/// The assignment with the highest total score (Kuhn-Munkres from the `pathfinding`
+/// crate), for checking the quality of a fast assignment on small instances.
+///
+/// Every order must ask for the same GPU count `c`: a provider's free block for a model
+/// then holds `free_gpus / c` slots and the problem is an exact bipartite matching (mixed
+/// counts make it a generalised assignment problem, which is NP-hard; that gives a typed
+/// error). An order may stay unmatched when that raises the total. Scores are scaled to
+/// integers of 10^-12, so `|score|` must not exceed [`OPTIMAL_MAX_SCORE`]; at most
+/// [`OPTIMAL_MAX_ORDERS`] orders.
+pub fn optimal_assign<M: Matcher + ?Sized>(
+    matcher: &M,
+    orders: &[Order],
+    candidates: &[Candidate],
+) -> Result<Assignment> {
+    use pathfinding::kuhn_munkres::kuhn_munkres;
+    use pathfinding::matrix::Matrix;
+
+    check_unique_ids(orders)?;
+    if orders.len() > OPTIMAL_MAX_ORDERS {
+        return Err(Error::invalid(
+            "orders",
+            format!(
+                "{} orders exceed the optimal assignment's limit of {OPTIMAL_MAX_ORDERS}",
+                orders.len()
+            ),
+        ));
+    }
+    let mut sorted: Vec<&Order> = orders.iter().collect();
+    sorted.sort_by_key(|o| o.id);
+    let Some(first) = sorted.first() else {
+        return Ok(Assignment::default());
+    };
+    let count = first.request.count;
+    if let Some(o) = sorted.iter().find(|o| o.request.count != count) {
+        return Err(Error::invalid(
+            "orders",
+            format!(
+                "optimal assignment needs one GPU count per batch: {} asks for {}, {} for {}",
+                first.id, count, o.id, o.request.count
+            ),
+        ));
+    }
+    let mut by_order: BTreeMap<OrderId, Vec<Candidate>> = BTreeMap::new();
+    for c in candidates {
+        by_order.entry(c.bid.order).or_default().push(c.clone());
+    }
+    let mut rankings = Vec::with_capacity(sorted.len());
+    for order in &sorted {
+        let cands = by_order.remove(&order.id).unwrap_or_default();
+        rankings.push(matcher.rank(order, &cands)?);
+    }
+    // Slots: one column per order-sized block on each (provider, model). The smallest
+    // free block any candidate reports bounds what the batch may book there.
+    let mut capacity: BTreeMap<(ProviderId, GpuModel), u32> = BTreeMap::new();
+    for r in &rankings {
+        for ranked in &r.ranked {
+            let key = (ranked.provider(), ranked.candidate.bid.model);
+            let free = ranked.candidate.profile.free_gpus;
+            capacity
+                .entry(key)
+                .and_modify(|f| *f = (*f).min(free))
+                .or_insert(free);
         }
     }
-}
-
-/// Configuration of the [`WeightedMatcher`].
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MatcherConfig {
-    /// Criterion weights.
-    pub weights: Weights,
-    /// Seed of this matching round: all operators use the same one.
-    pub round_seed: u64,
-    /// Stake at which the stake criterion reaches 0.5 (diminishing returns beyond).
-    pub stake_half: Amount,
-    /// Prior mean rating (1..=5) for the rating criterion.
-    pub rating_prior_mean: f64,
-    /// Prior weight in ratings.
-    pub rating_prior_weight: f64,
-    /// RTT at which the latency criterion reaches 0.5, in ms.
-    pub latency_half_ms: f64,
-}
-
-impl Default for MatcherConfig {
-    fn default() -> Self {
-        MatcherConfig {
-            weights: Weights::default(),
-            round_seed: 0,
-            stake_half: Amount(1_000 * 10u128.pow(18)),
-            rating_prior_mean: 3.0,
-            rating_prior_weight: 5.0,
-            latency_half_ms: 50.0,
-        }
+    let mut first_slot: BTreeMap<(ProviderId, GpuModel), (usize, usize)> = BTreeMap::new();
+    let mut slots = 0usize;
+    for (key, free) in &capacity {
+        let n = (free / count) as usize;
+        first_slot.insert(*key, (slots, n));
+        slots += n;
     }
-}
-
-/// The default matcher: hard filters, then a weighted score over latency, availability,
-/// cost, rating, stake and a seeded random term. Ties break by lower price, then lower
-/// provider id.
-#[derive(Clone, Debug)]
-pub struct WeightedMatcher {
-    config: MatcherConfig,
-}
-
-impl WeightedMatcher {
-    /// A matcher with validated weights: each must be finite and `>= 0`.
-    pub fn new(config: MatcherConfig) -> Result<Self> {
-        let w = config.weights;
-        for (name, value) in [
-            ("latency", w.latency),
-            ("availability", w.availability),
-            ("cost", w.cost),
-            ("rating", w.rating),
-            ("stake", w.stake),
-            ("random", w.random),
-        ] {
-            if !value.is_finite() || value < 0.0 {
-                return Err(Error::InvalidWeight { name, value });
+    let rows = sorted.len();
+    // One "stay unmatched" column per order (weight 0) keeps rows <= columns.
+    let cols = slots + rows;
+    const FORBIDDEN: i64 = -(1 << 52);
+    let mut weights = Matrix::new(rows, cols, FORBIDDEN);
+    for (i, r) in rankings.iter().enumerate() {
+        weights[(i, slots + i)] = 0;
+        for ranked in &r.ranked {
+            let s = ranked.score;
+            if !s.is_finite() || s.abs() > OPTIMAL_MAX_SCORE {
+                return Err(Error::Matcher(format!(
+                    "score {s} for {} on {} is outside ±{OPTIMAL_MAX_SCORE}",
+                    ranked.provider(),
+                    r.order
+                )));
+            }
+            // Exact for WeightedMatcher scores, which are integers of 10^-12.
+            let w = (s * 1e12).round() as i64;
+            let key = (ranked.provider(), ranked.candidate.bid.model);
+            let (start, n) = first_slot[&key];
+            for col in start..start + n {
+                let cell = &mut weights[(i, col)];
+                *cell = (*cell).max(w);
             }
         }
-        for (name, value) in [
-            ("rating_prior_weight", config.rating_prior_weight),
-            ("latency_half_ms", config.latency_half_ms),
-        ] {
-            if !value.is_finite() || value <= 0.0 {
-                return Err(Error::InvalidWeight { name, value });
-            }
-        }
-        Ok(WeightedMatcher { config })
     }
-
-    /// The configuration.
-    pub fn config(&self) -> &MatcherConfig {
-        &self.config
-    }
-
-    /// The RTT used for `candidate`: measured when known, else estimated from distance,
-    /// else `None` when the tenant gave no location.
-    pub fn rtt_ms(order: &Order, c: &Candidate) -> Option<f64> {
-        c.profile.rtt_ms.or_else(|| {
-            order
-                .request
-                .location
-                .map(|loc| loc.estimated_rtt_ms(&c.profile.location))
-        })
-    }
-
-    fn filter(&self, order: &Order, c: &Candidate, banned: bool) -> Option<RejectReason> {
-        let req = &order.request;
-        let p = &c.profile;
-        if c.bid.order != order.id {
-            return Some(RejectReason::WrongOrder);
-        }
-        if banned {
-            return Some(RejectReason::Banned);
-        }
-        if req.deny_providers.contains(&p.id) {
-            return Some(RejectReason::ProviderDenied);
-        }
-        if !req.allow_providers.is_empty() && !req.allow_providers.contains(&p.id) {
-            return Some(RejectReason::ProviderNotAllowed);
-        }
-        if !req.accepts_model(c.bid.model) {
-            return Some(RejectReason::ModelNotAccepted(c.bid.model));
-        }
-        if p.free_gpus < req.count {
-            return Some(RejectReason::InsufficientGpus {
-                free: p.free_gpus,
-                wanted: req.count,
-            });
-        }
-        if c.bid.price_per_gpu_hour > req.max_price_per_gpu_hour {
-            return Some(RejectReason::AboveCeiling {
-                price: c.bid.price_per_gpu_hour,
-                ceiling: req.max_price_per_gpu_hour,
-            });
-        }
-        if p.tier < req.min_tier {
-            return Some(RejectReason::TierTooLow {
-                tier: p.tier,
-                min: req.min_tier,
-            });
-        }
-        if req.deny_regions.contains(&p.region) {
-            return Some(RejectReason::RegionDenied(p.region.clone()));
-        }
-        if !req.regions.is_empty() && !req.regions.contains(&p.region) {
-            return Some(RejectReason::RegionNotAllowed(p.region.clone()));
-        }
-        if let (Some(max_ms), Some(rtt_ms)) = (req.max_latency_ms, Self::rtt_ms(order, c)) {
-            if rtt_ms > f64::from(max_ms) {
-                return Some(RejectReason::LatencyTooHigh { rtt_ms, max_ms });
-            }
-        }
-        None
-    }
-
-    /// The random term for (`order`, `provider`) in this round: a ChaCha draw keyed by both,
-    /// so it does not depend on the order the candidates arrive in.
-    pub fn random_term(&self, order: OrderId, provider: ProviderId) -> f64 {
-        let mut h = blake3::Hasher::new();
-        h.update(b"spheron.matcher.random.v1");
-        h.update(&self.config.round_seed.to_le_bytes());
-        h.update(&order.0.to_le_bytes());
-        h.update(&provider.0);
-        let mut rng = rand_chacha::ChaCha8Rng::from_seed(*h.finalize().as_bytes());
-        // 53 random bits → [0, 1)
-        (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn score(&self, order: &Order, c: &Candidate) -> (f64, Vec<Contribution>) {
-        let cfg = &self.config;
-        let w = cfg.weights;
-        let req = &order.request;
-        let p = &c.profile;
-        let latency = match Self::rtt_ms(order, c) {
-            Some(rtt) => cfg.latency_half_ms / (cfg.latency_half_ms + rtt.max(0.0)),
-            None => 0.5,
-        };
-        let availability = if p.free_gpus == 0 {
-            0.0
-        } else {
-            f64::from(p.free_gpus.saturating_sub(req.count)) / f64::from(p.free_gpus)
-        };
-        let ceiling = req.max_price_per_gpu_hour.0 as f64;
-        let cost = ((ceiling - c.bid.price_per_gpu_hour.0 as f64) / ceiling).clamp(0.0, 1.0);
-        let rating = ((p
-            .stats
-            .rating(cfg.rating_prior_mean, cfg.rating_prior_weight)
-            - 1.0)
-            / 4.0)
-            .clamp(0.0, 1.0);
-        let stake = if cfg.stake_half.0 == 0 {
-            1.0
-        } else {
-            let s = p.stake.0 as f64;
-            s / (s + cfg.stake_half.0 as f64)
-        };
-        let random = self.random_term(order.id, p.id);
-        let parts = [
-            (Criterion::Latency, latency, w.latency),
-            (Criterion::Availability, availability, w.availability),
-            (Criterion::Cost, cost, w.cost),
-            (Criterion::Rating, rating, w.rating),
-            (Criterion::Stake, stake, w.stake),
-            (Criterion::Random, random, w.random),
-        ];
-        let breakdown: Vec<Contribution> = parts
-            .iter()
-            .map(|&(criterion, value, weight)| Contribution {
-                criterion,
-                value,
-                weight,
-                points: weight * value,
+    let (_, cols_of) = kuhn_munkres(&weights);
+    let mut out = Assignment::default();
+    for (i, ranking) in rankings.iter().enumerate() {
+        let col = cols_of[i];
+        let pick = (col < slots)
+            .then(|| {
+                let (key, _) = first_slot
+                    .iter()
+                    .find(|(_, (start, n))| col >= *start && col < start + n)?;
+                // Among this provider's bids (one per model is usual), the best-ranked one.
+                ranking
+                    .ranked
+                    .iter()
+                    .find(|r| (r.provider(), r.candidate.bid.model) == *key)
             })
-            .collect();
-        // Summed in a fixed order so the result is identical everywhere.
-        let score = breakdown.iter().fold(0.0, |acc, c| acc + c.points);
-        (score, breakdown)
-    }
-
-    /// Ranks like [`Matcher::rank`], additionally dropping providers in `banned`.
-    pub fn rank_excluding(
-        &self,
-        order: &Order,
-        candidates: &[Candidate],
-        banned: &dyn Fn(ProviderId) -> bool,
-    ) -> Ranking {
-        let mut ranked = Vec::new();
-        let mut rejected = Vec::new();
-        for c in candidates {
-            match self.filter(order, c, banned(c.profile.id)) {
-                Some(reason) => rejected.push(Rejection {
-                    provider: c.profile.id,
-                    reason,
-                }),
-                None => {
-                    let (score, breakdown) = self.score(order, c);
-                    ranked.push(Ranked {
-                        candidate: c.clone(),
-                        score,
-                        breakdown,
-                    });
-                }
+            .flatten();
+        match pick {
+            Some(r) if weights[(i, col)] > FORBIDDEN => {
+                out.matched.push((ranking.order, r.clone()))
             }
-        }
-        ranked.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then(
-                    a.candidate
-                        .bid
-                        .price_per_gpu_hour
-                        .cmp(&b.candidate.bid.price_per_gpu_hour),
-                )
-                .then(a.provider().cmp(&b.provider()))
-                .then(a.candidate.bid.model.cmp(&b.candidate.bid.model))
-        });
-        rejected.sort_by(|a, b| a.provider.cmp(&b.provider));
-        Ranking {
-            order: order.id,
-            ranked,
-            rejected,
+            _ => out
+                .unmatched
+                .push((ranking.order, ranking.rejected.clone())),
         }
     }
+    Ok(out)
 }
 
-impl Default for WeightedMatcher {
-    fn default() -> Self {
-        WeightedMatcher {
-            config: MatcherConfig::default(),
-        }
-    }
-}
-
-impl Matcher for WeightedMatcher {
-    fn rank(&self, order: &Order, candidates: &[Candidate]) -> Result<Ranking> {
-        Ok(self.rank_excluding(order, candidates, &|_| false))
+impl Assignment {
+    /// The sum of the matched pairs' scores.
+    pub fn total_score(&self) -> f64 {
+        self.matched.iter().fold(0.0, |acc, (_, r)| acc + r.score)
     }
 }
 
@@ -588,6 +590,13 @@ mod tests {
             )),
             other => panic!("expected NoMatch, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        let m = WeightedMatcher::new(MatcherConfig::default()).unwrap();
+        assert_eq!(m.fixed().w, WeightedMatcher::default().fixed().w);
+        assert_eq!(m.fixed().w, [200_000, 100_000, 300_000, 200_000, 100_000, 100_000]);
     }
 
     #[test]

@@ -1,0 +1,664 @@
+//! The default matcher: hard filters, then a fixed-point weighted score.
+
+use super::geo::{self, Unit};
+use super::{Contribution, Criterion, Matcher, Ranked, Ranking, RejectReason, Rejection};
+use crate::gpu::GpuModel;
+use crate::ids::{OrderId, ProviderId};
+use crate::money::Amount;
+use crate::order::{Candidate, Order};
+use crate::provider::{ProviderProfile, ProviderStats, TrustTier};
+use crate::{Error, Result};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+
+/// One in fixed point: criterion values and weights are parts per million.
+pub(crate) const ONE: u64 = 1_000_000;
+/// Score points per unit of score (`weight ppm * value ppm`).
+pub(crate) const POINTS_PER_UNIT: f64 = 1e12;
+
+/// The criteria in breakdown order.
+pub(crate) const CRITERIA: [Criterion; 6] = [
+    Criterion::Latency,
+    Criterion::Availability,
+    Criterion::Cost,
+    Criterion::Rating,
+    Criterion::Stake,
+    Criterion::Random,
+];
+pub(crate) const LAT: usize = 0;
+pub(crate) const AVAIL: usize = 1;
+pub(crate) const COST: usize = 2;
+pub(crate) const RATING: usize = 3;
+pub(crate) const STAKE: usize = 4;
+pub(crate) const RANDOM: usize = 5;
+
+/// Weights of the [`WeightedMatcher`]'s criteria. Validated by [`WeightedMatcher::new`].
+///
+/// Weights are relative: the matcher normalises them to sum to 1 (each becomes an integer
+/// share of 1 000 000), so `{cost: 3, rating: 1}` and `{cost: 0.75, rating: 0.25}` rank
+/// alike. The breakdown reports the normalised weight.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Weights {
+    /// Latency weight.
+    pub latency: f64,
+    /// Availability weight.
+    pub availability: f64,
+    /// Cost weight.
+    pub cost: f64,
+    /// Rating weight.
+    pub rating: f64,
+    /// Stake weight.
+    pub stake: f64,
+    /// Random-term weight.
+    pub random: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            latency: 0.20,
+            availability: 0.10,
+            cost: 0.30,
+            rating: 0.20,
+            stake: 0.10,
+            random: 0.10,
+        }
+    }
+}
+
+impl Weights {
+    fn named(&self) -> [(&'static str, f64); 6] {
+        [
+            ("latency", self.latency),
+            ("availability", self.availability),
+            ("cost", self.cost),
+            ("rating", self.rating),
+            ("stake", self.stake),
+            ("random", self.random),
+        ]
+    }
+}
+
+/// Configuration of the [`WeightedMatcher`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MatcherConfig {
+    /// Criterion weights.
+    pub weights: Weights,
+    /// Seed of this matching round: all operators use the same one.
+    pub round_seed: u64,
+    /// Stake at which the stake criterion reaches 0.5 (diminishing returns beyond).
+    pub stake_half: Amount,
+    /// Prior mean rating (`1..=5`) for the rating criterion.
+    pub rating_prior_mean: f64,
+    /// Prior weight in ratings (`0.001..=1e9`), as a number of pseudo-ratings.
+    pub rating_prior_weight: f64,
+    /// RTT at which the latency criterion reaches 0.5, in ms (`0.001..=1e6`).
+    pub latency_half_ms: f64,
+}
+
+impl Default for MatcherConfig {
+    fn default() -> Self {
+        MatcherConfig {
+            weights: Weights::default(),
+            round_seed: 0,
+            stake_half: Amount(1_000 * 10u128.pow(18)),
+            rating_prior_mean: 3.0,
+            rating_prior_weight: 5.0,
+            latency_half_ms: 50.0,
+        }
+    }
+}
+
+/// The configuration in fixed point.
+#[derive(Clone, Debug)]
+pub(crate) struct Fixed {
+    /// Weights in ppm, in [`CRITERIA`] order.
+    pub w: [u64; 6],
+    stake_half: u128,
+    prior_mean_milli: u128,
+    prior_weight_milli: u128,
+    half_us: u64,
+}
+
+/// `floor(a * b / c)` for `a <= c`, exact for every `u128` (so the result is `<= b`).
+pub(crate) fn mul_div(a: u128, b: u64, c: u128) -> u64 {
+    debug_assert!(a <= c && c > 0);
+    if a < (1 << 100) {
+        return (a * u128::from(b) / c) as u64;
+    }
+    // Wide path: the largest q in 0..=b with q * c <= a * b, by bisection on 256-bit products.
+    fn wide(x: u128, y: u64) -> (u128, u128) {
+        let (x1, x0) = (x >> 64, x & u128::from(u64::MAX));
+        let p0 = x0 * u128::from(y);
+        let p1 = x1 * u128::from(y);
+        let (lo, carry) = p0.overflowing_add(p1 << 64);
+        ((p1 >> 64) + u128::from(carry), lo)
+    }
+    let target = wide(a, b);
+    let (mut lo, mut hi) = (0u64, b);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if wide(c, mid) <= target {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+impl Fixed {
+    fn new(config: &MatcherConfig) -> Result<Self> {
+        let named = config.weights.named();
+        for (name, value) in named {
+            if !value.is_finite() || value < 0.0 {
+                return Err(Error::InvalidWeight { name, value });
+            }
+        }
+        let max = named.iter().fold(0.0f64, |m, &(_, v)| m.max(v));
+        let mut w = [0u64; 6];
+        if max > 0.0 {
+            let rel: Vec<f64> = named.iter().map(|&(_, v)| v / max).collect();
+            let sum = rel.iter().fold(0.0, |a, &r| a + r);
+            for (slot, r) in w.iter_mut().zip(&rel) {
+                *slot = (r / sum * ONE as f64).round() as u64;
+            }
+        }
+        let in_range = |field: &'static str, v: f64, lo: f64, hi: f64| -> Result<f64> {
+            if v.is_finite() && (lo..=hi).contains(&v) {
+                Ok(v)
+            } else {
+                Err(Error::invalid(
+                    field,
+                    format!("{v} is outside {lo}..={hi}"),
+                ))
+            }
+        };
+        let mean = in_range("rating_prior_mean", config.rating_prior_mean, 1.0, 5.0)?;
+        let weight = in_range("rating_prior_weight", config.rating_prior_weight, 0.001, 1e9)?;
+        let half = in_range("latency_half_ms", config.latency_half_ms, 0.001, 1e6)?;
+        Ok(Fixed {
+            w,
+            stake_half: config.stake_half.0,
+            prior_mean_milli: (mean * 1000.0).round() as u128,
+            prior_weight_milli: (weight * 1000.0).round() as u128,
+            half_us: (half * 1000.0).round() as u64,
+        })
+    }
+
+    /// Price against the ceiling: `(ceiling - price) / ceiling`.
+    pub(crate) fn cost_ppm(ceiling: u128, price: u128) -> u32 {
+        if price >= ceiling {
+            0
+        } else {
+            mul_div(ceiling - price, ONE, ceiling) as u32
+        }
+    }
+
+    /// GPUs left after the order over GPUs free now, over all of the provider's nodes.
+    pub(crate) fn availability_ppm(total: u32, count: u32) -> u32 {
+        if total == 0 {
+            return 0;
+        }
+        (u64::from(total - count.min(total)) * ONE / u64::from(total)) as u32
+    }
+
+    /// `half / (half + rtt)`.
+    pub(crate) fn latency_ppm(&self, rtt_us: Option<u64>) -> u32 {
+        match rtt_us {
+            None => (ONE / 2) as u32,
+            Some(rtt) => {
+                let h = u128::from(self.half_us);
+                (h * u128::from(ONE) / (h + u128::from(rtt))) as u32
+            }
+        }
+    }
+
+    /// Bayesian mean rating mapped from `1..=5` onto `0..=1`.
+    pub(crate) fn rating_ppm(&self, s: &ProviderStats) -> u32 {
+        let n = 1_000_000 * u128::from(s.feedback_sum) + self.prior_mean_milli * self.prior_weight_milli;
+        let d = 1_000 * (1_000 * u128::from(s.feedback_count) + self.prior_weight_milli);
+        if n <= d {
+            return 0;
+        }
+        ((n - d) * 250_000 / d).min(u128::from(ONE)) as u32
+    }
+
+    /// `stake / (stake + stake_half)`: diminishing returns.
+    pub(crate) fn stake_ppm(&self, stake: Amount) -> u32 {
+        if self.stake_half == 0 {
+            return ONE as u32;
+        }
+        mul_div(stake.0, ONE, stake.0.saturating_add(self.stake_half)) as u32
+    }
+}
+
+/// Where a provider is, for the latency criterion.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Place {
+    /// A measured round trip, in µs.
+    Measured(u64),
+    /// A location; the round trip is estimated from the distance to the tenant.
+    At(Unit),
+}
+
+/// What the score needs of one (provider, model, price), validated and in fixed point.
+#[derive(Clone, Debug)]
+pub(crate) struct Features {
+    pub provider: ProviderId,
+    pub model: GpuModel,
+    pub price: u128,
+    /// Largest free block (what the order must fit in).
+    pub free: u32,
+    /// Free GPUs over all nodes (the availability criterion's basis).
+    pub total: u32,
+    pub tier: TrustTier,
+    pub place: Place,
+    pub rating_ppm: u32,
+    pub stake_ppm: u32,
+    /// The provider's ChaCha stream for the random term.
+    pub stream: u64,
+}
+
+/// The ChaCha stream of a provider: the first 8 bytes of a BLAKE3 hash of its id.
+pub(crate) fn provider_stream(p: &ProviderId) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"spheron.matcher.stream.v1");
+    h.update(&p.0);
+    let b = h.finalize();
+    let mut s = [0u8; 8];
+    s.copy_from_slice(&b.as_bytes()[..8]);
+    u64::from_le_bytes(s)
+}
+
+/// A measured RTT in µs, or why it is unusable.
+pub(crate) fn measured_us(ms: f64) -> std::result::Result<u64, String> {
+    if ms.is_finite() && (0.0..=1e9).contains(&ms) {
+        Ok((ms * 1000.0).round() as u64)
+    } else {
+        Err(format!("measured rtt {ms} ms is not in 0..=1e9"))
+    }
+}
+
+/// The per-order part of scoring, computed once per order.
+pub(crate) struct OrderCtx {
+    pub ceiling: u128,
+    pub count: u32,
+    pub min_tier: TrustTier,
+    pub loc: Option<Unit>,
+    pub max_rtt_us: Option<u64>,
+    rng: ChaCha8Rng,
+}
+
+impl OrderCtx {
+    /// The round trip to a provider in µs, `None` when neither measured nor locatable.
+    pub(crate) fn rtt_us(&self, place: &Place) -> Option<u64> {
+        match place {
+            Place::Measured(us) => Some(*us),
+            Place::At(u) => self
+                .loc
+                .map(|o| geo::rtt_us_for_metres(geo::chord_to_metres(geo::chord(&o, u)))),
+        }
+    }
+}
+
+/// A scored candidate in fixed point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Scored {
+    /// Criterion values in ppm, [`CRITERIA`] order.
+    pub values: [u32; 6],
+    /// `sum(w * value)`.
+    pub points: u64,
+}
+
+/// The default matcher: hard filters, then a weighted score over latency, availability,
+/// cost, rating, stake and a seeded random term.
+///
+/// Filters (each dropped provider gets a [`RejectReason`]): bid for this order, not banned,
+/// provider allow/deny lists, GPU model and memory, enough free GPUs on one node, price
+/// at most the ceiling, trust tier at least the minimum, region allow/deny lists, round
+/// trip at most `max_latency_ms`.
+///
+/// Criteria, each in `[0, 1]`:
+/// - latency: `h / (h + rtt)` with `h = latency_half_ms`; the measured RTT when the
+///   profile has one, else estimated from the great-circle distance to the tenant, else 0.5;
+/// - availability: free GPUs left after the order over free GPUs now (all nodes);
+/// - cost: `(ceiling - price) / ceiling`;
+/// - rating: the feedback mean with a prior (`rating_prior_weight` pseudo-ratings at
+///   `rating_prior_mean`), mapped from 1..5 onto 0..1, so a new provider sits in the middle;
+/// - stake: `stake / (stake + stake_half)`;
+/// - random: a ChaCha8 draw keyed by the round seed and the order id, on the provider's own
+///   stream, so it does not depend on the order candidates arrive in.
+///
+/// Ties break by lower price, then lower provider id, then lower model.
+#[derive(Clone, Debug)]
+pub struct WeightedMatcher {
+    config: MatcherConfig,
+    fixed: Fixed,
+}
+
+impl WeightedMatcher {
+    /// A matcher with validated weights (each finite and `>= 0`, else
+    /// [`Error::InvalidWeight`]) and parameters (in range, else [`Error::InvalidField`]).
+    pub fn new(config: MatcherConfig) -> Result<Self> {
+        let fixed = Fixed::new(&config)?;
+        Ok(WeightedMatcher { config, fixed })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MatcherConfig {
+        &self.config
+    }
+
+    pub(crate) fn fixed(&self) -> &Fixed {
+        &self.fixed
+    }
+
+    /// The normalised weight of `criterion`, as a share of 1.
+    pub fn weight(&self, criterion: Criterion) -> f64 {
+        let i = CRITERIA.iter().position(|c| *c == criterion).unwrap_or(RANDOM);
+        self.fixed.w[i] as f64 / ONE as f64
+    }
+
+    /// The RTT used for `candidate` in ms: measured when known, else estimated from the
+    /// great-circle distance, else `None` when the tenant gave no location (or a value is
+    /// unusable). Exact to the microsecond and identical on every machine.
+    pub fn rtt_ms(order: &Order, c: &Candidate) -> Option<f64> {
+        let place = match c.profile.rtt_ms {
+            Some(ms) => Place::Measured(measured_us(ms).ok()?),
+            None => Place::At(Unit::of(&c.profile.location)?),
+        };
+        let us = match place {
+            Place::Measured(us) => us,
+            Place::At(u) => {
+                let o = Unit::of(&order.request.location?)?;
+                geo::rtt_us_for_metres(geo::chord_to_metres(geo::chord(&o, &u)))
+            }
+        };
+        Some(us as f64 / 1000.0)
+    }
+
+    /// The per-order context; an order whose location is off the globe is refused.
+    pub(crate) fn ctx(&self, order: &Order) -> Result<OrderCtx> {
+        let req = &order.request;
+        let loc = match &req.location {
+            None => None,
+            Some(p) => Some(Unit::of(p).ok_or_else(|| {
+                Error::invalid(
+                    "location",
+                    format!("({}, {}) is not a point on Earth", p.lat, p.lon),
+                )
+            })?),
+        };
+        let mut h = blake3::Hasher::new();
+        h.update(b"spheron.matcher.random.v2");
+        h.update(&self.config.round_seed.to_le_bytes());
+        h.update(&order.id.0.to_le_bytes());
+        Ok(OrderCtx {
+            ceiling: req.max_price_per_gpu_hour.0,
+            count: req.count,
+            min_tier: req.min_tier,
+            loc,
+            max_rtt_us: req.max_latency_ms.map(|ms| u64::from(ms) * 1000),
+            rng: ChaCha8Rng::from_seed(*h.finalize().as_bytes()),
+        })
+    }
+
+    /// The features of one candidate, or why its profile is unusable.
+    pub(crate) fn features(
+        &self,
+        profile: &ProviderProfile,
+        model: GpuModel,
+        price: Amount,
+    ) -> std::result::Result<Features, RejectReason> {
+        let place = match profile.rtt_ms {
+            Some(ms) => Place::Measured(measured_us(ms).map_err(RejectReason::InvalidProfile)?),
+            None => Place::At(Unit::of(&profile.location).ok_or_else(|| {
+                RejectReason::InvalidProfile(format!(
+                    "location ({}, {}) is not a point on Earth",
+                    profile.location.lat, profile.location.lon
+                ))
+            })?),
+        };
+        Ok(Features {
+            provider: profile.id,
+            model,
+            price: price.0,
+            free: profile.free_gpus,
+            total: profile.total_free_gpus.max(profile.free_gpus),
+            tier: profile.tier,
+            place,
+            rating_ppm: self.fixed.rating_ppm(&profile.stats),
+            stake_ppm: self.fixed.stake_ppm(profile.stake),
+            stream: provider_stream(&profile.id),
+        })
+    }
+
+    /// The filters that depend on numbers (not on identity, model or region).
+    pub(crate) fn numeric_filter(ctx: &OrderCtx, f: &Features) -> Option<RejectReason> {
+        if f.free < ctx.count {
+            return Some(RejectReason::InsufficientGpus {
+                free: f.free,
+                wanted: ctx.count,
+            });
+        }
+        if f.price > ctx.ceiling {
+            return Some(RejectReason::AboveCeiling {
+                price: Amount(f.price),
+                ceiling: Amount(ctx.ceiling),
+            });
+        }
+        if f.tier < ctx.min_tier {
+            return Some(RejectReason::TierTooLow {
+                tier: f.tier,
+                min: ctx.min_tier,
+            });
+        }
+        if let Some(max_us) = ctx.max_rtt_us {
+            if let Some(rtt) = ctx.rtt_us(&f.place) {
+                if rtt > max_us {
+                    return Some(RejectReason::LatencyTooHigh {
+                        rtt_ms: rtt as f64 / 1000.0,
+                        max_ms: (max_us / 1000) as u32,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// The filters on identity, model and region, in reporting order.
+    pub(crate) fn identity_filter(
+        order: &Order,
+        provider: ProviderId,
+        model: GpuModel,
+        region: &str,
+    ) -> Option<RejectReason> {
+        let req = &order.request;
+        if req.deny_providers.contains(&provider) {
+            return Some(RejectReason::ProviderDenied);
+        }
+        if !req.allow_providers.is_empty() && !req.allow_providers.contains(&provider) {
+            return Some(RejectReason::ProviderNotAllowed);
+        }
+        if !req.accepts_model(model) {
+            return Some(RejectReason::ModelNotAccepted(model));
+        }
+        if req.deny_regions.iter().any(|r| r == region) {
+            return Some(RejectReason::RegionDenied(region.to_string()));
+        }
+        if !req.regions.is_empty() && !req.regions.iter().any(|r| r == region) {
+            return Some(RejectReason::RegionNotAllowed(region.to_string()));
+        }
+        None
+    }
+
+    /// The random term in ppm: the first word of the provider's ChaCha8 stream under the
+    /// order's key.
+    pub(crate) fn random_ppm(ctx: &OrderCtx, stream: u64) -> u32 {
+        let mut rng = ctx.rng.clone();
+        rng.set_stream(stream);
+        ((u128::from(rng.next_u64()) * u128::from(ONE)) >> 64) as u32
+    }
+
+    /// The deterministic part of the score (everything but the random term) and the values.
+    pub(crate) fn det(&self, ctx: &OrderCtx, f: &Features, rtt_us: Option<u64>) -> ([u32; 6], u64) {
+        let mut v = [0u32; 6];
+        v[LAT] = self.fixed.latency_ppm(rtt_us);
+        v[AVAIL] = Fixed::availability_ppm(f.total, ctx.count);
+        v[COST] = Fixed::cost_ppm(ctx.ceiling, f.price);
+        v[RATING] = f.rating_ppm;
+        v[STAKE] = f.stake_ppm;
+        let w = &self.fixed.w;
+        let points = (0..RANDOM).fold(0u64, |acc, i| acc + w[i] * u64::from(v[i]));
+        (v, points)
+    }
+
+    /// The full fixed-point score.
+    pub(crate) fn score_fixed(&self, ctx: &OrderCtx, f: &Features) -> Scored {
+        let (mut values, det) = self.det(ctx, f, ctx.rtt_us(&f.place));
+        values[RANDOM] = Self::random_ppm(ctx, f.stream);
+        Scored {
+            values,
+            points: det + self.fixed.w[RANDOM] * u64::from(values[RANDOM]),
+        }
+    }
+
+    /// The explainable form of a fixed-point score.
+    pub(crate) fn explain(&self, s: &Scored) -> (f64, Vec<Contribution>) {
+        let breakdown = CRITERIA
+            .iter()
+            .enumerate()
+            .map(|(i, &criterion)| Contribution {
+                criterion,
+                value: f64::from(s.values[i]) / ONE as f64,
+                weight: self.fixed.w[i] as f64 / ONE as f64,
+                points: (self.fixed.w[i] * u64::from(s.values[i])) as f64 / POINTS_PER_UNIT,
+            })
+            .collect();
+        (s.points as f64 / POINTS_PER_UNIT, breakdown)
+    }
+
+    /// The random term for (`order`, `provider`) in this round, in `[0, 1)`: a ChaCha8 draw
+    /// keyed by the round seed and the order, on the provider's stream, so it does not
+    /// depend on the order the candidates arrive in.
+    pub fn random_term(&self, order: OrderId, provider: ProviderId) -> f64 {
+        let mut h = blake3::Hasher::new();
+        h.update(b"spheron.matcher.random.v2");
+        h.update(&self.config.round_seed.to_le_bytes());
+        h.update(&order.0.to_le_bytes());
+        let mut rng = ChaCha8Rng::from_seed(*h.finalize().as_bytes());
+        rng.set_stream(provider_stream(&provider));
+        (((u128::from(rng.next_u64()) * u128::from(ONE)) >> 64) as u32) as f64 / ONE as f64
+    }
+
+    /// Ranks like [`Matcher::rank`], additionally dropping providers for which `banned`
+    /// holds. Fails only when the order itself is unusable (a location off the globe).
+    pub fn rank_excluding(
+        &self,
+        order: &Order,
+        candidates: &[Candidate],
+        banned: &dyn Fn(ProviderId) -> bool,
+    ) -> Result<Ranking> {
+        let ctx = self.ctx(order)?;
+        let mut scored: Vec<(u64, usize, Scored)> = Vec::new();
+        let mut rejected = Vec::new();
+        for (i, c) in candidates.iter().enumerate() {
+            let reject = |reason| Rejection {
+                provider: c.profile.id,
+                reason,
+            };
+            if c.bid.order != order.id {
+                rejected.push(reject(RejectReason::WrongOrder));
+                continue;
+            }
+            if c.bid.provider != c.profile.id {
+                rejected.push(reject(RejectReason::InvalidProfile(format!(
+                    "bid from {} carries the profile of {}",
+                    c.bid.provider, c.profile.id
+                ))));
+                continue;
+            }
+            if banned(c.profile.id) {
+                rejected.push(reject(RejectReason::Banned));
+                continue;
+            }
+            if let Some(r) =
+                Self::identity_filter(order, c.profile.id, c.bid.model, &c.profile.region)
+            {
+                rejected.push(reject(r));
+                continue;
+            }
+            let f = match self.features(&c.profile, c.bid.model, c.bid.price_per_gpu_hour) {
+                Ok(f) => f,
+                Err(r) => {
+                    rejected.push(reject(r));
+                    continue;
+                }
+            };
+            if let Some(r) = Self::numeric_filter(&ctx, &f) {
+                rejected.push(reject(r));
+                continue;
+            }
+            let s = self.score_fixed(&ctx, &f);
+            scored.push((s.points, i, s));
+        }
+        scored.sort_by(|a, b| {
+            let (ca, cb) = (&candidates[a.1], &candidates[b.1]);
+            b.0.cmp(&a.0)
+                .then(ca.bid.price_per_gpu_hour.cmp(&cb.bid.price_per_gpu_hour))
+                .then(ca.profile.id.cmp(&cb.profile.id))
+                .then(ca.bid.model.cmp(&cb.bid.model))
+                .then(a.1.cmp(&b.1))
+        });
+        let ranked = scored
+            .iter()
+            .map(|(_, i, s)| {
+                let (score, breakdown) = self.explain(s);
+                Ranked {
+                    candidate: candidates[*i].clone(),
+                    score,
+                    breakdown,
+                }
+            })
+            .collect();
+        rejected.sort_by(|a, b| {
+            a.provider
+                .cmp(&b.provider)
+                .then_with(|| reason_rank(&a.reason, &b.reason))
+        });
+        Ok(Ranking {
+            order: order.id,
+            ranked,
+            rejected,
+        })
+    }
+}
+
+/// A total order on reasons (by their text) so sorted rejections are reproducible.
+pub(crate) fn reason_rank(a: &RejectReason, b: &RejectReason) -> Ordering {
+    a.to_string().cmp(&b.to_string())
+}
+
+impl Default for WeightedMatcher {
+    fn default() -> Self {
+        let config = MatcherConfig::default();
+        // The default configuration is valid by construction (checked in a unit test).
+        let fixed = Fixed::new(&config).unwrap_or(Fixed {
+            w: [200_000, 100_000, 300_000, 200_000, 100_000, 100_000],
+            stake_half: config.stake_half.0,
+            prior_mean_milli: 3_000,
+            prior_weight_milli: 5_000,
+            half_us: 50_000,
+        });
+        WeightedMatcher { config, fixed }
+    }
+}
+
+impl Matcher for WeightedMatcher {
+    fn rank(&self, order: &Order, candidates: &[Candidate]) -> Result<Ranking> {
+        self.rank_excluding(order, candidates, &|_| false)
+    }
+}
