@@ -81,4 +81,9 @@ pub use proof::{
 pub use provider::{GpuNode, Inventory, Provider, ProviderProfile, ProviderStats, TrustTier};
 pub use registry::Registry;
 pub use request::{GpuRequest, GpuRequestBuilder};
-pub use tier::{Penalty, TierDecision, TierPolicy, UptimeTierPolicy, Violation};
+pub use tier::{
+    EpochConfig, EpochProcessor, EpochReport, Penalty, PenaltyRecord, ProviderEpoch,
+    RecheckOutcome, ReputationTierPolicy, Standing, TierConfig, TierDecision, TierHistory,
+    TierPolicy, UptimeTierPolicy, VerdictId, VerdictReceipt, VerifierConfig, VerifierEpoch,
+    VerifierStanding, Violation,
+};

@@ -528,7 +528,7 @@ impl Orchestrator {
         emit(Step::Running { lease });
 
         let prov = p.registry.get(provider)?;
-        let tier_reason = p.tiers.evaluate(prov.tier, &prov.stats).reason;
+        let tier_reason = p.tiers.explain(prov.tier, &prov.stats);
         let report = LeaseReport {
             lease,
             order: order.id,
