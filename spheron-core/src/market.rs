@@ -120,6 +120,24 @@ impl LocalMarket {
         // No subscriber is fine.
         let _ = self.tx.send(e);
     }
+
+    /// Validates `bid` (with its `placed_at`) against its order and adds it to the book.
+    fn accept_bid(&self, bid: Bid) -> Result<()> {
+        {
+            let mut books = self.books();
+            let book = books
+                .get_mut(&bid.order)
+                .ok_or(Error::UnknownOrder(bid.order))?;
+            if book.bidding_closed {
+                return Err(Error::BidWindowClosed(bid.order));
+            }
+            bid.validate(&book.order)?;
+            // A provider's later bid replaces its earlier one.
+            book.bids.insert(bid.provider, bid.clone());
+        }
+        self.emit(MarketEvent::BidPlaced(bid));
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -150,8 +168,11 @@ impl Market for LocalMarket {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let bids = futures::future::join_all(agents.iter().map(|a| a.on_order(&order))).await;
-        for bid in bids.into_iter().flatten() {
-            if let Err(e) = self.place_bid(bid.clone()).await {
+        for mut bid in bids.into_iter().flatten() {
+            // In-process agents answer during the broadcast itself: their bids carry the
+            // publication time, so even a zero-length window receives them.
+            bid.placed_at = order.created_at;
+            if let Err(e) = self.accept_bid(bid.clone()) {
                 tracing::debug!(provider = %bid.provider, error = %e, "bid refused");
             }
         }
@@ -160,20 +181,7 @@ impl Market for LocalMarket {
 
     async fn place_bid(&self, mut bid: Bid) -> Result<()> {
         bid.placed_at = self.clock.now();
-        {
-            let mut books = self.books();
-            let book = books
-                .get_mut(&bid.order)
-                .ok_or(Error::UnknownOrder(bid.order))?;
-            if book.bidding_closed {
-                return Err(Error::BidWindowClosed(bid.order));
-            }
-            bid.validate(&book.order)?;
-            // A provider's later bid replaces its earlier one.
-            book.bids.insert(bid.provider, bid.clone());
-        }
-        self.emit(MarketEvent::BidPlaced(bid));
-        Ok(())
+        self.accept_bid(bid)
     }
 
     async fn close_bidding(&self, order: OrderId) -> Result<Vec<Bid>> {
@@ -318,5 +326,90 @@ impl ProviderAgent for StrategyAgent {
                     placed_at: order.created_at,
                 })
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{SimClock, Timestamp};
+    use crate::gpu::GpuModel;
+    use crate::provider::{Inventory, Provider, ProviderStats, TrustTier};
+    use crate::test_utils::order;
+    use std::time::Duration;
+
+    fn setup() -> (SimClock, LocalMarket, ProviderId) {
+        let clock = SimClock::new(Timestamp(0));
+        let market = LocalMarket::new(Arc::new(clock.clone()));
+        let registry = Arc::new(Registry::new());
+        let id = ProviderId::from_label("p");
+        registry.register(Provider {
+            id,
+            name: "p".into(),
+            endpoint: String::new(),
+            region: "eu-west".into(),
+            location: crate::gpu::GeoPoint { lat: 0.0, lon: 0.0 },
+            inventory: Inventory::uniform(GpuModel::H100Sxm, 1, 8),
+            stake: Amount(0),
+            stats: ProviderStats::default(),
+            tier: TrustTier(3),
+            banned: false,
+        });
+        let prices = BTreeMap::from([(GpuModel::H100Sxm, Amount(100))]);
+        market.add_agent(Arc::new(StrategyAgent::new(
+            id,
+            registry,
+            prices,
+            BidStrategy::ListPrice,
+        )));
+        (clock, market, id)
+    }
+
+    #[tokio::test]
+    async fn agents_bid_even_with_a_zero_window() {
+        let (clock, market, id) = setup();
+        clock.advance(Duration::from_millis(5));
+        let mut o = order(1, "h100", 2, 1_000);
+        o.created_at = clock.now();
+        o.bid_deadline = clock.now();
+        market.publish(o).await.unwrap();
+        let bids = market.close_bidding(OrderId(1)).await.unwrap();
+        assert_eq!(bids.len(), 1);
+        assert_eq!(bids[0].provider, id);
+    }
+
+    #[tokio::test]
+    async fn late_and_overpriced_bids_are_refused() {
+        let (clock, market, id) = setup();
+        let mut o = order(1, "h100", 2, 1_000);
+        o.bid_deadline = Timestamp(1_000);
+        market.publish(o).await.unwrap();
+        let bid = |price| Bid {
+            order: OrderId(1),
+            provider: id,
+            model: GpuModel::H100Sxm,
+            price_per_gpu_hour: Amount(price),
+            placed_at: Timestamp(0),
+        };
+        assert!(matches!(
+            market.place_bid(bid(1_001)).await,
+            Err(Error::BidAboveCeiling { .. })
+        ));
+        clock.advance(Duration::from_secs(2));
+        assert!(matches!(
+            market.place_bid(bid(10)).await,
+            Err(Error::BidWindowClosed(_))
+        ));
+        assert!(matches!(
+            market
+                .place_bid(Bid {
+                    order: OrderId(9),
+                    ..bid(10)
+                })
+                .await,
+            Err(Error::UnknownOrder(_))
+        ));
+        market.close_order(OrderId(1)).await.unwrap();
+        assert!(market.close_order(OrderId(1)).await.is_err());
     }
 }
