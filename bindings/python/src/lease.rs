@@ -1,0 +1,262 @@
+//! `Lease`: a running lease; a context manager (sync and async) that always stops and
+//! settles on exit; logs as a sync and async iterator.
+
+use crate::convert::{PyLeaseReport, PyLogLine};
+use crate::errors::{invalid, to_py, wait_timeout};
+use crate::{block_on, block_on_uninterruptible};
+use futures::StreamExt;
+use pyo3::exceptions::PyStopAsyncIteration;
+use pyo3::prelude::*;
+use spheron::Marketplace;
+use spheron_core::{Error, LeaseHandle, LogSource, LogStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A lease on rented GPUs.
+#[pyclass(module = "spheron._native", name = "Lease", frozen)]
+pub struct PyLease {
+    market: Arc<Marketplace>,
+    handle: LeaseHandle,
+}
+
+impl PyLease {
+    pub(crate) fn new(market: Arc<Marketplace>, handle: LeaseHandle) -> Self {
+        PyLease { market, handle }
+    }
+
+    fn report_of(&self, r: &spheron_core::LeaseReport) -> PyLeaseReport {
+        PyLeaseReport::new(&self.market, r)
+    }
+
+    /// Stops the lease unless it has closed, then waits for settlement; ignores signals.
+    fn settle(&self, py: Python<'_>) -> PyLeaseReport {
+        let h = self.handle.clone();
+        let r = block_on_uninterruptible(py, async move {
+            let _ = h.stop().await;
+            h.wait().await
+        });
+        self.report_of(&r)
+    }
+}
+
+async fn stop_or_closed(h: LeaseHandle) -> Result<spheron_core::LeaseReport, Error> {
+    h.stop().await
+}
+
+#[pymethods]
+impl PyLease {
+    /// The lease id.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.handle.id().0
+    }
+
+    /// `active` while running, `closed` once closed.
+    #[getter]
+    fn status(&self) -> String {
+        match self.handle.state() {
+            spheron_core::LeaseState::Closed(_) => "closed".into(),
+            s => s.to_string(),
+        }
+    }
+
+    /// Whether the lease has closed and been settled.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.handle.state().is_closed()
+    }
+
+    /// The report now: provider, tier, score breakdown, proof, price, cost so far (final
+    /// once closed), refund once settled.
+    #[getter]
+    fn report(&self, py: Python<'_>) -> PyLeaseReport {
+        let h = self.handle.clone();
+        let r = block_on_uninterruptible(py, async move { h.report().await });
+        self.report_of(&r)
+    }
+
+    /// The workload's output from the beginning, as an iterator of `LogLine` (sync and
+    /// async); ends when the workload's output ends. `system=True` includes the launcher's
+    /// own notices.
+    #[pyo3(signature = (*, system=false))]
+    fn logs(&self, py: Python<'_>, system: bool) -> PyResult<PyLogIterator> {
+        let stream = self
+            .handle
+            .logs()
+            .map_err(|e| to_py(py, Some(&self.market), e))?;
+        Ok(PyLogIterator {
+            stream: Arc::new(tokio::sync::Mutex::new(stream)),
+            system,
+            lease: self.handle.clone(),
+        })
+    }
+
+    /// Waits until the lease closes and is settled; returns the final report. With a
+    /// `timeout` (seconds) raises `WaitTimeoutError` if it is still running then. Ctrl-C
+    /// stops and settles the lease, then raises `KeyboardInterrupt`.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyLeaseReport> {
+        let limit = match timeout {
+            Some(t) if t.is_finite() && t >= 0.0 => Some(Duration::from_secs_f64(t)),
+            Some(t) => {
+                return Err(invalid(
+                    py,
+                    "timeout",
+                    format!("{t} is not a number of seconds >= 0"),
+                ));
+            }
+            None => None,
+        };
+        let h = self.handle.clone();
+        let fut = async move {
+            match limit {
+                Some(l) => tokio::time::timeout(l, h.wait()).await.ok(),
+                None => Some(h.wait().await),
+            }
+        };
+        match block_on(py, fut, |_| Ok(())) {
+            Ok(Some(r)) => Ok(self.report_of(&r)),
+            Ok(None) => Err(wait_timeout(py, self.id(), timeout.unwrap_or_default())),
+            Err(interrupt) => {
+                self.settle(py);
+                Err(interrupt)
+            }
+        }
+    }
+
+    /// Stops the lease, waits for settlement and returns the final report. A lease that
+    /// has already closed raises `LeaseClosedError`.
+    fn stop(&self, py: Python<'_>) -> PyResult<PyLeaseReport> {
+        let h = self.handle.clone();
+        let r = block_on_uninterruptible(py, stop_or_closed(h))
+            .map_err(|e| to_py(py, Some(&self.market), e))?;
+        Ok(self.report_of(&r))
+    }
+
+    /// The awaitable twin of `wait`.
+    fn wait_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        let market = self.market.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let r = h.wait().await;
+            Ok(PyLeaseReport::new(&market, &r))
+        })
+    }
+
+    /// The awaitable twin of `stop`.
+    fn stop_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        let market = self.market.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            match h.stop().await {
+                Ok(r) => Ok(PyLeaseReport::new(&market, &r)),
+                Err(e) => Err(Python::attach(|py| to_py(py, Some(&market), e))),
+            }
+        })
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Stops the lease unless it has closed, and waits for settlement; never swallows the
+    /// body's exception.
+    #[pyo3(signature = (_exc_type=None, _exc=None, _tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<Bound<'_, PyAny>>,
+        _exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> bool {
+        self.settle(py);
+        false
+    }
+
+    fn __aenter__<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
+    }
+
+    #[pyo3(signature = (_exc_type=None, _exc=None, _tb=None))]
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _exc_type: Option<Bound<'py, PyAny>>,
+        _exc: Option<Bound<'py, PyAny>>,
+        _tb: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        // Settling runs in its own task, so a cancelled `async with` still settles.
+        let settle = crate::runtime().spawn(async move {
+            let _ = h.stop().await;
+            h.wait().await
+        });
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let _ = settle.await;
+            Ok(false)
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        let r = self.handle.clone();
+        format!("Lease(id={}, {})", r.id().0, r.state())
+    }
+}
+
+/// A lease's log lines: `for line in it` (blocking, GIL released) or `async for`.
+/// Ctrl-C while waiting for a line stops and settles the lease, then raises.
+#[pyclass(module = "spheron._native", name = "LogIterator", frozen)]
+pub struct PyLogIterator {
+    stream: Arc<tokio::sync::Mutex<LogStream>>,
+    system: bool,
+    lease: LeaseHandle,
+}
+
+async fn next_line(
+    stream: Arc<tokio::sync::Mutex<LogStream>>,
+    system: bool,
+) -> Option<spheron_core::LogLine> {
+    let mut s = stream.lock().await;
+    loop {
+        match s.next().await {
+            Some(l) if !system && l.source == LogSource::System => continue,
+            other => return other,
+        }
+    }
+}
+
+#[pymethods]
+impl PyLogIterator {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyLogLine>> {
+        match block_on(py, next_line(self.stream.clone(), self.system), |_| Ok(())) {
+            Ok(l) => Ok(l.map(PyLogLine::from)),
+            Err(interrupt) => {
+                let h = self.lease.clone();
+                block_on_uninterruptible(py, async move {
+                    let _ = h.stop().await;
+                    h.wait().await
+                });
+                Err(interrupt)
+            }
+        }
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let stream = self.stream.clone();
+        let system = self.system;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            match next_line(stream, system).await {
+                Some(l) => Ok(PyLogLine::from(l)),
+                None => Err(PyStopAsyncIteration::new_err(())),
+            }
+        })
+    }
+}

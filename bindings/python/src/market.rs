@@ -1,0 +1,395 @@
+//! `Marketplace`: the embedded marketplace, `rent` / `rent_async`, progress events.
+
+use crate::convert::{PyBalance, PyProgressEvent, PyProviderInfo};
+use crate::errors::{invalid, to_py};
+use crate::lease::PyLease;
+use crate::matcher::PyMatcher;
+use crate::request::{PyGpuRequest, parse_price, usd};
+use crate::{block_on, block_on_uninterruptible, runtime};
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use pyo3::exceptions::PyStopAsyncIteration;
+use pyo3::prelude::*;
+use spheron::Marketplace;
+use spheron_core::{Error, GpuRequest, LeaseHandle, OrderId, ProgressEvent, Step, Workload};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The embedded marketplace: in-process market and escrow, the simulated fleet of twelve
+/// providers, proof-of-GPU challenges, workloads run as local subprocesses.
+#[pyclass(module = "spheron._native", name = "Marketplace", frozen)]
+pub struct PyMarketplace {
+    pub(crate) inner: Arc<Marketplace>,
+    matcher: Option<Arc<PyMatcher>>,
+}
+
+/// Follows the progress events of one rent: the first `Published` event seen after
+/// subscribing names the order (rents from one thread are sequential, so it is ours).
+struct OrderFilter {
+    order: Option<OrderId>,
+}
+
+impl OrderFilter {
+    fn keep(&mut self, e: &ProgressEvent) -> bool {
+        match self.order {
+            Some(o) => o == e.order,
+            None if matches!(e.step, Step::Published { .. }) => {
+                self.order = Some(e.order);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Stops a lease whose rent finished after its caller went away (Ctrl-C, a cancelled
+/// asyncio task): the flow itself is never cut in the middle.
+struct RentGuard {
+    task: Option<JoinHandle<spheron_core::Result<LeaseHandle>>>,
+}
+
+impl Drop for RentGuard {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            runtime().spawn(async move {
+                if let Ok(Ok(lease)) = task.await {
+                    let _ = lease.stop().await;
+                }
+            });
+        }
+    }
+}
+
+impl PyMarketplace {
+    fn map_err(&self, py: Python<'_>, e: Error) -> PyErr {
+        let is_matcher = matches!(e, Error::Matcher(_));
+        let err = to_py(py, Some(&self.inner), e);
+        if is_matcher && let Some(cause) = self.matcher.as_ref().and_then(|m| m.take_error()) {
+            err.set_cause(py, Some(cause));
+        }
+        err
+    }
+
+    fn workload(
+        py: Python<'_>,
+        command: Vec<String>,
+        image: Option<String>,
+        env: Option<BTreeMap<String, String>>,
+    ) -> PyResult<Workload> {
+        if command.is_empty() && image.is_none() {
+            return Err(invalid(
+                py,
+                "command",
+                "a command (list of strings) is required",
+            ));
+        }
+        let mut w = Workload::command(command);
+        w.image = image;
+        w.env = env.unwrap_or_default();
+        w.validate().map_err(|e| to_py(py, None, e))?;
+        Ok(w)
+    }
+}
+
+fn emit(py: Python<'_>, cb: &Py<PyAny>, market: &Marketplace, e: &ProgressEvent) {
+    if let Err(err) = cb.call1(py, (PyProgressEvent::new(market, e),)) {
+        err.write_unraisable(py, Some(cb.bind(py)));
+    }
+}
+
+#[pymethods]
+impl PyMarketplace {
+    /// Builds the embedded marketplace. `funds` (USD) are deposited for the tenant.
+    #[staticmethod]
+    #[pyo3(signature = (funds=None, *, seed=None, bid_window=0.2, max_attempts=3, matcher=None))]
+    fn local(
+        py: Python<'_>,
+        funds: Option<&Bound<'_, PyAny>>,
+        seed: Option<u64>,
+        bid_window: f64,
+        max_attempts: i64,
+        matcher: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let token = usd();
+        let mut b = Marketplace::local().token(token.clone());
+        if let Some(f) = funds {
+            b = b.tenant_funds(parse_price(py, "funds", f, &token)?);
+        }
+        if let Some(s) = seed {
+            b = b.seed(s);
+        }
+        if !bid_window.is_finite() || !(0.0..=3600.0).contains(&bid_window) {
+            return Err(invalid(
+                py,
+                "bid_window",
+                format!("{bid_window} s is outside 0..=3600 s"),
+            ));
+        }
+        b = b.bid_window(Duration::from_secs_f64(bid_window));
+        let attempts = usize::try_from(max_attempts)
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                invalid(
+                    py,
+                    "max_attempts",
+                    format!("{max_attempts} must be at least 1"),
+                )
+            })?;
+        b = b.max_attempts(attempts);
+        let matcher = match matcher {
+            Some(m) => Some(Arc::new(PyMatcher::new(m, token.decimals)?)),
+            None => None,
+        };
+        if let Some(m) = &matcher {
+            b = b.matcher(m.clone());
+        }
+        let market = block_on_uninterruptible(py, b.build()).map_err(|e| to_py(py, None, e))?;
+        Ok(PyMarketplace {
+            inner: Arc::new(market),
+            matcher,
+        })
+    }
+
+    /// Rents GPUs and starts `command` on them; returns once it runs. Blocks with the GIL
+    /// released; `on_event` is called with each progress event of this rent.
+    #[pyo3(signature = (request, *, command, image=None, env=None, on_event=None))]
+    fn rent(
+        &self,
+        py: Python<'_>,
+        request: PyRef<'_, PyGpuRequest>,
+        command: Vec<String>,
+        image: Option<String>,
+        env: Option<BTreeMap<String, String>>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<PyLease> {
+        let workload = Self::workload(py, command, image, env)?;
+        let req: GpuRequest = request.inner.clone();
+        let mut events = self.inner.events();
+        let market = self.inner.clone();
+        let mut guard = RentGuard {
+            task: Some(runtime().spawn(async move { market.rent(req, workload).await })),
+        };
+        let mut filter = OrderFilter { order: None };
+        let market = self.inner.clone();
+        let mut forward = |py: Python<'_>| -> PyResult<()> {
+            while let Some(Some(e)) = events.next().now_or_never() {
+                if filter.keep(&e)
+                    && let Some(cb) = &on_event
+                {
+                    emit(py, cb, &market, &e);
+                }
+            }
+            Ok(())
+        };
+        let task = guard.task.as_mut().ok_or_else(|| {
+            pyo3::exceptions::PyRuntimeError::new_err("spheron: rent task missing")
+        })?;
+        let joined = match block_on(py, task, &mut forward) {
+            Ok(j) => j,
+            Err(interrupt) => {
+                // Ctrl-C: let the flow finish (it never stops half-way), then stop and
+                // settle whatever lease it produced before re-raising.
+                if let Some(task) = guard.task.take() {
+                    block_on_uninterruptible(py, async move {
+                        if let Ok(Ok(lease)) = task.await {
+                            let _ = lease.stop().await;
+                        }
+                    });
+                }
+                return Err(interrupt);
+            }
+        };
+        guard.task = None;
+        let handle = joined
+            .map_err(|e| {
+                pyo3::exceptions::PyRuntimeError::new_err(format!("spheron: rent task failed: {e}"))
+            })?
+            .map_err(|e| self.map_err(py, e))?;
+        Ok(PyLease::new(self.inner.clone(), handle))
+    }
+
+    /// The awaitable twin of `rent`.
+    #[pyo3(signature = (request, *, command, image=None, env=None, on_event=None))]
+    fn rent_async<'py>(
+        slf: Py<Self>,
+        py: Python<'py>,
+        request: PyRef<'_, PyGpuRequest>,
+        command: Vec<String>,
+        image: Option<String>,
+        env: Option<BTreeMap<String, String>>,
+        on_event: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let workload = Self::workload(py, command, image, env)?;
+        let req: GpuRequest = request.inner.clone();
+        let this = slf.get();
+        let market = this.inner.clone();
+        let mut events = market.events();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let flow_market = market.clone();
+            let mut guard = RentGuard {
+                task: Some(runtime().spawn(async move { flow_market.rent(req, workload).await })),
+            };
+            let mut filter = OrderFilter { order: None };
+            let joined = loop {
+                let Some(task) = guard.task.as_mut() else {
+                    return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                        "spheron: rent task missing",
+                    ));
+                };
+                tokio::select! {
+                    j = task => break j,
+                    Some(e) = events.next() => {
+                        if filter.keep(&e) && let Some(cb) = &on_event {
+                            Python::attach(|py| emit(py, cb, &market, &e));
+                        }
+                    }
+                }
+            };
+            guard.task = None;
+            while let Some(Some(e)) = events.next().now_or_never() {
+                if filter.keep(&e)
+                    && let Some(cb) = &on_event
+                {
+                    Python::attach(|py| emit(py, cb, &market, &e));
+                }
+            }
+            let handle = joined
+                .map_err(|e| {
+                    pyo3::exceptions::PyRuntimeError::new_err(format!(
+                        "spheron: rent task failed: {e}"
+                    ))
+                })?
+                .map_err(|e| Python::attach(|py| slf.get().map_err(py, e)))?;
+            Ok(PyLease::new(market, handle))
+        })
+    }
+
+    /// Progress events of every rent from now on, as a sync and async iterator.
+    fn events(&self) -> PyEventIterator {
+        PyEventIterator {
+            stream: Arc::new(tokio::sync::Mutex::new(self.inner.events())),
+            market: self.inner.clone(),
+        }
+    }
+
+    /// The tenant's escrow balance.
+    fn balance(&self, py: Python<'_>) -> PyResult<PyBalance> {
+        let m = self.inner.clone();
+        let tenant = m.tenant();
+        let b = block_on_uninterruptible(py, async move { m.balance(tenant).await })
+            .map_err(|e| to_py(py, Some(&self.inner), e))?;
+        Ok(PyBalance::new(b, self.inner.token().decimals))
+    }
+
+    /// Deposits `amount` (USD) for the tenant.
+    fn deposit(&self, py: Python<'_>, amount: &Bound<'_, PyAny>) -> PyResult<()> {
+        let a = parse_price(py, "amount", amount, &self.inner.token())?;
+        let m = self.inner.clone();
+        block_on_uninterruptible(py, async move { m.deposit(a).await })
+            .map_err(|e| to_py(py, Some(&self.inner), e))
+    }
+
+    /// Every provider of the marketplace.
+    fn providers(&self) -> Vec<PyProviderInfo> {
+        let d = self.inner.token().decimals;
+        self.inner
+            .providers()
+            .iter()
+            .map(|p| PyProviderInfo::new(p, d))
+            .collect()
+    }
+
+    /// The payment token's symbol.
+    #[getter]
+    fn token(&self) -> String {
+        self.inner.token().symbol
+    }
+
+    /// The tenant's address (hex).
+    #[getter]
+    fn tenant(&self) -> String {
+        self.inner.tenant().to_string()
+    }
+
+    /// Whether the escrow ledger holds exactly what it owes (conservation audit).
+    fn ledger_balanced(&self) -> bool {
+        self.inner.ledger_totals().is_some_and(|t| t.is_balanced())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Marketplace.local(providers={}, token={})",
+            self.inner.providers().len(),
+            self.inner.token().symbol
+        )
+    }
+}
+
+/// Progress events as they happen: `for e in it` (blocking, GIL released, Ctrl-C honoured)
+/// or `async for e in it`.
+#[pyclass(module = "spheron._native", name = "EventIterator", frozen)]
+pub struct PyEventIterator {
+    stream: Arc<tokio::sync::Mutex<BoxStream<'static, ProgressEvent>>>,
+    market: Arc<Marketplace>,
+}
+
+#[pymethods]
+impl PyEventIterator {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyProgressEvent>> {
+        let stream = self.stream.clone();
+        let next = block_on(py, async move { stream.lock().await.next().await }, |_| {
+            Ok(())
+        })?;
+        Ok(next.map(|e| PyProgressEvent::new(&self.market, &e)))
+    }
+
+    /// The next event, or `None` after `timeout` seconds without one.
+    #[pyo3(signature = (timeout=None))]
+    fn next(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyProgressEvent>> {
+        let stream = self.stream.clone();
+        let limit = match timeout {
+            Some(t) if t.is_finite() && t >= 0.0 => Duration::from_secs_f64(t),
+            Some(t) => {
+                return Err(invalid(
+                    py,
+                    "timeout",
+                    format!("{t} is not a number of seconds >= 0"),
+                ));
+            }
+            None => Duration::MAX,
+        };
+        let next = block_on(
+            py,
+            async move {
+                tokio::time::timeout(limit, async move { stream.lock().await.next().await })
+                    .await
+                    .ok()
+                    .flatten()
+            },
+            |_| Ok(()),
+        )?;
+        Ok(next.map(|e| PyProgressEvent::new(&self.market, &e)))
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let stream = self.stream.clone();
+        let market = self.market.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            match stream.lock().await.next().await {
+                Some(e) => Ok(PyProgressEvent::new(&market, &e)),
+                None => Err(PyStopAsyncIteration::new_err(())),
+            }
+        })
+    }
+}
