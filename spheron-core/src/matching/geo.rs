@@ -150,7 +150,10 @@ mod tests {
     #[test]
     fn distance_matches_haversine() {
         let pts = [
-            GeoPoint { lat: 50.1, lon: 8.7 },
+            GeoPoint {
+                lat: 50.1,
+                lon: 8.7,
+            },
             GeoPoint {
                 lat: 40.7,
                 lon: -74.0,
@@ -159,12 +162,18 @@ mod tests {
                 lat: -33.9,
                 lon: 151.2,
             },
-            GeoPoint { lat: 90.0, lon: 0.0 },
+            GeoPoint {
+                lat: 90.0,
+                lon: 0.0,
+            },
             GeoPoint {
                 lat: -90.0,
                 lon: 180.0,
             },
-            GeoPoint { lat: 0.0, lon: 180.0 },
+            GeoPoint {
+                lat: 0.0,
+                lon: 180.0,
+            },
             GeoPoint {
                 lat: 0.0,
                 lon: -180.0,
@@ -178,7 +187,13 @@ mod tests {
                 assert!((ours - libm).abs() < 2.0, "{a:?} {b:?}: {ours} vs {libm}");
             }
         }
-        assert_eq!(Unit::of(&GeoPoint { lat: 91.0, lon: 0.0 }), None);
+        assert_eq!(
+            Unit::of(&GeoPoint {
+                lat: 91.0,
+                lon: 0.0
+            }),
+            None
+        );
         assert_eq!(
             Unit::of(&GeoPoint {
                 lat: f64::NAN,
@@ -190,7 +205,11 @@ mod tests {
 
     #[test]
     fn box_bound_never_exceeds_the_chord() {
-        let a = Unit::of(&GeoPoint { lat: 48.0, lon: 2.0 }).unwrap();
+        let a = Unit::of(&GeoPoint {
+            lat: 48.0,
+            lon: 2.0,
+        })
+        .unwrap();
         let ps: Vec<Unit> = [(50.1, 8.7), (52.5, 13.4), (40.4, -3.7)]
             .iter()
             .map(|&(lat, lon)| Unit::of(&GeoPoint { lat, lon }).unwrap())

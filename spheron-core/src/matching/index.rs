@@ -244,7 +244,11 @@ impl ProviderIndex {
     pub fn stats(&self) -> IndexStats {
         IndexStats {
             offers: self.len(),
-            buckets: self.buckets.iter().filter(|b| !b.entries.is_empty()).count(),
+            buckets: self
+                .buckets
+                .iter()
+                .filter(|b| !b.entries.is_empty())
+                .count(),
             blocks: self.buckets.iter().map(|b| b.blocks.len()).sum(),
         }
     }
@@ -624,7 +628,8 @@ impl ProviderIndex {
         let shift = (wc * k * blk.min_price as f64).max(wc * k * blk.max_price as f64);
         let qb = blk.max_q + shift + FLOAT_MARGIN + rest as f64;
         // Float error stays far below the margin while prices are within 1e6 of each other.
-        let tame = (blk.max_price as f64) <= 1e6 * cref && (blk.max_price as f64) <= 1e6 * ctx.ceiling as f64;
+        let tame = (blk.max_price as f64) <= 1e6 * cref
+            && (blk.max_price as f64) <= 1e6 * ctx.ceiling as f64;
         let ub = if tame && qb.is_finite() && qb >= 0.0 && qb < component as f64 {
             (qb.ceil() as u64).min(component)
         } else {

@@ -304,10 +304,7 @@ pub trait Matcher: Send + Sync {
 
 /// The order in which a batch assignment considers (order, candidate) pairs: higher score
 /// first, then lower order id, lower price, lower provider id, lower model.
-pub(crate) fn pair_cmp(
-    (oa, a): (OrderId, &Ranked),
-    (ob, b): (OrderId, &Ranked),
-) -> Ordering {
+pub(crate) fn pair_cmp((oa, a): (OrderId, &Ranked), (ob, b): (OrderId, &Ranked)) -> Ordering {
     b.score
         .total_cmp(&a.score)
         .then(oa.cmp(&ob))
@@ -596,7 +593,10 @@ mod tests {
     fn default_config_is_valid() {
         let m = WeightedMatcher::new(MatcherConfig::default()).unwrap();
         assert_eq!(m.fixed().w, WeightedMatcher::default().fixed().w);
-        assert_eq!(m.fixed().w, [200_000, 100_000, 300_000, 200_000, 100_000, 100_000]);
+        assert_eq!(
+            m.fixed().w,
+            [200_000, 100_000, 300_000, 200_000, 100_000, 100_000]
+        );
     }
 
     #[test]

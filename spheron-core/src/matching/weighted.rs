@@ -170,14 +170,16 @@ impl Fixed {
             if v.is_finite() && (lo..=hi).contains(&v) {
                 Ok(v)
             } else {
-                Err(Error::invalid(
-                    field,
-                    format!("{v} is outside {lo}..={hi}"),
-                ))
+                Err(Error::invalid(field, format!("{v} is outside {lo}..={hi}")))
             }
         };
         let mean = in_range("rating_prior_mean", config.rating_prior_mean, 1.0, 5.0)?;
-        let weight = in_range("rating_prior_weight", config.rating_prior_weight, 0.001, 1e9)?;
+        let weight = in_range(
+            "rating_prior_weight",
+            config.rating_prior_weight,
+            0.001,
+            1e9,
+        )?;
         let half = in_range("latency_half_ms", config.latency_half_ms, 0.001, 1e6)?;
         Ok(Fixed {
             w,
@@ -218,7 +220,8 @@ impl Fixed {
 
     /// Bayesian mean rating mapped from `1..=5` onto `0..=1`.
     pub(crate) fn rating_ppm(&self, s: &ProviderStats) -> u32 {
-        let n = 1_000_000 * u128::from(s.feedback_sum) + self.prior_mean_milli * self.prior_weight_milli;
+        let n = 1_000_000 * u128::from(s.feedback_sum)
+            + self.prior_mean_milli * self.prior_weight_milli;
         let d = 1_000 * (1_000 * u128::from(s.feedback_count) + self.prior_weight_milli);
         if n <= d {
             return 0;
@@ -358,7 +361,10 @@ impl WeightedMatcher {
 
     /// The normalised weight of `criterion`, as a share of 1.
     pub fn weight(&self, criterion: Criterion) -> f64 {
-        let i = CRITERIA.iter().position(|c| *c == criterion).unwrap_or(RANDOM);
+        let i = CRITERIA
+            .iter()
+            .position(|c| *c == criterion)
+            .unwrap_or(RANDOM);
         self.fixed.w[i] as f64 / ONE as f64
     }
 
