@@ -1,0 +1,181 @@
+//! Orchestration unit tests with mockall doubles for the parts that fail: a launcher that
+//! cannot start anything, a prover whose transport errors.
+
+use spheron::core::test_utils::{MockChallengeProver, MockWorkloadLauncher};
+use spheron::gpu::{CpuProver, RecomputeVerifier};
+use spheron::{
+    AccountId, Amount, BidStrategy, Error, Escrow, FlowConfig, GeoPoint, GpuModel, GpuRequest,
+    Inventory, LocalMarket, MemoryEscrow, Orchestrator, Parts, Provers, Provider, ProviderStats,
+    Registry, SimClock, StrategyAgent, Token, TrustTier, WeightedMatcher, Workload,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const USD: u128 = 1_000_000;
+
+struct World {
+    orchestrator: Orchestrator,
+    escrow: Arc<MemoryEscrow>,
+    registry: Arc<Registry>,
+    tenant: AccountId,
+}
+
+async fn world(
+    launcher: MockWorkloadLauncher,
+    provers: Vec<(&str, u128, Arc<dyn spheron::ChallengeProver>)>,
+) -> World {
+    let clock = SimClock::default();
+    let escrow = Arc::new(MemoryEscrow::new(Token::usd()));
+    let registry = Arc::new(Registry::new());
+    let market = Arc::new(LocalMarket::new(Arc::new(clock.clone())));
+    let directory = Arc::new(Provers::new());
+    for (name, price, prover) in provers {
+        let id = AccountId::from_label(name);
+        registry.register(Provider {
+            id,
+            name: name.into(),
+            endpoint: String::new(),
+            region: "eu-west".into(),
+            location: GeoPoint {
+                lat: 52.0,
+                lon: 5.0,
+            },
+            inventory: Inventory::uniform(GpuModel::H100Sxm, 1, 8),
+            stake: Amount(1_000 * USD),
+            stats: ProviderStats::default(),
+            tier: TrustTier(4),
+            banned: false,
+        });
+        escrow
+            .deposit(id, Amount(1_000 * USD))
+            .await
+            .expect("deposit");
+        escrow.stake(id, Amount(1_000 * USD)).await.expect("stake");
+        market.add_agent(Arc::new(StrategyAgent::new(
+            id,
+            registry.clone(),
+            BTreeMap::from([(GpuModel::H100Sxm, Amount(price))]),
+            BidStrategy::ListPrice,
+        )));
+        directory.insert(id, prover);
+    }
+    let tenant = AccountId::from_label("tenant");
+    escrow
+        .deposit(tenant, Amount(50 * USD))
+        .await
+        .expect("deposit");
+    let parts = Parts {
+        market,
+        matcher: Arc::new(WeightedMatcher::default()),
+        escrow: escrow.clone(),
+        launcher: Arc::new(launcher),
+        verifier: Arc::new(RecomputeVerifier::default()),
+        provers: directory,
+        tiers: Arc::new(spheron::UptimeTierPolicy::default()),
+        registry: registry.clone(),
+        clock: Arc::new(clock),
+    };
+    let config = FlowConfig {
+        bid_window: Duration::ZERO,
+        entropy_seed: Some(5),
+        ..FlowConfig::default()
+    };
+    World {
+        orchestrator: Orchestrator::new(parts, config),
+        escrow,
+        registry,
+        tenant,
+    }
+}
+
+fn request() -> GpuRequest {
+    GpuRequest::builder()
+        .gpu("h100")
+        .count(4)
+        .hours(1)
+        .max_price_per_gpu_hour(Amount(3 * USD))
+        .build()
+        .expect("request")
+}
+
+#[tokio::test]
+async fn launch_failure_refunds_everything_and_frees_capacity() {
+    let mut launcher = MockWorkloadLauncher::new();
+    launcher
+        .expect_launch()
+        .times(1)
+        .returning(|_, _| Err(Error::Launch("image pull failed".into())));
+    let w = world(
+        launcher,
+        vec![("only", 2 * USD, Arc::new(CpuProver::new(None)))],
+    )
+    .await;
+    let err = w
+        .orchestrator
+        .rent(w.tenant, request(), Workload::command(["train"]))
+        .await
+        .expect_err("launch must fail");
+    assert!(matches!(err, Error::Launch(ref m) if m.contains("image pull")));
+    let b = w.escrow.balance(w.tenant).await.expect("balance");
+    assert_eq!((b.available, b.locked), (Amount(50 * USD), Amount(0)));
+    assert!(w.escrow.totals().is_balanced());
+    let p = w
+        .registry
+        .get(AccountId::from_label("only"))
+        .expect("provider");
+    assert_eq!(p.inventory.free(GpuModel::H100Sxm), 8);
+    assert_eq!(p.stats.leases_failed, 1);
+}
+
+#[tokio::test]
+async fn prover_transport_error_fails_the_challenge_and_fails_over() {
+    let mut broken = MockChallengeProver::new();
+    broken
+        .expect_commit()
+        .times(1)
+        .returning(|_| Err(Error::Prover("connection reset".into())));
+    broken.expect_open().never();
+    let mut launcher = MockWorkloadLauncher::new();
+    launcher
+        .expect_launch()
+        .times(1)
+        .returning(|spec, _| Ok(spheron::WorkloadId(format!("w-{}", spec.lease.0))));
+    launcher
+        .expect_wait()
+        .returning(|_| Ok(spheron::WorkloadStatus::Succeeded));
+    let w = world(
+        launcher,
+        vec![
+            ("broken", USD, Arc::new(broken)),
+            ("honest", 2 * USD, Arc::new(CpuProver::new(None))),
+        ],
+    )
+    .await;
+    let lease = w
+        .orchestrator
+        .rent(w.tenant, request(), Workload::command(["train"]))
+        .await
+        .expect("rent");
+    let r = lease.wait().await;
+    assert_eq!(
+        r.state,
+        spheron::LeaseState::Closed(spheron::CloseReason::Completed)
+    );
+    assert_eq!(r.provider, AccountId::from_label("honest"));
+    let skipped = r
+        .skipped
+        .iter()
+        .find(|s| s.provider == AccountId::from_label("broken"))
+        .expect("broken provider skipped");
+    assert!(skipped.reason.to_string().contains("connection reset"));
+    // Penalised through the escrow: a share of its stake went to the verifier.
+    let staked = w
+        .escrow
+        .balance(AccountId::from_label("broken"))
+        .await
+        .expect("balance")
+        .staked;
+    assert!(staked < Amount(1_000 * USD));
+    assert!(w.escrow.totals().is_balanced());
+}
