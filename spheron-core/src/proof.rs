@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The protocol version carried by every message.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Input element type of the challenge products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -99,16 +99,12 @@ pub struct OpenedRow {
     pub path: Vec<[u8; 32]>,
 }
 
-/// `C_k r` for one sampled product.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProductVector {
-    /// Which product.
-    pub k: u32,
-    /// `C_k r`, exact.
-    pub values: Vec<i64>,
-}
-
 /// Step 4 answer: the prover's opening.
+///
+/// Since protocol version 2 the opening carries only the rows: every product shares its right
+/// factor `B`, so the verifier computes `(C_k r)_i = A_k[i, :] (B r)` itself in `O(n)` per row
+/// after one `O(n^2)` pass for `B r`; a prover-sent `C_k r` (megabytes at large `n`) would
+/// add nothing the opened rows do not already bind.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Opening {
     /// Protocol version.
@@ -116,8 +112,6 @@ pub struct Opening {
     /// Echo of the session.
     #[serde(with = "hex_bytes")]
     pub session: [u8; 16],
-    /// `C_k r` for every sampled k.
-    pub products: Vec<ProductVector>,
     /// The opened rows.
     pub rows: Vec<OpenedRow>,
 }

@@ -1,18 +1,26 @@
-//! The CPU reference prover: any `n`, exact integer arithmetic. Tests and the embedded
-//! marketplace use it with small `n`; it is also what the CUDA prover is checked against.
+//! The CPU reference prover: any `n` up to [`CPU_MAX_N`], exact integer arithmetic. Tests and
+//! the embedded marketplace use it with small `n`; the CUDA prover is checked against it.
+//!
+//! A [`CpuProver`] can be *paced* ([`CpuProver::paced`]) so that its commitment never arrives
+//! sooner than a given rate allows: that is how a simulated fleet makes a CPU behave like an
+//! H100 or a T4 at a scaled-down rate (see [`crate::Simulation`]). It can also be given a
+//! [`Fault`] to play a cheating or broken provider in tests.
 
 use crate::merkle::{self, Hash};
 use crate::prf;
 use async_trait::async_trait;
 use spheron_core::proof::{
-    Challenge, ChallengeProver, Commitment, OpenedRow, Opening, PROTOCOL_VERSION, ProductVector,
-    Reveal,
+    Challenge, ChallengeProver, Commitment, OpenedRow, Opening, PROTOCOL_VERSION, Reveal,
 };
 use spheron_core::{Error, Result};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Largest `n` the CPU prover accepts (it is O(n^3) per product).
+/// Largest `n` the CPU prover accepts (it is O(K n^3)).
 pub const CPU_MAX_N: u32 = 2048;
+
+/// Largest batch `K` any prover accepts.
+pub const MAX_BATCH: u32 = 256;
 
 /// `C = A B` for row-major `n x n` integer matrices.
 pub fn matmul(a: &[i32], b: &[i32], n: usize) -> Vec<i32> {
@@ -31,23 +39,17 @@ pub fn matmul(a: &[i32], b: &[i32], n: usize) -> Vec<i32> {
     c
 }
 
-/// `M v` for a row-major `n x n` matrix.
-pub fn matvec(m: &[i32], v: &[i64], n: usize) -> Vec<i64> {
-    m.chunks(n)
-        .map(|row| row.iter().zip(v).map(|(&a, &b)| i64::from(a) * b).sum())
-        .collect()
-}
-
-/// The products of a challenge, computed from its seed.
+/// The products `C_k = A_k B` of a challenge, computed from its seed.
 pub fn products(ch: &Challenge) -> Vec<Vec<i32>> {
     let s = prf::seed_words(&ch.seed);
     let n = ch.n as usize;
-    (0..ch.batch as usize)
-        .map(|k| matmul(&prf::matrix(&s, n, k, 0), &prf::matrix(&s, n, k, 1), n))
+    let b = prf::matrix(&s, n, prf::B_ID);
+    (0..ch.batch)
+        .map(|k| matmul(&prf::matrix(&s, n, prf::a_id(k)), &b, n))
         .collect()
 }
 
-/// Row hashes of all products in commitment order.
+/// Row hashes of all products in commitment order (product 0's rows, then product 1's, ...).
 pub fn row_hashes(products: &[Vec<i32>], n: usize) -> Vec<Hash> {
     products
         .iter()
@@ -55,65 +57,100 @@ pub fn row_hashes(products: &[Vec<i32>], n: usize) -> Vec<Hash> {
         .collect()
 }
 
-/// Checks that a challenge is within what provers accept.
+/// Useful work of a challenge in floating-point operations: `2 n^3 K`.
+pub fn challenge_flops(ch: &Challenge) -> f64 {
+    2.0 * f64::from(ch.n).powi(3) * f64::from(ch.batch)
+}
+
+/// Checks that a challenge is within what a prover accepts.
 pub fn check_challenge(ch: &Challenge, max_n: u32) -> Result<()> {
     if ch.version != PROTOCOL_VERSION {
         return Err(Error::Prover(format!(
-            "unsupported protocol version {}",
+            "unsupported protocol version {} (this prover speaks {PROTOCOL_VERSION})",
             ch.version
         )));
     }
-    if ch.n == 0 || ch.n > max_n {
-        return Err(Error::Prover(format!("n = {} outside 1..={max_n}", ch.n)));
-    }
-    if ch.batch == 0 || ch.batch > 64 {
+    if ch.n == 0 || ch.n > max_n.min(prf::MAX_EXACT_N) {
         return Err(Error::Prover(format!(
-            "batch = {} outside 1..=64",
+            "challenge n = {} outside 1..={}",
+            ch.n,
+            max_n.min(prf::MAX_EXACT_N)
+        )));
+    }
+    if ch.batch == 0 || ch.batch > MAX_BATCH {
+        return Err(Error::Prover(format!(
+            "challenge batch = {} outside 1..={MAX_BATCH}",
             ch.batch
         )));
     }
     Ok(())
 }
 
-/// A deliberate misbehaviour, for tests and the failover demonstration.
+/// A deliberate misbehaviour, for tests, attack measurements and the failover demonstration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
     /// Honest.
     #[default]
     None,
-    /// Corrupts one entry of every product (a broken or fake GPU).
+    /// Every row of every product has one wrong entry (a broken or fake GPU).
     CorruptProducts,
+    /// Skips this many rows per thousand (spread over all products): they are committed as
+    /// zeros without being computed.
+    SkipRows {
+        /// Skipped rows per 1000.
+        per_mille: u16,
+    },
+    /// Skips this many whole products per thousand: committed as zeros.
+    SkipProducts {
+        /// Skipped products per 1000.
+        per_mille: u16,
+    },
+    /// Answers every challenge with the products of the first challenge it ever saw
+    /// (re-labelled with the new session): a replay of an earlier answer.
+    Replay,
+    /// Holds the commitment back for this many extra milliseconds.
+    Stall {
+        /// Extra delay in milliseconds.
+        ms: u32,
+    },
 }
 
 struct Session {
     challenge: Challenge,
-    products: Vec<Vec<i32>>,
-    rows: Vec<Hash>,
+    products: Arc<Vec<Vec<i32>>>,
+    tree: merkle::Tree,
 }
 
 /// The CPU reference prover.
 pub struct CpuProver {
     fault: Fault,
     device: Option<String>,
+    pace_flops: Option<f64>,
     session: Mutex<Option<Session>>,
+    replay: Mutex<Option<Arc<Vec<Vec<i32>>>>>,
 }
 
 impl std::fmt::Debug for CpuProver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CpuProver")
             .field("fault", &self.fault)
+            .field("device", &self.device)
+            .field("pace_flops", &self.pace_flops)
             .finish()
     }
 }
 
 impl CpuProver {
-    /// An honest prover reporting `device` as its driver's device name (a hint only).
+    /// An honest prover reporting `device` as its driver's device name (a hint only),
+    /// answering as fast as this CPU can.
     pub fn new(device: Option<String>) -> Self {
         CpuProver {
             fault: Fault::None,
             device,
+            pace_flops: None,
             session: Mutex::new(None),
+            replay: Mutex::new(None),
         }
     }
 
@@ -124,25 +161,140 @@ impl CpuProver {
             ..CpuProver::new(device)
         }
     }
+
+    /// Paces the commitment: it is held back until `flops_per_s` would have done the
+    /// challenge's work (`2 n^3 K`), so the prover looks like a device of that rate. A CPU too
+    /// slow for the pace answers late, as a real slow device would. Non-positive or non-finite
+    /// rates leave the prover unpaced.
+    #[must_use]
+    pub fn paced(mut self, flops_per_s: f64) -> Self {
+        self.pace_flops = (flops_per_s.is_finite() && flops_per_s > 0.0).then_some(flops_per_s);
+        self
+    }
+
+    /// The fault this prover plays.
+    pub fn fault(&self) -> Fault {
+        self.fault
+    }
+}
+
+fn skipped(index: u64, per_mille: u16, salt: u64) -> bool {
+    // A fixed pseudo-random choice of which units to skip (the prover decides before the
+    // challenge, so it cannot depend on the reveal).
+    prf::word(&[salt, 0x5eed, 0, 0], index) % 1000 < u64::from(per_mille)
+}
+
+impl Fault {
+    /// Whether this fault leaves row `i` of product `k` uncomputed in a challenge of size `n`
+    /// (lets attack tests know the exact fraction skipped).
+    pub fn skips(&self, k: u32, i: u32, n: u32) -> bool {
+        match *self {
+            Fault::SkipRows { per_mille } => {
+                skipped(u64::from(k) * u64::from(n) + u64::from(i), per_mille, 2)
+            }
+            Fault::SkipProducts { per_mille } => skipped(u64::from(k), per_mille, 1),
+            _ => false,
+        }
+    }
+}
+
+fn compute(ch: &Challenge, fault: Fault, replay: Option<Arc<Vec<Vec<i32>>>>) -> Vec<Vec<i32>> {
+    let n = ch.n as usize;
+    if let (Fault::Replay, Some(old)) = (fault, replay) {
+        if old.len() == ch.batch as usize && old.first().is_some_and(|c| c.len() == n * n) {
+            return (*old).clone();
+        }
+    }
+    let s = prf::seed_words(&ch.seed);
+    let b = prf::matrix(&s, n, prf::B_ID);
+    let mut out = Vec::with_capacity(ch.batch as usize);
+    for k in 0..ch.batch {
+        let c = match fault {
+            Fault::SkipProducts { .. } if fault.skips(k, 0, ch.n) => vec![0; n * n],
+            Fault::SkipRows { .. } => {
+                let a = prf::matrix(&s, n, prf::a_id(k));
+                let mut c = vec![0i32; n * n];
+                for i in 0..n {
+                    if fault.skips(k, i as u32, ch.n) {
+                        continue;
+                    }
+                    let row = matmul_row(&a[i * n..(i + 1) * n], &b, n);
+                    c[i * n..(i + 1) * n].copy_from_slice(&row);
+                }
+                c
+            }
+            _ => matmul(&prf::matrix(&s, n, prf::a_id(k)), &b, n),
+        };
+        out.push(c);
+    }
+    if fault == Fault::CorruptProducts {
+        for c in &mut out {
+            for (i, row) in c.chunks_mut(n).enumerate() {
+                let j = (i * 7 + 3) % n;
+                row[j] = row[j].wrapping_add(1);
+            }
+        }
+    }
+    out
+}
+
+fn matmul_row(a_row: &[i32], b: &[i32], n: usize) -> Vec<i32> {
+    let mut row = vec![0i32; n];
+    for (l, &av) in a_row.iter().enumerate() {
+        for (cj, &bv) in row.iter_mut().zip(&b[l * n..(l + 1) * n]) {
+            *cj += av * bv;
+        }
+    }
+    row
 }
 
 #[async_trait]
 impl ChallengeProver for CpuProver {
     async fn commit(&self, ch: &Challenge) -> Result<Commitment> {
         check_challenge(ch, CPU_MAX_N)?;
-        let n = ch.n as usize;
-        let mut products = products(ch);
-        if self.fault == Fault::CorruptProducts {
-            for c in &mut products {
-                c[n + 1] = c[n + 1].wrapping_add(1);
+        let started = Instant::now();
+        let fault = self.fault;
+        let replay = self
+            .replay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let pace = self.pace_flops;
+        let owned = ch.clone();
+        // Real threads and real sleeps: the verifier times with a monotonic wall clock, so
+        // pacing must too (a paused tokio test clock would otherwise make it instant).
+        let work = tokio::task::spawn_blocking(move || {
+            let n = owned.n as usize;
+            let products = compute(&owned, fault, replay);
+            let rows = row_hashes(&products, n);
+            let mut hold = Duration::ZERO;
+            if let Some(rate) = pace {
+                hold += Duration::from_secs_f64(challenge_flops(&owned) / rate);
+            }
+            if let Fault::Stall { ms } = fault {
+                hold += Duration::from_millis(u64::from(ms));
+            }
+            if let Some(left) = hold.checked_sub(started.elapsed()) {
+                std::thread::sleep(left);
+            }
+            (products, rows)
+        });
+        let (products, rows) = work
+            .await
+            .map_err(|e| Error::Prover(format!("prover task failed: {e}")))?;
+        let tree = merkle::Tree::new(rows);
+        let root = tree.root();
+        let products = Arc::new(products);
+        if fault == Fault::Replay {
+            let mut r = self.replay.lock().unwrap_or_else(|p| p.into_inner());
+            if r.is_none() {
+                *r = Some(products.clone());
             }
         }
-        let rows = row_hashes(&products, n);
-        let root = merkle::root(&rows);
         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(Session {
             challenge: ch.clone(),
             products,
-            rows,
+            tree,
         });
         Ok(Commitment {
             version: PROTOCOL_VERSION,
@@ -159,37 +311,30 @@ impl ChallengeProver for CpuProver {
             .filter(|s| s.challenge.session == reveal.session)
             .ok_or_else(|| Error::Prover("reveal for an unknown session".into()))?;
         let n = s.challenge.n as usize;
-        let r = prf::r_vector(&reveal.r_seed, n);
-        let mut ks: Vec<u32> = reveal.samples.iter().map(|x| x.k).collect();
-        ks.sort_unstable();
-        ks.dedup();
-        let mut products = Vec::new();
-        for k in ks {
-            let c = s
-                .products
-                .get(k as usize)
-                .ok_or_else(|| Error::Prover(format!("product {k} out of range")))?;
-            products.push(ProductVector {
-                k,
-                values: matvec(c, &r, n),
-            });
-        }
-        let mut rows = Vec::new();
+        let mut rows = Vec::with_capacity(reveal.samples.len());
         for sample in &reveal.samples {
             let (k, i) = (sample.k as usize, sample.row as usize);
             if k >= s.products.len() || i >= n {
-                return Err(Error::Prover(format!("sample {sample:?} out of range")));
+                return Err(Error::Prover(format!(
+                    "sample (k = {}, row = {}) outside batch {} x n {}",
+                    sample.k,
+                    sample.row,
+                    s.products.len(),
+                    n
+                )));
             }
             rows.push(OpenedRow {
                 sample: *sample,
                 values: s.products[k][i * n..(i + 1) * n].to_vec(),
-                path: merkle::path(&s.rows, k * n + i),
+                path: s
+                    .tree
+                    .path(k * n + i)
+                    .ok_or_else(|| Error::Prover("row outside the committed tree".into()))?,
             });
         }
         Ok(Opening {
             version: PROTOCOL_VERSION,
             session: reveal.session,
-            products,
             rows,
         })
     }

@@ -1,17 +1,36 @@
 //! # spheron-gpu
 //!
-//! Proof of GPU for spheron: the counter-based matrix PRF ([`prf`]), BLAKE3 Merkle
-//! commitments over product rows ([`merkle`]), the CPU reference prover ([`CpuProver`]) and a
-//! first verifier that recomputes the products in full ([`RecomputeVerifier`]).
+//! Proof of GPU for spheron: a provider proves it has the compute it claims by doing a large,
+//! fresh computation at the claimed model's speed, checked cheaply by the verifier.
+//!
+//! * [`catalog`]: datasheet peak rates, memory and bandwidth per model, calibrated rates and
+//!   the timing thresholds derived from them;
+//! * [`prf`]: the counter-based PRF generating the challenge matrices (same on CPU and GPU);
+//! * [`merkle`]: BLAKE3 row commitments (leaves of one 1 KiB chunk, parents `H(l || r)`);
+//! * [`CpuProver`]: the CPU reference prover (with pacing and [`Fault`]s for simulation and
+//!   attack tests); [`FreivaldsVerifier`]: the default verifier, `O(n^2)` per challenge;
+//!   [`RecomputeVerifier`]: full recomputation, for small `n`;
+//! * [`Simulation`]: the setting under which CPU provers stand in for GPUs;
+//! * `http` (feature, default): [`http::serve`] answers challenges over HTTP, [`http::HttpProver`]
+//!   and [`http::challenge`] verify a remote provider with real timing;
+//! * `cuda` (feature): `cuda::CudaProver`, NVRTC generation and hashing kernels with cuBLAS
+//!   FP16 GEMM, loaded dynamically (absence of CUDA is a typed error at run time).
 //!
 //! ```
 //! use spheron_core::proof::run_challenge;
 //! use spheron_core::{GpuModel, ProviderId};
-//! use spheron_gpu::{CpuProver, RecomputeVerifier};
+//! use spheron_gpu::{CpuProver, FreivaldsVerifier, TimingPolicy, VerifierConfig};
 //!
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! // Correctness only (a CPU is no H100): small n, timing off.
+//! let verifier = FreivaldsVerifier::new(VerifierConfig {
+//!     n: 48,
+//!     timing: TimingPolicy::Off,
+//!     ..VerifierConfig::default()
+//! })
+//! .unwrap();
 //! let report = run_challenge(
-//!     &RecomputeVerifier::default(),
+//!     &verifier,
 //!     &CpuProver::new(None),
 //!     ProviderId::from_label("p"),
 //!     GpuModel::H100Sxm,
@@ -22,41 +41,22 @@
 //! # });
 //! ```
 
+pub mod catalog;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod error;
+pub mod freivalds;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod merkle;
 pub mod prf;
 pub mod recompute;
+pub mod simulation;
 
+pub use catalog::{GpuSpec, spec};
 pub use cpu::{CpuProver, Fault};
+pub use error::{Error, Result};
+pub use freivalds::{FreivaldsVerifier, TimingPolicy, VerifierConfig};
 pub use recompute::RecomputeVerifier;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use spheron_core::proof::{FailReason, Verdict, run_challenge};
-    use spheron_core::{GpuModel, ProviderId};
-
-    async fn run(prover: &CpuProver, seed: u8) -> Verdict {
-        run_challenge(
-            &RecomputeVerifier::default(),
-            prover,
-            ProviderId::from_label("p"),
-            GpuModel::H100Sxm,
-            [[seed; 32], [seed.wrapping_add(1); 32]],
-        )
-        .await
-        .verdict
-    }
-
-    #[tokio::test]
-    async fn honest_passes_corrupt_fails() {
-        for seed in 0..8 {
-            assert!(run(&CpuProver::new(None), seed).await.passed());
-            let bad = CpuProver::with_fault(None, Fault::CorruptProducts);
-            assert!(matches!(
-                run(&bad, seed).await,
-                Verdict::Fail(FailReason::WrongProduct { .. } | FailReason::BadRow(_))
-            ));
-        }
-    }
-}
+pub use simulation::Simulation;

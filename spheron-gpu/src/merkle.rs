@@ -65,6 +65,65 @@ pub fn path(nodes: &[Hash], mut index: usize) -> Vec<Hash> {
     out
 }
 
+/// A Merkle tree with every level kept, for answering many path queries.
+#[derive(Clone, Debug, Default)]
+pub struct Tree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl Tree {
+    /// Builds the tree over `leaves` with the same rules as [`root`].
+    pub fn new(leaves: Vec<Hash>) -> Self {
+        let mut levels = vec![leaves];
+        while levels.last().is_some_and(|l| l.len() > 1) {
+            let next = levels
+                .last()
+                .map(|l| {
+                    l.chunks(2)
+                        .map(|p| {
+                            if p.len() == 2 {
+                                parent(&p[0], &p[1])
+                            } else {
+                                p[0]
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            levels.push(next);
+        }
+        Tree { levels }
+    }
+
+    /// The root (all-zero for an empty tree).
+    pub fn root(&self) -> Hash {
+        match self.levels.last() {
+            Some(l) if l.len() == 1 => l[0],
+            _ => [0u8; 32],
+        }
+    }
+
+    /// Number of leaves.
+    pub fn leaves(&self) -> usize {
+        self.levels.first().map_or(0, Vec::len)
+    }
+
+    /// Sibling path of leaf `index` (same as [`path`]); `None` if out of range.
+    pub fn path(&self, mut index: usize) -> Option<Vec<Hash>> {
+        if index >= self.leaves() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for level in &self.levels[..self.levels.len() - 1] {
+            if let Some(s) = level.get(index ^ 1) {
+                out.push(*s);
+            }
+            index /= 2;
+        }
+        Some(out)
+    }
+}
+
 /// Recomputes the root from a leaf, its index, the number of leaves and its path.
 /// Returns `None` if the path has the wrong length.
 pub fn root_from_path(leaf: Hash, mut index: usize, leaves: usize, path: &[Hash]) -> Option<Hash> {
@@ -113,9 +172,11 @@ mod tests {
                 .map(|i| *blake3::hash(&[i as u8]).as_bytes())
                 .collect();
             let r = root(&leaves);
+            assert_eq!(Tree::new(leaves.clone()).root(), r);
             for i in 0..n {
                 let p = path(&leaves, i);
                 assert_eq!(root_from_path(leaves[i], i, n, &p), Some(r), "n={n} i={i}");
+                assert_eq!(Tree::new(leaves.clone()).path(i), Some(p.clone()));
                 let mut bad = leaves[i];
                 bad[0] ^= 1;
                 assert_ne!(root_from_path(bad, i, n, &p), Some(r));

@@ -1,13 +1,14 @@
 //! The first verifier: checks the opened rows and paths, then recomputes every product in
-//! full and compares. A real check, only not a cheap one (O(K n^3)); use it with small `n`.
+//! full and compares the whole commitment. A real check, only not a cheap one (O(K n^3)); use
+//! it with small `n`. It never looks at timing beyond the challenge's deadline.
 
-use crate::cpu::{matvec, products, row_hashes};
+use crate::cpu::{products, row_hashes};
+use crate::freivalds::{FreivaldsVerifier, TimingPolicy, VerifierConfig};
 use crate::merkle;
-use crate::prf;
 use spheron_core::GpuModel;
 use spheron_core::proof::{
-    Challenge, ChallengeVerifier, Commitment, Dtype, FailReason, Opening, PROTOCOL_VERSION,
-    ProofTiming, Reveal, Sample, Verdict,
+    Challenge, ChallengeVerifier, Commitment, FailReason, Opening, PROTOCOL_VERSION, ProofTiming,
+    Reveal, Verdict,
 };
 
 /// Verifier that recomputes the products.
@@ -34,51 +35,32 @@ impl Default for RecomputeVerifier {
     }
 }
 
-fn derive(label: &str, entropy: &[u8; 32]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(label.as_bytes());
-    h.update(entropy);
-    *h.finalize().as_bytes()
+impl RecomputeVerifier {
+    fn sampler(&self) -> FreivaldsVerifier {
+        let config = VerifierConfig {
+            n: self.n.max(1),
+            samples: self.samples.max(1),
+            max_batch: self.batch.max(1),
+            untimed_batch: self.batch.max(1),
+            untimed_deadline_ms: self.deadline_us / 1000,
+            timing: TimingPolicy::Off,
+            ..VerifierConfig::default()
+        };
+        FreivaldsVerifier::new(config).unwrap_or_default()
+    }
 }
 
 impl ChallengeVerifier for RecomputeVerifier {
     fn issue(&self, claimed: GpuModel, entropy: [u8; 32]) -> Challenge {
-        let mut session = [0u8; 16];
-        session.copy_from_slice(&derive("spheron.session", &entropy)[..16]);
-        Challenge {
-            version: PROTOCOL_VERSION,
-            session,
-            seed: derive("spheron.seed", &entropy),
-            claimed,
-            n: self.n,
-            batch: self.batch,
-            dtype: Dtype::F16,
-            deadline_us: self.deadline_us,
-        }
+        let mut ch = self.sampler().issue(claimed, entropy);
+        ch.n = self.n;
+        ch.batch = self.batch;
+        ch.deadline_us = self.deadline_us;
+        ch
     }
 
-    fn reveal(&self, challenge: &Challenge, _c: &Commitment, entropy: [u8; 32]) -> Reveal {
-        let s = prf::seed_words(&derive("spheron.samples", &entropy));
-        let samples = (0..u64::from(self.samples))
-            .map(|i| {
-                // Non-negative PRF entries give uniform-enough indices for sampling.
-                let k = prf::entry(&s, 1 << 20, 0, 0, 0, i).unsigned_abs()
-                    + 9 * prf::entry(&s, 1 << 20, 1, 0, 0, i).unsigned_abs();
-                let row = (0..4u64)
-                    .map(|d| u64::from(prf::entry(&s, 1 << 20, 2 + d, 0, 0, i).unsigned_abs()))
-                    .fold(0u64, |acc, v| acc * 9 + v);
-                Sample {
-                    k: k % challenge.batch,
-                    row: (row % u64::from(challenge.n)) as u32,
-                }
-            })
-            .collect();
-        Reveal {
-            version: PROTOCOL_VERSION,
-            session: challenge.session,
-            r_seed: derive("spheron.r", &entropy),
-            samples,
-        }
+    fn reveal(&self, challenge: &Challenge, c: &Commitment, entropy: [u8; 32]) -> Reveal {
+        self.sampler().reveal(challenge, c, entropy)
     }
 
     fn verify(
@@ -89,7 +71,6 @@ impl ChallengeVerifier for RecomputeVerifier {
         opening: &Opening,
         timing: &ProofTiming,
     ) -> Verdict {
-        let fail = |r| Verdict::Fail(r);
         let malformed = |m: &str| Verdict::Fail(FailReason::Malformed(m.to_string()));
         if commitment.version != PROTOCOL_VERSION || opening.version != PROTOCOL_VERSION {
             return malformed("protocol version");
@@ -97,10 +78,12 @@ impl ChallengeVerifier for RecomputeVerifier {
         if commitment.session != ch.session || opening.session != ch.session {
             return malformed("session does not match the challenge");
         }
-        let elapsed = timing.commit_us.saturating_sub(timing.rtt_us);
-        if elapsed > ch.deadline_us {
-            return fail(FailReason::Late {
-                elapsed_us: elapsed,
+        if ch.n == 0 || ch.n > crate::cpu::CPU_MAX_N || ch.batch == 0 {
+            return malformed("challenge size outside what can be recomputed");
+        }
+        if timing.commit_us > ch.deadline_us {
+            return Verdict::Fail(FailReason::Late {
+                elapsed_us: timing.commit_us,
                 deadline_us: ch.deadline_us,
             });
         }
@@ -108,44 +91,27 @@ impl ChallengeVerifier for RecomputeVerifier {
         if opening.rows.len() != reveal.samples.len() {
             return malformed("wrong number of opened rows");
         }
+        let truth = products(ch);
         let leaves = ch.batch as usize * n;
         for (row, sample) in opening.rows.iter().zip(&reveal.samples) {
-            if row.sample != *sample || row.values.len() != n {
+            if row.sample != *sample || row.values.len() != n || sample.k >= ch.batch {
                 return malformed("opened row does not match the sample or has the wrong length");
             }
             let idx = sample.k as usize * n + sample.row as usize;
             let h = merkle::row_hash(&row.values);
             if merkle::root_from_path(h, idx, leaves, &row.path) != Some(commitment.root) {
-                return fail(FailReason::BadPath(*sample));
+                return Verdict::Fail(FailReason::BadPath(*sample));
+            }
+            let start = sample.row as usize * n;
+            if truth[sample.k as usize].get(start..start + n) != Some(&row.values[..]) {
+                return Verdict::Fail(FailReason::BadRow(*sample));
             }
         }
-        let truth = products(ch);
-        let r = prf::r_vector(&reveal.r_seed, n);
-        for pv in &opening.products {
-            let Some(c) = truth.get(pv.k as usize) else {
-                return malformed("product index out of range");
-            };
-            if pv.values != matvec(c, &r, n) {
-                return fail(FailReason::WrongProduct { k: pv.k });
-            }
-        }
-        for row in &opening.rows {
-            let Some(cr) = opening.products.iter().find(|p| p.k == row.sample.k) else {
-                return malformed("C·r missing for a sampled product");
-            };
-            let dot: i64 = row
-                .values
-                .iter()
-                .zip(&r)
-                .map(|(&a, &b)| i64::from(a) * b)
-                .sum();
-            if cr.values.get(row.sample.row as usize) != Some(&dot) {
-                return fail(FailReason::BadRow(row.sample));
-            }
-        }
-        if merkle::root(&row_hashes(&truth, n)) != commitment.root {
-            // Opened rows were consistent but some unopened row is wrong.
-            return fail(FailReason::WrongProduct { k: 0 });
+        let hashes = row_hashes(&truth, n);
+        if merkle::root(&hashes) != commitment.root {
+            // The opened rows were right but some unopened row is wrong; a root cannot say
+            // which product, so the first is named.
+            return Verdict::Fail(FailReason::WrongProduct { k: 0 });
         }
         Verdict::Pass {
             achieved_tflops: None,

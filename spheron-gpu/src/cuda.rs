@@ -1,0 +1,1 @@
+//! The CUDA prover (being written).

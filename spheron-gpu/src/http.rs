@@ -1,0 +1,276 @@
+//! The HTTP transport: a provider-side endpoint answering challenges (axum) and a verifier
+//! client (reqwest), so a verifier node challenges a provider over the network with timing on
+//! its own clock.
+//!
+//! Endpoints (JSON bodies, the `spheron_core::proof` wire types):
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `GET /v2/ping` | | `204 No Content` (round-trip probe) |
+//! | `POST /v2/commit` | [`Challenge`] | [`Commitment`], or `422` with the prover's error |
+//! | `POST /v2/open` | [`Reveal`] | [`Opening`], or `422` |
+//!
+//! [`challenge`] runs a whole exchange against an [`HttpProver`]: it measures the round trip
+//! with a ping before and after, times the commitment from sending the challenge to receiving
+//! the root, and hands `min(rtt before, rtt after)` to the verifier, which subtracts it (capped).
+//!
+//! ```
+//! use spheron_core::{GpuModel, ProviderId};
+//! use spheron_gpu::http::{HttpProver, challenge, serve};
+//! use spheron_gpu::{Fault, Simulation};
+//! use std::sync::Arc;
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! let sim = Simulation::standard();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let url = format!("http://{}", listener.local_addr().unwrap());
+//! let prover = Arc::new(sim.prover(GpuModel::L4, None, Fault::None));
+//! tokio::spawn(serve(listener, prover));
+//!
+//! let remote = HttpProver::new(&url).unwrap();
+//! let report = challenge(
+//!     &sim.verifier(),
+//!     &remote,
+//!     ProviderId::from_label("l4-host"),
+//!     GpuModel::L4,
+//!     [[7; 32], [8; 32]],
+//! )
+//! .await;
+//! assert!(report.verdict.passed(), "{}", report.verdict);
+//! # });
+//! ```
+
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use spheron_core::proof::{
+    Challenge, ChallengeProver, ChallengeVerifier, Commitment, FailReason, Opening, ProofReport,
+    ProofTiming, Reveal, Verdict,
+};
+use spheron_core::{GpuModel, ProviderId};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Path of the round-trip probe.
+pub const PING_PATH: &str = "/v2/ping";
+/// Path answering a [`Challenge`] with a [`Commitment`].
+pub const COMMIT_PATH: &str = "/v2/commit";
+/// Path answering a [`Reveal`] with an [`Opening`].
+pub const OPEN_PATH: &str = "/v2/open";
+
+type Shared = Arc<dyn ChallengeProver>;
+
+async fn commit_handler(
+    State(p): State<Shared>,
+    Json(ch): Json<Challenge>,
+) -> std::result::Result<Json<Commitment>, (StatusCode, String)> {
+    p.commit(&ch)
+        .await
+        .map(Json)
+        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+}
+
+async fn open_handler(
+    State(p): State<Shared>,
+    Json(r): Json<Reveal>,
+) -> std::result::Result<Json<Opening>, (StatusCode, String)> {
+    p.open(&r)
+        .await
+        .map(Json)
+        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+}
+
+/// The provider-side routes for `prover`.
+pub fn router(prover: Arc<dyn ChallengeProver>) -> axum::Router {
+    axum::Router::new()
+        .route(PING_PATH, get(|| async { StatusCode::NO_CONTENT }))
+        .route(COMMIT_PATH, post(commit_handler))
+        .route(OPEN_PATH, post(open_handler))
+        .with_state(prover)
+}
+
+/// Serves `prover` on `listener` until the task is dropped or the listener fails.
+pub async fn serve(listener: tokio::net::TcpListener, prover: Arc<dyn ChallengeProver>) {
+    let addr = listener.local_addr().ok();
+    if let Err(e) = axum::serve(listener, router(prover)).await {
+        tracing::warn!(?addr, error = %e, "proof-of-GPU endpoint stopped");
+    }
+}
+
+/// A remote provider's prover, reached over HTTP.
+#[derive(Clone, Debug)]
+pub struct HttpProver {
+    base: String,
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+impl HttpProver {
+    /// A client for the endpoint at `base_url` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base_url: &str) -> Result<Self> {
+        let base = base_url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::Transport {
+                url: base,
+                reason: "expected an http:// or https:// URL".into(),
+            });
+        }
+        let client =
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .map_err(|e| Error::Transport {
+                    url: base.clone(),
+                    reason: e.to_string(),
+                })?;
+        Ok(HttpProver {
+            base,
+            client,
+            timeout: Duration::from_secs(120),
+        })
+    }
+
+    /// Upper bound on any one request (default 120 s; commitments are also bounded by the
+    /// challenge's deadline).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The endpoint's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn err(&self, path: &str, reason: impl ToString) -> Error {
+        Error::Transport {
+            url: format!("{}{path}", self.base),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// One round trip to the ping endpoint.
+    pub async fn ping(&self) -> Result<Duration> {
+        let started = Instant::now();
+        let resp = self
+            .client
+            .get(format!("{}{PING_PATH}", self.base))
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| self.err(PING_PATH, e))?;
+        if !resp.status().is_success() {
+            return Err(self.err(PING_PATH, format!("status {}", resp.status())));
+        }
+        Ok(started.elapsed())
+    }
+
+    async fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &T,
+        timeout: Duration,
+    ) -> Result<R> {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.err(path, e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(self.err(path, format!("status {status}: {text}")));
+        }
+        let bytes = resp.bytes().await.map_err(|e| self.err(path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| self.err(path, format!("bad body: {e}")))
+    }
+}
+
+#[async_trait]
+impl ChallengeProver for HttpProver {
+    async fn commit(&self, challenge: &Challenge) -> spheron_core::Result<Commitment> {
+        // No point waiting far past the deadline: the answer would be late anyway.
+        let bound = Duration::from_micros(challenge.deadline_us)
+            .saturating_add(Duration::from_secs(1))
+            .min(self.timeout);
+        Ok(self.post(COMMIT_PATH, challenge, bound).await?)
+    }
+
+    async fn open(&self, reveal: &Reveal) -> spheron_core::Result<Opening> {
+        Ok(self.post(OPEN_PATH, reveal, self.timeout).await?)
+    }
+}
+
+/// Challenges the provider behind `prover` once, with round-trip compensation (see the module
+/// docs). Transport failures become failing verdicts ([`FailReason::Malformed`], or
+/// [`FailReason::Late`] when the commitment did not arrive by the deadline).
+pub async fn challenge(
+    verifier: &dyn ChallengeVerifier,
+    prover: &HttpProver,
+    provider: ProviderId,
+    claimed: GpuModel,
+    entropy: [[u8; 32]; 2],
+) -> ProofReport {
+    let ch = verifier.issue(claimed, entropy[0]);
+    let report = |timing: ProofTiming, verdict: Verdict| ProofReport {
+        provider,
+        claimed,
+        n: ch.n,
+        batch: ch.batch,
+        timing,
+        verdict,
+    };
+    let malformed = |what: &str, e: &dyn std::fmt::Display| {
+        Verdict::Fail(FailReason::Malformed(format!("{what}: {e}")))
+    };
+    // The first ping opens the connection; the second measures a warm round trip.
+    let rtt_before = match async {
+        prover.ping().await?;
+        prover.ping().await
+    }
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => return report(ProofTiming::default(), malformed("ping failed", &e)),
+    };
+    let started = Instant::now();
+    let commitment = prover.commit(&ch).await;
+    let commit_us = started.elapsed().as_micros() as u64;
+    let commitment = match commitment {
+        Ok(c) => c,
+        Err(e) => {
+            let timing = ProofTiming {
+                commit_us,
+                rtt_us: rtt_before.as_micros() as u64,
+            };
+            let verdict = if commit_us > ch.deadline_us {
+                Verdict::Fail(FailReason::Late {
+                    elapsed_us: commit_us,
+                    deadline_us: ch.deadline_us,
+                })
+            } else {
+                malformed("commit failed", &e)
+            };
+            return report(timing, verdict);
+        }
+    };
+    let rtt_after = prover.ping().await.unwrap_or(rtt_before);
+    let timing = ProofTiming {
+        commit_us,
+        rtt_us: rtt_before.min(rtt_after).as_micros() as u64,
+    };
+    let reveal = verifier.reveal(&ch, &commitment, entropy[1]);
+    let opening = match prover.open(&reveal).await {
+        Ok(o) => o,
+        Err(e) => return report(timing, malformed("open failed", &e)),
+    };
+    let verdict = verifier.verify(&ch, &commitment, &reveal, &opening, &timing);
+    report(timing, verdict)
+}
