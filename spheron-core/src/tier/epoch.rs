@@ -120,9 +120,14 @@ pub struct VerdictReceipt {
 pub struct RecheckOutcome {
     /// The verdict that was re-checked.
     pub verdict: VerdictId,
-    /// Whether the second verifier agreed (both passed, or both failed).
+    /// Whether this re-check agreed with the first verdict (both passed, or both failed).
     pub agreed: bool,
-    /// The penalty applied to the provider, when the re-check confirmed or found a failure.
+    /// `None` while the votes are tied (one more verifier must re-check it, see
+    /// `next_checker`); otherwise whether the proof finally holds.
+    pub final_pass: Option<bool>,
+    /// The best-ranked verifier that has not voted yet, when the votes are tied.
+    pub next_checker: Option<AccountId>,
+    /// The penalty applied to the provider, when the majority found a failure.
     pub penalty: Option<PenaltyRecord>,
 }
 
@@ -821,6 +826,7 @@ impl EpochProcessor {
                         verifier,
                         provider,
                         outcome,
+                        checks: Vec::new(),
                     },
                 );
             }
@@ -831,7 +837,9 @@ impl EpochProcessor {
                     .stats
                     .challenges_answered += 1;
             }
-            let by = recheck.then(|| s.verifiers.checker_for(verifier)).flatten();
+            let by = recheck
+                .then(|| s.verifiers.checker_for(&[verifier]))
+                .flatten();
             (id, recheck, by)
         };
         let penalty = match outcome {
@@ -860,13 +868,16 @@ impl EpochProcessor {
         })
     }
 
-    /// Records a second verifier's re-check of verdict `id`: `None` = the proof passed, or
+    /// Records a re-check of verdict `id` by another verifier: `None` = the proof holds, or
     /// the violation found (a re-check replays the transcript, so it cannot find a miss).
     ///
-    /// Agreement raises the first verifier's accuracy, disagreement lowers it. A confirmed
-    /// failure is applied to the provider with the first verifier as the reporter (it earns
-    /// the bounty); a failure the first verifier passed is applied with the checker as the
-    /// reporter.
+    /// Votes are counted until two agree (pass or fail): a re-check that agrees with the
+    /// first verdict settles it; one that disagrees leaves a tie for a third verifier
+    /// ([`RecheckOutcome::next_checker`]). When it settles, every verifier that voted with
+    /// the majority gains accuracy and every one against it loses accuracy. A confirmed
+    /// failure is applied to the provider (the most lenient classification of the majority)
+    /// with the first verifier as the reporter (it earns the bounty); a failure the first
+    /// verifier passed is applied with the first checker that found it as the reporter.
     pub async fn record_recheck(
         &self,
         at: Timestamp,
@@ -881,92 +892,123 @@ impl EpochProcessor {
                 "a re-check replays the transcript; it cannot find a missed challenge",
             ));
         }
-        let (pending, agreed) = {
+        let (pending, agreed, resolved, next_checker) = {
             let mut s = self.lock();
             let e = self.open_epoch_of(&s, at)?;
             s.verifiers.known(checker)?;
             let p = s.verifiers.pending.get(&id).cloned().ok_or_else(|| {
                 Error::invalid(
                     "verdict",
-                    format!("{id} is unknown, already re-checked, or was not sampled"),
+                    format!("{id} is unknown, already settled, or was not sampled"),
                 )
             })?;
-            if p.verifier == checker {
+            if p.voters().any(|v| v == checker) {
                 return Err(Error::invalid(
                     "checker",
                     format!(
-                        "{} cannot re-check its own {id}; pick another verifier",
+                        "{} already voted on {id}; pick another verifier",
                         checker.short()
                     ),
                 ));
             }
-            // A provider unknown by now (removed from the registry) is still an error.
+            // The provider must still be registered.
             self.provider(p.provider)?;
-            s.verifiers.pending.remove(&id);
             let agreed = p.outcome.is_some() == outcome.is_some();
-            let rec = s.verifiers.records.entry(p.verifier).or_default();
-            rec.rechecked += 1;
-            if agreed {
-                rec.agreed += 1;
-            }
+            let mut p = p;
+            p.checks.push((checker, outcome));
             s.verifiers.records.entry(checker).or_default().verdicts += 1;
-            let va = Self::verifier_activity(&mut s, e, p.verifier);
-            va.rechecked += 1;
-            if agreed {
-                va.agreed += 1;
-            } else {
-                va.disagreed += 1;
-            }
             Self::verifier_activity(&mut s, e, checker).verdicts += 1;
-            if p.outcome.is_some() && outcome.is_none() {
-                // The first verifier failed a proof that holds: the provider did answer.
-                Self::activity(&mut s, e, p.provider)
-                    .stats
-                    .challenges_answered += 1;
+            let votes: Vec<(AccountId, Option<Violation>)> =
+                std::iter::once((p.verifier, p.outcome))
+                    .chain(p.checks.iter().copied())
+                    .collect();
+            let fails = votes.iter().filter(|(_, o)| o.is_some()).count();
+            let passes = votes.len() - fails;
+            let resolved = if fails >= 2 {
+                Some(false)
+            } else if passes >= 2 {
+                Some(true)
+            } else {
+                None
+            };
+            match resolved {
+                None => {
+                    let voted: Vec<AccountId> = p.voters().collect();
+                    let next = s.verifiers.checker_for(&voted);
+                    s.verifiers.pending.insert(id, p.clone());
+                    (p, agreed, None, next)
+                }
+                Some(pass) => {
+                    s.verifiers.pending.remove(&id);
+                    for (v, o) in &votes {
+                        let with_majority = o.is_none() == pass;
+                        let rec = s.verifiers.records.entry(*v).or_default();
+                        rec.rechecked += 1;
+                        if with_majority {
+                            rec.agreed += 1;
+                        }
+                        let va = Self::verifier_activity(&mut s, e, *v);
+                        va.rechecked += 1;
+                        if with_majority {
+                            va.agreed += 1;
+                        } else {
+                            va.disagreed += 1;
+                        }
+                    }
+                    if pass && p.outcome.is_some() {
+                        // The first verifier failed a proof that holds: the provider did answer.
+                        Self::activity(&mut s, e, p.provider)
+                            .stats
+                            .challenges_answered += 1;
+                    }
+                    (p, agreed, Some((pass, votes)), None)
+                }
             }
-            (p, agreed)
         };
-        let penalty = match (pending.outcome, outcome) {
-            (Some(_), Some(found)) => Some(
-                self.apply_violation(
-                    at,
-                    pending.provider,
-                    found,
-                    Some(pending.verifier),
-                    format!(
-                        "{} by {}, confirmed by {}",
+        let final_pass = resolved.as_ref().map(|(pass, _)| *pass);
+        let penalty = match resolved {
+            Some((false, votes)) => {
+                let found = votes
+                    .iter()
+                    .filter_map(|(_, o)| *o)
+                    .min()
+                    .unwrap_or(Violation::FailedProof);
+                let reporter = match pending.outcome {
+                    Some(_) => pending.verifier,
+                    None => pending
+                        .checks
+                        .iter()
+                        .find(|(_, o)| o.is_some())
+                        .map_or(checker, |(v, _)| *v),
+                };
+                let witnesses: Vec<String> = votes
+                    .iter()
+                    .filter(|(_, o)| o.is_some())
+                    .map(|(v, _)| v.short())
+                    .collect();
+                Some(
+                    self.apply_violation(
+                        at,
+                        pending.provider,
                         found,
-                        pending.verifier.short(),
-                        checker.short()
-                    ),
+                        Some(reporter),
+                        format!("{found} found by {}", witnesses.join(" and ")),
+                    )
+                    .await?,
                 )
-                .await?,
-            ),
-            (None, Some(found)) => Some(
-                self.apply_violation(
-                    at,
-                    pending.provider,
-                    found,
-                    Some(checker),
-                    format!(
-                        "{} found by {} in a proof {} had passed",
-                        found,
-                        checker.short(),
-                        pending.verifier.short()
-                    ),
-                )
-                .await?,
-            ),
-            (Some(_), None) => {
+            }
+            Some((true, _)) if pending.outcome.is_some() => {
                 self.registry
                     .update(pending.provider, |p| p.stats.challenges_answered += 1)?;
                 None
             }
-            (None, None) => None,
+            _ => None,
         };
         Ok(RecheckOutcome {
             verdict: id,
             agreed,
+            final_pass,
+            next_checker,
             penalty,
         })
     }

@@ -1,10 +1,11 @@
 //! Verifier (Slark node) accuracy: sampled re-checks by a second verifier.
 //!
 //! Proof-of-GPU transcripts are deterministic (seeds, commitment, openings, timings on the
-//! verifier's clock), so a second verifier can replay the check of any verdict. Every
+//! verifier's clock), so another verifier can replay the check of any verdict. Every
 //! verdict that would cost a provider is re-checked before the penalty lands, and a
-//! deterministic sample of the passing ones (`sample_bps`) is re-checked too. A verifier's
-//! accuracy is the Bayesian share of its re-checked verdicts that the re-check agreed with.
+//! deterministic sample of the passing ones (`sample_bps`) is re-checked too. Votes are
+//! counted until two agree; a verifier's accuracy is the Bayesian share of its audited
+//! votes that sided with the majority, so a lying checker is caught like a lying verifier.
 
 use crate::ids::{AccountId, ProviderId};
 use crate::money::Amount;
@@ -102,12 +103,21 @@ pub(super) struct VerifierRecord {
     pub earned: Amount,
 }
 
-/// A verdict waiting for its re-check.
+/// A verdict waiting for its re-checks.
 #[derive(Clone, Debug)]
 pub(super) struct Pending {
     pub verifier: AccountId,
     pub provider: ProviderId,
     pub outcome: Option<Violation>,
+    /// Re-checks so far: (checker, outcome).
+    pub checks: Vec<(AccountId, Option<Violation>)>,
+}
+
+impl Pending {
+    /// Everyone who voted: the first verifier, then the checkers.
+    pub fn voters(&self) -> impl Iterator<Item = AccountId> + '_ {
+        std::iter::once(self.verifier).chain(self.checks.iter().map(|(v, _)| *v))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -190,12 +200,12 @@ impl VerifierBook {
         v
     }
 
-    /// The best-ranked verifier other than `not`, to re-check its verdict.
-    pub fn checker_for(&self, not: AccountId) -> Option<AccountId> {
+    /// The best-ranked verifier not in `not`, to re-check a verdict.
+    pub fn checker_for(&self, not: &[AccountId]) -> Option<AccountId> {
         self.ranking()
             .into_iter()
             .map(|s| s.verifier)
-            .find(|v| *v != not)
+            .find(|v| !not.contains(v))
     }
 }
 
