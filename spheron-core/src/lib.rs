@@ -67,7 +67,7 @@ pub use market::{BidStrategy, LocalMarket, Market, MarketEvent, ProviderAgent, S
 pub use matching::{
     Assignment, Contribution, Criterion, IndexStats, Matcher, MatcherConfig, Offer, ProviderIndex,
     Ranked, Ranking, RejectReason, Rejection, WeightedMatcher, Weights, greedy_assign,
-    optimal_assign,
+    improved_assign, optimal_assign,
 };
 pub use money::{Amount, Token};
 pub use orchestrator::{

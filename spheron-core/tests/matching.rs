@@ -536,6 +536,10 @@ fn optimal_beats_greedy_where_greedy_is_myopic() {
     let orders = vec![o1, o2];
     let g = greedy_assign(&m, &orders, &cands).unwrap();
     let opt = optimal_assign(&m, &orders, &cands).unwrap();
+    // The local search finds the swap too.
+    let improved = m.assign(&orders, &cands).unwrap();
+    assert_eq!(improved.matched.len(), 2);
+    assert_eq!(improved.total_score(), opt.total_score());
     assert_eq!(g.matched.len(), 1);
     assert_eq!(opt.matched.len(), 2);
     assert!(opt.total_score() > g.total_score());

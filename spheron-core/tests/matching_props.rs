@@ -9,7 +9,8 @@ use matching_common::*;
 use proptest::prelude::*;
 use spheron_core::{
     Amount, Assignment, Candidate, Criterion, GeoPoint, GpuModel, Matcher, MatcherConfig, Order,
-    ProviderIndex, ProviderStats, Ranked, WeightedMatcher, greedy_assign, optimal_assign,
+    ProviderIndex, ProviderStats, Ranked, WeightedMatcher, greedy_assign, improved_assign,
+    optimal_assign,
 };
 use std::collections::BTreeMap;
 
@@ -192,10 +193,18 @@ proptest! {
             .map(|o| ((o.profile.id, o.model), o.profile.free_gpus))
             .collect();
         let greedy = greedy_assign(&m, &orders, &cands).unwrap();
+        let improved = improved_assign(&m, &orders, &cands).unwrap();
         let opt = optimal_assign(&m, &orders, &cands).unwrap();
         check_capacity(&opt, &orders, &free);
+        check_capacity(&improved, &orders, &free);
+        prop_assert_eq!(improved.matched.len() + improved.unmatched.len(), orders.len());
         let total = |a: &Assignment| a.matched.iter().map(|(_, r)| (r.score * 1e12).round() as u64).sum::<u64>();
-        prop_assert!(total(&greedy) <= total(&opt), "greedy {} > optimal {}", total(&greedy), total(&opt));
+        prop_assert!(total(&greedy) <= total(&improved), "local search lowered the total");
+        prop_assert!(total(&improved) <= total(&opt), "improved {} > optimal {}", total(&improved), total(&opt));
+        for (oid, r) in &improved.matched {
+            let o = orders.iter().find(|o| o.id == *oid).unwrap();
+            prop_assert!(passes(o, &r.candidate));
+        }
         for (oid, r) in &opt.matched {
             let o = orders.iter().find(|o| o.id == *oid).unwrap();
             prop_assert!(passes(o, &r.candidate));

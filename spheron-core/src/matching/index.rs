@@ -313,7 +313,12 @@ impl ProviderIndex {
             let region = offer.profile.region.clone();
             staged.push((region, self.entry_of(offer)?));
         }
-        if self.regions.len() + staged.len() > usize::from(u16::MAX) {
+        let new_regions: BTreeSet<&str> = staged
+            .iter()
+            .map(|(r, _)| r.as_str())
+            .filter(|r| !self.region_ids.contains_key(*r))
+            .collect();
+        if self.regions.len() + new_regions.len() > usize::from(u16::MAX) {
             return Err(Error::invalid("offer.profile.region", "too many regions"));
         }
         let mut touched = BTreeSet::new();

@@ -296,9 +296,10 @@ pub trait Matcher: Send + Sync {
     fn rank(&self, order: &Order, candidates: &[Candidate]) -> Result<Ranking>;
 
     /// Assigns many orders at once without booking more GPUs on a provider than its free
-    /// block holds. The default is [`greedy_assign`].
+    /// block holds. The default is [`improved_assign`]: global greedy by score, then a
+    /// local search of moves and swaps.
     fn assign(&self, orders: &[Order], candidates: &[Candidate]) -> Result<Assignment> {
-        greedy_assign(self, orders, candidates)
+        improved_assign(self, orders, candidates)
     }
 }
 
@@ -347,66 +348,288 @@ pub fn greedy_assign<M: Matcher + ?Sized>(
     orders: &[Order],
     candidates: &[Candidate],
 ) -> Result<Assignment> {
-    check_unique_ids(orders)?;
-    let mut by_order: BTreeMap<OrderId, Vec<Candidate>> = BTreeMap::new();
-    for c in candidates {
-        by_order.entry(c.bid.order).or_default().push(c.clone());
-    }
-    let mut sorted: Vec<&Order> = orders.iter().collect();
-    sorted.sort_by_key(|o| o.id);
-    let mut rankings = Vec::with_capacity(sorted.len());
-    for order in &sorted {
-        let cands = by_order.remove(&order.id).unwrap_or_default();
-        rankings.push(matcher.rank(order, &cands)?);
-    }
-    let mut pairs: Vec<(usize, &Ranked)> = Vec::new();
-    for (i, r) in rankings.iter().enumerate() {
-        for ranked in &r.ranked {
-            if !ranked.score.is_finite() {
-                return Err(Error::Matcher(format!(
-                    "score {} for {} on {} is not finite",
-                    ranked.score,
-                    ranked.provider(),
-                    r.order
-                )));
+    let batch = Batch::rank(matcher, orders, candidates)?;
+    let chosen = batch.greedy();
+    Ok(batch.finish(&chosen))
+}
+
+/// [`greedy_assign`], then a local search that only ever raises the total score: an order
+/// moves to a better candidate with spare capacity, or two orders with the same GPU count
+/// swap providers when the sum of their scores rises. Orders are visited by id and their
+/// candidates best first, so the result is deterministic; at most 16 passes.
+///
+/// This is the default [`Matcher::assign`]. It closes most of greedy's gap to
+/// [`optimal_assign`] at a fraction of its cost.
+pub fn improved_assign<M: Matcher + ?Sized>(
+    matcher: &M,
+    orders: &[Order],
+    candidates: &[Candidate],
+) -> Result<Assignment> {
+    let batch = Batch::rank(matcher, orders, candidates)?;
+    let mut chosen = batch.greedy();
+    batch.improve(&mut chosen);
+    Ok(batch.finish(&chosen))
+}
+
+type SlotKey = (ProviderId, GpuModel);
+
+/// A ranked batch: orders by id with their rankings and capacities.
+struct Batch {
+    orders: Vec<Order>,
+    rankings: Vec<Ranking>,
+    /// Per order: candidate key -> index in its ranking.
+    index: Vec<BTreeMap<SlotKey, usize>>,
+    /// Free block per (provider, model): the smallest any candidate reports.
+    capacity: BTreeMap<SlotKey, u32>,
+}
+
+fn key_of(r: &Ranked) -> SlotKey {
+    (r.provider(), r.candidate.bid.model)
+}
+
+impl Batch {
+    fn rank<M: Matcher + ?Sized>(
+        matcher: &M,
+        orders: &[Order],
+        candidates: &[Candidate],
+    ) -> Result<Self> {
+        check_unique_ids(orders)?;
+        let mut by_order: BTreeMap<OrderId, Vec<Candidate>> = BTreeMap::new();
+        for c in candidates {
+            by_order.entry(c.bid.order).or_default().push(c.clone());
+        }
+        let mut sorted: Vec<Order> = orders.to_vec();
+        sorted.sort_by_key(|o| o.id);
+        let mut rankings = Vec::with_capacity(sorted.len());
+        let mut index = Vec::with_capacity(sorted.len());
+        let mut capacity: BTreeMap<SlotKey, u32> = BTreeMap::new();
+        for order in &sorted {
+            let cands = by_order.remove(&order.id).unwrap_or_default();
+            let ranking = matcher.rank(order, &cands)?;
+            let mut ix = BTreeMap::new();
+            for (i, r) in ranking.ranked.iter().enumerate() {
+                if !r.score.is_finite() {
+                    return Err(Error::Matcher(format!(
+                        "score {} for {} on {} is not finite",
+                        r.score,
+                        r.provider(),
+                        order.id
+                    )));
+                }
+                let free = r.candidate.profile.free_gpus;
+                capacity
+                    .entry(key_of(r))
+                    .and_modify(|f| *f = (*f).min(free))
+                    .or_insert(free);
+                ix.entry(key_of(r)).or_insert(i);
             }
-            pairs.push((i, ranked));
+            rankings.push(ranking);
+            index.push(ix);
         }
+        Ok(Batch {
+            orders: sorted,
+            rankings,
+            index,
+            capacity,
+        })
     }
-    pairs.sort_by(|&(ia, a), &(ib, b)| pair_cmp((sorted[ia].id, a), (sorted[ib].id, b)));
-    let mut used: BTreeMap<(ProviderId, GpuModel), u32> = BTreeMap::new();
-    let mut chosen: Vec<Option<&Ranked>> = vec![None; sorted.len()];
-    let mut lost: Vec<Vec<Rejection>> = vec![Vec::new(); sorted.len()];
-    for (i, r) in pairs {
-        if chosen[i].is_some() {
-            continue;
+
+    /// Global greedy: per order the index of its chosen candidate.
+    fn greedy(&self) -> Vec<Option<usize>> {
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        for (i, r) in self.rankings.iter().enumerate() {
+            pairs.extend((0..r.ranked.len()).map(|j| (i, j)));
         }
-        let count = sorted[i].request.count;
-        let key = (r.provider(), r.candidate.bid.model);
-        let taken = used.get(&key).copied().unwrap_or(0);
-        if r.candidate.profile.free_gpus.saturating_sub(taken) >= count {
-            *used.entry(key).or_default() += count;
-            chosen[i] = Some(r);
-        } else {
-            lost[i].push(Rejection {
-                provider: r.provider(),
-                reason: RejectReason::CapacityTaken,
-            });
+        pairs.sort_by(|&(ia, ja), &(ib, jb)| {
+            pair_cmp(
+                (self.orders[ia].id, &self.rankings[ia].ranked[ja]),
+                (self.orders[ib].id, &self.rankings[ib].ranked[jb]),
+            )
+        });
+        let mut used: BTreeMap<SlotKey, u32> = BTreeMap::new();
+        let mut chosen = vec![None; self.orders.len()];
+        for (i, j) in pairs {
+            if chosen[i].is_some() {
+                continue;
+            }
+            let r = &self.rankings[i].ranked[j];
+            let count = self.orders[i].request.count;
+            let key = key_of(r);
+            let taken = used.get(&key).copied().unwrap_or(0);
+            if self.capacity[&key].saturating_sub(taken) >= count {
+                *used.entry(key).or_default() += count;
+                chosen[i] = Some(j);
+            }
         }
+        chosen
     }
-    let mut out = Assignment::default();
-    for (i, ranking) in rankings.iter().enumerate() {
-        match chosen[i] {
-            Some(r) => out.matched.push((ranking.order, r.clone())),
-            None => {
-                let mut rejected = ranking.rejected.clone();
-                rejected.append(&mut lost[i]);
-                rejected.sort_by(|a, b| a.provider.cmp(&b.provider));
-                out.unmatched.push((ranking.order, rejected));
+
+    fn score(&self, i: usize, j: usize) -> f64 {
+        self.rankings[i].ranked[j].score
+    }
+
+    /// Moves and pairwise swaps while the total score rises.
+    fn improve(&self, chosen: &mut [Option<usize>]) {
+        let mut used: BTreeMap<SlotKey, u32> = BTreeMap::new();
+        let mut holders: BTreeMap<SlotKey, BTreeSet<usize>> = BTreeMap::new();
+        for (i, c) in chosen.iter().enumerate() {
+            if let Some(j) = c {
+                let key = key_of(&self.rankings[i].ranked[*j]);
+                *used.entry(key).or_default() += self.orders[i].request.count;
+                holders.entry(key).or_default().insert(i);
+            }
+        }
+        for _pass in 0..16 {
+            let mut improved = false;
+            for i in 0..self.orders.len() {
+                let count = self.orders[i].request.count;
+                let cur = chosen[i];
+                let limit = cur.unwrap_or(self.rankings[i].ranked.len());
+                'cands: for j in 0..limit {
+                    let gain_i = self.score(i, j) - cur.map_or(0.0, |c| self.score(i, c));
+                    if gain_i <= 0.0 {
+                        break;
+                    }
+                    let key = key_of(&self.rankings[i].ranked[j]);
+                    let spare =
+                        self.capacity[&key].saturating_sub(used.get(&key).copied().unwrap_or(0));
+                    if spare >= count {
+                        if let Some(c) = cur {
+                            let old = key_of(&self.rankings[i].ranked[c]);
+                            if let Some(u) = used.get_mut(&old) {
+                                *u -= count;
+                            }
+                            if let Some(h) = holders.get_mut(&old) {
+                                h.remove(&i);
+                            }
+                        }
+                        *used.entry(key).or_default() += count;
+                        holders.entry(key).or_default().insert(i);
+                        chosen[i] = Some(j);
+                        improved = true;
+                        break 'cands;
+                    }
+                    let others: Vec<usize> = holders
+                        .get(&key)
+                        .map(|h| h.iter().copied().collect())
+                        .unwrap_or_default();
+                    // Displace a holder k to its best other candidate with spare capacity.
+                    for &k in &others {
+                        if k == i {
+                            continue;
+                        }
+                        let kc = chosen[k].unwrap_or(0);
+                        let count_k = self.orders[k].request.count;
+                        if spare + count_k < count {
+                            continue;
+                        }
+                        let cur_key = cur.map(|c| key_of(&self.rankings[i].ranked[c]));
+                        let Some(q) = self.rankings[k].ranked.iter().position(|r| {
+                            let qk = key_of(r);
+                            qk != key
+                                && Some(qk) != cur_key
+                                && self.capacity[&qk]
+                                    .saturating_sub(used.get(&qk).copied().unwrap_or(0))
+                                    >= count_k
+                        }) else {
+                            continue;
+                        };
+                        if gain_i + self.score(k, q) - self.score(k, kc) > 0.0 {
+                            let qk = key_of(&self.rankings[k].ranked[q]);
+                            if let Some(c) = cur {
+                                let old = key_of(&self.rankings[i].ranked[c]);
+                                if let Some(u) = used.get_mut(&old) {
+                                    *u -= count;
+                                }
+                                if let Some(h) = holders.get_mut(&old) {
+                                    h.remove(&i);
+                                }
+                            }
+                            if let Some(u) = used.get_mut(&key) {
+                                *u = *u - count_k + count;
+                            }
+                            if let Some(h) = holders.get_mut(&key) {
+                                h.remove(&k);
+                                h.insert(i);
+                            }
+                            *used.entry(qk).or_default() += count_k;
+                            holders.entry(qk).or_default().insert(k);
+                            chosen[i] = Some(j);
+                            chosen[k] = Some(q);
+                            improved = true;
+                            break 'cands;
+                        }
+                    }
+                    // A swap keeps both orders matched: i needs a current provider.
+                    let Some(c) = cur else { continue };
+                    let old = key_of(&self.rankings[i].ranked[c]);
+                    for k in others {
+                        if k == i || old == key || self.orders[k].request.count != count {
+                            continue;
+                        }
+                        let (Some(kc), Some(&kj)) = (chosen[k], self.index[k].get(&old)) else {
+                            continue;
+                        };
+                        if gain_i + self.score(k, kj) - self.score(k, kc) > 0.0 {
+                            chosen[i] = Some(j);
+                            chosen[k] = Some(kj);
+                            if let Some(h) = holders.get_mut(&key) {
+                                h.remove(&k);
+                                h.insert(i);
+                            }
+                            if let Some(h) = holders.get_mut(&old) {
+                                h.remove(&i);
+                                h.insert(k);
+                            }
+                            improved = true;
+                            break 'cands;
+                        }
+                    }
+                }
+            }
+            if !improved {
+                break;
             }
         }
     }
-    Ok(out)
+
+    fn finish(&self, chosen: &[Option<usize>]) -> Assignment {
+        let mut used: BTreeMap<SlotKey, u32> = BTreeMap::new();
+        for (i, c) in chosen.iter().enumerate() {
+            if let Some(j) = c {
+                *used
+                    .entry(key_of(&self.rankings[i].ranked[*j]))
+                    .or_default() += self.orders[i].request.count;
+            }
+        }
+        let mut out = Assignment::default();
+        for (i, ranking) in self.rankings.iter().enumerate() {
+            match chosen[i] {
+                Some(j) => out.matched.push((ranking.order, ranking.ranked[j].clone())),
+                None => {
+                    let count = self.orders[i].request.count;
+                    let mut rejected = ranking.rejected.clone();
+                    for r in &ranking.ranked {
+                        let key = key_of(r);
+                        let left = self.capacity[&key]
+                            .saturating_sub(used.get(&key).copied().unwrap_or(0));
+                        rejected.push(Rejection {
+                            provider: r.provider(),
+                            reason: if left >= count {
+                                // Only reachable when a candidate scores <= 0 after a swap.
+                                RejectReason::Other("left unmatched by the assignment".into())
+                            } else {
+                                RejectReason::CapacityTaken
+                            },
+                        });
+                    }
+                    rejected.sort_by(|a, b| a.provider.cmp(&b.provider));
+                    out.unmatched.push((ranking.order, rejected));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Most orders [`optimal_assign`] accepts in one batch (Kuhn-Munkres is cubic).
