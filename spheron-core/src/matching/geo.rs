@@ -94,6 +94,13 @@ pub(crate) fn chord_to_metres(chord: f64) -> u64 {
     (EARTH_RADIUS_M * angle).round() as u64
 }
 
+/// A cheap lower bound of [`chord_to_metres`]: the arc is never shorter than its chord
+/// (`2 asin(c/2) >= c`), less a relative 1e-12 and one metre for rounding.
+pub(crate) fn metres_lower_bound(chord: f64) -> u64 {
+    let m = EARTH_RADIUS_M * chord * (1.0 - 1e-12);
+    if m >= 1.0 { m as u64 - 1 } else { 0 }
+}
+
 /// The chord between two unit vectors.
 pub(crate) fn chord(a: &Unit, b: &Unit) -> f64 {
     let dx = a.0[0] - b.0[0];
@@ -225,6 +232,12 @@ mod tests {
         let b = chord_to_box(&a, &lo, &hi);
         for p in &ps {
             assert!(b <= chord(&a, p));
+            assert!(metres_lower_bound(b) <= chord_to_metres(chord(&a, p)));
+        }
+        let mut c = 0.0;
+        while c <= 2.0 {
+            assert!(metres_lower_bound(c) <= chord_to_metres(c), "{c}");
+            c += 1e-4;
         }
     }
 }

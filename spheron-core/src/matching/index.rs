@@ -205,11 +205,28 @@ pub struct ProviderIndex {
 }
 
 /// A candidate block of a query, with its bound.
+#[derive(PartialEq, Eq)]
 struct Cand {
     ub: u64,
     bucket: usize,
     block: usize,
     lat_ub: u32,
+}
+
+impl Ord for Cand {
+    /// Higher bound first, then lower bucket and block (for a fixed visiting order).
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.ub
+            .cmp(&o.ub)
+            .then(o.bucket.cmp(&self.bucket))
+            .then(o.block.cmp(&self.block))
+    }
+}
+
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
 }
 
 impl ProviderIndex {
@@ -567,12 +584,9 @@ impl ProviderIndex {
                 }
             }
         }
-        cands.sort_unstable_by(|a, b| {
-            b.ub.cmp(&a.ub)
-                .then(a.bucket.cmp(&b.bucket))
-                .then(a.block.cmp(&b.block))
-        });
-        for c in cands {
+        // Best bound first; a heap pops only the blocks that get visited.
+        let mut heap = BinaryHeap::from(cands);
+        while let Some(c) = heap.pop() {
             if let Some(t) = top.threshold() {
                 if c.ub < t {
                     break;
@@ -603,8 +617,8 @@ impl ProviderIndex {
         if blk.located {
             match ctx.loc {
                 Some(o) => {
-                    let m = geo::chord_to_metres(geo::chord_to_box(&o, &blk.lo, &blk.hi));
-                    // One µs of slack for rounding in the distance.
+                    let m = geo::metres_lower_bound(geo::chord_to_box(&o, &blk.lo, &blk.hi));
+                    // One µs of slack for rounding.
                     let lb = geo::rtt_us_for_metres(m).saturating_sub(1);
                     rtt_lb = rtt_lb.min(lb);
                     lat_ub = lat_ub.max(fixed.latency_ppm(Some(lb)));
