@@ -107,7 +107,7 @@ pub struct VerdictReceipt {
     /// The verdict's id, for [`EpochProcessor::record_recheck`].
     pub id: VerdictId,
     /// Whether the verdict waits for a re-check (failing verdicts always do: their penalty
-    /// lands only when a second verifier agrees).
+    /// lands only when a majority of verifiers agrees).
     pub recheck: bool,
     /// The best-ranked other verifier, suggested to re-check it.
     pub recheck_by: Option<AccountId>,
@@ -161,11 +161,11 @@ pub struct VerifierEpoch {
     pub verifier: AccountId,
     /// Verdicts it submitted (re-checks of others included).
     pub verdicts: u64,
-    /// Its verdicts re-checked this epoch.
+    /// Its votes on verdicts settled by audit this epoch.
     pub rechecked: u64,
-    /// ... that the re-check agreed with.
+    /// ... that sided with the majority.
     pub agreed: u64,
-    /// ... that the re-check contradicted.
+    /// ... that the majority contradicted.
     pub disagreed: u64,
     /// Failures it caught that were confirmed.
     pub frauds_caught: u64,

@@ -313,6 +313,23 @@ impl Metrics {
         )
     }
 
+    /// The earned tier and which criteria hold it down, in words.
+    fn target(&self, cfg: &TierConfig) -> (TrustTier, String) {
+        let (earned, by) = self.earned(cfg);
+        let limits: Vec<&str> = ["uptime", "completion", "rating"]
+            .into_iter()
+            .zip(by)
+            .filter(|&(_, t)| earned < 7 && t == earned)
+            .map(|(name, _)| name)
+            .collect();
+        let limited = if limits.is_empty() {
+            String::new()
+        } else {
+            format!(" (limited by {})", limits.join(" and "))
+        };
+        (TrustTier(earned), limited)
+    }
+
     fn describe(&self) -> String {
         let pct = |bps: u32| format!("{}.{:02}%", bps / 100, bps % 100);
         let completion = match self.completion_bps {
@@ -347,21 +364,7 @@ fn evaluate_with(
             reason: format!("no challenge results in the window: stays at {current}"),
         };
     };
-    let (earned, by) = m.earned(cfg);
-    let mut limits = Vec::new();
-    if earned < 7 {
-        for (name, t) in ["uptime", "completion", "rating"].iter().zip(by) {
-            if t == earned {
-                limits.push(*name);
-            }
-        }
-    }
-    let limited = if limits.is_empty() {
-        String::new()
-    } else {
-        format!(" (limited by {})", limits.join(" and "))
-    };
-    let target = TrustTier(earned);
+    let (target, limited) = m.target(cfg);
     let mut h = *history;
     let (tier, movement) = if target > current {
         h.below = 0;
@@ -416,6 +419,25 @@ fn evaluate_with(
         history: h,
         reason: format!("{}: earns {target}{limited}; {movement}", m.describe()),
     }
+}
+
+/// Why a provider holding `tier` with `stats` stands there, without hysteresis state.
+fn explain_with(cfg: &TierConfig, tier: TrustTier, stats: &ProviderStats) -> String {
+    let Some(m) = Metrics::of(cfg, stats) else {
+        return format!("{tier}: no challenge results yet");
+    };
+    let (target, limited) = m.target(cfg);
+    let movement = if target > tier {
+        format!("; climbs one tier per {} better epochs", cfg.up_epochs)
+    } else if target < tier {
+        format!("; drops after {} worse epochs", cfg.down_epochs)
+    } else {
+        String::new()
+    };
+    format!(
+        "{tier}: {}; these earn {target}{limited}{movement}",
+        m.describe()
+    )
 }
 
 fn multiplier_with(cfg: &TierConfig, tier: TrustTier, class: HardwareClass) -> u32 {
@@ -475,6 +497,10 @@ impl TierPolicy for ReputationTierPolicy {
         evaluate_with(&self.config, current, stats, history)
     }
 
+    fn explain(&self, tier: TrustTier, stats: &ProviderStats) -> String {
+        explain_with(&self.config, tier, stats)
+    }
+
     fn reward_multiplier_bps(&self, tier: TrustTier, class: HardwareClass) -> u32 {
         multiplier_with(&self.config, tier, class)
     }
@@ -498,6 +524,10 @@ impl TierPolicy for UptimeTierPolicy {
         history: &TierHistory,
     ) -> TierDecision {
         evaluate_with(&TierConfig::UPTIME_ONLY, current, stats, history)
+    }
+
+    fn explain(&self, tier: TrustTier, stats: &ProviderStats) -> String {
+        explain_with(&TierConfig::UPTIME_ONLY, tier, stats)
     }
 
     fn reward_multiplier_bps(&self, tier: TrustTier, class: HardwareClass) -> u32 {
@@ -586,6 +616,27 @@ mod tests {
             d.reason.contains("drops from tier 3 to tier 1"),
             "{}",
             d.reason
+        );
+    }
+
+    #[test]
+    fn explanations_name_the_tier_and_the_reason() {
+        let p = ReputationTierPolicy::default();
+        let s = ProviderStats {
+            challenges_answered: 50,
+            leases_completed: 9,
+            leases_failed: 1,
+            ..Default::default()
+        };
+        let e = p.explain(TrustTier(6), &s);
+        assert!(e.starts_with("tier 6: uptime 100.00% (50 of 50"), "{e}");
+        assert!(
+            e.contains("these earn tier 4 (limited by completion); drops after 2 worse epochs"),
+            "{e}"
+        );
+        assert_eq!(
+            p.explain(TrustTier(2), &ProviderStats::default()),
+            "tier 2: no challenge results yet"
         );
     }
 

@@ -84,9 +84,9 @@ pub struct VerifierStanding {
     pub accuracy_bps: u32,
     /// Verdicts submitted (re-checks of others included).
     pub verdicts: u64,
-    /// Own verdicts that were re-checked.
+    /// Votes (own verdicts and re-checks of others) on verdicts that were settled by audit.
     pub rechecked: u64,
-    /// Re-checked verdicts the re-check agreed with.
+    /// ... of which sided with the majority.
     pub agreed: u64,
     /// Failed or fraudulent proofs it caught that were confirmed.
     pub frauds_caught: u64,
