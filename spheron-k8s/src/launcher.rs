@@ -181,6 +181,8 @@ struct LeaseRun {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set once `stop` or expiry started: the pods' disappearance is then not a failure.
     stopping: watch::Sender<bool>,
+    /// Set once the pods reached a terminal phase: log streams finish with a last plain read.
+    finished: watch::Sender<bool>,
 }
 
 impl LeaseRun {
@@ -246,12 +248,14 @@ impl KubeLauncher {
 
         let (status, _) = watch::channel(WorkloadStatus::Pending);
         let (stopping, _) = watch::channel(false);
+        let (finished, _) = watch::channel(false);
         let run = Arc::new(LeaseRun {
             namespace: ns.clone(),
             status,
             logs: LogBuffer::new(),
             tasks: Mutex::new(Vec::new()),
             stopping,
+            finished,
         });
         run.logs
             .push(LogSource::System, format!("launched in namespace {ns}"));
@@ -559,9 +563,13 @@ async fn watch_pods(client: Client, run: Arc<LeaseRun>, lease: String) {
         }
         let st = aggregate(&pods);
         if st.is_terminal() {
-            // Let the log streams drain before announcing the end, so `wait` then `logs` sees all.
-            for t in log_tasks.drain(..) {
-                let _ = t.await;
+            // Let the log streams drain before announcing the end, so `wait` then `logs` sees
+            // all; a kubelet that keeps a finished container's stream open is not waited for.
+            run.finished.send_replace(true);
+            for mut t in log_tasks.drain(..) {
+                if tokio::time::timeout(LOG_DRAIN, &mut t).await.is_err() {
+                    t.abort();
+                }
             }
             run.logs.push(LogSource::System, format!("workload ended: {st:?}"));
             run.set_terminal(st);
@@ -581,17 +589,21 @@ async fn watch_pods(client: Client, run: Arc<LeaseRun>, lease: String) {
     }
 }
 
+/// How long a finished pod's log streams may take to deliver their last lines.
+const LOG_DRAIN: Duration = Duration::from_secs(10);
+
 /// Follows a pod's log through the API server. When the stream ends while the pod still runs
-/// (the kubelet closed it), it resumes from the last line's timestamp, skipping what was seen.
+/// (the kubelet closed it) it resumes from the last line's timestamp, skipping lines already
+/// seen; once the pod has finished, one plain (non-follow) read collects what is left.
 async fn stream_logs(api: Api<Pod>, pod: String, run: Arc<LeaseRun>) {
     use k8s_openapi::jiff::Timestamp;
+    let mut done = run.finished.subscribe();
     let mut last_ts: Option<Timestamp> = None;
-    let mut reads = 0u32;
     loop {
-        reads += 1;
+        let last_read = *done.borrow();
         let lp = LogParams {
             container: Some(CONTAINER_NAME.to_string()),
-            follow: true,
+            follow: !last_read,
             timestamps: true,
             since_time: last_ts,
             ..Default::default()
@@ -599,8 +611,13 @@ async fn stream_logs(api: Api<Pod>, pod: String, run: Arc<LeaseRun>) {
         match api.log_stream(&pod, &lp).await {
             Ok(reader) => {
                 let mut lines = reader.lines();
-                while let Some(line) = lines.next().await {
-                    let Ok(line) = line else { break };
+                loop {
+                    let line = tokio::select! {
+                        biased;
+                        l = lines.next() => l,
+                        _ = done.wait_for(|d| *d), if !last_read => None,
+                    };
+                    let Some(Ok(line)) = line else { break };
                     let parsed = line
                         .split_once(' ')
                         .and_then(|(ts, text)| Some((ts.parse::<Timestamp>().ok()?, text)));
@@ -621,18 +638,13 @@ async fn stream_logs(api: Api<Pod>, pod: String, run: Arc<LeaseRun>) {
                 tracing::debug!(pod = %pod, error = %e, "log stream not available yet");
             }
         }
-        // Stop when the pod has finished (its log is complete) or the lease is being torn down.
-        let finished = api
-            .get_opt(&pod)
-            .await
-            .ok()
-            .flatten()
-            .is_none_or(|p| pod_status(&p).0.is_terminal());
-        if *run.stopping.borrow() || (finished && (reads > 1 || last_ts.is_some())) {
-            // A pod that finished before its first read gets one more full read.
+        if last_read || *run.stopping.borrow() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !*done.borrow() {
+            // The stream closed under a running pod: resume shortly (or at once when it ends).
+            let _ = tokio::time::timeout(Duration::from_millis(500), done.wait_for(|d| *d)).await;
+        }
     }
 }
 

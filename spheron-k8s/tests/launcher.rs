@@ -37,18 +37,6 @@ fn image() -> &'static str {
     "nvcr.io/nvidia/pytorch:24.05-py3"
 }
 
-async fn until<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = std::time::Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn namespace_exists(c: &TestCluster, ns: &str) -> bool {
     Api::<Namespace>::all(c.client())
         .get_opt(ns)

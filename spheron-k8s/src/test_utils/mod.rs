@@ -169,6 +169,12 @@ impl TestCluster {
             .prefix("spheron-k8s-test-")
             .tempdir()
             .map_err(setup("create temp dir"))?;
+        let mut dir = dir;
+        if std::env::var_os("SPHERON_K8S_KEEP").is_some() {
+            // For diagnosis: keep certificates, configuration and component logs.
+            dir.disable_cleanup(true);
+            eprintln!("test cluster files kept in {}", dir.path().display());
+        }
         let d = dir.path().to_path_buf();
         let write = |name: &str, content: &str| -> Result<PathBuf, HarnessError> {
             let p = d.join(name);
