@@ -136,6 +136,7 @@ pub(crate) fn rtt_us_for_metres(m: u64) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -519,22 +519,22 @@ impl ProviderIndex {
             + w[AVAIL] * u64::from(Fixed::availability_ppm(f.total, ctx.count));
         let rand_max = w[RANDOM] * ONE;
         let thr = top.threshold();
-        if let Some(t) = thr {
-            if base + w[LAT] * u64::from(lat_ub) + rand_max < t {
-                return;
-            }
+        if let Some(t) = thr
+            && base + w[LAT] * u64::from(lat_ub) + rand_max < t
+        {
+            return;
         }
         let rtt = ctx.rtt_us(&f.place);
-        if let (Some(max), Some(r)) = (ctx.max_rtt_us, rtt) {
-            if r > max {
-                return;
-            }
+        if let (Some(max), Some(r)) = (ctx.max_rtt_us, rtt)
+            && r > max
+        {
+            return;
         }
         let (mut values, det) = self.matcher.det(ctx, f, rtt);
-        if let Some(t) = thr {
-            if det + rand_max < t {
-                return;
-            }
+        if let Some(t) = thr
+            && det + rand_max < t
+        {
+            return;
         }
         values[RANDOM] = WeightedMatcher::random_ppm(ctx, f.stream);
         top.offer(Hit {
@@ -587,10 +587,10 @@ impl ProviderIndex {
         // Best bound first; a heap pops only the blocks that get visited.
         let mut heap = BinaryHeap::from(cands);
         while let Some(c) = heap.pop() {
-            if let Some(t) = top.threshold() {
-                if c.ub < t {
-                    break;
-                }
+            if let Some(t) = top.threshold()
+                && c.ub < t
+            {
+                break;
             }
             let blk = &self.buckets[c.bucket].blocks[c.block];
             for pos in blk.start..blk.end {
@@ -629,10 +629,11 @@ impl ProviderIndex {
                 }
             }
         }
-        if let Some(max) = ctx.max_rtt_us {
-            if !unknown_rtt && rtt_lb > max {
-                return None;
-            }
+        if let Some(max) = ctx.max_rtt_us
+            && !unknown_rtt
+            && rtt_lb > max
+        {
+            return None;
         }
         let rest = w[LAT] * u64::from(lat_ub) + w[RANDOM] * ONE;
         let component = blk.max_static
@@ -913,9 +914,9 @@ fn summarise(entries: &[Entry], start: usize, end: usize) -> Block {
             }
             Place::At(Unit(v)) => {
                 blk.located = true;
-                for i in 0..3 {
-                    blk.lo[i] = blk.lo[i].min(v[i]);
-                    blk.hi[i] = blk.hi[i].max(v[i]);
+                for (i, x) in v.iter().enumerate() {
+                    blk.lo[i] = blk.lo[i].min(*x);
+                    blk.hi[i] = blk.hi[i].max(*x);
                 }
             }
         }

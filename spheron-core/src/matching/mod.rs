@@ -623,7 +623,7 @@ impl Batch {
                             },
                         });
                     }
-                    rejected.sort_by(|a, b| a.provider.cmp(&b.provider));
+                    rejected.sort_by_key(|r| r.provider);
                     out.unmatched.push((ranking.order, rejected));
                 }
             }
@@ -771,6 +771,7 @@ impl Assignment {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::test_utils::{candidate, order};

@@ -462,15 +462,14 @@ impl WeightedMatcher {
                 min: ctx.min_tier,
             });
         }
-        if let Some(max_us) = ctx.max_rtt_us {
-            if let Some(rtt) = ctx.rtt_us(&f.place) {
-                if rtt > max_us {
-                    return Some(RejectReason::LatencyTooHigh {
-                        rtt_ms: rtt as f64 / 1000.0,
-                        max_ms: (max_us / 1000) as u32,
-                    });
-                }
-            }
+        if let Some(max_us) = ctx.max_rtt_us
+            && let Some(rtt) = ctx.rtt_us(&f.place)
+            && rtt > max_us
+        {
+            return Some(RejectReason::LatencyTooHigh {
+                rtt_ms: rtt as f64 / 1000.0,
+                max_ms: (max_us / 1000) as u32,
+            });
         }
         None
     }
