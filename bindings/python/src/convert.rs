@@ -380,7 +380,33 @@ impl PyProgressEvent {
             _ => ("other", None, None, None),
         };
         let name = provider.and_then(|p| provider_name(market, p));
-        let mut message = e.step.to_string();
+        let token = market.token();
+        let f = |a: &Amount| token.format(*a);
+        let mut message = match &e.step {
+            Step::Published { budget } => format!("published (budget {})", f(budget)),
+            Step::EscrowLocked { amount } => format!("escrow locked {}", f(amount)),
+            Step::ChallengeFailed {
+                provider,
+                reason,
+                slashed,
+            } => format!(
+                "{} failed its challenge ({reason}); slashed {}, taking the next bid",
+                provider.short(),
+                f(slashed)
+            ),
+            Step::Settled {
+                lease,
+                reason,
+                paid,
+                refunded,
+                ..
+            } => format!(
+                "{lease} settled: {reason}; paid {}, refunded {}",
+                f(paid),
+                f(refunded)
+            ),
+            other => other.to_string(),
+        };
         if let (Some(p), Some(n)) = (provider, &name) {
             message = message.replace(&p.short(), n);
         }

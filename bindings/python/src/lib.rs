@@ -62,7 +62,9 @@ where
     let rt = runtime();
     let mut fut = std::pin::pin!(fut);
     loop {
-        let step = py.detach(|| rt.block_on(tokio::time::timeout(TICK, fut.as_mut())));
+        // The timer must be created inside the runtime's context.
+        let step =
+            py.detach(|| rt.block_on(async { tokio::time::timeout(TICK, fut.as_mut()).await }));
         tick(py)?;
         match step {
             Ok(v) => return Ok(v),
