@@ -1154,9 +1154,14 @@ impl EpochProcessor {
                 want_p.saturating_sub(provider_pool.0) + want_v.saturating_sub(verifier_pool.0),
             );
             let psplit = split_pool(provider_pool, &weights)?;
+            let index: BTreeMap<ProviderId, usize> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.provider, i))
+                .collect();
             for (id, amount) in &psplit.payouts {
-                if let Some(r) = rows.iter_mut().find(|r| r.provider == *id) {
-                    r.reward = *amount;
+                if let Some(&i) = index.get(id) {
+                    rows[i].reward = *amount;
                 }
             }
 
@@ -1191,9 +1196,14 @@ impl EpochProcessor {
             }
             vrows.sort_by_key(|v| v.verifier);
             let vsplit = split_pool(verifier_pool, &vweights)?;
+            let vindex: BTreeMap<AccountId, usize> = vrows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.verifier, i))
+                .collect();
             for (id, amount) in &vsplit.payouts {
-                if let Some(r) = vrows.iter_mut().find(|r| r.verifier == *id) {
-                    r.reward = *amount;
+                if let Some(&i) = vindex.get(id) {
+                    vrows[i].reward = *amount;
                 }
             }
             // Everything computed: commit.
