@@ -133,30 +133,49 @@ mod tests {
     #[test]
     fn thresholds_separate_distinguishable_models() {
         for m in GpuModel::ALL {
-            let s = spec(m).unwrap();
-            let req = s.required_tflops(Dtype::F16).unwrap();
-            let cal = s.calibrated_tflops(Dtype::F16).unwrap();
+            let s = spec(m).expect("catalogued");
+            let req = s.required_tflops(Dtype::F16).expect("catalogued");
+            let cal = s.calibrated_tflops(Dtype::F16).expect("catalogued");
             assert!(req < cal * 0.9, "{m}: honest margin too thin");
             assert!(req < s.fp16_tflops);
             for l in GpuModel::ALL {
-                let lc = spec(l).unwrap().calibrated_tflops(Dtype::F16).unwrap();
+                let lc = spec(l)
+                    .expect("catalogued")
+                    .calibrated_tflops(Dtype::F16)
+                    .expect("catalogued");
                 if lc <= cal * SEPARATION {
                     assert!(lc < req * 0.9, "{l} would pass as {m}");
                 }
             }
         }
         assert_eq!(
-            spec(GpuModel::H100Sxm).unwrap().next_lower(Dtype::F16),
+            spec(GpuModel::H100Sxm)
+                .expect("catalogued")
+                .next_lower(Dtype::F16),
             Some(GpuModel::H100Pcie)
         );
-        assert_eq!(spec(GpuModel::T4).unwrap().next_lower(Dtype::F16), None);
-        assert_eq!(spec(GpuModel::T4).unwrap().peak_tflops(Dtype::Bf16), None);
+        assert_eq!(
+            spec(GpuModel::T4)
+                .expect("catalogued")
+                .next_lower(Dtype::F16),
+            None
+        );
+        assert_eq!(
+            spec(GpuModel::T4)
+                .expect("catalogued")
+                .peak_tflops(Dtype::Bf16),
+            None
+        );
     }
 
     #[test]
     fn memory_agrees_with_core() {
         for m in GpuModel::ALL {
-            assert_eq!(spec(m).unwrap().memory_gib, m.memory_gib(), "{m}");
+            assert_eq!(
+                spec(m).expect("catalogued").memory_gib,
+                m.memory_gib(),
+                "{m}"
+            );
         }
     }
 }

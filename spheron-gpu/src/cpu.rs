@@ -200,10 +200,11 @@ impl Fault {
 
 fn compute(ch: &Challenge, fault: Fault, replay: Option<Arc<Vec<Vec<i32>>>>) -> Vec<Vec<i32>> {
     let n = ch.n as usize;
-    if let (Fault::Replay, Some(old)) = (fault, replay) {
-        if old.len() == ch.batch as usize && old.first().is_some_and(|c| c.len() == n * n) {
-            return (*old).clone();
-        }
+    if let (Fault::Replay, Some(old)) = (fault, replay)
+        && old.len() == ch.batch as usize
+        && old.first().is_some_and(|c| c.len() == n * n)
+    {
+        return (*old).clone();
     }
     let s = prf::seed_words(&ch.seed);
     let b = prf::matrix(&s, n, prf::B_ID);

@@ -138,13 +138,13 @@ impl FreivaldsVerifier {
         if config.target_ms == 0 {
             return bad("target_ms", "must be positive".into());
         }
-        if let TimingPolicy::Catalog { scale } = config.timing {
-            if !(scale.is_finite() && scale > 0.0) {
-                return bad(
-                    "timing.scale",
-                    format!("{scale} must be a positive finite number"),
-                );
-            }
+        if let TimingPolicy::Catalog { scale } = config.timing
+            && !(scale.is_finite() && scale > 0.0)
+        {
+            return bad(
+                "timing.scale",
+                format!("{scale} must be a positive finite number"),
+            );
         }
         Ok(FreivaldsVerifier { config })
     }

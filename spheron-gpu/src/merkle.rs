@@ -137,7 +137,7 @@ pub fn root_from_path(leaf: Hash, mut index: usize, leaves: usize, path: &[Hash]
         let sib = index ^ 1;
         if sib < width {
             let s = it.next()?;
-            h = if index % 2 == 0 {
+            h = if index.is_multiple_of(2) {
                 parent(&h, s)
             } else {
                 parent(s, &h)

@@ -138,15 +138,15 @@ async fn replayed_answers_are_always_caught() {
 }
 
 /// An honest exchange, returned for tampering.
-async fn honest_exchange(
-    trial: u32,
-) -> (
+type Exchange = (
     FreivaldsVerifier,
     spheron_core::proof::Challenge,
     spheron_core::proof::Commitment,
     spheron_core::proof::Reveal,
     Opening,
-) {
+);
+
+async fn honest_exchange(trial: u32) -> Exchange {
     let v = verifier();
     let p = CpuProver::new(None);
     let [e1, e2] = entropy(trial);
@@ -160,7 +160,8 @@ async fn honest_exchange(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_answers_are_always_caught() {
     type Tamper = fn(&mut spheron_core::proof::Commitment, &mut Opening);
-    let cases: [(&str, Tamper, fn(&FailReason) -> bool); 10] = [
+    type Expect = fn(&FailReason) -> bool;
+    let cases: [(&str, Tamper, Expect); 10] = [
         (
             "short row",
             |_, o| {
