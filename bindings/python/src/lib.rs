@@ -10,7 +10,7 @@
 //! and hand them to asyncio through `pyo3-async-runtimes`.
 //!
 //! Errors of [`spheron_core::Error`] become the exception classes of `spheron.errors`
-//! (see [`errors`]); the Python package documents the API.
+//! (the table is in the `errors` module); the Python package documents the API.
 
 mod convert;
 mod errors;

@@ -3,7 +3,7 @@
 //!
 //! `rank` receives an [`PyOrder`] and a list of [`PyBid`] and returns the bids it accepts,
 //! best first: each item a `Bid` (or a `(Bid, score)` pair, or a provider name or address).
-//! Bids it leaves out are recorded as skipped ("not chosen by <class>"). An exception
+//! Bids it leaves out are recorded as skipped ("not chosen by `<class>`"). An exception
 //! becomes `spheron.MatcherError` with the original exception as `__cause__`.
 
 use crate::convert::Money;
