@@ -16,8 +16,11 @@ import pytest
 
 CHILD = textwrap.dedent(
     """
-    import json, sys
+    import json, signal, sys
     import spheron
+
+    # What a program started from a terminal has, even where CI starts us with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     where = sys.argv[1]
     market = spheron.Marketplace.local("100", seed=7, bid_window=float(sys.argv[2]))
