@@ -96,6 +96,40 @@ async fn feedback_outside_its_range_is_refused() {
 }
 
 #[tokio::test]
+async fn a_vouched_rating_may_arrive_before_the_settlement() {
+    let (registry, _, epochs, id) = setup().await;
+    let other = provider("other");
+    let other_id = other.id;
+    registry.register(other);
+    let e = epochs
+        .record_feedback_for(Timestamp(2_000), LeaseId(7), id, 9)
+        .unwrap_err();
+    assert!(matches!(e, Error::FeedbackOutOfRange(9)), "{e}");
+    let e = epochs
+        .record_feedback_for(Timestamp(2_000), LeaseId(7), AccountId::from_label("x"), 5)
+        .unwrap_err();
+    assert!(matches!(e, Error::UnknownProvider(_)), "{e}");
+    epochs
+        .record_feedback_for(Timestamp(2_000), LeaseId(7), id, 5)
+        .unwrap();
+    // The settlement still counts once; a settlement by another provider is refused.
+    let e = epochs.ingest(&settled(2_100, 7, other_id)).unwrap_err();
+    assert!(e.to_string().contains("not"), "{e}");
+    epochs.ingest(&settled(2_100, 7, id)).unwrap();
+    let e = epochs.ingest(&settled(2_200, 7, id)).unwrap_err();
+    assert!(e.to_string().contains("already recorded"), "{e}");
+    let e = epochs
+        .record_feedback_for(Timestamp(2_300), LeaseId(7), other_id, 5)
+        .unwrap_err();
+    assert!(e.to_string().contains("was served by"), "{e}");
+    let r = epochs.close_epoch(0).await.unwrap();
+    let row = r.providers.iter().find(|p| p.provider == id).unwrap();
+    assert_eq!(row.activity.feedback_count, 1);
+    assert_eq!(row.activity.leases_completed, 1);
+    assert_eq!(row.gpu_seconds, 60);
+}
+
+#[tokio::test]
 async fn events_for_unknown_providers_are_refused() {
     let (registry, escrow, epochs, _) = setup().await;
     let stranger = AccountId::from_label("stranger");

@@ -261,6 +261,7 @@ struct Book {
 #[derive(Debug)]
 struct LeaseRecord {
     provider: ProviderId,
+    settled: bool,
     rated: bool,
 }
 
@@ -563,19 +564,35 @@ impl EpochProcessor {
         {
             let mut s = self.lock();
             let e = self.open_epoch_of(&s, at)?;
-            if s.leases.contains_key(&lease) {
-                return Err(Error::invalid(
-                    "lease",
-                    format!("{lease} was already recorded"),
-                ));
+            match s.leases.get_mut(&lease) {
+                Some(r) if r.settled => {
+                    return Err(Error::invalid(
+                        "lease",
+                        format!("{lease} was already recorded"),
+                    ));
+                }
+                Some(r) if r.provider != provider => {
+                    return Err(Error::invalid(
+                        "lease",
+                        format!(
+                            "{lease} was rated as served by {}, not {}",
+                            r.provider.short(),
+                            provider.short()
+                        ),
+                    ));
+                }
+                Some(r) => r.settled = true,
+                None => {
+                    s.leases.insert(
+                        lease,
+                        LeaseRecord {
+                            provider,
+                            settled: true,
+                            rated: false,
+                        },
+                    );
+                }
             }
-            s.leases.insert(
-                lease,
-                LeaseRecord {
-                    provider,
-                    rated: false,
-                },
-            );
             let a = Self::activity(&mut s, e, provider);
             if fault {
                 a.stats.leases_failed += 1;
@@ -597,18 +614,67 @@ impl EpochProcessor {
         Ok(())
     }
 
-    /// Records the tenant's rating (1..=5) of a finished lease; each lease is rated once.
+    /// Records the tenant's rating (1..=5) of a lease recorded here (by a `Settled` event or
+    /// [`record_lease`](Self::record_lease)); each lease is rated once.
     ///
     /// Errors: [`Error::FeedbackOutOfRange`], [`Error::UnknownLease`] for a lease not
     /// recorded here, [`Error::InvalidField`] for a second rating, [`Error::EpochClosed`].
     pub fn record_feedback(&self, at: Timestamp, lease: LeaseId, rating: u8) -> Result<()> {
+        self.feedback(at, lease, None, rating)
+    }
+
+    /// Records the tenant's rating of `lease` served by `provider`, also before the lease's
+    /// `Settled` event has arrived (a tenant may rate as soon as `wait()` returns, while the
+    /// event is still on its way). The marketplace vouches that `provider` served `lease`.
+    ///
+    /// Errors: as [`record_feedback`](Self::record_feedback), plus
+    /// [`Error::UnknownProvider`], and [`Error::InvalidField`] when the lease was recorded
+    /// for another provider.
+    pub fn record_feedback_for(
+        &self,
+        at: Timestamp,
+        lease: LeaseId,
+        provider: ProviderId,
+        rating: u8,
+    ) -> Result<()> {
+        self.feedback(at, lease, Some(provider), rating)
+    }
+
+    fn feedback(
+        &self,
+        at: Timestamp,
+        lease: LeaseId,
+        vouched: Option<ProviderId>,
+        rating: u8,
+    ) -> Result<()> {
         if !(1..=5).contains(&rating) {
             return Err(Error::FeedbackOutOfRange(rating));
+        }
+        if let Some(p) = vouched {
+            self.provider(p)?;
         }
         let provider = {
             let mut s = self.lock();
             let e = self.open_epoch_of(&s, at)?;
-            let rec = s.leases.get_mut(&lease).ok_or(Error::UnknownLease(lease))?;
+            let rec = match (s.leases.get_mut(&lease), vouched) {
+                (Some(rec), _) => rec,
+                (None, None) => return Err(Error::UnknownLease(lease)),
+                (None, Some(provider)) => s.leases.entry(lease).or_insert(LeaseRecord {
+                    provider,
+                    settled: false,
+                    rated: false,
+                }),
+            };
+            if let Some(p) = vouched.filter(|p| *p != rec.provider) {
+                return Err(Error::invalid(
+                    "lease",
+                    format!(
+                        "{lease} was served by {}, not {}",
+                        rec.provider.short(),
+                        p.short()
+                    ),
+                ));
+            }
             if rec.rated {
                 return Err(Error::invalid(
                     "lease",
