@@ -7,7 +7,7 @@
 # "${XDG_CACHE_HOME:-$HOME/.cache}/spheron/venv-test"; pip's download cache and the
 # workspace target dir (shared with cargo through CARGO_TARGET_DIR) make reruns fast.
 # The extension is built with the dev profile (MATURIN_PEP517_ARGS) so CI compiles the
-# workspace once, not in debug and release both; set MATURIN_PEP517_ARGS=--release to
+# workspace once, not in debug and release both; set MATURIN_PEP517_ARGS="--profile release" to
 # measure.
 set -euo pipefail
 cd "$(dirname "$0")/.."

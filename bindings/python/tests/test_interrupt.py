@@ -29,7 +29,22 @@ CHILD = textwrap.dedent(
     forever = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(600)"]
     lease = None
     try:
-        if where == "rent":
+        if where == "async":
+            import asyncio
+
+            holder = []
+
+            async def main():
+                async with await market.rent_async(req, command=forever) as l:
+                    holder.append(l)
+                    print("READY", flush=True)
+                    await l.wait_async()
+
+            try:
+                asyncio.run(main())
+            finally:
+                lease = holder[0] if holder else None
+        elif where == "rent":
             print("READY", flush=True)
             lease = market.rent(req, command=forever)
             print("RENTED", flush=True)
@@ -93,7 +108,7 @@ def settled(r: dict) -> None:
         assert Decimal(r["available"]) == Decimal("100") - Decimal(r["cost"])
 
 
-@pytest.mark.parametrize("where", ["wait", "logs"])
+@pytest.mark.parametrize("where", ["wait", "logs", "async"])
 def test_ctrl_c_while_waiting_settles_the_lease(tmp_path: Path, where: str) -> None:
     r = run_and_interrupt(tmp_path, where, bid_window=0.05, delay=0.3)
     assert "status" in r
