@@ -544,3 +544,19 @@ fn optimal_beats_greedy_where_greedy_is_myopic() {
     assert_eq!(opt.matched.len(), 2);
     assert!(opt.total_score() > g.total_score());
 }
+
+#[test]
+fn same_result_on_every_thread() {
+    let o = golden_order();
+    let cands = bids(&o, &golden_market());
+    let want = serde_json::to_vec(&golden_matcher().rank(&o, &cands).unwrap()).unwrap();
+    let got: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| serde_json::to_vec(&golden_matcher().rank(&o, &cands).unwrap()).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(got.iter().all(|g| *g == want));
+}

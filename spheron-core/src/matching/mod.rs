@@ -337,8 +337,8 @@ fn check_unique_ids(orders: &[Order]) -> Result<()> {
 /// Every order is ranked; all (order, candidate) pairs are then taken in one sequence:
 /// higher score first, ties by lower order id, lower price, lower provider id, lower model.
 /// A pair is booked when its order is still open and the provider's free block for that
-/// model (the candidate's `free_gpus`, minus what this batch already booked there) still
-/// holds the order's GPU count. Unmatched orders carry the filter reasons from `rank` plus
+/// model (the smallest `free_gpus` any candidate of that provider and model reports, minus
+/// what this batch already booked there) still holds the order's GPU count. Unmatched orders carry the filter reasons from `rank` plus
 /// [`RejectReason::CapacityTaken`] for every provider lost to a better pair.
 ///
 /// Capacity is tracked per (provider, model) as the largest free block: conservative,
