@@ -1394,10 +1394,18 @@ impl EpochProcessor {
                 .epoch_start(self.open_epoch().saturating_add(1))
                 .add(self.config.grace);
             tokio::select! {
+                // Drain the events already delivered before closing an epoch.
+                biased;
                 ev = events.next() => match ev {
                     Some(e) => {
                         if let Err(err) = self.ingest(&e) {
                             tracing::warn!(error = %err, step = %e.step, "event not counted");
+                        }
+                        // A busy stream must not starve the close.
+                        if clock.now() >= due
+                            && let Err(err) = self.close_due(clock.now()).await
+                        {
+                            tracing::warn!(error = %err, "closing epochs failed");
                         }
                     }
                     None => {
