@@ -211,6 +211,21 @@ async fn an_epoch_closed_twice_is_refused() {
     // The same lease twice.
     let e = epochs.ingest(&settled(1_000 + HOUR_MS, 1, id)).unwrap_err();
     assert!(e.to_string().contains("already recorded"), "{e}");
+    // A genesis left far in the past is caught before paying thousands of epochs.
+    let e = epochs
+        .close_due(Timestamp(1_000 + 20_000 * HOUR_MS))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("`genesis`"), "{e}");
+    assert_eq!(epochs.open_epoch(), 1);
+    assert_eq!(
+        epochs
+            .close_due(Timestamp(1_000 + 3 * HOUR_MS))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]

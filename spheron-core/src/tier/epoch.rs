@@ -19,10 +19,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+/// The most epochs [`EpochProcessor::close_due`] closes in one call.
+pub const MAX_CATCH_UP: u64 = 10_000;
+
 /// Settings of the [`EpochProcessor`].
+///
+/// Set `genesis` to the marketplace's start (the clock's `now()`): epochs are counted from it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochConfig {
-    /// Start of epoch 0.
+    /// Start of epoch 0 (default 0, the Unix epoch: set it to the marketplace's start).
     pub genesis: Timestamp,
     /// Length of an epoch (at least one millisecond).
     pub epoch_len: Duration,
@@ -1099,7 +1104,24 @@ impl EpochProcessor {
     }
 
     /// Closes every epoch that ended at least `grace` before `now`; returns their reports.
+    ///
+    /// Refuses (closing nothing) when more than [`MAX_CATCH_UP`] epochs are due at once:
+    /// that is a genesis left at its default instead of the marketplace's start, and would
+    /// pay out that many epochs of rewards.
     pub async fn close_due(&self, now: Timestamp) -> Result<Vec<EpochReport>> {
+        let next = self.open_epoch();
+        let due = now
+            .0
+            .saturating_sub(self.config.grace.as_millis().min(u128::from(u64::MAX)) as u64);
+        let due_epochs = Timestamp(due).millis_since(self.epoch_start(next)) / self.config.len_ms();
+        if due_epochs > MAX_CATCH_UP {
+            return Err(Error::invalid(
+                "genesis",
+                format!(
+                    "{due_epochs} epochs are due at once (more than {MAX_CATCH_UP}); set `genesis` to the marketplace's start, e.g. the clock's now()"
+                ),
+            ));
+        }
         let mut out = Vec::new();
         loop {
             let next = self.open_epoch();

@@ -39,8 +39,8 @@ mod rewards;
 mod verifiers;
 
 pub use epoch::{
-    EpochConfig, EpochProcessor, EpochReport, PenaltyRecord, ProviderEpoch, RecheckOutcome,
-    Standing, VerdictReceipt, VerifierEpoch,
+    EpochConfig, EpochProcessor, EpochReport, MAX_CATCH_UP, PenaltyRecord, ProviderEpoch,
+    RecheckOutcome, Standing, VerdictReceipt, VerifierEpoch,
 };
 pub use policy::{ReputationTierPolicy, TierConfig, TierRow, UPTIME_TIERS_BPS, UptimeTierPolicy};
 pub use rewards::{PoolSplit, mul_div_floor_wide, split_pool};
