@@ -10,7 +10,7 @@
 //!
 //! `cargo bench -p spheron-gpu --bench verify`
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use spheron_core::GpuModel;
 use spheron_core::proof::{
     Challenge, ChallengeVerifier, Commitment, OpenedRow, Opening, PROTOCOL_VERSION, ProofTiming,
@@ -121,6 +121,7 @@ fn setup(n: u32) -> Exchange {
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("verify_one_challenge");
     g.sample_size(10);
+    g.sampling_mode(SamplingMode::Flat);
     g.warm_up_time(Duration::from_millis(500));
     for n in [4096u32, 8192, 16384] {
         let (v, ch, commitment, reveal, opening) = setup(n);
@@ -132,7 +133,7 @@ fn bench(c: &mut Criterion) {
             ),
             "bench exchange must pass"
         );
-        g.measurement_time(Duration::from_secs(if n >= 16384 { 12 } else { 5 }));
+        g.measurement_time(Duration::from_secs(if n >= 16384 { 8 } else { 4 }));
         g.bench_function(format!("n={n}"), |b| {
             b.iter(|| black_box(v.verify(black_box(&ch), &commitment, &reveal, &opening, &timing)))
         });

@@ -64,7 +64,7 @@ KERNEL void gen_matrix(u16* out, u64 s0, u64 s1, u64 s2, u64 s3, u32 n, u64 id, 
 // ------------------------------------------------------------- BLAKE3 ----
 CONSTANT u32 IV[8] = {0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A,
                       0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19};
-CONSTANT u32 PERM[16] = {2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8};
+// BLAKE3 message permutation: 2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8.
 
 #define CHUNK_START 1u
 #define CHUNK_END 2u
@@ -105,7 +105,11 @@ DEV void compress(u32* cv, const u32* block, u32 block_len, u32 flags) {
         g(s, 2, 7, 8, 13, m[12], m[13]);
         g(s, 3, 4, 9, 14, m[14], m[15]);
         if (r < 6) {
-            for (int i = 0; i < 16; i++) t[i] = m[PERM[i]];
+            // t[i] = m[PERM[i]], spelled out so the compiler keeps m in registers.
+            t[0] = m[2]; t[1] = m[6]; t[2] = m[3]; t[3] = m[10];
+            t[4] = m[7]; t[5] = m[0]; t[6] = m[4]; t[7] = m[13];
+            t[8] = m[1]; t[9] = m[11]; t[10] = m[12]; t[11] = m[5];
+            t[12] = m[9]; t[13] = m[14]; t[14] = m[15]; t[15] = m[8];
             for (int i = 0; i < 16; i++) m[i] = t[i];
         }
     }
