@@ -225,3 +225,25 @@ def test_logs_include_system_lines_on_request(market: spheron.Marketplace) -> No
         every = list(lease.logs(system=True))
     assert any(l.source == "system" for l in every)
     assert [l.seq for l in every] == sorted(l.seq for l in every)
+
+
+def test_cancelled_rent_async_settles_the_lease_it_produced() -> None:
+    # The flow is never cut half-way: the lease it produces after the caller went away is
+    # stopped and settled (otherwise this FOREVER workload would never settle).
+    market = spheron.Marketplace.local(FUNDS, seed=7, bid_window=0.5, progress=False)
+    events = market.events()
+
+    async def main() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(market.rent_async(h100(), command=FOREVER), timeout=0.1)
+
+    asyncio.run(main())
+    kinds = []
+    while (e := events.next(timeout=10.0)) is not None:
+        kinds.append(e.kind)
+        if e.kind == "settled":
+            break
+    assert kinds[-1] == "settled" and "running" in kinds
+    b = market.balance()
+    assert b.locked == 0 and market.ledger_balanced()
+    assert b.available > Decimal(FUNDS) - Decimal("2.5")
