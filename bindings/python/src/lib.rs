@@ -63,8 +63,7 @@ where
     let mut fut = std::pin::pin!(fut);
     loop {
         // The timer must be created inside the runtime's context.
-        let step =
-            py.detach(|| rt.block_on(async { tokio::time::timeout(TICK, fut.as_mut()).await }));
+        let step = py.detach(|| run(rt, async { tokio::time::timeout(TICK, fut.as_mut()).await }));
         tick(py)?;
         match step {
             Ok(v) => return Ok(v),
@@ -81,7 +80,19 @@ where
     F::Output: Send,
 {
     let rt = runtime();
-    py.detach(|| rt.block_on(fut))
+    py.detach(|| run(rt, fut))
+}
+
+/// Blocks the current thread on `fut`. On a worker thread of a multi-threaded runtime (a
+/// Python matcher or progress callback calling back into spheron) it blocks in place, so
+/// nested blocking calls work instead of panicking.
+fn run<F: Future>(rt: &'static Runtime, fut: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(fut))
+        }
+        _ => rt.block_on(fut),
+    }
 }
 
 /// The native module.

@@ -195,3 +195,22 @@ def test_async_errors_are_the_same_classes(market: spheron.Marketplace) -> None:
 
     with pytest.raises(spheron.ChallengeFailedError):
         asyncio.run(main())
+
+
+def test_matcher_may_call_back_into_the_marketplace() -> None:
+    # rank runs on a runtime worker thread; blocking calls from there must not deadlock or panic.
+    class ByTier:
+        market: spheron.Marketplace
+        seen: List[Decimal] = []
+
+        def rank(self, order: spheron.Order, bids: List[spheron.Bid]) -> List[spheron.Bid]:
+            self.seen.append(self.market.balance().available)
+            tiers = {p.name: p.tier for p in self.market.providers()}
+            return sorted(bids, key=lambda b: -tiers[b.provider_name])
+
+    m = ByTier()
+    market = spheron.Marketplace.local(FUNDS, seed=7, bid_window=0.05, matcher=m)
+    m.market = market
+    with market.rent(h100(), command=TRAIN) as lease:
+        assert lease.wait().tier == 7
+    assert m.seen == [Decimal(FUNDS)]
