@@ -377,8 +377,6 @@ type SlotKey = (ProviderId, GpuModel);
 struct Batch {
     orders: Vec<Order>,
     rankings: Vec<Ranking>,
-    /// Per order: candidate key -> index in its ranking.
-    index: Vec<BTreeMap<SlotKey, usize>>,
     /// Free block per (provider, model): the smallest any candidate reports.
     capacity: BTreeMap<SlotKey, u32>,
 }
@@ -401,13 +399,11 @@ impl Batch {
         let mut sorted: Vec<Order> = orders.to_vec();
         sorted.sort_by_key(|o| o.id);
         let mut rankings = Vec::with_capacity(sorted.len());
-        let mut index = Vec::with_capacity(sorted.len());
         let mut capacity: BTreeMap<SlotKey, u32> = BTreeMap::new();
         for order in &sorted {
             let cands = by_order.remove(&order.id).unwrap_or_default();
             let ranking = matcher.rank(order, &cands)?;
-            let mut ix = BTreeMap::new();
-            for (i, r) in ranking.ranked.iter().enumerate() {
+            for r in &ranking.ranked {
                 if !r.score.is_finite() {
                     return Err(Error::Matcher(format!(
                         "score {} for {} on {} is not finite",
@@ -421,15 +417,12 @@ impl Batch {
                     .entry(key_of(r))
                     .and_modify(|f| *f = (*f).min(free))
                     .or_insert(free);
-                ix.entry(key_of(r)).or_insert(i);
             }
             rankings.push(ranking);
-            index.push(ix);
         }
         Ok(Batch {
             orders: sorted,
             rankings,
-            index,
             capacity,
         })
     }
@@ -468,119 +461,166 @@ impl Batch {
         self.rankings[i].ranked[j].score
     }
 
-    /// Moves and pairwise swaps while the total score rises.
+    /// Moves, displacements and pairwise swaps while the total score rises.
+    ///
+    /// For each order `i` (by id) and each of its candidates better than its current one
+    /// (best first), the first of these that raises the total is applied:
+    /// 1. move: the candidate has spare capacity;
+    /// 2. displace: a holder `k` of the candidate moves to its best other candidate with
+    ///    spare capacity and `i` takes its place;
+    /// 3. swap: a holder `k` with the same GPU count takes `i`'s current candidate.
     fn improve(&self, chosen: &mut [Option<usize>]) {
-        let mut used: BTreeMap<SlotKey, u32> = BTreeMap::new();
-        let mut holders: BTreeMap<SlotKey, BTreeSet<usize>> = BTreeMap::new();
+        // Dense slot ids, in key order.
+        let keys: Vec<SlotKey> = self.capacity.keys().copied().collect();
+        let cap: Vec<u32> = self.capacity.values().copied().collect();
+        let slot = |k: SlotKey| keys.binary_search(&k).unwrap_or(0);
+        let slots: Vec<Vec<usize>> = self
+            .rankings
+            .iter()
+            .map(|r| r.ranked.iter().map(|x| slot(key_of(x))).collect())
+            .collect();
+        // Per order: (slot, best index in its ranking), sorted by slot.
+        let lookup: Vec<Vec<(usize, usize)>> = slots
+            .iter()
+            .map(|ss| {
+                let mut v: Vec<(usize, usize)> =
+                    ss.iter().enumerate().map(|(j, &s)| (s, j)).collect();
+                v.sort_unstable();
+                v.dedup_by_key(|x| x.0);
+                v
+            })
+            .collect();
+        let find = |k: usize, s: usize| -> Option<usize> {
+            let v = &lookup[k];
+            v.binary_search_by_key(&s, |x| x.0).ok().map(|i| v[i].1)
+        };
+        let count = |i: usize| self.orders[i].request.count;
+        let mut used = vec![0u32; keys.len()];
+        let mut holders: Vec<Vec<usize>> = vec![Vec::new(); keys.len()];
+        let mut at: Vec<Option<usize>> = vec![None; chosen.len()];
         for (i, c) in chosen.iter().enumerate() {
             if let Some(j) = c {
-                let key = key_of(&self.rankings[i].ranked[*j]);
-                *used.entry(key).or_default() += self.orders[i].request.count;
-                holders.entry(key).or_default().insert(i);
+                let s = slots[i][*j];
+                used[s] += count(i);
+                holders[s].push(i);
+                at[i] = Some(s);
             }
         }
+        let spare_slots: BTreeSet<usize> = (0..keys.len()).filter(|&s| used[s] < cap[s]).collect();
+        let spare = |used: &[u32], s: usize| cap[s].saturating_sub(used[s]);
+
+        // Books `i` on slot `s` at ranking index `j`, leaving its current slot.
+        struct State<'a> {
+            chosen: &'a mut [Option<usize>],
+            at: Vec<Option<usize>>,
+            used: Vec<u32>,
+            holders: Vec<Vec<usize>>,
+            spare_slots: BTreeSet<usize>,
+            cap: &'a [u32],
+        }
+        impl State<'_> {
+            fn touch(&mut self, s: usize) {
+                if self.used[s] < self.cap[s] {
+                    self.spare_slots.insert(s);
+                } else {
+                    self.spare_slots.remove(&s);
+                }
+            }
+            fn put(&mut self, i: usize, count: u32, s: usize, j: usize) {
+                if let Some(old) = self.at[i] {
+                    self.used[old] -= count;
+                    self.holders[old].retain(|&x| x != i);
+                    self.touch(old);
+                }
+                self.used[s] += count;
+                let h = &mut self.holders[s];
+                let pos = h.partition_point(|&x| x < i);
+                h.insert(pos, i);
+                self.touch(s);
+                self.at[i] = Some(s);
+                self.chosen[i] = Some(j);
+            }
+        }
+        for h in &mut holders {
+            h.sort_unstable();
+        }
+        let mut st = State {
+            chosen,
+            at,
+            used,
+            holders,
+            spare_slots,
+            cap: &cap,
+        };
         for _pass in 0..16 {
             let mut improved = false;
             for i in 0..self.orders.len() {
-                let count = self.orders[i].request.count;
-                let cur = chosen[i];
+                let ci = count(i);
+                let cur = st.chosen[i];
+                let cur_slot = st.at[i];
+                let cur_score = cur.map_or(0.0, |c| self.score(i, c));
                 let limit = cur.unwrap_or(self.rankings[i].ranked.len());
                 'cands: for j in 0..limit {
-                    let gain_i = self.score(i, j) - cur.map_or(0.0, |c| self.score(i, c));
+                    let gain_i = self.score(i, j) - cur_score;
                     if gain_i <= 0.0 {
                         break;
                     }
-                    let key = key_of(&self.rankings[i].ranked[j]);
-                    let spare =
-                        self.capacity[&key].saturating_sub(used.get(&key).copied().unwrap_or(0));
-                    if spare >= count {
-                        if let Some(c) = cur {
-                            let old = key_of(&self.rankings[i].ranked[c]);
-                            if let Some(u) = used.get_mut(&old) {
-                                *u -= count;
-                            }
-                            if let Some(h) = holders.get_mut(&old) {
-                                h.remove(&i);
-                            }
-                        }
-                        *used.entry(key).or_default() += count;
-                        holders.entry(key).or_default().insert(i);
-                        chosen[i] = Some(j);
+                    let s = slots[i][j];
+                    if Some(s) == cur_slot {
+                        continue;
+                    }
+                    if spare(&st.used, s) >= ci {
+                        st.put(i, ci, s, j);
                         improved = true;
                         break 'cands;
                     }
-                    let others: Vec<usize> = holders
-                        .get(&key)
-                        .map(|h| h.iter().copied().collect())
-                        .unwrap_or_default();
-                    // Displace a holder k to its best other candidate with spare capacity.
+                    let others = st.holders[s].clone();
                     for &k in &others {
                         if k == i {
                             continue;
                         }
-                        let kc = chosen[k].unwrap_or(0);
-                        let count_k = self.orders[k].request.count;
-                        if spare + count_k < count {
+                        let ck = count(k);
+                        if spare(&st.used, s) + ck < ci {
                             continue;
                         }
-                        let cur_key = cur.map(|c| key_of(&self.rankings[i].ranked[c]));
-                        let Some(q) = self.rankings[k].ranked.iter().position(|r| {
-                            let qk = key_of(r);
-                            qk != key
-                                && Some(qk) != cur_key
-                                && self.capacity[&qk]
-                                    .saturating_sub(used.get(&qk).copied().unwrap_or(0))
-                                    >= count_k
-                        }) else {
-                            continue;
+                        let Some(kc) = st.chosen[k] else { continue };
+                        // k's best other candidate with spare capacity.
+                        let fits =
+                            |q: usize| q != s && Some(q) != cur_slot && spare(&st.used, q) >= ck;
+                        let best = if st.spare_slots.len() < slots[k].len() {
+                            st.spare_slots
+                                .iter()
+                                .filter(|&&q| fits(q))
+                                .filter_map(|&q| find(k, q).map(|jq| (q, jq)))
+                                .min_by_key(|&(_, jq)| jq)
+                        } else {
+                            slots[k]
+                                .iter()
+                                .enumerate()
+                                .find(|&(_, &q)| fits(q))
+                                .map(|(jq, &q)| (q, jq))
                         };
-                        if gain_i + self.score(k, q) - self.score(k, kc) > 0.0 {
-                            let qk = key_of(&self.rankings[k].ranked[q]);
-                            if let Some(c) = cur {
-                                let old = key_of(&self.rankings[i].ranked[c]);
-                                if let Some(u) = used.get_mut(&old) {
-                                    *u -= count;
-                                }
-                                if let Some(h) = holders.get_mut(&old) {
-                                    h.remove(&i);
-                                }
-                            }
-                            if let Some(u) = used.get_mut(&key) {
-                                *u = *u - count_k + count;
-                            }
-                            if let Some(h) = holders.get_mut(&key) {
-                                h.remove(&k);
-                                h.insert(i);
-                            }
-                            *used.entry(qk).or_default() += count_k;
-                            holders.entry(qk).or_default().insert(k);
-                            chosen[i] = Some(j);
-                            chosen[k] = Some(q);
+                        if let Some((q, jq)) = best
+                            && gain_i + self.score(k, jq) - self.score(k, kc) > 0.0
+                        {
+                            st.put(k, ck, q, jq);
+                            st.put(i, ci, s, j);
                             improved = true;
                             break 'cands;
                         }
                     }
-                    // A swap keeps both orders matched: i needs a current provider.
-                    let Some(c) = cur else { continue };
-                    let old = key_of(&self.rankings[i].ranked[c]);
-                    for k in others {
-                        if k == i || old == key || self.orders[k].request.count != count {
+                    let Some(old) = cur_slot else { continue };
+                    for &k in &others {
+                        if k == i || count(k) != ci {
                             continue;
                         }
-                        let (Some(kc), Some(&kj)) = (chosen[k], self.index[k].get(&old)) else {
+                        let (Some(kc), Some(kj)) = (st.chosen[k], find(k, old)) else {
                             continue;
                         };
                         if gain_i + self.score(k, kj) - self.score(k, kc) > 0.0 {
-                            chosen[i] = Some(j);
-                            chosen[k] = Some(kj);
-                            if let Some(h) = holders.get_mut(&key) {
-                                h.remove(&k);
-                                h.insert(i);
-                            }
-                            if let Some(h) = holders.get_mut(&old) {
-                                h.remove(&i);
-                                h.insert(k);
-                            }
+                            // Equal counts: both slots keep their usage.
+                            st.put(k, ci, old, kj);
+                            st.put(i, ci, s, j);
                             improved = true;
                             break 'cands;
                         }
