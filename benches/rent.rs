@@ -1,5 +1,6 @@
 //! Time of the embedded flow from `rent()` to a running workload: zero-length bid window,
-//! trivial command (`true`), the standard fleet, the default challenge.
+//! trivial command (`true`), the standard fleet, a Freivalds challenge with a 20 ms simulated
+//! commit phase.
 //!
 //! ```text
 //! cargo bench --bench rent
@@ -17,6 +18,11 @@ fn rent_to_running(c: &mut Criterion) {
     let market = rt.block_on(async {
         Marketplace::local()
             .bid_window(Duration::ZERO)
+            // A 20 ms simulated commit phase instead of the default 250 ms.
+            .simulation(spheron::gpu::Simulation {
+                target_ms: 20,
+                ..spheron::gpu::Simulation::standard()
+            })
             .seed(3)
             .tenant_funds(Amount(u128::from(u64::MAX)))
             .build()

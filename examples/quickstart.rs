@@ -11,8 +11,14 @@ use spheron::{GeoPoint, LogSource, Step};
 
 #[tokio::main]
 async fn main() -> spheron::Result<()> {
+    // A fixed seed makes the run reproducible (the matcher's random term and the challenge
+    // entropy); SPHERON_SEED overrides it.
+    let seed = std::env::var("SPHERON_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     let market = Marketplace::local()
-        .seed(7)
+        .seed(seed)
         .tenant_funds(Amount(100_000_000)) // 100 USD in a 6-decimal token
         .build()
         .await?;
@@ -83,13 +89,12 @@ async fn main() -> spheron::Result<()> {
     println!("\n== report ==");
     println!("lease          {} ({})", report.lease, report.state);
     println!(
-        "provider       {} ({}, {})  {} because {}",
+        "provider       {} ({}, {})",
         report.provider_name,
         report.provider.short(),
-        report.region,
-        report.tier,
-        report.tier_reason
+        report.region
     );
+    println!("trust          {}", report.tier_reason);
     println!("gpu            {} x {}", report.gpus, report.model);
     println!("score          {:.4}", report.choice.score);
     for c in &report.choice.breakdown {
@@ -105,15 +110,32 @@ async fn main() -> spheron::Result<()> {
         "proof of GPU   {} (n={}, K={}, commit in {} us)",
         report.proof.verdict, report.proof.n, report.proof.batch, report.proof.timing.commit_us
     );
-    if !report.skipped.is_empty() {
-        println!("failover       providers skipped before this one:");
-        for s in &report.skipped {
-            let name = market
-                .provider(s.provider)
-                .map(|p| p.name)
-                .unwrap_or_else(|_| s.provider.short());
-            println!("  {name}: {}", s.reason);
-        }
+    let failed: Vec<_> = report
+        .skipped
+        .iter()
+        .filter(|s| matches!(s.reason, spheron::RejectReason::ChallengeFailed(_)))
+        .collect();
+    println!(
+        "failover       {} provider(s) failed proof-of-GPU before this one:",
+        failed.len()
+    );
+    for s in &failed {
+        let p = market.provider(s.provider)?;
+        println!(
+            "  {} ({}): {}; now {}, stake {}{}",
+            p.name,
+            s.provider.short(),
+            s.reason,
+            p.tier,
+            usd(market.balance(s.provider).await?.staked),
+            if p.banned { ", banned" } else { "" }
+        );
+    }
+    let filtered = report.skipped.len() - failed.len();
+    println!("filtered       {filtered} other provider(s), each with its reason:");
+    for s in report.skipped.iter().filter(|s| !failed.contains(s)) {
+        let name = market.provider(s.provider).map(|p| p.name)?;
+        println!("  {name}: {}", s.reason);
     }
     let settlement = report
         .settlement
@@ -161,8 +183,22 @@ async fn main() -> spheron::Result<()> {
             "UNBALANCED"
         }
     );
+    // The tenant rates the lease; the epoch processor folds it into the provider's tier.
+    market.rate(&report, 5)?;
+    let standing = market.standing(report.provider)?;
+    println!(
+        "feedback       rated 5/5; {} stands at {}",
+        report.provider_name, standing.tier
+    );
+
     if !totals.is_balanced() || report.cost.0 + settlement.refunded.0 != report.budget.0 {
         return Err(Error::invalid("ledger", "conservation check failed"));
+    }
+    if failed.is_empty() {
+        return Err(Error::invalid(
+            "seed",
+            "this seed's ranking put an honest provider first, so no failover was shown",
+        ));
     }
     Ok(())
 }

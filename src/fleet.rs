@@ -20,6 +20,8 @@ pub struct SimProvider {
     pub strategy: BidStrategy,
     /// A deliberate misbehaviour of its prover (`Fault::None` for honest providers).
     pub fault: Fault,
+    /// The GPU it really has, when it claims another (its prover runs at this model's pace).
+    pub actual_model: Option<GpuModel>,
 }
 
 /// Parameters of one simulated provider, for [`SimFleet::provider`].
@@ -53,6 +55,8 @@ pub struct ProviderSpec {
     pub strategy: BidStrategy,
     /// Prover fault.
     pub fault: Fault,
+    /// The GPU it really has, when it lists another (`None`: honest about its model).
+    pub actual_model: Option<GpuModel>,
 }
 
 /// A set of simulated providers.
@@ -104,6 +108,7 @@ impl SimFleet {
             prices,
             strategy: s.strategy,
             fault: s.fault,
+            actual_model: s.actual_model,
         });
         self
     }
@@ -116,14 +121,14 @@ impl SimFleet {
         let undercut = BidStrategy::UndercutCeiling { discount_bps: 500 };
         let list = BidStrategy::ListPrice;
         let spec =
-            |name, region, location, model, nodes, per_node, price: f64, tier| ProviderSpec {
+            |name, region, location, model, nodes, per_node, cents: u128, tier| ProviderSpec {
                 name,
                 region,
                 location,
                 model,
                 nodes,
                 per_node,
-                price: (price * USD as f64) as u128,
+                price: cents * (USD / 100),
                 stake: 2_000 * USD,
                 uptime: (990, 10),
                 leases: (120, 3),
@@ -131,6 +136,7 @@ impl SimFleet {
                 tier,
                 strategy: list,
                 fault: Fault::None,
+                actual_model: None,
             };
         SimFleet::new()
             .provider(ProviderSpec {
@@ -146,7 +152,7 @@ impl SimFleet {
                     GpuModel::H100Sxm,
                     2,
                     8,
-                    1.49,
+                    149,
                     5,
                 )
             })
@@ -160,7 +166,7 @@ impl SimFleet {
                     GpuModel::H100Sxm,
                     4,
                     8,
-                    1.89,
+                    189,
                     7,
                 )
             })
@@ -173,7 +179,7 @@ impl SimFleet {
                     GpuModel::H100Pcie,
                     2,
                     4,
-                    1.79,
+                    179,
                     5,
                 )
             })
@@ -184,7 +190,7 @@ impl SimFleet {
                 GpuModel::H200,
                 2,
                 8,
-                2.59,
+                259,
                 6,
             ))
             .provider(spec(
@@ -194,7 +200,7 @@ impl SimFleet {
                 GpuModel::H100Sxm,
                 8,
                 8,
-                1.99,
+                199,
                 7,
             ))
             .provider(spec(
@@ -204,7 +210,7 @@ impl SimFleet {
                 GpuModel::A100_80G,
                 4,
                 8,
-                1.29,
+                129,
                 6,
             ))
             .provider(spec(
@@ -214,7 +220,7 @@ impl SimFleet {
                 GpuModel::Rtx4090,
                 6,
                 4,
-                0.39,
+                39,
                 4,
             ))
             .provider(spec(
@@ -224,7 +230,7 @@ impl SimFleet {
                 GpuModel::L40S,
                 2,
                 4,
-                0.89,
+                89,
                 5,
             ))
             .provider(spec(
@@ -234,7 +240,7 @@ impl SimFleet {
                 GpuModel::L4,
                 4,
                 8,
-                0.49,
+                49,
                 6,
             ))
             .provider(spec(
@@ -244,7 +250,7 @@ impl SimFleet {
                 GpuModel::T4,
                 4,
                 4,
-                0.19,
+                19,
                 3,
             ))
             .provider(spec(
@@ -254,7 +260,7 @@ impl SimFleet {
                 GpuModel::A10,
                 3,
                 4,
-                0.45,
+                45,
                 5,
             ))
             .provider(spec(
@@ -264,7 +270,7 @@ impl SimFleet {
                 GpuModel::A100_40G,
                 2,
                 8,
-                0.99,
+                99,
                 4,
             ))
     }

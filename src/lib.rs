@@ -40,6 +40,9 @@ pub use marketplace::{LocalBuilder, Marketplace};
 pub use spheron_core as core;
 pub use spheron_core::*;
 pub use spheron_gpu as gpu;
+/// The Kubernetes launcher and GPU inventory (feature `k8s`).
+#[cfg(feature = "k8s")]
+pub use spheron_k8s as k8s;
 
 /// The names most programs need.
 pub mod prelude {

@@ -4,12 +4,13 @@ use crate::fleet::SimFleet;
 use crate::local_launcher::LocalLauncher;
 use futures::stream::BoxStream;
 use spheron_core::{
-    AccountId, Amount, Balance, ChallengeVerifier, Clock, Error, Escrow, FlowConfig, GpuRequest,
-    LeaseHandle, LedgerTotals, LocalMarket, Matcher, MemoryEscrow, Orchestrator, Parts,
-    ProgressEvent, Provers, Provider, Registry, Result, StrategyAgent, SystemClock, TierPolicy,
-    Token, UptimeTierPolicy, WeightedMatcher, Workload, WorkloadLauncher,
+    AccountId, Amount, Balance, ChallengeVerifier, Clock, EpochConfig, EpochProcessor, Error,
+    Escrow, FlowConfig, GpuRequest, LeaseHandle, LeaseReport, LedgerTotals, LocalMarket, Matcher,
+    MemoryEscrow, Orchestrator, Parts, ProgressEvent, Provers, Provider, Registry,
+    ReputationTierPolicy, Result, Standing, StrategyAgent, SystemClock, TierPolicy, Token,
+    WeightedMatcher, Workload, WorkloadLauncher,
 };
-use spheron_gpu::{CpuProver, RecomputeVerifier};
+use spheron_gpu::{CpuProver, Simulation};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,9 @@ use std::time::Duration;
 /// ```
 pub struct Marketplace {
     orchestrator: Orchestrator,
+    epochs: Arc<EpochProcessor>,
+    epoch_task: tokio::task::JoinHandle<()>,
+    clock: Arc<dyn Clock>,
     escrow: Arc<dyn Escrow>,
     ledger: Option<Arc<MemoryEscrow>>,
     registry: Arc<Registry>,
@@ -58,11 +62,14 @@ pub struct LocalBuilder {
     verifier: Option<Arc<dyn ChallengeVerifier>>,
     tiers: Option<Arc<dyn TierPolicy>>,
     fleet: SimFleet,
+    simulation: Simulation,
     seed: Option<u64>,
     bid_window: Duration,
     max_attempts: usize,
     tenant: AccountId,
     tenant_funds: Amount,
+    epochs: EpochConfig,
+    treasury_funds: Amount,
 }
 
 impl Marketplace {
@@ -76,11 +83,14 @@ impl Marketplace {
             verifier: None,
             tiers: None,
             fleet: SimFleet::standard(),
+            simulation: Simulation::standard(),
             seed: None,
             bid_window: Duration::from_millis(200),
             max_attempts: 3,
             tenant: AccountId::from_label("spheron.tenant"),
             tenant_funds: Amount::ZERO,
+            epochs: EpochConfig::default(),
+            treasury_funds: Amount::ZERO,
         }
     }
 
@@ -140,9 +150,32 @@ impl Marketplace {
         self.registry.all()
     }
 
+    /// The epoch processor: per-epoch tiers, penalties and rewards, fed with every rent's
+    /// progress events.
+    pub fn epochs(&self) -> &Arc<EpochProcessor> {
+        &self.epochs
+    }
+
+    /// Rates a finished lease (1..=5 stars) for its provider's reputation.
+    pub fn rate(&self, lease: &LeaseReport, stars: u8) -> Result<()> {
+        self.epochs
+            .record_feedback_for(self.clock.now(), lease.lease, lease.provider, stars)
+    }
+
+    /// A provider's standing: tier, ban, hysteresis state and why.
+    pub fn standing(&self, provider: AccountId) -> Result<Standing> {
+        self.epochs.standing(provider)
+    }
+
     /// The orchestrator, for integrators who need the parts.
     pub fn orchestrator(&self) -> &Orchestrator {
         &self.orchestrator
+    }
+}
+
+impl Drop for Marketplace {
+    fn drop(&mut self) {
+        self.epoch_task.abort();
     }
 }
 
@@ -172,7 +205,7 @@ impl LocalBuilder {
         self.verifier = Some(verifier);
         self
     }
-    /// The tier policy.
+    /// The tier policy (default: [`ReputationTierPolicy`]).
     pub fn tiers(mut self, tiers: Arc<dyn TierPolicy>) -> Self {
         self.tiers = Some(tiers);
         self
@@ -180,6 +213,13 @@ impl LocalBuilder {
     /// The simulated provider fleet (default: [`SimFleet::standard`]).
     pub fn fleet(mut self, fleet: SimFleet) -> Self {
         self.fleet = fleet;
+        self
+    }
+    /// How the fleet's CPU provers imitate their GPUs and how the verifier judges them
+    /// (default: [`Simulation::standard`], ~250 ms per challenge). Ignored for the verifier
+    /// when [`LocalBuilder::verifier`] is set.
+    pub fn simulation(mut self, simulation: Simulation) -> Self {
+        self.simulation = simulation;
         self
     }
     /// Seeds the matcher's random term and the challenge entropy, for reproducible runs.
@@ -208,6 +248,18 @@ impl LocalBuilder {
         self
     }
 
+    /// Epoch settings: length, window, reward pools per epoch, treasury (default: one-hour
+    /// epochs, no reward pools). The genesis is set to the clock's time at `build()`.
+    pub fn epochs(mut self, config: EpochConfig) -> Self {
+        self.epochs = config;
+        self
+    }
+    /// Funds the treasury that pays the epoch reward pools.
+    pub fn treasury_funds(mut self, amount: Amount) -> Self {
+        self.treasury_funds = amount;
+        self
+    }
+
     /// Wires everything: registers and stakes the fleet, deposits the tenant's funds.
     pub async fn build(self) -> Result<Marketplace> {
         if self.max_attempts == 0 {
@@ -227,8 +279,15 @@ impl LocalBuilder {
                 escrow.deposit(p.id, p.stake).await?;
                 escrow.stake(p.id, p.stake).await?;
             }
-            let device = p.inventory.models().first().map(|m| format!("NVIDIA {m}"));
-            provers.insert(p.id, Arc::new(CpuProver::with_fault(device, sim.fault)));
+            let model = p.inventory.models().first().copied();
+            let device = model.map(|m| format!("NVIDIA {m}"));
+            // Each simulated provider's prover is paced like the GPU it really has.
+            let actual = sim.actual_model.or(model);
+            let prover = match actual {
+                Some(m) => self.simulation.prover(m, device, sim.fault),
+                None => CpuProver::with_fault(device, sim.fault),
+            };
+            provers.insert(p.id, Arc::new(prover));
             market.add_agent(Arc::new(StrategyAgent::new(
                 p.id,
                 registry.clone(),
@@ -239,6 +298,11 @@ impl LocalBuilder {
         }
         if self.tenant_funds.0 > 0 {
             escrow.deposit(self.tenant, self.tenant_funds).await?;
+        }
+        if self.treasury_funds.0 > 0 {
+            escrow
+                .deposit(self.epochs.treasury, self.treasury_funds)
+                .await?;
         }
         let matcher = match self.matcher {
             Some(m) => m,
@@ -255,6 +319,18 @@ impl LocalBuilder {
             ..FlowConfig::default()
         };
         let verifier_account = config.verifier_account;
+        let tiers: Arc<dyn TierPolicy> = match self.tiers {
+            Some(t) => t,
+            None => Arc::new(ReputationTierPolicy::default()),
+        };
+        let verifier: Arc<dyn ChallengeVerifier> = match self.verifier {
+            Some(v) => v,
+            None => Arc::new(
+                self.simulation
+                    .try_verifier()
+                    .map_err(|e| Error::invalid("simulation", e.to_string()))?,
+            ),
+        };
         let parts = Parts {
             market,
             matcher,
@@ -262,16 +338,34 @@ impl LocalBuilder {
             launcher: self
                 .launcher
                 .unwrap_or_else(|| Arc::new(LocalLauncher::new())),
-            verifier: self
-                .verifier
-                .unwrap_or_else(|| Arc::new(RecomputeVerifier::default())),
+            verifier,
             provers,
-            tiers: self.tiers.unwrap_or_else(|| Arc::new(UptimeTierPolicy)),
+            tiers: tiers.clone(),
             registry: registry.clone(),
-            clock,
+            clock: clock.clone(),
         };
+        let orchestrator = Orchestrator::new(parts, config);
+        let epochs = Arc::new(EpochProcessor::new(
+            EpochConfig {
+                genesis: clock.now(),
+                ..self.epochs
+            },
+            tiers,
+            escrow.clone(),
+            registry.clone(),
+        )?);
+        // Subscribed before any rent, so the processor sees every event.
+        let events = orchestrator.subscribe();
+        let epoch_task = tokio::spawn({
+            let epochs = epochs.clone();
+            let clock = clock.clone();
+            async move { epochs.run(events, clock).await }
+        });
         Ok(Marketplace {
-            orchestrator: Orchestrator::new(parts, config),
+            orchestrator,
+            epochs,
+            epoch_task,
+            clock,
             escrow,
             ledger: Some(ledger),
             registry,

@@ -212,15 +212,15 @@ async fn failover_penalises_the_cheater_and_takes_the_next_bid() {
     )));
     let cheater = m.provider(bargain).expect("provider");
     assert_eq!(cheater.stats.challenges_failed, 1);
-    assert!(cheater.tier < spheron::TrustTier(5));
+    assert_eq!(cheater.tier, spheron::TrustTier(0));
     let staked = m.balance(bargain).await.expect("balance").staked;
-    assert_eq!(staked, Amount(450 * USD));
+    assert_eq!(staked, Amount(250 * USD)); // wrong products are fraud: half the stake
     assert_eq!(
         m.balance(m.verifier_account())
             .await
             .expect("balance")
             .available,
-        Amount(50 * USD)
+        Amount(250 * USD)
     );
     assert!(m.ledger_totals().expect("ledger").is_balanced());
 }

@@ -446,11 +446,13 @@ impl Orchestrator {
                     }
                 }
             }
-            let reason = match &proof.verdict {
-                crate::proof::Verdict::Fail(r) => r.to_string(),
-                crate::proof::Verdict::Pass { .. } => String::new(),
+            // Wrong products, forged paths and impossible speeds are fraud; slow, late or
+            // malformed answers are a failed proof.
+            let (reason, violation) = match &proof.verdict {
+                crate::proof::Verdict::Fail(r) => (r.to_string(), Violation::for_failure(r)),
+                crate::proof::Verdict::Pass { .. } => (String::new(), Violation::FailedProof),
             };
-            let slashed = self.penalise(provider, Violation::FailedProof).await?;
+            let slashed = self.penalise(provider, violation).await?;
             emit(Step::ChallengeFailed {
                 provider,
                 reason: reason.clone(),
