@@ -108,7 +108,9 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
     /// @notice An open order was cancelled and its lock returned.
     event OrderCancelled(uint64 indexed id, uint128 refunded);
     /// @notice A provider bid on an order.
-    event BidPlaced(uint64 indexed id, uint256 indexed bidIndex, address indexed provider, uint96 pricePerGpuHour);
+    event BidPlaced(
+        uint64 indexed id, uint256 indexed bidIndex, address indexed provider, uint96 pricePerGpuHour, bytes32 model
+    );
     /// @notice A lease started.
     event LeaseStarted(
         uint64 indexed id, address indexed provider, address matchedBy, uint128 pricePerGpuHour, uint32 gpus, uint40 start
@@ -139,8 +141,6 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
     error NotTenant(uint64 id, address caller);
     /// @notice Only the tenant or a matcher operator may match.
     error NotTenantOrMatcher(uint64 id, address caller);
-    /// @notice Only the lease's tenant or provider (or a matcher operator) may close it.
-    error NotLeaseParty(uint64 id, address caller);
     /// @notice The bid is above the order's ceiling.
     error BidAboveCeiling(uint256 price, uint256 ceiling);
     /// @notice The bid window has closed.
@@ -151,7 +151,8 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
     error UnknownBid(uint64 id, uint256 bidIndex);
     /// @notice The lease is not active (never started, or already closed).
     error LeaseNotActive(uint64 id);
-    /// @notice The lease still has funds; only its parties may close it.
+    /// @notice The lease still has funds: only its tenant, its provider or a matcher operator
+    /// may close it.
     error FundsNotExhausted(uint64 id, uint256 cost, uint256 locked);
     /// @notice The lease must have at least one GPU, and as many as the order asked for.
     error GpusMismatch(uint32 ordered, uint32 given);
@@ -279,8 +280,9 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
         emit OrderCancelled(id, amount);
     }
 
-    /// @notice Bids `pricePerGpuHour` on order `id`; the caller must be registered and staked.
-    function placeBid(uint64 id, uint96 pricePerGpuHour) external whenNotPaused returns (uint256 bidIndex) {
+    /// @notice Bids `pricePerGpuHour` on order `id` offering GPU `model` (its catalog name,
+    /// only logged); the caller must be registered and staked.
+    function placeBid(uint64 id, uint96 pricePerGpuHour, bytes32 model) external whenNotPaused returns (uint256 bidIndex) {
         Order storage o = _orders[id];
         if (o.state == State.None) revert UnknownOrder(id);
         if (o.state != State.Open) revert OrderNotOpen(id);
@@ -291,7 +293,7 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
         bidIndex = o.bidCount;
         o.bidCount = uint16(bidIndex + 1);
         _bids[id][bidIndex] = Bid({provider: msg.sender, price: pricePerGpuHour});
-        emit BidPlaced(id, bidIndex, msg.sender, pricePerGpuHour);
+        emit BidPlaced(id, bidIndex, msg.sender, pricePerGpuHour, model);
     }
 
     /// @notice Matches order `id` to one of its bids and starts the lease (tenant or matcher).
@@ -407,7 +409,7 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
         address tenant = o.tenant;
         address provider = o.provider;
         if (!exhausted && msg.sender != tenant && msg.sender != provider && !hasRole(MATCHER_ROLE, msg.sender)) {
-            revert NotLeaseParty(id, msg.sender);
+            revert FundsNotExhausted(id, cost, o.locked);
         }
         address token = o.token;
         uint128 locked = o.locked;

@@ -1,9 +1,45 @@
 //! # spheron-chain
 //!
-//! The EVM backend of spheron: Solidity escrow and market contracts driven through alloy,
-//! implementing `spheron_core::Escrow` and `spheron_core::Market` on any EVM chain.
+//! The EVM backend of spheron: Solidity contracts (escrow, order book and provider registry
+//! in `SpheronMarket`, built on OpenZeppelin) driven through alloy.
 //!
-//! Status: the contracts and bindings arrive with the on-chain escrow issue; until then this
-//! crate only fixes its place in the workspace and re-exports the traits it will implement.
+//! - [`EvmEscrow`] implements `spheron_core::Escrow` on the contract, to the last base unit
+//!   like the in-memory ledger (the same conformance suite runs on both);
+//! - [`EvmMarket`] implements `spheron_core::Market`: orders, bids and matches on chain;
+//! - [`manifest`]: EIP-712 signed workload manifests, checked against the lease's tenant on
+//!   chain before anything launches;
+//! - [`deploy`]: deployment helpers; [`anvil`]: a harness that runs a local node.
+//!
+//! The compiled artifacts (`artifacts/*.json`) are committed, so building this crate needs no
+//! Node.js; `scripts/chain-setup.sh` recompiles them and fails if they differ from the sources.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use spheron_chain::{Chain, EvmEscrow};
+//! use spheron_core::{AccountId, Amount, Escrow, Token};
+//! use std::sync::Arc;
+//!
+//! let key: alloy::signers::local::PrivateKeySigner = "0x...".parse()?;
+//! let me = key.address();
+//! let chain = Arc::new(Chain::connect("http://127.0.0.1:8545", [key])?);
+//! let market = "0x5FbDB2315678afecb367f032d93F642f64180aa3".parse()?;
+//! let sphn = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512".parse()?;
+//! let escrow = EvmEscrow::new(chain, market, sphn, Token::sphn(), me).await?;
+//! escrow.deposit(AccountId(me.into_array()), Amount(10u128.pow(18))).await?;
+//! # Ok(()) }
+//! ```
 
-pub use spheron_core::{Escrow, Market};
+pub mod anvil;
+pub mod bindings;
+pub mod client;
+pub mod deploy;
+pub mod error;
+pub mod escrow;
+pub mod manifest;
+pub mod market;
+
+pub use client::Chain;
+pub use deploy::{Addresses, MarketConfig};
+pub use error::{Error, Result};
+pub use escrow::{ChainTime, EvmEscrow, Solvency, account, address, solvency};
+pub use market::EvmMarket;

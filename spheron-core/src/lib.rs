@@ -51,6 +51,8 @@ pub mod tier;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod conformance;
 
 pub use clock::{Clock, SimClock, SystemClock, Timestamp};
 pub use error::{Error, Result};

@@ -1,0 +1,353 @@
+//! Security properties on anvil: every refused operation reverts with its named error and
+//! changes no balance anywhere.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use alloy::primitives::{Address, U256, Uint};
+use alloy::sol_types::SolCall;
+use spheron_chain::MarketConfig;
+use spheron_chain::anvil::TestChain;
+use spheron_chain::bindings::{ReentrantToken, SpheronMarket};
+
+const SPHN: u128 = 1_000_000_000_000_000_000;
+
+struct World {
+    tc: TestChain,
+    tenant: Address,
+    provider: Address,
+    unstaked: Address,
+    stranger: Address,
+    t0: u64,
+}
+
+impl World {
+    fn everyone(&self) -> Vec<Address> {
+        vec![
+            self.tenant,
+            self.provider,
+            self.unstaked,
+            self.stranger,
+            self.tc.admin(),
+            self.tc.operator(),
+        ]
+    }
+}
+
+/// A market with one staked provider, one registered but unstaked provider, a funded tenant
+/// and order 1 (1 GPU, 1 h, ceiling 1 SPHN, bid window 60 s) with a bid from the provider.
+async fn world() -> Option<World> {
+    let tc = common::chain(&MarketConfig::default()).await?;
+    let (tenant, provider, unstaked, stranger) = (
+        tc.accounts[2],
+        tc.accounts[3],
+        tc.accounts[4],
+        tc.accounts[9],
+    );
+    let m = common::market(&tc);
+    let t0 = common::freeze(&tc).await + 10;
+    common::register_providers(&tc, &[provider], 10 * SPHN).await;
+    tc.chain
+        .send(
+            unstaked,
+            m.register(
+                "https://u.example".into(),
+                "us-east".into(),
+                vec![9u8; 33].into(),
+            ),
+        )
+        .await
+        .unwrap();
+    common::fund(&tc, tc.addresses.sphn, &[tenant, stranger], 100 * SPHN).await;
+    common::at(&tc, t0).await;
+    tc.chain
+        .send(
+            tenant,
+            m.createOrder(1, tc.addresses.sphn, SPHN, 1, 3600, 60),
+        )
+        .await
+        .unwrap();
+    tc.chain
+        .send(
+            provider,
+            m.placeBid(1, Uint::from(SPHN / 2), Default::default()),
+        )
+        .await
+        .unwrap();
+    Some(World {
+        tc,
+        tenant,
+        provider,
+        unstaked,
+        stranger,
+        t0,
+    })
+}
+
+/// Runs `refused` and checks that nothing changed.
+macro_rules! refused {
+    ($w:expr, $from:expr, $call:expr, $name:expr) => {{
+        let before = common::snapshot(&$w.tc, &$w.everyone()).await;
+        common::expect_revert(&$w.tc, $from, $call, $name).await;
+        assert_eq!(
+            before,
+            common::snapshot(&$w.tc, &$w.everyone()).await,
+            "{} changed balances",
+            $name
+        );
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_calls_revert_with_named_errors() {
+    let Some(w) = world().await else { return };
+    let m = common::market(&w.tc);
+    refused!(
+        w,
+        w.stranger,
+        m.matchBid(1, U256::ZERO),
+        "NotTenantOrMatcher"
+    );
+    refused!(
+        w,
+        w.provider,
+        m.matchBid(1, U256::ZERO),
+        "NotTenantOrMatcher"
+    );
+    refused!(
+        w,
+        w.stranger,
+        m.slash(w.provider, SPHN, w.stranger),
+        "AccessControlUnauthorizedAccount"
+    );
+    refused!(
+        w,
+        w.stranger,
+        m.setTier(w.provider, 7),
+        "AccessControlUnauthorizedAccount"
+    );
+    refused!(
+        w,
+        w.stranger,
+        m.configureToken(w.tc.addresses.stable, true, 0),
+        "AccessControlUnauthorizedAccount"
+    );
+    refused!(w, w.stranger, m.cancelOrder(1), "NotTenant");
+    refused!(w, w.tc.operator(), m.setTier(w.provider, 8), "InvalidTier");
+    refused!(
+        w,
+        w.tc.admin(),
+        m.configureToken(w.tc.addresses.sphn, true, 50),
+        "InvalidFee"
+    );
+    // With the roles, the same calls pass.
+    w.tc.chain
+        .send(w.tc.operator(), m.setTier(w.provider, 7))
+        .await
+        .unwrap();
+    assert_eq!(m.providerInfo(w.provider).call().await.unwrap().tier, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bids_revert_with_named_errors() {
+    let Some(w) = world().await else { return };
+    let m = common::market(&w.tc);
+    refused!(
+        w,
+        w.unstaked,
+        m.placeBid(1, Uint::from(SPHN / 2), Default::default()),
+        "ProviderNotStaked"
+    );
+    refused!(
+        w,
+        w.stranger,
+        m.placeBid(1, Uint::from(SPHN / 2), Default::default()),
+        "ProviderNotStaked"
+    );
+    refused!(
+        w,
+        w.provider,
+        m.placeBid(1, Uint::from(SPHN + 1), Default::default()),
+        "BidAboveCeiling"
+    );
+    refused!(
+        w,
+        w.provider,
+        m.placeBid(7, Uint::from(1u8), Default::default()),
+        "UnknownOrder"
+    );
+    common::at(&w.tc, w.t0 + 61).await;
+    refused!(
+        w,
+        w.provider,
+        m.placeBid(1, Uint::from(SPHN / 2), Default::default()),
+        "BidWindowClosed"
+    );
+    refused!(w, w.tenant, m.matchBid(1, U256::from(5)), "UnknownBid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn double_close_and_settlement_rules() {
+    let Some(w) = world().await else { return };
+    let m = common::market(&w.tc);
+    common::at(&w.tc, w.t0 + 100).await;
+    w.tc.chain
+        .send(w.tenant, m.matchBid(1, U256::ZERO))
+        .await
+        .unwrap();
+    refused!(w, w.tenant, m.matchBid(1, U256::ZERO), "OrderNotOpen");
+    refused!(w, w.tenant, m.cancelOrder(1), "OrderNotOpen");
+    // Half-way, a stranger may not close a lease that still has funds.
+    common::at(&w.tc, w.t0 + 100 + 1800).await;
+    refused!(w, w.stranger, m.closeLease(1), "FundsNotExhausted");
+    // Past exhaustion anyone may settle it, once.
+    common::at(&w.tc, w.t0 + 100 + 7300).await;
+    w.tc.chain.send(w.stranger, m.closeLease(1)).await.unwrap();
+    let o = m.getOrder(1).call().await.unwrap();
+    assert_eq!(o.state, 3);
+    assert_eq!(
+        m.accountOf(w.tc.addresses.sphn, w.provider)
+            .call()
+            .await
+            .unwrap()
+            .available,
+        SPHN
+    );
+    refused!(w, w.tenant, m.closeLease(1), "LeaseNotActive");
+    refused!(w, w.stranger, m.closeLease(1), "LeaseNotActive");
+    refused!(w, w.provider, m.settleBatch(vec![1]), "LeaseNotActive");
+    common::assert_solvent(&w.tc, &w.everyone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amount_overflow_and_overdraw_revert() {
+    let Some(w) = world().await else { return };
+    let m = common::market(&w.tc);
+    let sphn = w.tc.addresses.sphn;
+    // price x gpus x duration beyond 128 bits.
+    refused!(
+        w,
+        w.tenant,
+        m.createOrder(2, sphn, u128::MAX, 64, 3600 * 24, 60),
+        "AmountOverflow"
+    );
+    // A deposit that would take a balance past 2^128 - 1.
+    common::mint(&w.tc, sphn, &[w.stranger], U256::from(u128::MAX)).await;
+    w.tc.chain
+        .send(
+            w.stranger,
+            common::token(&w.tc, sphn).approve(w.tc.addresses.market, U256::MAX),
+        )
+        .await
+        .unwrap();
+    refused!(
+        w,
+        w.stranger,
+        m.deposit(sphn, U256::from(u128::MAX)),
+        "AmountOverflow"
+    );
+    refused!(
+        w,
+        w.tenant,
+        m.withdraw(sphn, U256::from(1_000 * SPHN)),
+        "InsufficientBalance"
+    );
+    refused!(
+        w,
+        w.tenant,
+        m.createOrder(2, sphn, 1_000 * SPHN, 1, 3600, 60),
+        "InsufficientBalance"
+    );
+    refused!(
+        w,
+        w.tenant,
+        m.createOrder(1, sphn, SPHN, 1, 3600, 60),
+        "OrderExists"
+    );
+    refused!(
+        w,
+        w.tenant,
+        m.deposit(Address::repeat_byte(0x42), U256::from(1)),
+        "TokenNotAllowed"
+    );
+    refused!(w, w.tenant, m.deposit(sphn, U256::ZERO), "ZeroAmount");
+    refused!(
+        w,
+        w.provider,
+        m.requestUnstake(11 * SPHN),
+        "InsufficientStake"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reentrancy_through_a_malicious_token_reverts() {
+    let Some(w) = world().await else { return };
+    let m = common::market(&w.tc);
+    let attacker = w.stranger;
+    let evil_addr = {
+        let _g = w.tc.chain.lock().await;
+        ReentrantToken::deploy_builder(w.tc.chain.provider())
+            .from(attacker)
+            .deploy()
+            .await
+            .unwrap()
+    };
+    let evil = ReentrantToken::new(evil_addr, w.tc.chain.provider().clone());
+    w.tc.chain
+        .send(w.tc.admin(), m.configureToken(evil_addr, true, 0))
+        .await
+        .unwrap();
+    w.tc.chain
+        .send(attacker, evil.mint(attacker, U256::from(1_000u64)))
+        .await
+        .unwrap();
+    w.tc.chain
+        .send(attacker, evil.approve(w.tc.addresses.market, U256::MAX))
+        .await
+        .unwrap();
+    w.tc.chain
+        .send(attacker, m.deposit(evil_addr, U256::from(500u64)))
+        .await
+        .unwrap();
+    // Arm: every transfer calls market.withdraw(evil, 100) from inside the token.
+    let payload = SpheronMarket::withdrawCall {
+        token: evil_addr,
+        amount: U256::from(100u64),
+    }
+    .abi_encode();
+    w.tc.chain
+        .send(attacker, evil.arm(w.tc.addresses.market, payload.into()))
+        .await
+        .unwrap();
+    let before = snap(&w.tc, evil_addr, attacker).await;
+    common::expect_revert(
+        &w.tc,
+        attacker,
+        m.withdraw(evil_addr, U256::from(100u64)),
+        "ReentrancyGuardReentrantCall",
+    )
+    .await;
+    common::expect_revert(
+        &w.tc,
+        attacker,
+        m.deposit(evil_addr, U256::from(100u64)),
+        "ReentrancyGuardReentrantCall",
+    )
+    .await;
+    assert_eq!(before, snap(&w.tc, evil_addr, attacker).await);
+    assert_eq!(before.0, 500);
+}
+
+async fn snap(tc: &TestChain, evil_addr: Address, attacker: Address) -> (u128, U256, U256) {
+    let m = common::market(tc);
+    let evil = ReentrantToken::new(evil_addr, tc.chain.provider().clone());
+    (
+        m.accountOf(evil_addr, attacker)
+            .call()
+            .await
+            .unwrap()
+            .available,
+        evil.balanceOf(tc.addresses.market).call().await.unwrap(),
+        evil.balanceOf(attacker).call().await.unwrap(),
+    )
+}
