@@ -115,8 +115,9 @@ impl SimFleet {
 
     /// The standard fleet of the quickstart: twelve providers in six regions, H200 down to T4,
     /// prices in a 6-decimal USD token. `fra-bargain` is the cheapest, best-placed H100 seller
-    /// in Europe, but its "H100" gives wrong answers: it wins the first ranking for a European
-    /// H100 order and then fails its proof-of-GPU challenge.
+    /// in Europe, but its "H100" gives wrong answers: when the matcher ranks it first for a European
+    /// H100 order (as it does with the quickstart's seed), it fails its proof-of-GPU challenge and
+    /// the next bid is taken.
     pub fn standard() -> Self {
         let undercut = BidStrategy::UndercutCeiling { discount_bps: 500 };
         let list = BidStrategy::ListPrice;
