@@ -8,7 +8,7 @@ use futures::StreamExt;
 use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
 use spheron::Marketplace;
-use spheron_core::{Error, LeaseHandle, LogSource, LogStream};
+use spheron_core::{LeaseHandle, LogSource, LogStream};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,10 +37,6 @@ impl PyLease {
         });
         self.report_of(&r)
     }
-}
-
-async fn stop_or_closed(h: LeaseHandle) -> Result<spheron_core::LeaseReport, Error> {
-    h.stop().await
 }
 
 #[pymethods]
@@ -128,7 +124,7 @@ impl PyLease {
     /// has already closed raises `LeaseClosedError`.
     fn stop(&self, py: Python<'_>) -> PyResult<PyLeaseReport> {
         let h = self.handle.clone();
-        let r = block_on_uninterruptible(py, stop_or_closed(h))
+        let r = block_on_uninterruptible(py, async move { h.stop().await })
             .map_err(|e| to_py(py, Some(&self.market), e))?;
         Ok(self.report_of(&r))
     }
