@@ -40,6 +40,13 @@ pub use marketplace::{LocalBuilder, Marketplace};
 pub use spheron_core as core;
 pub use spheron_core::*;
 pub use spheron_gpu as gpu;
+/// The EVM escrow, market, manifests and anvil harness (feature `chain`).
+#[cfg(feature = "chain")]
+pub use spheron_chain as chain;
+#[cfg(feature = "chain")]
+pub mod evm;
+#[cfg(feature = "chain")]
+pub use evm::{EvmBuilder, EvmMarketplace};
 /// The Kubernetes launcher and GPU inventory (feature `k8s`).
 #[cfg(feature = "k8s")]
 pub use spheron_k8s as k8s;

@@ -41,7 +41,8 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
         Cancelled
     }
 
-    /// @notice An order; once matched it also describes the lease.
+    /// @notice An order; once matched it also describes the lease. Three storage slots: the
+    /// lease's provider is read from its bid, so matching writes no new slot.
     struct Order {
         // slot 0
         address tenant;
@@ -52,11 +53,26 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
         // slot 1
         address token;
         uint40 start;
+        uint16 matchedBid; // the lease's provider is _bids[id][matchedBid].provider
         uint32 durationSecs;
         // slot 2
         uint128 price; // ceiling per GPU-hour while open, agreed price once leased
         uint128 locked;
-        // slot 3
+    }
+
+    /// @notice An order as returned by `getOrder`: the stored fields plus the lease's provider.
+    struct OrderView {
+        address tenant;
+        uint32 gpus;
+        uint40 bidDeadline;
+        uint16 bidCount;
+        State state;
+        address token;
+        uint40 start;
+        uint16 matchedBid;
+        uint32 durationSecs;
+        uint128 price;
+        uint128 locked;
         address provider;
     }
 
@@ -147,6 +163,8 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
     error BidWindowClosed(uint64 id, uint256 deadline);
     /// @notice The bidder is not registered or not staked.
     error ProviderNotStaked(address provider);
+    /// @notice The order holds the most bids it can (65535).
+    error TooManyBids(uint64 id);
     /// @notice No such bid.
     error UnknownBid(uint64 id, uint256 bidIndex);
     /// @notice The lease is not active (never started, or already closed).
@@ -291,6 +309,7 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
         if (pricePerGpuHour > o.price) revert BidAboveCeiling(pricePerGpuHour, o.price);
         if (!canBid(msg.sender)) revert ProviderNotStaked(msg.sender);
         bidIndex = o.bidCount;
+        if (bidIndex == type(uint16).max) revert TooManyBids(id);
         o.bidCount = uint16(bidIndex + 1);
         _bids[id][bidIndex] = Bid({provider: msg.sender, price: pricePerGpuHour});
         emit BidPlaced(id, bidIndex, msg.sender, pricePerGpuHour, model);
@@ -304,7 +323,7 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
         if (o.state != State.Open) revert OrderNotOpen(id);
         if (bidIndex >= o.bidCount) revert UnknownBid(id, bidIndex);
         Bid memory b = _bids[id][bidIndex];
-        _startLease(id, o, b.provider, b.price, o.gpus);
+        _startLease(id, o, bidIndex, b.provider, b.price, o.gpus);
     }
 
     /// @notice The tenant opens a lease on its order directly, with a provider it chose, at a
@@ -320,7 +339,12 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
         if (gpus == 0 || (o.gpus != 0 && gpus != o.gpus)) revert GpusMismatch(o.gpus, gpus);
         uint256 rate = uint256(pricePerGpuHour) * gpus;
         if (rate > type(uint128).max || rate * MAX_DURATION_SECS / 3600 > type(uint128).max) revert AmountOverflow();
-        _startLease(id, o, provider, pricePerGpuHour, gpus);
+        // The chosen provider is recorded as a bid (its price lives in the order).
+        uint256 bidIndex = o.bidCount;
+        if (bidIndex == type(uint16).max) revert TooManyBids(id);
+        o.bidCount = uint16(bidIndex + 1);
+        _bids[id][bidIndex] = Bid({provider: provider, price: 0});
+        _startLease(id, o, bidIndex, provider, pricePerGpuHour, gpus);
     }
 
     // ---------------------------------------------------------------- settlement
@@ -341,8 +365,22 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
     // ---------------------------------------------------------------- views
 
     /// @notice An order (and its lease).
-    function getOrder(uint64 id) external view returns (Order memory) {
-        return _orders[id];
+    function getOrder(uint64 id) external view returns (OrderView memory v) {
+        Order storage o = _orders[id];
+        v = OrderView({
+            tenant: o.tenant,
+            gpus: o.gpus,
+            bidDeadline: o.bidDeadline,
+            bidCount: o.bidCount,
+            state: o.state,
+            token: o.token,
+            start: o.start,
+            matchedBid: o.matchedBid,
+            durationSecs: o.durationSecs,
+            price: o.price,
+            locked: o.locked,
+            provider: o.state == State.Leased || o.state == State.Closed ? _bids[id][o.matchedBid].provider : address(0)
+        });
     }
 
     /// @notice A bid.
@@ -394,12 +432,14 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
         emit OrderCreated(id, msg.sender, token, ceiling, gpus, durationSecs, bidDeadline, amount);
     }
 
-    function _startLease(uint64 id, Order storage o, address provider, uint128 price, uint32 gpus) internal {
+    function _startLease(uint64 id, Order storage o, uint256 bidIndex, address provider, uint128 price, uint32 gpus)
+        internal
+    {
         o.state = State.Leased;
         o.gpus = gpus;
         o.start = uint40(block.timestamp);
+        o.matchedBid = uint16(bidIndex);
         o.price = price;
-        o.provider = provider;
         emit LeaseStarted(id, provider, msg.sender, price, gpus, uint40(block.timestamp));
     }
 
@@ -407,7 +447,7 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
         if (o.state != State.Leased) revert LeaseNotActive(id);
         (uint256 secs, uint256 cost, bool exhausted) = accruedAt(id, block.timestamp);
         address tenant = o.tenant;
-        address provider = o.provider;
+        address provider = _bids[id][o.matchedBid].provider;
         if (!exhausted && msg.sender != tenant && msg.sender != provider && !hasRole(MATCHER_ROLE, msg.sender)) {
             revert FundsNotExhausted(id, cost, o.locked);
         }

@@ -237,7 +237,7 @@ impl EvmEscrow {
         }
     }
 
-    async fn order(&self, id: u64) -> Result<SpheronMarket::Order> {
+    async fn order(&self, id: u64) -> Result<SpheronMarket::OrderView> {
         self.m()
             .getOrder(id)
             .call()
@@ -312,7 +312,7 @@ impl EvmEscrow {
     }
 
     /// Checks lease `lease` is active on chain and returns its order.
-    async fn active_lease(&self, lease: LeaseId) -> Result<SpheronMarket::Order> {
+    async fn active_lease(&self, lease: LeaseId) -> Result<SpheronMarket::OrderView> {
         let o = self.order(lease.0).await?;
         match State::from_u8(o.state) {
             State::Leased => Ok(o),
@@ -332,7 +332,7 @@ impl EvmEscrow {
 }
 
 /// Orders created by `createOrder` (the market) carry a duration; bare escrow locks do not.
-fn is_market_order(o: &SpheronMarket::Order) -> bool {
+fn is_market_order(o: &SpheronMarket::OrderView) -> bool {
     o.durationSecs != 0
 }
 

@@ -38,6 +38,7 @@ pub mod escrow;
 pub mod manifest;
 pub mod market;
 
+pub use alloy;
 pub use client::Chain;
 pub use deploy::{Addresses, MarketConfig};
 pub use error::{Error, Result};

@@ -15,6 +15,7 @@ use spheron_core::{
     ProviderAgent, ProviderId, Result, Timestamp, TrustTier,
 };
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ use std::time::Duration;
 /// Orders published here keep their [`Order`] in memory so that `close_bidding` knows the
 /// deadline and events carry the full request; orders seen only on chain get a request
 /// rebuilt from the contract's fields (count, duration, ceiling; any model).
+///
+/// `events()` polls the node's logs, starting after the last block in which this client saw
+/// one of its own transactions mined (from genesis before it sent any), so nothing it did
+/// after subscribing is missed.
 pub struct EvmMarket {
     chain: Arc<Chain>,
     market: Address,
@@ -31,8 +36,10 @@ pub struct EvmMarket {
     matcher: Option<Address>,
     clock: Arc<dyn Clock>,
     agents: RwLock<Vec<Arc<dyn ProviderAgent>>>,
-    orders: Mutex<BTreeMap<OrderId, Order>>,
+    orders: Arc<Mutex<BTreeMap<OrderId, Order>>>,
     poll: Duration,
+    /// The latest block this client has seen a transaction of its own mined in.
+    seen: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for EvmMarket {
@@ -75,8 +82,9 @@ impl EvmMarket {
             matcher,
             clock,
             agents: RwLock::new(Vec::new()),
-            orders: Mutex::new(BTreeMap::new()),
+            orders: Arc::new(Mutex::new(BTreeMap::new())),
             poll: Duration::from_millis(100),
+            seen: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -98,6 +106,14 @@ impl EvmMarket {
 
     fn m(&self) -> SpheronMarket::SpheronMarketInstance<DynProvider> {
         SpheronMarket::new(self.market, self.chain.provider().clone())
+    }
+
+    fn sent(&self, r: crate::Result<alloy::rpc::types::TransactionReceipt>) -> Result<()> {
+        let receipt = r.map_err(core_error)?;
+        if let Some(n) = receipt.block_number {
+            self.seen.fetch_max(n, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn cached(&self, id: OrderId) -> Option<Order> {
@@ -144,13 +160,13 @@ impl EvmMarket {
         Ok(latest.into_values().collect())
     }
 
-    fn request_from_chain(o: &SpheronMarket::Order) -> GpuRequest {
+    fn request_from_chain(gpus: u32, duration_secs: u32, ceiling: u128) -> GpuRequest {
         GpuRequest {
             models: Vec::new(),
             min_memory_gib: 0,
-            count: o.gpus,
-            duration_secs: u64::from(o.durationSecs),
-            max_price_per_gpu_hour: spheron_core::Amount(o.price),
+            count: gpus,
+            duration_secs: u64::from(duration_secs),
+            max_price_per_gpu_hour: spheron_core::Amount(ceiling),
             regions: Vec::new(),
             deny_regions: Vec::new(),
             location: None,
@@ -180,10 +196,7 @@ impl Market for EvmMarket {
             duration,
             window,
         );
-        self.chain
-            .send(address(order.tenant), call)
-            .await
-            .map_err(core_error)?;
+        self.sent(self.chain.send(address(order.tenant), call).await)?;
         self.orders
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -211,10 +224,7 @@ impl Market for EvmMarket {
             })?;
         let m = self.m();
         let call = m.placeBid(bid.order.0, price, model_bytes(bid.model));
-        self.chain
-            .send(address(bid.provider), call)
-            .await
-            .map_err(core_error)?;
+        self.sent(self.chain.send(address(bid.provider), call).await)?;
         Ok(())
     }
 
@@ -264,10 +274,11 @@ impl Market for EvmMarket {
                 o.tenant
             }
         };
-        self.chain
-            .send(from, self.m().matchBid(order.0, U256::from(*idx)))
-            .await
-            .map_err(core_error)?;
+        self.sent(
+            self.chain
+                .send(from, self.m().matchBid(order.0, U256::from(*idx)))
+                .await,
+        )?;
         Ok(())
     }
 
@@ -281,17 +292,19 @@ impl Market for EvmMarket {
         match o.state {
             0 => Err(Error::UnknownOrder(order)),
             1 => {
-                self.chain
-                    .send(o.tenant, self.m().cancelOrder(order.0))
-                    .await
-                    .map_err(core_error)?;
+                self.sent(
+                    self.chain
+                        .send(o.tenant, self.m().cancelOrder(order.0))
+                        .await,
+                )?;
                 Ok(())
             }
             2 => {
-                self.chain
-                    .send(o.tenant, self.m().closeLease(order.0))
-                    .await
-                    .map_err(core_error)?;
+                self.sent(
+                    self.chain
+                        .send(o.tenant, self.m().closeLease(order.0))
+                        .await,
+                )?;
                 Ok(())
             }
             _ => Ok(()),
@@ -302,18 +315,14 @@ impl Market for EvmMarket {
         let provider = self.chain.provider().clone();
         let market = self.market;
         let poll = self.poll;
-        let cache = self
-            .orders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let cache = self.orders.clone();
+        // Everything after the last block this client saw its own transaction in: events of
+        // transactions sent after subscribing are never missed.
+        let seen = self.seen.load(Ordering::Relaxed);
+        let seen_at_subscription = if seen == 0 { 0 } else { seen + 1 };
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
-            let mut from = match provider.get_block_number().await {
-                Ok(n) => n + 1,
-                Err(_) => 0,
-            };
-            let mut cache = cache;
+            let mut from = seen_at_subscription;
             loop {
                 let to = match provider.get_block_number().await {
                     Ok(n) => n,
@@ -325,7 +334,11 @@ impl Market for EvmMarket {
                         break;
                     };
                     for log in logs {
-                        if let Some(e) = to_market_event(&log, &mut cache) {
+                        let e = {
+                            let cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+                            to_market_event(&log, &cache)
+                        };
+                        if let Some(e) = e {
                             if tx.send(e).await.is_err() {
                                 return;
                             }
@@ -346,7 +359,7 @@ impl Market for EvmMarket {
 
 fn to_market_event(
     log: &alloy::rpc::types::Log,
-    cache: &mut BTreeMap<OrderId, Order>,
+    cache: &BTreeMap<OrderId, Order>,
 ) -> Option<MarketEvent> {
     let topic = *log.topics().first()?;
     let at = Timestamp(log.block_timestamp.unwrap_or_default() * 1000);
@@ -356,19 +369,7 @@ fn to_market_event(
         let order = cache.get(&id).cloned().unwrap_or_else(|| Order {
             id,
             tenant: account(ev.tenant),
-            request: EvmMarket::request_from_chain(&SpheronMarket::Order {
-                tenant: ev.tenant,
-                gpus: ev.gpus,
-                bidDeadline: ev.bidDeadline,
-                bidCount: 0,
-                state: 1,
-                token: ev.token,
-                start: Default::default(),
-                durationSecs: ev.durationSecs,
-                price: ev.maxPricePerGpuHour,
-                locked: ev.locked,
-                provider: Address::ZERO,
-            }),
+            request: EvmMarket::request_from_chain(ev.gpus, ev.durationSecs, ev.maxPricePerGpuHour),
             created_at: at,
             bid_deadline: Timestamp(ev.bidDeadline.to::<u64>() * 1000),
         });
