@@ -21,16 +21,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tc = TestChain::start(&MarketConfig::default()).await?;
     println!("anvil at {} market {}", tc.endpoint(), tc.addresses.market);
     let sphn = TestToken::new(tc.addresses.sphn, tc.chain.provider().clone());
-    let whole = 10u128.pow(18);
-    // The tenant (dev account 2) and three providers (dev accounts 3..=5) get SPHN to work with.
-    for a in &tc.accounts[2..6] {
+    let usds = TestToken::new(tc.addresses.stable, tc.chain.provider().clone());
+    let whole = 1_000_000u128; // USDS has 6 decimals
+    // Three providers (dev accounts 3..=5) get SPHN to stake; the tenant (dev account 2) USDS.
+    for a in &tc.accounts[3..6] {
         tc.chain
-            .send(tc.admin(), sphn.mint(*a, U256::from(100_000 * whole)))
+            .send(tc.admin(), sphn.mint(*a, U256::from(10u128.pow(24))))
             .await?;
     }
+    tc.chain
+        .send(
+            tc.admin(),
+            usds.mint(tc.accounts[2], U256::from(1_000 * whole)),
+        )
+        .await?;
     let fleet = SimFleet::standard();
     let mut builder = Marketplace::evm(&tc.endpoint(), tc.keys[2].clone(), tc.addresses)
         .operator(tc.keys[1].clone())
+        .payment(Token::usd(), tc.addresses.stable)
         .bid_window(std::time::Duration::from_secs(1))
         .seed(7);
     for (key, sim) in tc.keys[3..6].iter().zip(fleet.providers) {
@@ -47,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lease = market
         .rent(
             request,
-            Workload::command(["echo", "hello from a lease paid on chain"]),
+            Workload::command(["sh", "-c", "sleep 3; echo hello from a lease paid on chain"]),
         )
         .await?;
     let report = lease.wait().await;
@@ -57,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("settlement on chain: {:?}", report.settlement);
     println!(
-        "paid {} SPHN base units, refunded {:?}",
+        "paid {} USDS base units (less the 1% protocol fee to the provider), refunded {:?}",
         report.cost.0,
         report.refunded()
     );
