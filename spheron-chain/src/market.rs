@@ -338,10 +338,10 @@ impl Market for EvmMarket {
                             let cache = cache.lock().unwrap_or_else(|p| p.into_inner());
                             to_market_event(&log, &cache)
                         };
-                        if let Some(e) = e {
-                            if tx.send(e).await.is_err() {
-                                return;
-                            }
+                        if let Some(e) = e
+                            && tx.send(e).await.is_err()
+                        {
+                            return;
                         }
                     }
                     from = to + 1;
