@@ -108,12 +108,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         now += 1800;
         c.provider().anvil_set_next_block_timestamp(now).await?;
         let r = c.send(tenant, m.closeLease(id)).await?;
-        step(
-            &mut rows,
-            &mut lifecycle,
-            "closeLease (mid-way)",
-            &r,
-        );
+        step(&mut rows, &mut lifecycle, "closeLease (mid-way)", &r);
         rows.push((format!("LIFECYCLE TOTAL ({label})"), lifecycle));
     }
     let r = c.send(provider, m.withdraw(usds, U256::from(unit))).await?;

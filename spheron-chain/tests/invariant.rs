@@ -58,14 +58,20 @@ async fn run(tc: &spheron_chain::anvil::TestChain, seed: u64) {
                 common::fund(tc, token, &[anyone], amount).await;
                 Ok(())
             }
-            1 => chain.send(anyone, m.withdraw(token, U256::from(amount))).await.map(drop),
+            1 => chain
+                .send(anyone, m.withdraw(token, U256::from(amount)))
+                .await
+                .map(drop),
             2 | 3 => {
                 next_id += 1;
                 let price = 1 + u128::from(r(3_000_000, &mut rng));
                 let gpus = 1 + r(4, &mut rng) as u32;
                 let secs = 60 + r(7200, &mut rng) as u32;
                 chain
-                    .send(tenant, m.createOrder(next_id - 1, token, price, gpus, secs, 120))
+                    .send(
+                        tenant,
+                        m.createOrder(next_id - 1, token, price, gpus, secs, 120),
+                    )
                     .await
                     .map(drop)
             }
@@ -77,7 +83,11 @@ async fn run(tc: &spheron_chain::anvil::TestChain, seed: u64) {
                     .map(drop)
             }
             6 => {
-                let from = if r(2, &mut rng) == 0 { tenant } else { tc.operator() };
+                let from = if r(2, &mut rng) == 0 {
+                    tenant
+                } else {
+                    tc.operator()
+                };
                 chain
                     .send(from, m.matchBid(id, U256::from(r(3, &mut rng))))
                     .await
@@ -86,11 +96,17 @@ async fn run(tc: &spheron_chain::anvil::TestChain, seed: u64) {
             7 => chain.send(anyone, m.closeLease(id)).await.map(drop),
             8 => {
                 let ids: Vec<u64> = (0..3).map(|_| 1 + r(next_id, &mut rng)).collect();
-                chain.send(tc.operator(), m.settleBatch(ids)).await.map(drop)
+                chain
+                    .send(tc.operator(), m.settleBatch(ids))
+                    .await
+                    .map(drop)
             }
             9 => chain.send(tenant, m.cancelOrder(id)).await.map(drop),
             10 => match r(3, &mut rng) {
-                0 => chain.send(provider, m.stake(amount % 20_000 + 1)).await.map(drop),
+                0 => chain
+                    .send(provider, m.stake(amount % 20_000 + 1))
+                    .await
+                    .map(drop),
                 1 => chain
                     .send(provider, m.requestUnstake(amount % 20_000 + 1))
                     .await
@@ -98,7 +114,10 @@ async fn run(tc: &spheron_chain::anvil::TestChain, seed: u64) {
                 _ => chain.send(provider, m.withdrawUnstaked()).await.map(drop),
             },
             11 => chain
-                .send(tc.operator(), m.slash(provider, amount % 30_000 + 1, anyone))
+                .send(
+                    tc.operator(),
+                    m.slash(provider, amount % 30_000 + 1, anyone),
+                )
                 .await
                 .map(drop),
             12 => {
@@ -108,7 +127,10 @@ async fn run(tc: &spheron_chain::anvil::TestChain, seed: u64) {
                         .await
                         .map(drop)
                 } else {
-                    chain.send(tc.admin(), m.withdrawFees(token, tc.admin())).await.map(drop)
+                    chain
+                        .send(tc.admin(), m.withdrawFees(token, tc.admin()))
+                        .await
+                        .map(drop)
                 }
             }
             _ => {
@@ -124,5 +146,8 @@ async fn run(tc: &spheron_chain::anvil::TestChain, seed: u64) {
         }
         common::assert_solvent(tc, &everyone).await;
     }
-    assert!(ok > STEPS / 4, "seed {seed}: only {ok} of {STEPS} steps succeeded");
+    assert!(
+        ok > STEPS / 4,
+        "seed {seed}: only {ok} of {STEPS} steps succeeded"
+    );
 }

@@ -26,11 +26,17 @@ async fn manifest_from_the_tenant_is_accepted_and_any_other_rejected() {
     common::register_providers(&tc, &[provider], 10 * SPHN).await;
     common::fund(&tc, tc.addresses.sphn, &[tenant], 10 * SPHN).await;
     tc.chain
-        .send(tenant, m.createOrder(1, tc.addresses.sphn, SPHN, 1, 3600, 60))
+        .send(
+            tenant,
+            m.createOrder(1, tc.addresses.sphn, SPHN, 1, 3600, 60),
+        )
         .await
         .unwrap();
     tc.chain
-        .send(provider, m.placeBid(1, alloy::primitives::Uint::from(SPHN), Default::default()))
+        .send(
+            provider,
+            m.placeBid(1, alloy::primitives::Uint::from(SPHN), Default::default()),
+        )
         .await
         .unwrap();
     let chain_id = tc.chain.provider().get_chain_id().await.unwrap();
@@ -40,29 +46,66 @@ async fn manifest_from_the_tenant_is_accepted_and_any_other_rejected() {
         .await
         .unwrap();
     // Not yet a lease: refused.
-    let e = manifest::verify(&tc.chain, tc.addresses.market, &signed).await.unwrap_err();
-    assert!(matches!(e, Error::Invalid { field: "manifest.lease", .. }), "{e}");
-    tc.chain.send(tenant, m.matchBid(1, U256::ZERO)).await.unwrap();
+    let e = manifest::verify(&tc.chain, tc.addresses.market, &signed)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Invalid {
+                field: "manifest.lease",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    tc.chain
+        .send(tenant, m.matchBid(1, U256::ZERO))
+        .await
+        .unwrap();
     assert_eq!(
-        manifest::verify(&tc.chain, tc.addresses.market, &signed).await.unwrap(),
+        manifest::verify(&tc.chain, tc.addresses.market, &signed)
+            .await
+            .unwrap(),
         tenant
     );
     // Signed by someone else (even claiming to be the tenant): rejected.
-    let mut forged = manifest::sign(&tc.keys[7], &domain, 1, body.clone(), 1).await.unwrap();
-    let e = manifest::verify(&tc.chain, tc.addresses.market, &forged).await.unwrap_err();
+    let mut forged = manifest::sign(&tc.keys[7], &domain, 1, body.clone(), 1)
+        .await
+        .unwrap();
+    let e = manifest::verify(&tc.chain, tc.addresses.market, &forged)
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::WrongManifestSigner { .. }), "{e}");
     forged.header.tenant = tenant;
-    let e = manifest::verify(&tc.chain, tc.addresses.market, &forged).await.unwrap_err();
+    let e = manifest::verify(&tc.chain, tc.addresses.market, &forged)
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::WrongManifestSigner { .. }), "{e}");
     // A tampered body: rejected.
     let mut tampered = signed.clone();
     tampered.body = b"rm -rf /".to_vec();
-    let e = manifest::verify(&tc.chain, tc.addresses.market, &tampered).await.unwrap_err();
-    assert!(matches!(e, Error::Invalid { field: "manifest.body", .. }), "{e}");
+    let e = manifest::verify(&tc.chain, tc.addresses.market, &tampered)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Invalid {
+                field: "manifest.body",
+                ..
+            }
+        ),
+        "{e}"
+    );
     // A signature for another market (domain): rejected.
     let other = manifest::domain(chain_id, tc.addresses.stable);
-    let wrong_domain = manifest::sign(&tc.keys[2], &other, 1, body, 1).await.unwrap();
-    let e = manifest::verify(&tc.chain, tc.addresses.market, &wrong_domain).await.unwrap_err();
+    let wrong_domain = manifest::sign(&tc.keys[2], &other, 1, body, 1)
+        .await
+        .unwrap();
+    let e = manifest::verify(&tc.chain, tc.addresses.market, &wrong_domain)
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::WrongManifestSigner { .. }), "{e}");
 }
 
@@ -81,11 +124,20 @@ async fn evm_market_publishes_streams_bids_and_matches() {
         Some(tc.operator()),
         Arc::new(SystemClock),
     );
-    let escrow = EvmEscrow::new(chain, tc.addresses.market, tc.addresses.sphn, Token::sphn(), tc.operator())
+    let escrow = EvmEscrow::new(
+        chain,
+        tc.addresses.market,
+        tc.addresses.sphn,
+        Token::sphn(),
+        tc.operator(),
+    )
+    .await
+    .unwrap();
+    common::mint(&tc, tc.addresses.sphn, &[tenant], U256::from(100 * SPHN)).await;
+    escrow
+        .deposit(account(tenant), Amount(100 * SPHN))
         .await
         .unwrap();
-    common::mint(&tc, tc.addresses.sphn, &[tenant], U256::from(100 * SPHN)).await;
-    escrow.deposit(account(tenant), Amount(100 * SPHN)).await.unwrap();
     let mut events = market.events();
     let request = GpuRequest::builder()
         .gpu("h100")
@@ -104,8 +156,14 @@ async fn evm_market_publishes_streams_bids_and_matches() {
     market.publish(order.clone()).await.unwrap();
     // The budget is locked at publication; the escrow's lock of the same budget confirms it.
     let budget = request.budget().unwrap();
-    assert_eq!(escrow.balance(account(tenant)).await.unwrap().locked, budget);
-    escrow.lock(OrderId(42), account(tenant), budget).await.unwrap();
+    assert_eq!(
+        escrow.balance(account(tenant)).await.unwrap().locked,
+        budget
+    );
+    escrow
+        .lock(OrderId(42), account(tenant), budget)
+        .await
+        .unwrap();
     for (p, price) in [(p1, 2 * SPHN), (p2, 5 * SPHN / 2)] {
         market
             .place_bid(Bid {
@@ -127,7 +185,10 @@ async fn evm_market_publishes_streams_bids_and_matches() {
             placed_at: Timestamp(0),
         })
         .await;
-    assert!(matches!(above, Err(spheron_core::Error::BidAboveCeiling { .. })), "{above:?}");
+    assert!(
+        matches!(above, Err(spheron_core::Error::BidAboveCeiling { .. })),
+        "{above:?}"
+    );
     let bids = market.close_bidding(OrderId(42)).await.unwrap();
     assert_eq!(bids.len(), 2);
     assert!(bids.iter().all(|b| b.model == GpuModel::H100Sxm));
@@ -158,9 +219,17 @@ async fn evm_market_publishes_streams_bids_and_matches() {
             .unwrap();
         seen.push(e);
     }
-    assert!(matches!(&seen[0], MarketEvent::OrderPublished(o) if o.id == OrderId(42) && o.request == request));
+    assert!(
+        matches!(&seen[0], MarketEvent::OrderPublished(o) if o.id == OrderId(42) && o.request == request)
+    );
     assert!(matches!(&seen[1], MarketEvent::BidPlaced(b) if b.provider == account(p1)));
     assert!(matches!(&seen[2], MarketEvent::BidPlaced(b) if b.provider == account(p2)));
-    assert!(matches!(&seen[3], MarketEvent::Matched { lease: LeaseId(42), .. }));
+    assert!(matches!(
+        &seen[3],
+        MarketEvent::Matched {
+            lease: LeaseId(42),
+            ..
+        }
+    ));
     assert!(matches!(&seen[4], MarketEvent::OrderClosed(OrderId(42))));
 }
