@@ -591,3 +591,57 @@ pub async fn solvency(
     }
     Ok(Solvency { held, owed })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revert(name: &str) -> ChainError {
+        ChainError::Revert {
+            contract: "SpheronMarket",
+            name: name.to_string(),
+        }
+    }
+
+    #[test]
+    fn contract_errors_map_to_core_kinds_with_their_values() {
+        assert!(matches!(
+            core_error(revert(
+                "InsufficientBalance { needed: 600, available: 400 }"
+            )),
+            Error::InsufficientFunds {
+                needed: Amount(600),
+                available: Amount(400)
+            }
+        ));
+        assert!(matches!(
+            core_error(revert("OrderExists { id: 7 }")),
+            Error::AlreadyLocked(OrderId(7))
+        ));
+        assert!(matches!(
+            core_error(revert("BidAboveCeiling { price: 5, ceiling: 4 }")),
+            Error::BidAboveCeiling {
+                price: Amount(5),
+                ceiling: Amount(4)
+            }
+        ));
+        assert!(matches!(
+            core_error(revert("AmountOverflow")),
+            Error::Overflow { .. }
+        ));
+        // Anything else stays a backend error that names the revert.
+        match core_error(revert("NotTenant { id: 1, caller: 0x00 }")) {
+            Error::Backend { backend, message } => {
+                assert_eq!(backend, "evm");
+                assert!(message.contains("NotTenant"), "{message}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accounts_and_addresses_are_the_same_bytes() {
+        let a = AccountId([7; 20]);
+        assert_eq!(account(address(a)), a);
+    }
+}

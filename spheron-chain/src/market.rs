@@ -411,3 +411,21 @@ fn to_market_event(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_models_round_trip_through_bytes32() {
+        for m in [
+            GpuModel::H100Sxm,
+            GpuModel::A100_80G,
+            GpuModel::Rtx4090,
+            GpuModel::T4,
+        ] {
+            assert_eq!(model_of(model_bytes(m)), Some(m));
+        }
+        assert_eq!(model_of(FixedBytes([0xff; 32])), None);
+    }
+}
