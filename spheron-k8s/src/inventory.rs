@@ -213,6 +213,7 @@ impl ProviderAgent for KubeProviderAgent {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{

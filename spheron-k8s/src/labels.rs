@@ -55,6 +55,7 @@ pub fn model_from_product(product: &str) -> Option<GpuModel> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -65,7 +66,10 @@ mod tests {
                 assert_eq!(model_from_product(l), Some(m), "{l}");
             }
         }
-        assert_eq!(model_from_product("NVIDIA-A100-SXM4-80GB-MIG-1g.10gb"), None);
+        assert_eq!(
+            model_from_product("NVIDIA-A100-SXM4-80GB-MIG-1g.10gb"),
+            None
+        );
         assert_eq!(model_from_product("NVIDIA-H100-80GB-HBM3-SHARED"), None);
         assert_eq!(model_from_product("AMD-MI300X"), None);
     }

@@ -34,6 +34,7 @@ pub struct KubeLauncherBuilder {
     expiry_grace: Duration,
     deletion_timeout: Duration,
     check_capacity: bool,
+    finished_retention: Option<Duration>,
 }
 
 impl std::fmt::Debug for KubeLauncherBuilder {
@@ -93,6 +94,15 @@ impl KubeLauncherBuilder {
         self
     }
 
+    /// How long a finished workload's namespace is kept before it is deleted: `Some(ZERO)`
+    /// (the default) deletes it before the end is reported, so a closed lease leaves nothing in
+    /// the cluster; `None` keeps it until `stop`. Logs stay readable from the launcher either way.
+    #[must_use]
+    pub fn finished_retention(mut self, keep: Option<Duration>) -> Self {
+        self.finished_retention = keep;
+        self
+    }
+
     /// Refuse launches asking for more GPUs than any node of the model has (default on).
     #[must_use]
     pub fn check_capacity(mut self, check: bool) -> Self {
@@ -135,6 +145,7 @@ impl KubeLauncherBuilder {
                 expiry_grace: self.expiry_grace,
                 deletion_timeout: self.deletion_timeout,
                 check_capacity: self.check_capacity,
+                finished_retention: self.finished_retention,
                 leases: Mutex::new(HashMap::new()),
             }),
         })
@@ -171,6 +182,7 @@ struct Inner {
     expiry_grace: Duration,
     deletion_timeout: Duration,
     check_capacity: bool,
+    finished_retention: Option<Duration>,
     leases: Mutex<HashMap<WorkloadId, Arc<LeaseRun>>>,
 }
 
@@ -216,12 +228,18 @@ impl KubeLauncher {
             expiry_grace: Duration::from_secs(30),
             deletion_timeout: Duration::from_secs(120),
             check_capacity: true,
+            finished_retention: Some(Duration::ZERO),
         }
     }
 
     /// The objects `launch` would create, after every check that needs no cluster.
     pub fn render(&self, spec: &LaunchSpec, workload: &Workload) -> Result<LeaseObjects> {
-        render(&self.inner.render, spec, workload, &self.inner.workload_name)
+        render(
+            &self.inner.render,
+            spec,
+            workload,
+            &self.inner.workload_name,
+        )
     }
 
     /// The namespace a lease runs in.
@@ -260,7 +278,7 @@ impl KubeLauncher {
         run.logs
             .push(LogSource::System, format!("launched in namespace {ns}"));
         let watch_task = tokio::spawn(watch_pods(
-            self.inner.client.clone(),
+            self.inner.clone(),
             run.clone(),
             spec.lease.to_string(),
         ));
@@ -323,7 +341,10 @@ impl KubeLauncher {
         let c = self.inner.client.clone();
         let ns = o.namespace_name();
         let pp = PostParams::default();
-        match Api::<Namespace>::all(c.clone()).create(&pp, &o.namespace).await {
+        match Api::<Namespace>::all(c.clone())
+            .create(&pp, &o.namespace)
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 return Err(Error::AlreadyLaunched(ns.to_string()));
@@ -407,30 +428,7 @@ async fn teardown(inner: &Arc<Inner>, id: &WorkloadId, why: &str) -> Result<()> 
         .cloned()
         .ok_or_else(|| Error::UnknownWorkload(id.clone()))?;
     run.stopping.send_replace(true);
-    let api = Api::<Namespace>::all(inner.client.clone());
-    match api.delete(&run.namespace, &DeleteParams::foreground()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => return Err(Error::api(format!("delete namespace {}", run.namespace), e)),
-    }
-    let gone = async {
-        loop {
-            match api.get_opt(&run.namespace).await {
-                Ok(None) => return Ok(()),
-                Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
-                Err(e) => return Err(Error::api(format!("get namespace {}", run.namespace), e)),
-            }
-        }
-    };
-    match tokio::time::timeout(inner.deletion_timeout, gone).await {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(Error::Timeout {
-                what: format!("namespace {} to be deleted", run.namespace),
-                seconds: inner.deletion_timeout.as_secs(),
-            });
-        }
-    }
+    delete_namespace(inner, &run.namespace).await?;
     for t in run
         .tasks
         .lock()
@@ -446,6 +444,32 @@ async fn teardown(inner: &Arc<Inner>, id: &WorkloadId, why: &str) -> Result<()> 
     );
     run.logs.close();
     Ok(())
+}
+
+/// Deletes a namespace (and so everything in it) and waits until the API server no longer has it.
+async fn delete_namespace(inner: &Inner, namespace: &str) -> Result<()> {
+    let api = Api::<Namespace>::all(inner.client.clone());
+    match api.delete(namespace, &DeleteParams::foreground()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(Error::api(format!("delete namespace {namespace}"), e)),
+    }
+    let gone = async {
+        loop {
+            match api.get_opt(namespace).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(e) => return Err(Error::api(format!("get namespace {namespace}"), e)),
+            }
+        }
+    };
+    match tokio::time::timeout(inner.deletion_timeout, gone).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout {
+            what: format!("namespace {namespace} to be deleted"),
+            seconds: inner.deletion_timeout.as_secs(),
+        }),
+    }
 }
 
 async fn expire(inner: Arc<Inner>, id: WorkloadId, at: spheron_core::Timestamp) {
@@ -507,8 +531,8 @@ fn pod_status(p: &Pod) -> (WorkloadStatus, u8) {
     }
 }
 
-async fn watch_pods(client: Client, run: Arc<LeaseRun>, lease: String) {
-    let api = Api::<Pod>::namespaced(client.clone(), &run.namespace);
+async fn watch_pods(inner: Arc<Inner>, run: Arc<LeaseRun>, lease: String) {
+    let api = Api::<Pod>::namespaced(inner.client.clone(), &run.namespace);
     let cfg = watcher::Config::default().labels(&format!("{LEASE_LABEL}={lease}"));
     let mut events = watcher(api.clone(), cfg).boxed();
     let mut pods: BTreeMap<String, Pod> = BTreeMap::new();
@@ -550,8 +574,8 @@ async fn watch_pods(client: Client, run: Arc<LeaseRun>, lease: String) {
         }
         // Start a log stream for each pod that has started a container.
         for (name, p) in &pods {
-            let started = matches!(pod_status(p).0, WorkloadStatus::Running)
-                || pod_status(p).0.is_terminal();
+            let started =
+                matches!(pod_status(p).0, WorkloadStatus::Running) || pod_status(p).0.is_terminal();
             if started && streaming.insert(name.clone()) {
                 ever_started = true;
                 log_tasks.push(tokio::spawn(stream_logs(
@@ -571,9 +595,44 @@ async fn watch_pods(client: Client, run: Arc<LeaseRun>, lease: String) {
                     t.abort();
                 }
             }
-            run.logs.push(LogSource::System, format!("workload ended: {st:?}"));
-            run.set_terminal(st);
-            run.logs.close();
+            run.logs
+                .push(LogSource::System, format!("workload ended: {st:?}"));
+            match inner.finished_retention {
+                // Clean up before announcing the end, so a closed lease leaves nothing behind.
+                Some(d) if d.is_zero() => {
+                    run.stopping.send_replace(true);
+                    match delete_namespace(&inner, &run.namespace).await {
+                        Ok(()) => run.logs.push(
+                            LogSource::System,
+                            format!("namespace {} deleted", run.namespace),
+                        ),
+                        Err(e) => {
+                            tracing::warn!(namespace = %run.namespace, error = %e, "cleanup of a finished lease failed")
+                        }
+                    }
+                    run.set_terminal(st);
+                    run.logs.close();
+                }
+                Some(d) => {
+                    run.set_terminal(st);
+                    run.logs.close();
+                    let inner = inner.clone();
+                    let ns = run.namespace.clone();
+                    let stopping = run.stopping.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(d).await;
+                        if !stopping.send_replace(true)
+                            && let Err(e) = delete_namespace(&inner, &ns).await
+                        {
+                            tracing::warn!(namespace = %ns, error = %e, "cleanup of a finished lease failed");
+                        }
+                    });
+                }
+                None => {
+                    run.set_terminal(st);
+                    run.logs.close();
+                }
+            }
             break;
         }
         if !run.status.borrow().is_terminal() {

@@ -51,6 +51,9 @@ pub mod test_utils;
 
 pub use error::{Error, Result};
 pub use inventory::{KubeInventory, KubeProviderAgent, inventory_from};
+/// The Kubernetes client and API types this crate is built on, so users need not match versions.
+pub use k8s_openapi;
+pub use kube;
 pub use launcher::{KubeLauncher, KubeLauncherBuilder};
 pub use render::{LeaseObjects, WorkloadObjects, render};
 pub use spheron_core::WorkloadLauncher;

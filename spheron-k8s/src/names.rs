@@ -98,7 +98,9 @@ pub fn validate_image(image: &str) -> Result<()> {
                 .chars()
                 .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
         if !hex_ok || want.is_some_and(|w| hex.len() != w) {
-            return bad(format!("digest `{d}` does not hold a valid {algo} hex value"));
+            return bad(format!(
+                "digest `{d}` does not hold a valid {algo} hex value"
+            ));
         }
     }
     // Tag: after the last `:` that follows the last `/`.
@@ -111,8 +113,7 @@ pub fn validate_image(image: &str) -> Result<()> {
         let ok = !t.is_empty()
             && t.len() <= 128
             && t.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-            && t
-                .chars()
+            && t.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
         if !ok {
             return bad(format!(
@@ -131,12 +132,12 @@ pub fn validate_image(image: &str) -> Result<()> {
     if parts.len() > 1 {
         let first = parts[0];
         if first.contains('.') || first.contains(':') || first == "localhost" {
-            validate_domain(first).or_else(|r| bad(r))?;
+            validate_domain(first).or_else(bad)?;
             parts.remove(0);
         }
     }
     for p in parts {
-        validate_path_component(p).or_else(|r| bad(r))?;
+        validate_path_component(p).or_else(bad)?;
     }
     Ok(())
 }
@@ -225,6 +226,7 @@ fn validate_path_component(p: &str) -> std::result::Result<(), String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -283,7 +285,10 @@ mod tests {
             "img/",
         ] {
             let e = validate_image(bad).unwrap_err();
-            assert!(matches!(&e, Error::InvalidImage { image, .. } if image == bad), "{bad}: {e}");
+            assert!(
+                matches!(&e, Error::InvalidImage { image, .. } if image == bad),
+                "{bad}: {e}"
+            );
         }
     }
 }

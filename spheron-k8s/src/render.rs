@@ -137,7 +137,10 @@ pub fn render(
     if product_labels(spec.model).is_empty() {
         return Err(Error::InvalidField {
             field: "model",
-            reason: format!("no nvidia.com/gpu.product label is known for {}", spec.model.name()),
+            reason: format!(
+                "no nvidia.com/gpu.product label is known for {}",
+                spec.model.name()
+            ),
         });
     }
     let mut seen = BTreeSet::new();
@@ -209,14 +212,28 @@ pub fn render(
         ("pods".to_string(), Quantity("1".into())),
         (
             "services".to_string(),
-            Quantity(if service_kind && !workload.ports.is_empty() { "1" } else { "0" }.into()),
+            Quantity(
+                if service_kind && !workload.ports.is_empty() {
+                    "1"
+                } else {
+                    "0"
+                }
+                .into(),
+            ),
         ),
         ("services.nodeports".to_string(), Quantity("0".into())),
         ("services.loadbalancers".to_string(), Quantity("0".into())),
     ]);
     hard.insert(
         "secrets".to_string(),
-        Quantity(if workload.secrets.is_empty() { "0" } else { "1" }.into()),
+        Quantity(
+            if workload.secrets.is_empty() {
+                "0"
+            } else {
+                "1"
+            }
+            .into(),
+        ),
     );
     let quota = ResourceQuota {
         metadata: meta(QUOTA_NAME, &labels),
@@ -459,6 +476,7 @@ fn provider_label(spec: &LaunchSpec) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use spheron_core::{GpuModel, LeaseId, ProviderId, Secret, Timestamp};
@@ -493,11 +511,17 @@ mod tests {
         );
         let env = c.env.as_ref().unwrap();
         assert_eq!(env[0].value.as_deref(), Some("3"));
-        assert!(env[1].value.is_none(), "secret values never sit in the pod spec");
+        assert!(
+            env[1].value.is_none(),
+            "secret values never sit in the pod spec"
+        );
         let shown = format!("{o:?}");
         assert!(shown.contains("HF_TOKEN") && !shown.contains("hunter2"));
         assert!(!shown.contains(&format!("{:?}", b"hunter2")[1..10]));
-        assert_eq!(pod.tolerations.as_ref().unwrap()[0].key.as_deref(), Some(GPU_TAINT));
+        assert_eq!(
+            pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+            Some(GPU_TAINT)
+        );
         assert_eq!(job.spec.as_ref().unwrap().backoff_limit, Some(0));
         let q = o.quota.spec.as_ref().unwrap().hard.as_ref().unwrap();
         assert_eq!(q["requests.nvidia.com/gpu"], Quantity("2".into()));
@@ -514,12 +538,32 @@ mod tests {
         let WorkloadObjects::Job(job) = &o.workload else {
             panic!()
         };
-        let terms = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().affinity.as_ref()
-            .unwrap().node_affinity.as_ref().unwrap()
-            .required_during_scheduling_ignored_during_execution.as_ref().unwrap()
-            .node_selector_terms[0].match_expressions.clone().unwrap();
+        let terms = job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .affinity
+            .as_ref()
+            .unwrap()
+            .node_affinity
+            .as_ref()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()
+            .node_selector_terms[0]
+            .match_expressions
+            .clone()
+            .unwrap();
         assert_eq!(terms.len(), 2);
-        assert_eq!(terms[1].values.as_deref(), Some(&["gpu-node-1".to_string()][..]));
+        assert_eq!(
+            terms[1].values.as_deref(),
+            Some(&["gpu-node-1".to_string()][..])
+        );
     }
 
     #[test]
@@ -557,14 +601,29 @@ mod tests {
         w.kind = WorkloadKind::Service;
         w.ports = vec![8000];
         let o = render(&RenderOptions::default(), &spec(1), &w, "inference").unwrap();
-        let WorkloadObjects::Service { deployment, service } = &o.workload else {
+        let WorkloadObjects::Service {
+            deployment,
+            service,
+        } = &o.workload
+        else {
             panic!()
         };
         assert_eq!(
-            deployment.spec.as_ref().unwrap().strategy.as_ref().unwrap().type_.as_deref(),
+            deployment
+                .spec
+                .as_ref()
+                .unwrap()
+                .strategy
+                .as_ref()
+                .unwrap()
+                .type_
+                .as_deref(),
             Some("Recreate")
         );
         let svc = service.as_ref().unwrap();
-        assert_eq!(svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port, 8000);
+        assert_eq!(
+            svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port,
+            8000
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Provider inventory read from a real kube-apiserver: fragmentation, mixed GPU models, pods that
 //! finish freeing their GPUs, and a provider agent that never bids for capacity no single node has.
+#![allow(clippy::unwrap_used)]
 
 use spheron_core::market::ProviderAgent;
 use spheron_core::test_utils::order;
@@ -32,7 +33,9 @@ async fn inventory_against_a_real_api_server() {
             .await
             .unwrap();
     }
-    c.add_gpu_node("a100-1", "NVIDIA-A100-SXM4-80GB", 8).await.unwrap();
+    c.add_gpu_node("a100-1", "NVIDIA-A100-SXM4-80GB", 8)
+        .await
+        .unwrap();
     c.add_gpu_node("l4-1", "NVIDIA-L4", 4).await.unwrap();
     c.add_gpu_node("mig-1", "NVIDIA-A100-SXM4-80GB-MIG-1g.10gb", 7)
         .await
@@ -89,7 +92,10 @@ async fn inventory_against_a_real_api_server() {
     );
     let ceiling = 10_000_000;
     assert!(
-        agent.on_order(&order(1, "h100", 8, ceiling)).await.is_none(),
+        agent
+            .on_order(&order(1, "h100", 8, ceiling))
+            .await
+            .is_none(),
         "8 free H100s on 4 nodes cannot serve one 8-GPU pod"
     );
     assert_eq!(
@@ -97,15 +103,25 @@ async fn inventory_against_a_real_api_server() {
         now,
         "the registry now holds the cluster's inventory"
     );
-    let bid = agent.on_order(&order(2, "h100", 2, ceiling)).await.expect("2 fit on a node");
+    let bid = agent
+        .on_order(&order(2, "h100", 2, ceiling))
+        .await
+        .expect("2 fit on a node");
     assert_eq!(bid.model, GpuModel::H100Sxm);
-    assert!(agent.on_order(&order(3, "a100", 8, ceiling)).await.is_some());
+    assert!(
+        agent
+            .on_order(&order(3, "a100", 8, ceiling))
+            .await
+            .is_some()
+    );
     assert!(agent.on_order(&order(4, "l4", 5, ceiling)).await.is_none());
 
     // Running pods hold GPUs; pods that finish free them.
     let clock = Arc::new(SimClock::new(Timestamp(1_800_000_000_000)));
+    // Keep finished pods around: a Succeeded pod must not count against its node.
     let launcher = KubeLauncher::builder(c.client())
         .clock(clock.clone())
+        .finished_retention(None)
         .build()
         .unwrap();
     let spec = |lease: u64, model: GpuModel, gpus: u32| LaunchSpec {
@@ -122,27 +138,48 @@ async fn inventory_against_a_real_api_server() {
         .env("SPHERON_FAKE_RUN", "3s");
     let long = Workload::command(["python", "serve.py"]).image("nvcr.io/nvidia/pytorch:24.05-py3");
 
-    let job = launcher.launch(&spec(20, GpuModel::H100Sxm, 2), &short).await.unwrap();
-    let a100 = launcher.launch(&spec(21, GpuModel::A100_80G, 6), &long).await.unwrap();
+    let job = launcher
+        .launch(&spec(20, GpuModel::H100Sxm, 2), &short)
+        .await
+        .unwrap();
+    let a100 = launcher
+        .launch(&spec(21, GpuModel::A100_80G, 6), &long)
+        .await
+        .unwrap();
     let mut rx = launcher.status_changes(&job).unwrap();
-    rx.wait_for(|s| *s == WorkloadStatus::Running).await.unwrap();
+    rx.wait_for(|s| *s == WorkloadStatus::Running)
+        .await
+        .unwrap();
     let mut rx2 = launcher.status_changes(&a100).unwrap();
-    rx2.wait_for(|s| *s == WorkloadStatus::Running).await.unwrap();
+    rx2.wait_for(|s| *s == WorkloadStatus::Running)
+        .await
+        .unwrap();
 
     let busy = inv.fetch().await.unwrap();
     assert_eq!(busy.free(GpuModel::H100Sxm), 6);
     assert_eq!(busy.largest_free_block(GpuModel::H100Sxm), 2);
     assert_eq!(
-        busy.nodes.iter().filter(|n| n.model == GpuModel::H100Sxm && n.free == 0).count(),
+        busy.nodes
+            .iter()
+            .filter(|n| n.model == GpuModel::H100Sxm && n.free == 0)
+            .count(),
         1,
         "the 2-GPU job fills exactly one H100 node"
     );
     assert_eq!(busy.free(GpuModel::A100_80G), 2);
     assert!(
-        agent.on_order(&order(5, "a100", 4, ceiling)).await.is_none(),
+        agent
+            .on_order(&order(5, "a100", 4, ceiling))
+            .await
+            .is_none(),
         "only 2 A100s are left on the node"
     );
-    assert!(agent.on_order(&order(6, "a100", 2, ceiling)).await.is_some());
+    assert!(
+        agent
+            .on_order(&order(6, "a100", 2, ceiling))
+            .await
+            .is_some()
+    );
 
     // The job finishes (its pod is Succeeded but still exists): its GPUs are free again.
     assert_eq!(

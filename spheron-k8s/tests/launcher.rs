@@ -1,6 +1,7 @@
 //! `KubeLauncher` against a real kube-apiserver (with etcd, controller-manager, scheduler, and
 //! kwok playing the GPU nodes' kubelets). One control plane serves every scenario in this file;
 //! each scenario uses its own lease ids.
+#![allow(clippy::unwrap_used)]
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -50,7 +51,11 @@ async fn wait_status(l: &KubeLauncher, id: &WorkloadId, want: WorkloadStatus) {
     let reached = tokio::time::timeout(TIMEOUT, rx.wait_for(|s| *s == want))
         .await
         .is_ok();
-    assert!(reached, "{id} never reached {want:?}, is {:?}", *rx.borrow());
+    assert!(
+        reached,
+        "{id} never reached {want:?}, is {:?}",
+        *rx.borrow()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,14 +135,26 @@ async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clo
         .expect("network policy")
         .spec
         .unwrap();
-    assert_eq!(np.policy_types.as_deref(), Some(&["Ingress".to_string()][..]));
+    assert_eq!(
+        np.policy_types.as_deref(),
+        Some(&["Ingress".to_string()][..])
+    );
     assert_eq!(np.pod_selector, Some(Default::default()));
     let from = np.ingress.unwrap()[0].from.clone().unwrap();
     assert_eq!(from.len(), 2);
     assert_eq!(from[0].pod_selector, Some(Default::default()));
     assert!(from[0].namespace_selector.is_none());
-    let req = &from[1].namespace_selector.as_ref().unwrap().match_expressions.as_ref().unwrap()[0];
-    assert_eq!((req.key.as_str(), req.operator.as_str()), ("spheron.io/tenant", "DoesNotExist"));
+    let req = &from[1]
+        .namespace_selector
+        .as_ref()
+        .unwrap()
+        .match_expressions
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(
+        (req.key.as_str(), req.operator.as_str()),
+        ("spheron.io/tenant", "DoesNotExist")
+    );
 
     // Secret holds the value; the pod spec only refers to it.
     let secret = Api::<Secret>::namespaced(client.clone(), ns)
@@ -154,12 +171,18 @@ async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clo
         .get("workload")
         .await
         .expect("job");
-    assert_eq!(job.metadata.labels.as_ref().unwrap()["spheron.io/lease"], "lease-1");
+    assert_eq!(
+        job.metadata.labels.as_ref().unwrap()["spheron.io/lease"],
+        "lease-1"
+    );
     let js = job.spec.unwrap();
     assert_eq!(js.backoff_limit, Some(0));
     assert_eq!(js.completions, Some(1));
     let tmpl = js.template;
-    assert_eq!(tmpl.metadata.unwrap().labels.unwrap()["spheron.io/lease"], "lease-1");
+    assert_eq!(
+        tmpl.metadata.unwrap().labels.unwrap()["spheron.io/lease"],
+        "lease-1"
+    );
     let pod = tmpl.spec.unwrap();
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
     assert_eq!(pod.automount_service_account_token, Some(false));
@@ -178,8 +201,17 @@ async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clo
     assert_eq!(env[0].value.as_deref(), Some("3"));
     assert_eq!(env[1].name, "HF_TOKEN");
     assert!(env[1].value.is_none());
-    let sref = env[1].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-    assert_eq!((sref.name.as_str(), sref.key.as_str()), ("workload-secrets", "HF_TOKEN"));
+    let sref = env[1]
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (sref.name.as_str(), sref.key.as_str()),
+        ("workload-secrets", "HF_TOKEN")
+    );
     let terms = pod
         .affinity
         .unwrap()
@@ -193,11 +225,20 @@ async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clo
     assert_eq!(expr.operator, "In");
     assert_eq!(
         expr.values.as_deref(),
-        Some(&["NVIDIA-H100-80GB-HBM3".to_string(), "NVIDIA-H100-SXM5-80GB".to_string()][..])
+        Some(
+            &[
+                "NVIDIA-H100-80GB-HBM3".to_string(),
+                "NVIDIA-H100-SXM5-80GB".to_string()
+            ][..]
+        )
     );
     let tol = &pod.tolerations.unwrap()[0];
     assert_eq!(
-        (tol.key.as_deref(), tol.operator.as_deref(), tol.effect.as_deref()),
+        (
+            tol.key.as_deref(),
+            tol.operator.as_deref(),
+            tol.effect.as_deref()
+        ),
         (Some("nvidia.com/gpu"), Some("Exists"), Some("NoSchedule"))
     );
 
@@ -215,7 +256,10 @@ async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clo
 
     // Stop removes everything.
     l.stop(&id).await.expect("stop");
-    assert!(!namespace_exists(c, ns).await, "namespace must be gone after stop");
+    assert!(
+        !namespace_exists(c, ns).await,
+        "namespace must be gone after stop"
+    );
     assert_eq!(l.status(&id).await.unwrap(), WorkloadStatus::Stopped);
     let leftover = Api::<Pod>::all(client)
         .list(&ListParams::default().labels("spheron.io/lease=lease-1"))
@@ -247,23 +291,34 @@ async fn state_follows_pods_and_logs_arrive(c: &TestCluster, l: &KubeLauncher, c
             }
         }
     };
-    tokio::time::timeout(TIMEOUT, collect).await.expect("terminal status");
+    tokio::time::timeout(TIMEOUT, collect)
+        .await
+        .expect("terminal status");
     assert_eq!(
         seen,
-        vec![WorkloadStatus::Pending, WorkloadStatus::Running, WorkloadStatus::Succeeded],
+        vec![
+            WorkloadStatus::Pending,
+            WorkloadStatus::Running,
+            WorkloadStatus::Succeeded
+        ],
         "status must follow the pod: Pending, Running, Succeeded"
     );
     assert_eq!(l.wait(&id).await.unwrap(), WorkloadStatus::Succeeded);
-    let lines: Vec<String> = tokio::time::timeout(TIMEOUT, l.logs(&id).unwrap().collect::<Vec<_>>())
-        .await
-        .expect("log stream ends after the workload")
-        .into_iter()
-        .filter(|l| l.source == spheron_core::LogSource::Stdout)
-        .map(|l| l.line)
-        .collect();
-    assert_eq!(lines, ["epoch 1 loss=0.91", "epoch 2 loss=0.47", "saved checkpoint"]);
-    l.stop(&id).await.expect("stop");
+    let lines: Vec<String> =
+        tokio::time::timeout(TIMEOUT, l.logs(&id).unwrap().collect::<Vec<_>>())
+            .await
+            .expect("log stream ends after the workload")
+            .into_iter()
+            .filter(|l| l.source == spheron_core::LogSource::Stdout)
+            .map(|l| l.line)
+            .collect();
+    assert_eq!(
+        lines,
+        ["epoch 1 loss=0.91", "epoch 2 loss=0.47", "saved checkpoint"]
+    );
+    // A finished lease leaves nothing behind, even before anyone calls stop.
     assert!(!namespace_exists(c, "spheron-lease-2").await);
+    l.stop(&id).await.expect("stop");
     // Finished before stop: the status stays what the pod said.
     assert_eq!(l.status(&id).await.unwrap(), WorkloadStatus::Succeeded);
 }
@@ -275,10 +330,13 @@ async fn failed_pods_fail_the_workload(c: &TestCluster, l: &KubeLauncher, clock:
         .env("SPHERON_FAKE_EXIT", "3")
         .env("SPHERON_FAKE_RUN", "500ms");
     let id = l.launch(&s, &w).await.expect("launch");
-    let st = tokio::time::timeout(TIMEOUT, l.wait(&id)).await.expect("ends").unwrap();
+    let st = tokio::time::timeout(TIMEOUT, l.wait(&id))
+        .await
+        .expect("ends")
+        .unwrap();
     assert_eq!(st, WorkloadStatus::Failed { exit_code: Some(3) });
-    l.stop(&id).await.expect("stop");
     assert!(!namespace_exists(c, "spheron-lease-3").await);
+    l.stop(&id).await.expect("stop");
 }
 
 async fn expiry_tears_down(c: &TestCluster, l: &KubeLauncher, clock: &SimClock) {
@@ -289,7 +347,10 @@ async fn expiry_tears_down(c: &TestCluster, l: &KubeLauncher, clock: &SimClock) 
     wait_status(l, &id, WorkloadStatus::Running).await;
     clock.advance(Duration::from_secs(59));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(namespace_exists(c, "spheron-lease-4").await, "not expired yet");
+    assert!(
+        namespace_exists(c, "spheron-lease-4").await,
+        "not expired yet"
+    );
     clock.advance(Duration::from_secs(2));
     wait_status(l, &id, WorkloadStatus::Stopped).await;
     assert!(!namespace_exists(c, "spheron-lease-4").await);
@@ -302,21 +363,34 @@ async fn bad_input_is_rejected_before_anything_is_created(
     l: &KubeLauncher,
     clock: &SimClock,
 ) {
-    let before = c.namespaces_with("app.kubernetes.io/managed-by=spheron").await.unwrap();
+    let before = c
+        .namespaces_with("app.kubernetes.io/managed-by=spheron")
+        .await
+        .unwrap();
 
     let bad_image = Workload::command(["python"]).image("NVCR.io/Bad Image:latest");
     let e = l
-        .launch_named(&spec(clock, 10, GpuModel::H100Sxm, 1), &bad_image, "workload")
+        .launch_named(
+            &spec(clock, 10, GpuModel::H100Sxm, 1),
+            &bad_image,
+            "workload",
+        )
         .await
         .unwrap_err();
-    assert!(matches!(&e, Error::InvalidImage { image, .. } if image == "NVCR.io/Bad Image:latest"), "{e}");
+    assert!(
+        matches!(&e, Error::InvalidImage { image, .. } if image == "NVCR.io/Bad Image:latest"),
+        "{e}"
+    );
     // Through the trait, the same rejection is a typed core error naming the field.
     let core = l
         .launch(&spec(clock, 10, GpuModel::H100Sxm, 1), &bad_image)
         .await
         .unwrap_err();
     assert!(
-        matches!(&core, spheron_core::Error::InvalidField { field: "image", .. }),
+        matches!(
+            &core,
+            spheron_core::Error::InvalidField { field: "image", .. }
+        ),
         "{core}"
     );
 
@@ -326,7 +400,14 @@ async fn bad_input_is_rejected_before_anything_is_created(
         .await
         .unwrap_err();
     assert!(
-        matches!(e, Error::NoNodeFits { model: GpuModel::H100Sxm, requested: 9, largest: 8 }),
+        matches!(
+            e,
+            Error::NoNodeFits {
+                model: GpuModel::H100Sxm,
+                requested: 9,
+                largest: 8
+            }
+        ),
         "{e}"
     );
     let e = l
@@ -348,10 +429,20 @@ async fn bad_input_is_rejected_before_anything_is_created(
     for lease in 10..=13 {
         assert!(!namespace_exists(c, &format!("spheron-lease-{lease}")).await);
     }
-    let after = c.namespaces_with("app.kubernetes.io/managed-by=spheron").await.unwrap();
-    assert_eq!(before, after, "nothing may be created for rejected launches");
+    let after = c
+        .namespaces_with("app.kubernetes.io/managed-by=spheron")
+        .await
+        .unwrap();
+    assert_eq!(
+        before, after,
+        "nothing may be created for rejected launches"
+    );
     // Unknown workloads are typed errors too.
-    assert!(l.status(&WorkloadId("spheron-lease-99".into())).await.is_err());
+    assert!(
+        l.status(&WorkloadId("spheron-lease-99".into()))
+            .await
+            .is_err()
+    );
 }
 
 async fn services_get_a_deployment_and_a_service(

@@ -184,8 +184,8 @@ impl TestCluster {
 
         // Certificates: a CA, the API server's serving certificate, a service-account key.
         let ca_key = rcgen::KeyPair::generate().map_err(setup("CA key"))?;
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())
-            .map_err(setup("CA params"))?;
+        let mut ca_params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(setup("CA params"))?;
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca_params
             .distinguished_name
@@ -218,7 +218,10 @@ impl TestCluster {
         let srv_key_p = write("apiserver.key", &srv_key.serialize_pem())?;
         let sa_priv = write("sa.key", &sa_key.serialize_pem())?;
         let sa_pub = write("sa.pub", &sa_key.public_key_pem())?;
-        let tokens = write("tokens.csv", &format!("{TOKEN},admin,admin-uid,system:masters\n"))?;
+        let tokens = write(
+            "tokens.csv",
+            &format!("{TOKEN},admin,admin-uid,system:masters\n"),
+        )?;
 
         let etcd_port = free_port()?;
         let etcd_peer = free_port()?;
@@ -244,9 +247,7 @@ impl TestCluster {
 
         let mut cluster = TestCluster {
             procs: Vec::new(),
-            client: Client::try_from(
-                Config::new(url.parse().map_err(setup("url"))?),
-            )?,
+            client: Client::try_from(Config::new(url.parse().map_err(setup("url"))?))?,
             kubeconfig: kubeconfig.clone(),
             log_file,
             url: url.clone(),
@@ -478,7 +479,12 @@ impl TestCluster {
         let mut s = String::new();
         // Distinct, increasing timestamps, as a container runtime writes them.
         for (i, l) in lines.iter().enumerate() {
-            let _ = writeln!(s, "2026-01-01T00:00:{:02}.{:09}Z stdout F {l}", i / 1000 % 60, (i % 1000) * 1000);
+            let _ = writeln!(
+                s,
+                "2026-01-01T00:00:{:02}.{:09}Z stdout F {l}",
+                i / 1000 % 60,
+                (i % 1000) * 1000
+            );
         }
         std::fs::write(&self.log_file, s).map_err(setup("write log file"))
     }
