@@ -72,7 +72,7 @@ async fn world(
         launcher: Arc::new(launcher),
         verifier: Arc::new(RecomputeVerifier::default()),
         provers: directory,
-        tiers: Arc::new(spheron::UptimeTierPolicy::default()),
+        tiers: Arc::new(spheron::ReputationTierPolicy::default()),
         registry: registry.clone(),
         clock: Arc::new(clock),
     };
