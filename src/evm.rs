@@ -231,6 +231,9 @@ impl EvmBuilder {
             bid_window: self.bid_window,
             max_attempts: self.max_attempts,
             entropy_seed: self.seed,
+            // Order ids live on the chain across runs: start from the wall clock in milliseconds
+            // so a second run against the same chain does not reuse ids.
+            first_order_id: SystemClock.now().0,
             ..FlowConfig::default()
         };
         let parts = Parts {

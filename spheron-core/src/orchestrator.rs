@@ -99,6 +99,9 @@ pub struct FlowConfig {
     pub verifier_account: AccountId,
     /// Seed of challenge entropy; `None` draws from the operating system.
     pub entropy_seed: Option<u64>,
+    /// The first order id this orchestrator assigns (then +1 per order). Markets that outlive
+    /// one process (a chain) need ids that no earlier run used.
+    pub first_order_id: u64,
 }
 
 impl Default for FlowConfig {
@@ -108,6 +111,7 @@ impl Default for FlowConfig {
             max_attempts: 3,
             verifier_account: AccountId::from_label("spheron.verifier"),
             entropy_seed: None,
+            first_order_id: 1,
         }
     }
 }
@@ -263,6 +267,7 @@ impl std::fmt::Debug for Orchestrator {
 impl Orchestrator {
     /// Wires `parts` with `config`.
     pub fn new(parts: Parts, config: FlowConfig) -> Self {
+        let first_id = config.first_order_id.max(1);
         let rng = match config.entropy_seed {
             Some(s) => rand_chacha::ChaCha20Rng::seed_from_u64(s),
             None => rand_chacha::ChaCha20Rng::from_os_rng(),
@@ -271,7 +276,7 @@ impl Orchestrator {
         Orchestrator {
             parts,
             config,
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(first_id),
             rng: Mutex::new(rng),
             events,
         }
