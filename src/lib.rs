@@ -37,12 +37,12 @@ pub mod marketplace;
 pub use fleet::{ProviderSpec, SimFleet, SimProvider};
 pub use local_launcher::LocalLauncher;
 pub use marketplace::{LocalBuilder, Marketplace};
-pub use spheron_core as core;
-pub use spheron_core::*;
-pub use spheron_gpu as gpu;
 /// The EVM escrow, market, manifests and anvil harness (feature `chain`).
 #[cfg(feature = "chain")]
 pub use spheron_chain as chain;
+pub use spheron_core as core;
+pub use spheron_core::*;
+pub use spheron_gpu as gpu;
 #[cfg(feature = "chain")]
 pub mod evm;
 #[cfg(feature = "chain")]

@@ -50,9 +50,9 @@ pub mod request;
 pub mod tier;
 
 #[cfg(any(test, feature = "test-utils"))]
-pub mod test_utils;
-#[cfg(any(test, feature = "test-utils"))]
 pub mod conformance;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 
 pub use clock::{Clock, SimClock, SystemClock, Timestamp};
 pub use error::{Error, Result};
