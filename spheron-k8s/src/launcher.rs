@@ -482,21 +482,12 @@ async fn expire(inner: Arc<Inner>, id: WorkloadId, at: spheron_core::Timestamp) 
         .get(&id)
         .map(|r| *r.stopping.borrow());
     if already == Some(false) {
-        // Detach from the task list first: teardown aborts the lease's tasks, this one included.
-        let run = inner
-            .leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned();
-        let inner2 = inner.clone();
-        let id2 = id.clone();
-        let handle = tokio::spawn(async move {
-            if let Err(e) = teardown(&inner2, &id2, "lease expired").await {
-                tracing::error!(workload = %id2, error = %e, "expiry teardown failed");
+        // Detached, because teardown aborts the lease's tasks, this one included.
+        tokio::spawn(async move {
+            if let Err(e) = teardown(&inner, &id, "lease expired").await {
+                tracing::error!(workload = %id, error = %e, "expiry teardown failed");
             }
         });
-        drop((run, handle));
     }
 }
 
