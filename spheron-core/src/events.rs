@@ -152,3 +152,20 @@ impl fmt::Display for Step {
         }
     }
 }
+
+/// A stream of everything sent on a broadcast channel from now on. A subscriber that falls
+/// more than the channel's capacity behind skips what it missed rather than ending.
+pub fn broadcast_stream<T: Clone + Send + 'static>(
+    rx: tokio::sync::broadcast::Receiver<T>,
+) -> futures::stream::BoxStream<'static, T> {
+    use tokio::sync::broadcast::error::RecvError;
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => return Some((e, rx)),
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }))
+}

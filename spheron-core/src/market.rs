@@ -9,7 +9,6 @@ use crate::order::{Bid, Order};
 use crate::registry::Registry;
 use crate::{Error, Result};
 use async_trait::async_trait;
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -240,16 +239,7 @@ impl Market for LocalMarket {
 
     fn events(&self) -> BoxStream<'static, MarketEvent> {
         let rx = self.tx.subscribe();
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(e) => return Some((e, rx)),
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        }))
-        .boxed()
+        crate::events::broadcast_stream(rx)
     }
 }
 

@@ -290,15 +290,7 @@ impl Orchestrator {
     /// Progress events of every rent from now on.
     pub fn subscribe(&self) -> BoxStream<'static, ProgressEvent> {
         let rx = self.events.subscribe();
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(e) => return Some((e, rx)),
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        }))
+        crate::events::broadcast_stream(rx)
     }
 
     fn entropy(&self) -> [[u8; 32]; 2] {
