@@ -10,11 +10,11 @@ use spheron_chain::bindings::SpheronMarket;
 use spheron_chain::{Addresses, Chain, EvmEscrow, EvmMarket, account};
 use spheron_core::{
     AccountId, Amount, Balance, ChallengeVerifier, Clock, Error, Escrow, FlowConfig, GpuRequest,
-    LeaseHandle, Matcher, Orchestrator, Parts, ProgressEvent, Provers, Registry, Result,
-    StrategyAgent, SystemClock, TierPolicy, Token, UptimeTierPolicy, WeightedMatcher, Workload,
-    WorkloadLauncher,
+    LeaseHandle, Matcher, Orchestrator, Parts, ProgressEvent, Provers, Registry,
+    ReputationTierPolicy, Result, StrategyAgent, SystemClock, TierPolicy, Token, WeightedMatcher,
+    Workload, WorkloadLauncher,
 };
-use spheron_gpu::{CpuProver, RecomputeVerifier};
+use spheron_gpu::Simulation;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,12 +110,13 @@ impl EvmBuilder {
         self.launcher = Some(launcher);
         self
     }
-    /// The proof-of-GPU verifier (default: full recompute).
+    /// The proof-of-GPU verifier (default: the simulated fleet's Freivalds verifier,
+    /// `spheron_gpu::Simulation::standard`).
     pub fn verifier(mut self, verifier: Arc<dyn ChallengeVerifier>) -> Self {
         self.verifier = Some(verifier);
         self
     }
-    /// The tier policy (default: uptime).
+    /// The tier policy (default: `ReputationTierPolicy`).
     pub fn tiers(mut self, tiers: Arc<dyn TierPolicy>) -> Self {
         self.tiers = Some(tiers);
         self
@@ -187,6 +188,7 @@ impl EvmBuilder {
         let m = SpheronMarket::new(self.addresses.market, chain.provider().clone());
         let registry = Arc::new(Registry::new());
         let provers = Arc::new(Provers::new());
+        let simulation = Simulation::standard();
         for (key, sim) in self.providers {
             let p = &sim.provider;
             let info = m
@@ -209,8 +211,7 @@ impl EvmBuilder {
                 stake_escrow.deposit(p.id, more).await?;
                 stake_escrow.stake(p.id, more).await?;
             }
-            let device = p.inventory.models().first().map(|m| format!("NVIDIA {m}"));
-            provers.insert(p.id, Arc::new(CpuProver::with_fault(device, sim.fault)));
+            provers.insert(p.id, Arc::new(sim.prover(&simulation)));
             market.add_agent(Arc::new(StrategyAgent::new(
                 p.id,
                 registry.clone(),
@@ -226,6 +227,14 @@ impl EvmBuilder {
                 stake_half: Amount(1_000 * 10u128.pow(18)),
                 ..Default::default()
             })?),
+        };
+        let verifier: Arc<dyn ChallengeVerifier> = match self.verifier {
+            Some(v) => v,
+            None => Arc::new(
+                simulation
+                    .try_verifier()
+                    .map_err(|e| Error::invalid("simulation", e.to_string()))?,
+            ),
         };
         let config = FlowConfig {
             bid_window: self.bid_window,
@@ -243,11 +252,11 @@ impl EvmBuilder {
             launcher: self
                 .launcher
                 .unwrap_or_else(|| Arc::new(LocalLauncher::new())),
-            verifier: self
-                .verifier
-                .unwrap_or_else(|| Arc::new(RecomputeVerifier::default())),
+            verifier,
             provers,
-            tiers: self.tiers.unwrap_or_else(|| Arc::new(UptimeTierPolicy)),
+            tiers: self
+                .tiers
+                .unwrap_or_else(|| Arc::new(ReputationTierPolicy::default())),
             registry: registry.clone(),
             clock,
         };

@@ -59,6 +59,19 @@ pub struct ProviderSpec {
     pub actual_model: Option<GpuModel>,
 }
 
+impl SimProvider {
+    /// This provider's prover: a CPU prover paced like the GPU it really has under
+    /// `simulation`, with its fault.
+    pub fn prover(&self, simulation: &spheron_gpu::Simulation) -> spheron_gpu::CpuProver {
+        let model = self.provider.inventory.models().first().copied();
+        let device = model.map(|m| format!("NVIDIA {m}"));
+        match self.actual_model.or(model) {
+            Some(m) => simulation.prover(m, device, self.fault),
+            None => spheron_gpu::CpuProver::with_fault(device, self.fault),
+        }
+    }
+}
+
 /// A set of simulated providers.
 #[derive(Clone, Debug, Default)]
 pub struct SimFleet {

@@ -10,7 +10,7 @@ use spheron_core::{
     ReputationTierPolicy, Result, Standing, StrategyAgent, SystemClock, TierPolicy, Token,
     WeightedMatcher, Workload, WorkloadLauncher,
 };
-use spheron_gpu::{CpuProver, Simulation};
+use spheron_gpu::Simulation;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -279,15 +279,7 @@ impl LocalBuilder {
                 escrow.deposit(p.id, p.stake).await?;
                 escrow.stake(p.id, p.stake).await?;
             }
-            let model = p.inventory.models().first().copied();
-            let device = model.map(|m| format!("NVIDIA {m}"));
-            // Each simulated provider's prover is paced like the GPU it really has.
-            let actual = sim.actual_model.or(model);
-            let prover = match actual {
-                Some(m) => self.simulation.prover(m, device, sim.fault),
-                None => CpuProver::with_fault(device, sim.fault),
-            };
-            provers.insert(p.id, Arc::new(prover));
+            provers.insert(p.id, Arc::new(sim.prover(&self.simulation)));
             market.add_agent(Arc::new(StrategyAgent::new(
                 p.id,
                 registry.clone(),
