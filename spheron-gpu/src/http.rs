@@ -29,7 +29,7 @@
 //!
 //! let remote = HttpProver::new(&url).unwrap();
 //! let report = challenge(
-//!     &sim.verifier(),
+//!     &sim.try_verifier().unwrap(),
 //!     &remote,
 //!     ProviderId::from_label("l4-host"),
 //!     GpuModel::L4,

@@ -22,7 +22,7 @@
 //!
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 //! let sim = Simulation::standard();
-//! let verifier = sim.verifier();
+//! let verifier = sim.try_verifier().unwrap();
 //! let honest = sim.prover(GpuModel::H100Sxm, None, Fault::None);
 //! let p = ProviderId::from_label("p");
 //! let report = run_challenge(&verifier, &honest, p, GpuModel::H100Sxm, [[1; 32], [2; 32]]).await;
@@ -114,14 +114,6 @@ impl Simulation {
             });
         }
         FreivaldsVerifier::new(self.config())
-    }
-
-    /// The verifier. Panics never: invalid settings fall back to [`Simulation::standard`]'s
-    /// verifier (use [`Simulation::try_verifier`] to see the error).
-    pub fn verifier(&self) -> FreivaldsVerifier {
-        self.try_verifier().unwrap_or_else(|_| {
-            FreivaldsVerifier::new(Simulation::standard().config()).unwrap_or_default()
-        })
     }
 
     /// Simulated FLOP/s of `model`: its calibrated FP16 rate times headroom and scale.

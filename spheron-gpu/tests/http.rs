@@ -24,7 +24,7 @@ async fn verdict(url: &str, claimed: GpuModel, seed: u8) -> (Verdict, u64) {
     let sim = Simulation::standard();
     let remote = HttpProver::new(url).expect("url");
     let r = challenge(
-        &sim.verifier(),
+        &sim.try_verifier().expect("valid simulation"),
         &remote,
         ProviderId::from_label("remote"),
         claimed,

@@ -26,7 +26,7 @@ async fn trials(
     salt: u8,
 ) -> Vec<Verdict> {
     let sim = Simulation::standard();
-    let verifier = sim.verifier();
+    let verifier = sim.try_verifier().expect("valid simulation");
     let mut out = Vec::new();
     for t in 0..count {
         let report = run_challenge(
