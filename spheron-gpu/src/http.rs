@@ -106,7 +106,11 @@ pub struct HttpProver {
     base: String,
     client: reqwest::Client,
     timeout: Duration,
+    max_body: usize,
 }
+
+/// Default cap on a response body: 64 MiB.
+pub const DEFAULT_MAX_BODY: usize = 64 << 20;
 
 impl HttpProver {
     /// A client for the endpoint at `base_url` (e.g. `http://127.0.0.1:8080`).
@@ -130,7 +134,30 @@ impl HttpProver {
             base,
             client,
             timeout: Duration::from_secs(120),
+            max_body: DEFAULT_MAX_BODY,
         })
+    }
+
+    /// Largest response body accepted, in bytes (default 64 MiB: an opening at n = 16384
+    /// with 64 rows is a few MiB of JSON). A larger answer is a transport error, read no further.
+    #[must_use]
+    pub fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    async fn read_capped(&self, path: &str, mut resp: reqwest::Response) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.err(path, e))? {
+            if buf.len() + chunk.len() > self.max_body {
+                return Err(self.err(
+                    path,
+                    format!("response body larger than {} bytes", self.max_body),
+                ));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
     }
 
     /// Upper bound on any one request (default 120 s; commitments are also bounded by the
@@ -184,11 +211,11 @@ impl HttpProver {
             .await
             .map_err(|e| self.err(path, e))?;
         let status = resp.status();
+        let bytes = self.read_capped(path, resp).await?;
         if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
             return Err(self.err(path, format!("status {status}: {text}")));
         }
-        let bytes = resp.bytes().await.map_err(|e| self.err(path, e))?;
         serde_json::from_slice(&bytes).map_err(|e| self.err(path, format!("bad body: {e}")))
     }
 }

@@ -85,3 +85,26 @@ async fn unreachable_or_garbled_endpoints_fail_typed() {
         .expect("send");
     assert!(resp.status().is_client_error(), "{}", resp.status());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_answers_are_refused_unread() {
+    let _g = SERIAL.lock().await;
+    let url = provider(GpuModel::H100Sxm, Fault::None).await;
+    let sim = Simulation::standard();
+    // A commitment is a few hundred bytes of JSON: a 64-byte cap refuses it.
+    let tiny = HttpProver::new(&url).expect("url").with_max_body(64);
+    let r = challenge(
+        &sim.try_verifier().expect("valid simulation"),
+        &tiny,
+        ProviderId::from_label("remote"),
+        GpuModel::H100Sxm,
+        [[9; 32], [10; 32]],
+    )
+    .await;
+    match r.verdict {
+        Verdict::Fail(FailReason::Malformed(m)) => {
+            assert!(m.contains("larger than 64 bytes"), "{m}")
+        }
+        other => panic!("expected a malformed verdict, got {other}"),
+    }
+}
