@@ -59,3 +59,8 @@ pub mod prelude {
         LeaseState, Matcher, Result, Step, Token, Workload,
     };
 }
+
+/// The README's Rust snippets compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
