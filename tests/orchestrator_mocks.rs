@@ -25,6 +25,14 @@ async fn world(
     launcher: MockWorkloadLauncher,
     provers: Vec<(&str, u128, Arc<dyn spheron::ChallengeProver>)>,
 ) -> World {
+    world_with(launcher, provers, |e| e).await
+}
+
+async fn world_with(
+    launcher: MockWorkloadLauncher,
+    provers: Vec<(&str, u128, Arc<dyn spheron::ChallengeProver>)>,
+    wrap: impl FnOnce(Arc<MemoryEscrow>) -> Arc<dyn Escrow>,
+) -> World {
     let clock = SimClock::default();
     let escrow = Arc::new(MemoryEscrow::new(Token::usd()));
     let registry = Arc::new(Registry::new());
@@ -68,7 +76,7 @@ async fn world(
     let parts = Parts {
         market,
         matcher: Arc::new(WeightedMatcher::default()),
-        escrow: escrow.clone(),
+        escrow: wrap(escrow.clone()),
         launcher: Arc::new(launcher),
         verifier: Arc::new(RecomputeVerifier::default()),
         provers: directory,
@@ -178,4 +186,89 @@ async fn prover_transport_error_fails_the_challenge_and_fails_over() {
         .staked;
     assert!(staked < Amount(1_000 * USD));
     assert!(w.escrow.totals().is_balanced());
+}
+
+/// A ledger whose `open_lease` always fails (say, the chain rejected the transaction).
+struct OpenLeaseFails(Arc<MemoryEscrow>);
+
+#[async_trait::async_trait]
+impl Escrow for OpenLeaseFails {
+    fn token(&self) -> Token {
+        self.0.token()
+    }
+    async fn deposit(&self, a: AccountId, x: Amount) -> spheron::Result<()> {
+        self.0.deposit(a, x).await
+    }
+    async fn withdraw(&self, a: AccountId, x: Amount) -> spheron::Result<()> {
+        self.0.withdraw(a, x).await
+    }
+    async fn transfer(&self, f: AccountId, t: AccountId, x: Amount) -> spheron::Result<()> {
+        self.0.transfer(f, t, x).await
+    }
+    async fn lock(&self, o: spheron::OrderId, t: AccountId, x: Amount) -> spheron::Result<()> {
+        self.0.lock(o, t, x).await
+    }
+    async fn release(&self, o: spheron::OrderId) -> spheron::Result<Amount> {
+        self.0.release(o).await
+    }
+    async fn open_lease(&self, _: spheron::LeaseTerms) -> spheron::Result<()> {
+        Err(Error::Backend {
+            backend: "test",
+            message: "transaction reverted".into(),
+        })
+    }
+    async fn accrued(
+        &self,
+        l: spheron::LeaseId,
+        at: spheron::Timestamp,
+    ) -> spheron::Result<Amount> {
+        self.0.accrued(l, at).await
+    }
+    async fn settle(
+        &self,
+        l: spheron::LeaseId,
+        at: spheron::Timestamp,
+    ) -> spheron::Result<spheron::Settlement> {
+        self.0.settle(l, at).await
+    }
+    async fn stake(&self, p: AccountId, x: Amount) -> spheron::Result<()> {
+        self.0.stake(p, x).await
+    }
+    async fn slash(&self, p: AccountId, x: Amount, b: AccountId) -> spheron::Result<Amount> {
+        self.0.slash(p, x, b).await
+    }
+    async fn balance(&self, a: AccountId) -> spheron::Result<spheron::Balance> {
+        self.0.balance(a).await
+    }
+}
+
+#[tokio::test]
+async fn a_lease_the_escrow_refuses_stops_the_workload_and_returns_everything() {
+    let mut launcher = MockWorkloadLauncher::new();
+    launcher
+        .expect_launch()
+        .times(1)
+        .returning(|spec, _| Ok(spheron::WorkloadId(format!("w-{}", spec.lease.0))));
+    // The workload that already started must be stopped: it would otherwise run unpaid.
+    launcher.expect_stop().times(1).returning(|_| Ok(()));
+    let w = world_with(
+        launcher,
+        vec![("only", 2 * USD, Arc::new(CpuProver::new(None)))],
+        |e| Arc::new(OpenLeaseFails(e)),
+    )
+    .await;
+    let err = w
+        .orchestrator
+        .rent(w.tenant, request(), Workload::command(["train"]))
+        .await
+        .expect_err("open_lease must fail");
+    assert!(matches!(err, Error::Backend { .. }), "{err}");
+    let b = w.escrow.balance(w.tenant).await.expect("balance");
+    assert_eq!((b.available, b.locked), (Amount(50 * USD), Amount(0)));
+    assert!(w.escrow.totals().is_balanced());
+    let p = w
+        .registry
+        .get(AccountId::from_label("only"))
+        .expect("provider");
+    assert_eq!(p.inventory.free(GpuModel::H100Sxm), 8);
 }

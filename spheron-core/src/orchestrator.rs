@@ -486,7 +486,21 @@ impl Orchestrator {
         emit(Step::EscrowLocked { amount: budget });
         let lease = LeaseId(id);
         let mut state = LeaseState::Open.apply(LeaseEvent::Match)?;
-        p.market.record_match(order.id, provider, lease).await?;
+        // From here on every failure hands back what was taken: capacity, the lock, the order.
+        let unwind = |workload: Option<WorkloadId>| async move {
+            if let Some(w) = workload {
+                stop_quietly(p.launcher.as_ref(), &w).await;
+            }
+            release_capacity();
+            if let Err(e) = p.escrow.release(order.id).await {
+                tracing::error!(order = %order.id, error = %e, "releasing the lock failed");
+            }
+            let _ = p.market.close_order(order.id).await;
+        };
+        if let Err(e) = p.market.record_match(order.id, provider, lease).await {
+            unwind(None).await;
+            return Err(e);
+        }
 
         emit(Step::Launching { lease });
         let spec = LaunchSpec {
@@ -504,16 +518,16 @@ impl Orchestrator {
             Ok(w) => w,
             Err(e) => {
                 // Nothing ran: the tenant gets everything back, the provider a failed lease.
-                release_capacity();
-                p.escrow.release(order.id).await?;
-                let _ = p.market.close_order(order.id).await;
-                p.registry
-                    .update(provider, |pr| pr.stats.leases_failed += 1)?;
+                unwind(None).await;
+                let _ = p
+                    .registry
+                    .update(provider, |pr| pr.stats.leases_failed += 1);
                 return Err(e);
             }
         };
         let started_at = p.clock.now();
-        p.escrow
+        let opened = p
+            .escrow
             .open_lease(LeaseTerms {
                 lease,
                 order: order.id,
@@ -522,7 +536,12 @@ impl Orchestrator {
                 gpus: count,
                 start: started_at,
             })
-            .await?;
+            .await;
+        if let Err(e) = opened {
+            // No lease means no payment: the workload must not run unpaid.
+            unwind(Some(workload_id)).await;
+            return Err(e);
+        }
         state = state.apply(LeaseEvent::Activate)?;
         emit(Step::Running { lease });
 
