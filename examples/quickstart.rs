@@ -16,7 +16,7 @@ async fn main() -> spheron::Result<()> {
     let seed = std::env::var("SPHERON_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(4);
     let market = Marketplace::local()
         .seed(seed)
         .tenant_funds(Amount(100_000_000)) // 100 USD in a 6-decimal token

@@ -95,16 +95,16 @@ fn summary(r: &spheron_core::Ranking) -> String {
 }
 
 const GOLDEN: &str = concat!(
-    "frankfurt 690754600000 latency=920996,availability=800000,cost=300000,rating=860000,stake=833333,random=812221\n",
-    "amsterdam 541911100000 latency=905829,availability=888888,cost=200000,rating=500000,stake=166666,random=951899\n",
-    "paris 529890500000 latency=800000,availability=666666,cost=366666,rating=500000,stake=0,random=932241\n",
-    "mumbai 500032600000 latency=328025,availability=800000,cost=700000,rating=500000,stake=0,random=444276\n",
-    "ashburn 482183900000 latency=337826,availability=800000,cost=600000,rating=312500,stake=0,random=921187\n",
+    "frankfurt 675611700000 latency=920996,availability=800000,cost=300000,rating=860000,tier=428571,stake=833333,random=812221\n",
+    "amsterdam 549768200000 latency=905829,availability=888888,cost=200000,rating=500000,tier=428571,stake=166666,random=951899\n",
+    "paris 529414300000 latency=800000,availability=666666,cost=366666,rating=500000,tier=428571,stake=0,random=932241\n",
+    "mumbai 482889700000 latency=328025,availability=800000,cost=700000,rating=500000,tier=428571,stake=0,random=444276\n",
+    "ashburn 479416000000 latency=337826,availability=800000,cost=600000,rating=312500,tier=428571,stake=0,random=921187\n",
     "- 0x0d8f…781f: price 3500000 above ceiling 3000000\n",
     "- 0x1e0a…da35: tier 0 below minimum tier 1\n",
     "- 0x35d9…46f9: only 1 GPUs free on one node, 2 wanted\n",
 );
-const GOLDEN_JSON_BLAKE3: &str = "8cb64371dc33848d1c00d8459745ecb1dc6b4be5034fbd3401e85b67867b7be6";
+const GOLDEN_JSON_BLAKE3: &str = "1527386baf5df5c38e4eea3cd0ecacbd191b372ce532e28c131be3998899ab3c";
 
 #[test]
 fn golden_ranking_is_byte_identical() {
@@ -147,6 +147,7 @@ fn breakdown_explains_the_score() {
                 Criterion::Availability,
                 Criterion::Cost,
                 Criterion::Rating,
+                Criterion::Tier,
                 Criterion::Stake,
                 Criterion::Random
             ]
@@ -262,8 +263,9 @@ fn weights_are_relative() {
         weights: Weights {
             latency: 2.0,
             availability: 1.0,
-            cost: 3.0,
-            rating: 2.0,
+            cost: 2.5,
+            rating: 1.5,
+            tier: 1.0,
             stake: 1.0,
             random: 1.0,
         },
@@ -283,6 +285,7 @@ fn weights_are_relative() {
             availability: 0.0,
             cost: 0.0,
             rating: 0.0,
+            tier: 0.0,
             stake: 0.0,
             random: 0.0,
         },
@@ -511,6 +514,7 @@ fn optimal_beats_greedy_where_greedy_is_myopic() {
             availability: 0.0,
             cost: 1.0,
             rating: 0.0,
+            tier: 0.0,
             stake: 0.0,
             random: 0.0,
         },

@@ -3,8 +3,8 @@
 
 use super::geo::{self, Unit};
 use super::weighted::{
-    AVAIL, COST, Features, Fixed, LAT, ONE, OrderCtx, Place, RANDOM, RATING, STAKE, Scored,
-    WeightedMatcher,
+    AVAIL, COST, Features, Fixed, LAT, N_CRITERIA, ONE, OrderCtx, Place, RANDOM, RATING, STAKE,
+    Scored, TIER, WeightedMatcher,
 };
 use super::{Assignment, Matcher, Ranked, Ranking, RejectReason, check_unique_ids};
 use crate::gpu::GpuModel;
@@ -93,7 +93,7 @@ struct Hit {
     model: GpuModel,
     bucket: usize,
     pos: usize,
-    values: [u32; 6],
+    values: [u32; N_CRITERIA],
 }
 
 impl Hit {
@@ -276,7 +276,9 @@ impl ProviderIndex {
             .features(&offer.profile, offer.model, offer.price_per_gpu_hour)
             .map_err(|r| Error::invalid("offer.profile", r.to_string()))?;
         let w = &self.matcher.fixed().w;
-        let static_pts = w[RATING] * u64::from(f.rating_ppm) + w[STAKE] * u64::from(f.stake_ppm);
+        let static_pts = w[RATING] * u64::from(f.rating_ppm)
+            + w[TIER] * u64::from(Fixed::tier_ppm(f.tier))
+            + w[STAKE] * u64::from(f.stake_ppm);
         let mut profile = offer.profile;
         profile.free_gpus = f.free;
         profile.total_free_gpus = f.total;
@@ -601,7 +603,14 @@ impl ProviderIndex {
     }
 
     /// An upper bound of every score in a block, or `None` when no entry can pass.
-    fn bound(&self, ctx: &OrderCtx, w: &[u64; 6], b: usize, i: usize, blk: &Block) -> Option<Cand> {
+    fn bound(
+        &self,
+        ctx: &OrderCtx,
+        w: &[u64; N_CRITERIA],
+        b: usize,
+        i: usize,
+        blk: &Block,
+    ) -> Option<Cand> {
         if blk.max_free < ctx.count || blk.min_price > ctx.ceiling || blk.max_tier < ctx.min_tier {
             return None;
         }
@@ -767,7 +776,7 @@ impl ProviderIndex {
             model: GpuModel,
             bucket: usize,
             pos: usize,
-            values: [u32; 6],
+            values: [u32; N_CRITERIA],
         }
         impl Ord for Item {
             // Max-heap: the better pair is the greater.

@@ -99,6 +99,8 @@ pub enum Criterion {
     Cost,
     /// Feedback mean with a prior.
     Rating,
+    /// Trust tier (0..=7) from the tier policy.
+    Tier,
     /// Stake, with diminishing returns.
     Stake,
     /// The seeded random term.
@@ -112,6 +114,7 @@ impl fmt::Display for Criterion {
             Criterion::Availability => "availability",
             Criterion::Cost => "cost",
             Criterion::Rating => "rating",
+            Criterion::Tier => "tier",
             Criterion::Stake => "stake",
             Criterion::Random => "random",
         };
@@ -859,7 +862,9 @@ mod tests {
         assert_eq!(m.fixed().w, WeightedMatcher::default().fixed().w);
         assert_eq!(
             m.fixed().w,
-            [200_000, 100_000, 300_000, 200_000, 100_000, 100_000]
+            [
+                200_000, 100_000, 250_000, 150_000, 100_000, 100_000, 100_000
+            ]
         );
     }
 

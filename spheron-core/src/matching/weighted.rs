@@ -18,12 +18,15 @@ pub(crate) const ONE: u64 = 1_000_000;
 /// Score points per unit of score (`weight ppm * value ppm`).
 pub(crate) const POINTS_PER_UNIT: f64 = 1e12;
 
+/// Number of criteria.
+pub(crate) const N_CRITERIA: usize = 7;
 /// The criteria in breakdown order.
-pub(crate) const CRITERIA: [Criterion; 6] = [
+pub(crate) const CRITERIA: [Criterion; N_CRITERIA] = [
     Criterion::Latency,
     Criterion::Availability,
     Criterion::Cost,
     Criterion::Rating,
+    Criterion::Tier,
     Criterion::Stake,
     Criterion::Random,
 ];
@@ -31,8 +34,10 @@ pub(crate) const LAT: usize = 0;
 pub(crate) const AVAIL: usize = 1;
 pub(crate) const COST: usize = 2;
 pub(crate) const RATING: usize = 3;
-pub(crate) const STAKE: usize = 4;
-pub(crate) const RANDOM: usize = 5;
+pub(crate) const TIER: usize = 4;
+pub(crate) const STAKE: usize = 5;
+/// The random term is last: `0..RANDOM` are the deterministic criteria.
+pub(crate) const RANDOM: usize = 6;
 
 /// Weights of the [`WeightedMatcher`]'s criteria. Validated by [`WeightedMatcher::new`].
 ///
@@ -49,6 +54,8 @@ pub struct Weights {
     pub cost: f64,
     /// Rating weight.
     pub rating: f64,
+    /// Trust-tier weight.
+    pub tier: f64,
     /// Stake weight.
     pub stake: f64,
     /// Random-term weight.
@@ -60,8 +67,9 @@ impl Default for Weights {
         Weights {
             latency: 0.20,
             availability: 0.10,
-            cost: 0.30,
-            rating: 0.20,
+            cost: 0.25,
+            rating: 0.15,
+            tier: 0.10,
             stake: 0.10,
             random: 0.10,
         }
@@ -69,12 +77,13 @@ impl Default for Weights {
 }
 
 impl Weights {
-    fn named(&self) -> [(&'static str, f64); 6] {
+    fn named(&self) -> [(&'static str, f64); N_CRITERIA] {
         [
             ("latency", self.latency),
             ("availability", self.availability),
             ("cost", self.cost),
             ("rating", self.rating),
+            ("tier", self.tier),
             ("stake", self.stake),
             ("random", self.random),
         ]
@@ -115,7 +124,7 @@ impl Default for MatcherConfig {
 #[derive(Clone, Debug)]
 pub(crate) struct Fixed {
     /// Weights in ppm, in [`CRITERIA`] order.
-    pub w: [u64; 6],
+    pub w: [u64; N_CRITERIA],
     stake_half: u128,
     prior_mean_milli: u128,
     prior_weight_milli: u128,
@@ -158,7 +167,7 @@ impl Fixed {
             }
         }
         let max = named.iter().fold(0.0f64, |m, &(_, v)| m.max(v));
-        let mut w = [0u64; 6];
+        let mut w = [0u64; N_CRITERIA];
         if max > 0.0 {
             let rel: Vec<f64> = named.iter().map(|&(_, v)| v / max).collect();
             let sum = rel.iter().fold(0.0, |a, &r| a + r);
@@ -227,6 +236,11 @@ impl Fixed {
             return 0;
         }
         ((n - d) * 250_000 / d).min(u128::from(ONE)) as u32
+    }
+
+    /// Trust tier mapped from `0..=7` onto `0..=1`.
+    pub(crate) fn tier_ppm(tier: TrustTier) -> u32 {
+        (u64::from(tier.0.min(TrustTier::MAX.0)) * ONE / u64::from(TrustTier::MAX.0)) as u32
     }
 
     /// `stake / (stake + stake_half)`: diminishing returns.
@@ -311,7 +325,7 @@ impl OrderCtx {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Scored {
     /// Criterion values in ppm, [`CRITERIA`] order.
-    pub values: [u32; 6],
+    pub values: [u32; N_CRITERIA],
     /// `sum(w * value)`.
     pub points: u64,
 }
@@ -509,12 +523,18 @@ impl WeightedMatcher {
     }
 
     /// The deterministic part of the score (everything but the random term) and the values.
-    pub(crate) fn det(&self, ctx: &OrderCtx, f: &Features, rtt_us: Option<u64>) -> ([u32; 6], u64) {
-        let mut v = [0u32; 6];
+    pub(crate) fn det(
+        &self,
+        ctx: &OrderCtx,
+        f: &Features,
+        rtt_us: Option<u64>,
+    ) -> ([u32; N_CRITERIA], u64) {
+        let mut v = [0u32; N_CRITERIA];
         v[LAT] = self.fixed.latency_ppm(rtt_us);
         v[AVAIL] = Fixed::availability_ppm(f.total, ctx.count);
         v[COST] = Fixed::cost_ppm(ctx.ceiling, f.price);
         v[RATING] = f.rating_ppm;
+        v[TIER] = Fixed::tier_ppm(f.tier);
         v[STAKE] = f.stake_ppm;
         let w = &self.fixed.w;
         let points = (0..RANDOM).fold(0u64, |acc, i| acc + w[i] * u64::from(v[i]));
@@ -652,7 +672,9 @@ impl Default for WeightedMatcher {
         let config = MatcherConfig::default();
         // The default configuration is valid by construction (checked in a unit test).
         let fixed = Fixed::new(&config).unwrap_or(Fixed {
-            w: [200_000, 100_000, 300_000, 200_000, 100_000, 100_000],
+            w: [
+                200_000, 100_000, 250_000, 150_000, 100_000, 100_000, 100_000,
+            ],
             stake_half: config.stake_half.0,
             prior_mean_milli: 3_000,
             prior_weight_milli: 5_000,
