@@ -10,9 +10,8 @@ use spheron_chain::bindings::SpheronMarket;
 use spheron_chain::{Addresses, Chain, EvmEscrow, EvmMarket, account};
 use spheron_core::{
     AccountId, Amount, Balance, ChallengeVerifier, Clock, Error, Escrow, FlowConfig, GpuRequest,
-    LeaseHandle, Matcher, Orchestrator, Parts, ProgressEvent, Provers, Registry,
-    ReputationTierPolicy, Result, StrategyAgent, SystemClock, TierPolicy, Token, WeightedMatcher,
-    Workload, WorkloadLauncher,
+    LeaseHandle, Matcher, Orchestrator, Parts, ProgressEvent, Provers, Registry, Result,
+    StrategyAgent, SystemClock, TierPolicy, Token, Workload, WorkloadLauncher,
 };
 use spheron_gpu::Simulation;
 use std::sync::Arc;
@@ -220,22 +219,9 @@ impl EvmBuilder {
             )));
             registry.register(sim.provider);
         }
-        let matcher = match self.matcher {
-            Some(m) => m,
-            None => Arc::new(WeightedMatcher::new(spheron_core::MatcherConfig {
-                round_seed: self.seed.unwrap_or(0),
-                stake_half: Amount(1_000 * 10u128.pow(18)),
-                ..Default::default()
-            })?),
-        };
-        let verifier: Arc<dyn ChallengeVerifier> = match self.verifier {
-            Some(v) => v,
-            None => Arc::new(
-                simulation
-                    .try_verifier()
-                    .map_err(|e| Error::invalid("simulation", e.to_string()))?,
-            ),
-        };
+        // Stake is held in SPHN (18 decimals) on chain.
+        let matcher = crate::defaults::matcher(self.matcher, self.seed, 18)?;
+        let verifier = crate::defaults::verifier(self.verifier, &simulation)?;
         let config = FlowConfig {
             bid_window: self.bid_window,
             max_attempts: self.max_attempts,
@@ -254,9 +240,7 @@ impl EvmBuilder {
                 .unwrap_or_else(|| Arc::new(LocalLauncher::new())),
             verifier,
             provers,
-            tiers: self
-                .tiers
-                .unwrap_or_else(|| Arc::new(ReputationTierPolicy::default())),
+            tiers: crate::defaults::tiers(self.tiers),
             registry: registry.clone(),
             clock,
         };

@@ -30,6 +30,7 @@
 //! Features: `chain` (EVM escrow and market), `k8s` (Kubernetes launcher), `cuda` (CUDA
 //! proof-of-GPU prover).
 
+mod defaults;
 pub mod fleet;
 pub mod local_launcher;
 pub mod marketplace;

@@ -6,9 +6,8 @@ use futures::stream::BoxStream;
 use spheron_core::{
     AccountId, Amount, Balance, ChallengeVerifier, Clock, EpochConfig, EpochProcessor, Error,
     Escrow, FlowConfig, GpuRequest, LeaseHandle, LeaseReport, LedgerTotals, LocalMarket, Matcher,
-    MemoryEscrow, Orchestrator, Parts, ProgressEvent, Provers, Provider, Registry,
-    ReputationTierPolicy, Result, Standing, StrategyAgent, SystemClock, TierPolicy, Token,
-    WeightedMatcher, Workload, WorkloadLauncher,
+    MemoryEscrow, Orchestrator, Parts, ProgressEvent, Provers, Provider, Registry, Result,
+    Standing, StrategyAgent, SystemClock, TierPolicy, Token, Workload, WorkloadLauncher,
 };
 use spheron_gpu::Simulation;
 use std::sync::Arc;
@@ -190,7 +189,7 @@ impl LocalBuilder {
         self.clock = Some(clock);
         self
     }
-    /// The matcher (default: [`WeightedMatcher`] seeded with [`LocalBuilder::seed`]).
+    /// The matcher (default: [`WeightedMatcher`](spheron_core::WeightedMatcher) seeded with [`LocalBuilder::seed`]).
     pub fn matcher(mut self, matcher: Arc<dyn Matcher>) -> Self {
         self.matcher = Some(matcher);
         self
@@ -205,7 +204,7 @@ impl LocalBuilder {
         self.verifier = Some(verifier);
         self
     }
-    /// The tier policy (default: [`ReputationTierPolicy`]).
+    /// The tier policy (default: [`ReputationTierPolicy`](spheron_core::ReputationTierPolicy)).
     pub fn tiers(mut self, tiers: Arc<dyn TierPolicy>) -> Self {
         self.tiers = Some(tiers);
         self
@@ -266,8 +265,7 @@ impl LocalBuilder {
             return Err(Error::invalid("max_attempts", "must be at least 1"));
         }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        // Stake reaches half of its criterion at 1000 whole tokens.
-        let stake_half = Amount(1_000 * 10u128.pow(u32::from(self.token.decimals)));
+        let stake_decimals = self.token.decimals;
         let ledger = Arc::new(MemoryEscrow::new(self.token));
         let escrow: Arc<dyn Escrow> = ledger.clone();
         let registry = Arc::new(Registry::new());
@@ -296,14 +294,7 @@ impl LocalBuilder {
                 .deposit(self.epochs.treasury, self.treasury_funds)
                 .await?;
         }
-        let matcher = match self.matcher {
-            Some(m) => m,
-            None => Arc::new(WeightedMatcher::new(spheron_core::MatcherConfig {
-                round_seed: self.seed.unwrap_or(0),
-                stake_half,
-                ..Default::default()
-            })?),
-        };
+        let matcher = crate::defaults::matcher(self.matcher, self.seed, stake_decimals)?;
         let config = FlowConfig {
             bid_window: self.bid_window,
             max_attempts: self.max_attempts,
@@ -311,18 +302,8 @@ impl LocalBuilder {
             ..FlowConfig::default()
         };
         let verifier_account = config.verifier_account;
-        let tiers: Arc<dyn TierPolicy> = match self.tiers {
-            Some(t) => t,
-            None => Arc::new(ReputationTierPolicy::default()),
-        };
-        let verifier: Arc<dyn ChallengeVerifier> = match self.verifier {
-            Some(v) => v,
-            None => Arc::new(
-                self.simulation
-                    .try_verifier()
-                    .map_err(|e| Error::invalid("simulation", e.to_string()))?,
-            ),
-        };
+        let tiers = crate::defaults::tiers(self.tiers);
+        let verifier = crate::defaults::verifier(self.verifier, &self.simulation)?;
         let parts = Parts {
             market,
             matcher,
