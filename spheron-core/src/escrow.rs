@@ -332,14 +332,16 @@ impl Escrow for MemoryEscrow {
         let (seconds, paid) = Ledger::cost(&terms, lock.amount, at)?;
         let (tenant, locked) = (lock.tenant, lock.amount);
         let refunded = Amount(locked.0 - paid.0);
-        let provider_avail = l.available(terms.provider).checked_add(paid)?;
-        // All checks passed: apply.
+        // The provider (who may also be the tenant) can be credited without overflow.
+        l.available(terms.provider).checked_add(paid)?;
+        // All checks passed: apply. Credits are added to the balances as they stand after the
+        // tenant's update, so a provider renting from itself loses nothing.
         l.orders.remove(&order);
         l.leases.remove(&lease);
         let t = l.account(tenant);
         t.locked.0 -= locked.0;
         t.available.0 += refunded.0;
-        l.account(terms.provider).available = provider_avail;
+        l.account(terms.provider).available.0 += paid.0;
         l.flows.paid.0 += paid.0;
         l.flows.refunded.0 += refunded.0;
         let s = Settlement {
@@ -444,6 +446,18 @@ mod tests {
             e.settle(LeaseId(1), Timestamp(0)).await,
             Err(Error::LeaseClosed(_))
         ));
+        assert!(e.totals().is_balanced());
+    }
+
+    #[tokio::test]
+    async fn a_provider_renting_from_itself_keeps_its_refund() {
+        let e = MemoryEscrow::new(Token::usd());
+        e.deposit(acct(9), Amount(10_000)).await.unwrap();
+        e.lock(OrderId(1), acct(9), Amount(7_200)).await.unwrap();
+        e.open_lease(terms(1, 1, 3_600, 1)).await.unwrap();
+        let s = e.settle(LeaseId(1), Timestamp(1_000_000)).await.unwrap();
+        assert_eq!((s.paid, s.refunded), (Amount(1_000), Amount(6_200)));
+        assert_eq!(e.balance(acct(9)).await.unwrap().available, Amount(10_000));
         assert!(e.totals().is_balanced());
     }
 
