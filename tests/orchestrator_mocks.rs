@@ -144,6 +144,8 @@ async fn prover_transport_error_fails_the_challenge_and_fails_over() {
         .times(1)
         .returning(|_| Err(Error::Prover("connection reset".into())));
     broken.expect_open().never();
+    // In process: no transport round trip to measure.
+    broken.expect_round_trip().returning(|| Ok(None));
     let mut launcher = MockWorkloadLauncher::new();
     launcher
         .expect_launch()

@@ -244,6 +244,11 @@ pub trait ChallengeProver: Send + Sync {
     async fn commit(&self, challenge: &Challenge) -> Result<Commitment>;
     /// Opens the sampled rows and returns `C_k r` for the revealed vector.
     async fn open(&self, reveal: &Reveal) -> Result<Opening>;
+    /// One round trip to the prover, for transports whose latency the verifier subtracts from
+    /// the commit time; in-process provers have none (the default, `Ok(None)`).
+    async fn round_trip(&self) -> Result<Option<std::time::Duration>> {
+        Ok(None)
+    }
 }
 
 /// The verifier side: pure functions of the messages, the entropy given and the timings.
@@ -282,10 +287,13 @@ pub struct ProofReport {
 }
 
 /// Runs one full exchange between `verifier` and `prover`, timing the commitment with a
-/// monotonic clock on the verifier's side.
+/// monotonic clock on the verifier's side. When the prover has a transport
+/// ([`ChallengeProver::round_trip`]), the round trip is measured before and after the commit
+/// and the smaller one is reported, for the verifier to subtract.
 ///
-/// Transport failures from the prover become a [`Verdict::Fail`] with
-/// [`FailReason::Malformed`], so a provider cannot escape a failing verdict by erroring.
+/// Transport failures from the prover become a [`Verdict::Fail`]: [`FailReason::Late`] when
+/// the failure came after the deadline, else [`FailReason::Malformed`], so a provider cannot
+/// escape a failing verdict by erroring.
 pub async fn run_challenge(
     verifier: &dyn ChallengeVerifier,
     prover: &dyn ChallengeProver,
@@ -302,29 +310,42 @@ pub async fn run_challenge(
         timing,
         verdict,
     };
+    let malformed =
+        |what: &str, e: &crate::Error| Verdict::Fail(FailReason::Malformed(format!("{what}: {e}")));
+    let us = |d: std::time::Duration| d.as_micros().min(u128::from(u64::MAX)) as u64;
+    let rtt_before = match prover.round_trip().await {
+        Ok(r) => r,
+        Err(e) => return report(ProofTiming::default(), malformed("ping failed", &e)),
+    };
     let started = std::time::Instant::now();
-    let commitment = match prover.commit(&challenge).await {
+    let commitment = prover.commit(&challenge).await;
+    let commit_us = us(started.elapsed());
+    let mut timing = ProofTiming {
+        commit_us,
+        rtt_us: rtt_before.map(us).unwrap_or(0),
+    };
+    let commitment = match commitment {
         Ok(c) => c,
-        Err(e) => {
+        Err(e) if commit_us > challenge.deadline_us => {
+            tracing::debug!(%provider, error = %e, "commit failed after the deadline");
             return report(
-                ProofTiming::default(),
-                Verdict::Fail(FailReason::Malformed(format!("commit failed: {e}"))),
+                timing,
+                Verdict::Fail(FailReason::Late {
+                    elapsed_us: commit_us,
+                    deadline_us: challenge.deadline_us,
+                }),
             );
         }
+        Err(e) => return report(timing, malformed("commit failed", &e)),
     };
-    let timing = ProofTiming {
-        commit_us: started.elapsed().as_micros() as u64,
-        rtt_us: 0,
-    };
+    if let Some(before) = rtt_before {
+        let after = prover.round_trip().await.ok().flatten().unwrap_or(before);
+        timing.rtt_us = us(before.min(after));
+    }
     let reveal = verifier.reveal(&challenge, &commitment, entropy[1]);
     let opening = match prover.open(&reveal).await {
         Ok(o) => o,
-        Err(e) => {
-            return report(
-                timing,
-                Verdict::Fail(FailReason::Malformed(format!("open failed: {e}"))),
-            );
-        }
+        Err(e) => return report(timing, malformed("open failed", &e)),
     };
     let verdict = verifier.verify(&challenge, &commitment, &reveal, &opening, &timing);
     report(timing, verdict)

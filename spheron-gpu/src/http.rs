@@ -47,8 +47,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use spheron_core::proof::{
-    Challenge, ChallengeProver, ChallengeVerifier, Commitment, FailReason, Opening, ProofReport,
-    ProofTiming, Reveal, Verdict,
+    Challenge, ChallengeProver, ChallengeVerifier, Commitment, Opening, ProofReport, Reveal,
 };
 use spheron_core::{GpuModel, ProviderId};
 use std::sync::Arc;
@@ -233,11 +232,15 @@ impl ChallengeProver for HttpProver {
     async fn open(&self, reveal: &Reveal) -> spheron_core::Result<Opening> {
         Ok(self.post(OPEN_PATH, reveal, self.timeout).await?)
     }
+
+    async fn round_trip(&self) -> spheron_core::Result<Option<Duration>> {
+        Ok(Some(self.ping().await?))
+    }
 }
 
 /// Challenges the provider behind `prover` once, with round-trip compensation (see the module
-/// docs). Transport failures become failing verdicts ([`FailReason::Malformed`], or
-/// [`FailReason::Late`] when the commitment did not arrive by the deadline).
+/// docs), through [`run_challenge`](spheron_core::proof::run_challenge). Transport failures become
+/// failing verdicts (`Malformed`, or `Late` when the commitment did not arrive by the deadline).
 pub async fn challenge(
     verifier: &dyn ChallengeVerifier,
     prover: &HttpProver,
@@ -245,59 +248,8 @@ pub async fn challenge(
     claimed: GpuModel,
     entropy: [[u8; 32]; 2],
 ) -> ProofReport {
-    let ch = verifier.issue(claimed, entropy[0]);
-    let report = |timing: ProofTiming, verdict: Verdict| ProofReport {
-        provider,
-        claimed,
-        n: ch.n,
-        batch: ch.batch,
-        timing,
-        verdict,
-    };
-    let malformed = |what: &str, e: &dyn std::fmt::Display| {
-        Verdict::Fail(FailReason::Malformed(format!("{what}: {e}")))
-    };
-    // The first ping opens the connection; the second measures a warm round trip.
-    let rtt_before = match async {
-        prover.ping().await?;
-        prover.ping().await
-    }
-    .await
-    {
-        Ok(d) => d,
-        Err(e) => return report(ProofTiming::default(), malformed("ping failed", &e)),
-    };
-    let started = Instant::now();
-    let commitment = prover.commit(&ch).await;
-    let commit_us = started.elapsed().as_micros() as u64;
-    let commitment = match commitment {
-        Ok(c) => c,
-        Err(e) => {
-            let timing = ProofTiming {
-                commit_us,
-                rtt_us: rtt_before.as_micros() as u64,
-            };
-            let verdict = if commit_us > ch.deadline_us {
-                Verdict::Fail(FailReason::Late {
-                    elapsed_us: commit_us,
-                    deadline_us: ch.deadline_us,
-                })
-            } else {
-                malformed("commit failed", &e)
-            };
-            return report(timing, verdict);
-        }
-    };
-    let rtt_after = prover.ping().await.unwrap_or(rtt_before);
-    let timing = ProofTiming {
-        commit_us,
-        rtt_us: rtt_before.min(rtt_after).as_micros() as u64,
-    };
-    let reveal = verifier.reveal(&ch, &commitment, entropy[1]);
-    let opening = match prover.open(&reveal).await {
-        Ok(o) => o,
-        Err(e) => return report(timing, malformed("open failed", &e)),
-    };
-    let verdict = verifier.verify(&ch, &commitment, &reveal, &opening, &timing);
-    report(timing, verdict)
+    // The first ping opens the connection, so the probe before the commit measures a warm
+    // round trip.
+    let _ = prover.ping().await;
+    spheron_core::proof::run_challenge(verifier, prover, provider, claimed, entropy).await
 }
