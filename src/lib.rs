@@ -32,22 +32,18 @@
 
 mod defaults;
 pub mod fleet;
-pub mod local_launcher;
 pub mod marketplace;
 
 pub use fleet::{ProviderSpec, SimFleet, SimProvider};
-pub use local_launcher::LocalLauncher;
+pub use spheron_node::LocalLauncher;
 pub use marketplace::{LocalBuilder, Marketplace};
-/// The EVM escrow, market, manifests and anvil harness (feature `chain`).
-#[cfg(feature = "chain")]
+/// The EVM escrow, market, registry and anvil harness.
 pub use spheron_chain as chain;
+/// The network parties: provider and operator nodes, gateway, tenant client.
+pub use spheron_node as node;
 pub use spheron_core as core;
 pub use spheron_core::*;
 pub use spheron_gpu as gpu;
-#[cfg(feature = "chain")]
-pub mod evm;
-#[cfg(feature = "chain")]
-pub use evm::{EvmBuilder, EvmMarketplace};
 /// The Kubernetes launcher and GPU inventory (feature `k8s`).
 #[cfg(feature = "k8s")]
 pub use spheron_k8s as k8s;

@@ -1,7 +1,7 @@
 //! [`Marketplace`]: the embedded marketplace wiring spheron's defaults together.
 
 use crate::fleet::SimFleet;
-use crate::local_launcher::LocalLauncher;
+use spheron_node::LocalLauncher;
 use futures::stream::BoxStream;
 use spheron_core::{
     AccountId, Amount, Balance, ChallengeVerifier, Clock, EpochConfig, EpochProcessor, Error,

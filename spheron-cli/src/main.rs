@@ -1,0 +1,3 @@
+//! The `spheron` command line.
+
+fn main() {}

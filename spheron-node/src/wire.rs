@@ -1,0 +1,162 @@
+//! The gateway's wire types, shared by the provider's server and the tenant's client: lease
+//! status, node status, and the typed JSON error every refused request gets.
+
+use alloy::primitives::Address;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use spheron_core::{GpuModel, Inventory};
+
+/// What happened to a lease's workload on the provider's side.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum WorkState {
+    /// Matched on chain; no valid manifest yet.
+    AwaitingManifest,
+    /// A valid manifest arrived; the workload is starting.
+    Launching,
+    /// The workload runs (billing on chain started at the match).
+    Running,
+    /// The workload ended by itself with this exit code (`0`: success; `None`: killed by a
+    /// signal).
+    Exited {
+        /// Exit code, when the process had one.
+        exit_code: Option<i32>,
+    },
+    /// Stopped at the tenant's request, or because the lease closed on chain.
+    Stopped,
+    /// The provider could not run it.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl WorkState {
+    /// Whether the workload will not run (again).
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            WorkState::Exited { .. } | WorkState::Stopped | WorkState::Failed { .. }
+        )
+    }
+}
+
+/// `GET /lease/{id}/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// The lease (its order id on chain).
+    pub lease: u64,
+    /// The lease's tenant as recorded on chain.
+    pub tenant: Address,
+    /// The workload's state.
+    pub work: WorkState,
+    /// Whether the lease is still open on chain, as the provider last saw it.
+    pub open_on_chain: bool,
+    /// Unix seconds when the workload started running.
+    pub started_at: Option<u64>,
+    /// Unix seconds when it ended.
+    pub ended_at: Option<u64>,
+}
+
+/// `GET /status`: the node as a whole (unauthenticated, nothing lease-specific).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The provider's chain account.
+    pub provider: Address,
+    /// Its human name.
+    pub name: String,
+    /// Region label.
+    pub region: String,
+    /// GPU models offered.
+    pub models: Vec<GpuModel>,
+    /// Inventory now (free GPUs per node).
+    pub inventory: Inventory,
+    /// Leases whose workload runs.
+    pub running_leases: usize,
+    /// The last chain block the node has processed.
+    pub last_block: u64,
+    /// Software version.
+    pub version: String,
+}
+
+/// Machine-readable reason of a refused gateway request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// No signature headers (401).
+    Unsigned,
+    /// The signature does not parse or does not cover this request (401).
+    BadSignature,
+    /// The request or manifest expired, or expires too far in the future (401).
+    Expired,
+    /// The nonce was used before (401).
+    Replayed,
+    /// The signer is not the lease's tenant on chain (403).
+    WrongTenant,
+    /// The manifest names another provider (403).
+    WrongProvider,
+    /// The manifest names another lease, chain or contract (403).
+    WrongLease,
+    /// The manifest's workload hash does not match the workload sent (400).
+    WorkloadMismatch,
+    /// No such lease on chain, or not this provider's (404).
+    UnknownLease,
+    /// The lease is not active on chain (409).
+    LeaseNotActive,
+    /// A manifest for this lease was already accepted (409).
+    AlreadyLaunched,
+    /// The request body or parameters are malformed (400).
+    BadRequest,
+    /// The node could not reach the chain or its launcher (503).
+    Unavailable,
+    /// Anything else that went wrong on the provider's side (500).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code is sent with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::Unsigned
+            | ErrorCode::BadSignature
+            | ErrorCode::Expired
+            | ErrorCode::Replayed => StatusCode::UNAUTHORIZED,
+            ErrorCode::WrongTenant | ErrorCode::WrongProvider | ErrorCode::WrongLease => {
+                StatusCode::FORBIDDEN
+            }
+            ErrorCode::WorkloadMismatch | ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::UnknownLease => StatusCode::NOT_FOUND,
+            ErrorCode::LeaseNotActive | ErrorCode::AlreadyLaunched => StatusCode::CONFLICT,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// The JSON body of every refused request: `{"error": "wrong_tenant", "message": "..."}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{error:?}: {message}")]
+pub struct GatewayError {
+    /// What kind of refusal.
+    pub error: ErrorCode,
+    /// Details for a human.
+    pub message: String,
+}
+
+impl GatewayError {
+    /// An error of kind `code`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        GatewayError {
+            error: code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        (self.error.status(), axum::Json(self)).into_response()
+    }
+}
