@@ -7,13 +7,19 @@
 //! ```
 #![allow(clippy::unwrap_used)]
 
-use spheron::chain::alloy::primitives::{Bytes, U256, Uint};
+use spheron::chain::alloy::primitives::{B256, Bytes, U256, Uint};
 use spheron::chain::alloy::providers::ext::AnvilApi;
 use spheron::chain::anvil::TestChain;
 use spheron::chain::bindings::{SpheronMarket, TestToken};
 use spheron::chain::{Chain, MarketConfig};
 
 type Receipt = spheron::chain::alloy::rpc::types::TransactionReceipt;
+
+/// A typical registration metadata document (the SDK writes name, coordinates, inventory).
+const META: &str = r#"{"name":"gpu-eu-1","lat":52.37,"lon":4.90,"gpus":[{"model":"h100-sxm","count":8,"memory_gib":80}]}"#;
+
+/// A typical order spec (the tenant's full request).
+const SPEC: &str = r#"{"gpu":["h100-sxm","h100-pcie"],"count":8,"duration_secs":3600,"max_price_per_gpu_hour":"3000000","regions":["eu-west","eu-central"],"min_tier":3}"#;
 
 fn gas(r: &Receipt) -> u64 {
     r.gas_used
@@ -63,10 +69,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "https://gpu.example:8443".into(),
                 "eu-west".into(),
                 Bytes::from(vec![2u8; 33]),
+                B256::repeat_byte(0xc7),
+                META.into(),
             ),
         )
         .await?;
-    rows.push(("register provider".into(), gas(&r)));
+    rows.push((
+        "register provider (with cert hash and meta)".into(),
+        gas(&r),
+    ));
+    let r = c
+        .send(
+            provider,
+            m.register(
+                "https://gpu.example:8444".into(),
+                "eu-west".into(),
+                Bytes::from(vec![2u8; 33]),
+                B256::repeat_byte(0xc8),
+                META.into(),
+            ),
+        )
+        .await?;
+    rows.push(("re-register provider (update)".into(), gas(&r)));
     let r = c.send(provider, m.stake(1_000 * sphn_unit)).await?;
     rows.push(("stake (all available SPHN)".into(), gas(&r)));
 
@@ -142,6 +166,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     rows.push(("createOrder (another)".into(), gas(&r)));
     let r = c.send(tenant, m.cancelOrder(9_000)).await?;
     rows.push(("cancelOrder".into(), gas(&r)));
+    let r = c
+        .send(
+            tenant,
+            m.createOrderWithSpec(
+                9_002,
+                usds,
+                unit,
+                1,
+                3600,
+                60,
+                Bytes::from(SPEC.as_bytes().to_vec()),
+            ),
+        )
+        .await?;
+    rows.push((
+        format!("createOrderWithSpec ({}-byte spec)", SPEC.len()),
+        gas(&r),
+    ));
     let r = c.send(tenant, m.lockFunds(9_001, usds, 5 * unit)).await?;
     rows.push(("lockFunds (escrow lock)".into(), gas(&r)));
     let r = c

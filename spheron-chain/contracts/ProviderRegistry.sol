@@ -4,8 +4,9 @@ pragma solidity ^0.8.24;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 
 /// @title ProviderRegistry
-/// @notice Providers register an endpoint, a region and a public key, and stake the native
-/// SPHN token from their escrow balance. Unstaking waits out an unbonding period. The
+/// @notice Providers register an endpoint, a region, a public key, the hash of their gateway's
+/// TLS certificate and an opaque metadata document, and stake the native SPHN token from their
+/// escrow balance. Registered providers are enumerable in registration order. Unstaking waits out an unbonding period. The
 /// verifier network (SLASHER_ROLE) slashes stake, paying a share to the reporting verifier;
 /// TIER_ROLE sets trust tiers (0..=7, higher is better).
 /// @dev Abstract: the market inherits it so stakes live in the same balance sheet as escrow.
@@ -16,6 +17,8 @@ abstract contract ProviderRegistry is AccessControl {
     bytes32 public constant TIER_ROLE = keccak256("TIER_ROLE");
     /// @notice Highest trust tier.
     uint8 public constant MAX_TIER = 7;
+    /// @notice Longest `meta` document a registration may carry, in bytes.
+    uint256 public constant MAX_META_BYTES = 4096;
 
     /// @notice A registered provider.
     struct ProviderInfo {
@@ -24,6 +27,10 @@ abstract contract ProviderRegistry is AccessControl {
         string endpoint;
         string region;
         bytes publicKey;
+        // hash of the gateway's TLS certificate (zero: plain HTTP on loopback devnets)
+        bytes32 certHash;
+        // opaque JSON written by the SDK: name, coordinates, GPU inventory summary
+        string meta;
     }
 
     /// @notice A provider's stake in SPHN.
@@ -45,9 +52,13 @@ abstract contract ProviderRegistry is AccessControl {
 
     mapping(address => ProviderInfo) internal _providers;
     mapping(address => Stake) internal _stakes;
+    /// @dev Every provider that ever registered, in order of first registration.
+    address[] internal _providerList;
 
     /// @notice A provider registered or updated its registration.
-    event ProviderRegistered(address indexed provider, string endpoint, string region, bytes publicKey);
+    event ProviderRegistered(
+        address indexed provider, string endpoint, string region, bytes publicKey, bytes32 certHash, string meta
+    );
     /// @notice Stake moved from available SPHN into stake.
     event Staked(address indexed provider, uint256 amount, uint256 totalStaked);
     /// @notice Stake started unbonding.
@@ -78,6 +89,8 @@ abstract contract ProviderRegistry is AccessControl {
     error UnbondingNotOver(uint256 releaseAt);
     /// @notice A basis-point value above 10000.
     error BpsTooHigh(uint256 bps);
+    /// @notice A registration's `meta` is longer than MAX_META_BYTES.
+    error MetaTooLong(uint256 length);
 
     constructor(address sphn_, uint40 unbondingPeriod_, uint128 minStake_, uint16 slashReporterBps_) {
         if (slashReporterBps_ > 10_000) revert BpsTooHigh(slashReporterBps_);
@@ -87,17 +100,32 @@ abstract contract ProviderRegistry is AccessControl {
         slashReporterBps = slashReporterBps_;
     }
 
-    /// @notice Registers (or updates) the caller as a provider.
-    function register(string calldata endpoint, string calldata region, bytes calldata publicKey) external {
+    /// @notice Registers (or updates) the caller as a provider. `certHash` is the hash of the
+    /// gateway's TLS certificate (zero for plain-HTTP loopback devnets); `meta` is an opaque
+    /// document of at most MAX_META_BYTES. The first registration adds the caller to the
+    /// enumerable list; later ones update the fields in place.
+    function register(
+        string calldata endpoint,
+        string calldata region,
+        bytes calldata publicKey,
+        bytes32 certHash,
+        string calldata meta
+    ) external {
         if (bytes(endpoint).length == 0 || bytes(region).length == 0 || publicKey.length == 0) {
             revert EmptyRegistration();
         }
+        if (bytes(meta).length > MAX_META_BYTES) revert MetaTooLong(bytes(meta).length);
         ProviderInfo storage p = _providers[msg.sender];
-        p.registered = true;
+        if (!p.registered) {
+            p.registered = true;
+            _providerList.push(msg.sender);
+        }
         p.endpoint = endpoint;
         p.region = region;
         p.publicKey = publicKey;
-        emit ProviderRegistered(msg.sender, endpoint, region, publicKey);
+        p.certHash = certHash;
+        p.meta = meta;
+        emit ProviderRegistered(msg.sender, endpoint, region, publicKey, certHash, meta);
     }
 
     /// @notice Moves `amount` of the caller's available SPHN into stake.
@@ -168,6 +196,23 @@ abstract contract ProviderRegistry is AccessControl {
     /// @notice A provider's registration.
     function providerInfo(address provider) external view returns (ProviderInfo memory) {
         return _providers[provider];
+    }
+
+    /// @notice How many providers ever registered.
+    function providerCount() external view returns (uint256) {
+        return _providerList.length;
+    }
+
+    /// @notice Up to `count` provider addresses from position `start`, in registration order;
+    /// clamped to the end of the list (empty when `start` is past it).
+    function providersPage(uint256 start, uint256 count) external view returns (address[] memory page) {
+        uint256 len = _providerList.length;
+        if (start >= len) return new address[](0);
+        uint256 end = count > len - start ? len : start + count;
+        page = new address[](end - start);
+        for (uint256 i = start; i < end; ++i) {
+            page[i - start] = _providerList[i];
+        }
     }
 
     /// @notice A provider's stake.

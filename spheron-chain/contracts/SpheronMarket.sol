@@ -31,6 +31,8 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
     uint256 public constant MAX_DURATION_SECS = 90 days;
     /// @notice Highest protocol fee (10%).
     uint16 public constant MAX_FEE_BPS = 1_000;
+    /// @notice Longest order spec `createOrderWithSpec` logs, in bytes.
+    uint256 public constant MAX_SPEC_BYTES = 8192;
 
     /// @notice Lifecycle of an order (and of its lease, which shares its id).
     enum State {
@@ -121,6 +123,9 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
         uint40 bidDeadline,
         uint128 locked
     );
+    /// @notice The tenant's full request for order `id` (JSON: models, regions, tier...), logged
+    /// right after its `OrderCreated` for providers and matchers to read; never stored.
+    event OrderSpec(uint64 indexed id, bytes spec);
     /// @notice An open order was cancelled and its lock returned.
     event OrderCancelled(uint64 indexed id, uint128 refunded);
     /// @notice A provider bid on an order.
@@ -180,6 +185,8 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
     error InvalidFee(address token, uint16 feeBps);
     /// @notice A zero address where an account is required.
     error ZeroAddress();
+    /// @notice An order spec longer than MAX_SPEC_BYTES.
+    error SpecTooLong(uint256 length);
 
     constructor(
         address admin,
@@ -267,13 +274,23 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
         uint32 durationSecs,
         uint32 bidWindowSecs
     ) external whenNotPaused {
-        if (gpus == 0) revert GpusMismatch(0, 0);
-        if (durationSecs == 0 || durationSecs > MAX_DURATION_SECS) revert InvalidDuration(durationSecs);
-        if (maxPricePerGpuHour == 0) revert ZeroAmount();
-        uint256 budget = uint256(maxPricePerGpuHour) * gpus * durationSecs / 3600;
-        if (budget > type(uint128).max) revert AmountOverflow();
-        if (budget == 0) revert ZeroAmount();
-        _open(id, token, maxPricePerGpuHour, gpus, durationSecs, uint40(block.timestamp) + bidWindowSecs, uint128(budget));
+        _createOrder(id, token, maxPricePerGpuHour, gpus, durationSecs, bidWindowSecs);
+    }
+
+    /// @notice Like `createOrder`, then logs the tenant's full request `spec` (at most
+    /// MAX_SPEC_BYTES) in an `OrderSpec` event; the spec is not stored.
+    function createOrderWithSpec(
+        uint64 id,
+        address token,
+        uint128 maxPricePerGpuHour,
+        uint32 gpus,
+        uint32 durationSecs,
+        uint32 bidWindowSecs,
+        bytes calldata spec
+    ) external whenNotPaused {
+        if (spec.length > MAX_SPEC_BYTES) revert SpecTooLong(spec.length);
+        _createOrder(id, token, maxPricePerGpuHour, gpus, durationSecs, bidWindowSecs);
+        emit OrderSpec(id, spec);
     }
 
     /// @notice Locks `amount` for order `id` with no bidding (a direct deal: the tenant then
@@ -404,6 +421,23 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
     }
 
     // ---------------------------------------------------------------- internals
+
+    function _createOrder(
+        uint64 id,
+        address token,
+        uint128 maxPricePerGpuHour,
+        uint32 gpus,
+        uint32 durationSecs,
+        uint32 bidWindowSecs
+    ) internal {
+        if (gpus == 0) revert GpusMismatch(0, 0);
+        if (durationSecs == 0 || durationSecs > MAX_DURATION_SECS) revert InvalidDuration(durationSecs);
+        if (maxPricePerGpuHour == 0) revert ZeroAmount();
+        uint256 budget = uint256(maxPricePerGpuHour) * gpus * durationSecs / 3600;
+        if (budget > type(uint128).max) revert AmountOverflow();
+        if (budget == 0) revert ZeroAmount();
+        _open(id, token, maxPricePerGpuHour, gpus, durationSecs, uint40(block.timestamp) + bidWindowSecs, uint128(budget));
+    }
 
     function _open(
         uint64 id,

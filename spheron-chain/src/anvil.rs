@@ -6,6 +6,8 @@ use crate::deploy::{Addresses, MarketConfig, deploy_local};
 use crate::error::{Error, Result};
 use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::Address;
+use alloy::providers::Provider;
+use alloy::rpc::types::Filter;
 use alloy::signers::local::PrivateKeySigner;
 use std::path::PathBuf;
 
@@ -45,6 +47,27 @@ pub fn find_anvil() -> Result<PathBuf> {
     })
 }
 
+/// How long to wait for anvil to start, in milliseconds.
+const STARTUP_TIMEOUT_MS: u64 = 60_000;
+
+/// How to run the anvil node of a [`TestChain`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnvilOptions {
+    /// Mine a block every this many seconds (`--block-time`) instead of one per transaction.
+    pub block_time_secs: Option<u64>,
+    /// How many funded dev accounts (at least 2: admin and operator).
+    pub accounts: u32,
+}
+
+impl Default for AnvilOptions {
+    fn default() -> Self {
+        AnvilOptions {
+            block_time_secs: None,
+            accounts: 20,
+        }
+    }
+}
+
 /// A running anvil node with a local spheron deployment.
 pub struct TestChain {
     /// The node (killed on drop).
@@ -57,6 +80,8 @@ pub struct TestChain {
     pub addresses: Addresses,
     /// The dev accounts' keys, in the order of `accounts`.
     pub keys: Vec<PrivateKeySigner>,
+    /// The block the market contract was deployed in (where a [`crate::Follower`] starts).
+    pub deploy_block: u64,
 }
 
 impl std::fmt::Debug for TestChain {
@@ -69,11 +94,43 @@ impl std::fmt::Debug for TestChain {
 }
 
 impl TestChain {
-    /// Starts anvil (20 funded dev accounts, loopback only) and deploys with `config`.
+    /// Starts anvil (20 funded dev accounts, loopback only, a block per transaction) and
+    /// deploys with `config`.
     pub async fn start(config: &MarketConfig) -> Result<TestChain> {
+        TestChain::start_with(config, &AnvilOptions::default()).await
+    }
+
+    /// Starts anvil as `opts` says (loopback only) and deploys with `config`.
+    pub async fn start_with(config: &MarketConfig, opts: &AnvilOptions) -> Result<TestChain> {
+        if opts.accounts < 2 {
+            return Err(Error::Invalid {
+                field: "accounts",
+                reason: format!(
+                    "{} dev accounts: at least 2 (admin, operator) are needed",
+                    opts.accounts
+                ),
+            });
+        }
+        if opts.block_time_secs == Some(0) {
+            return Err(Error::Invalid {
+                field: "block_time_secs",
+                reason: "0: use None to mine a block per transaction".into(),
+            });
+        }
         let bin = find_anvil()?;
+        let mut args = vec![
+            "--host".to_string(),
+            "127.0.0.1".to_string(),
+            "--accounts".to_string(),
+            opts.accounts.to_string(),
+        ];
+        if let Some(secs) = opts.block_time_secs {
+            args.extend(["--block-time".to_string(), secs.to_string()]);
+        }
+        // Generous: on a loaded machine anvil may take a while to print its accounts.
         let anvil = Anvil::at(bin)
-            .args(["--host", "127.0.0.1", "--accounts", "20"])
+            .args(args)
+            .timeout(STARTUP_TIMEOUT_MS)
             .try_spawn()
             .map_err(|e| Error::Anvil(e.to_string()))?;
         let keys: Vec<PrivateKeySigner> = anvil
@@ -83,13 +140,16 @@ impl TestChain {
             .collect();
         let accounts: Vec<Address> = keys.iter().map(|k| k.address()).collect();
         let chain = Chain::connect(&anvil.endpoint(), keys.clone())?;
+        let before = crate::follow::head(&chain).await?;
         let addresses = deploy_local(&chain, accounts[0], accounts[1], config).await?;
+        let deploy_block = first_log_block(&chain, addresses.market, before + 1).await?;
         Ok(TestChain {
             anvil,
             chain,
             accounts,
             addresses,
             keys,
+            deploy_block,
         })
     }
 
@@ -107,4 +167,20 @@ impl TestChain {
     pub fn operator(&self) -> Address {
         self.accounts[1]
     }
+}
+
+/// The first block from `from` on with a log of `contract` (its constructor logs, so for a
+/// contract deployed after `from` this is its deployment block); `from` when it has none.
+async fn first_log_block(chain: &Chain, contract: Address, from: u64) -> Result<u64> {
+    let filter = Filter::new().address(contract).from_block(from);
+    let logs = chain
+        .provider()
+        .get_logs(&filter)
+        .await
+        .map_err(|e| Error::Rpc(e.to_string()))?;
+    Ok(logs
+        .iter()
+        .filter_map(|l| l.block_number)
+        .min()
+        .unwrap_or(from))
 }

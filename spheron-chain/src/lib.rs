@@ -8,6 +8,10 @@
 //! - [`EvmMarket`] implements `spheron_core::Market`: orders, bids and matches on chain;
 //! - [`manifest`]: EIP-712 signed workload manifests, checked against the lease's tenant on
 //!   chain before anything launches;
+//! - [`registry`]: registering providers (endpoint, region, key, TLS certificate hash,
+//!   metadata), listing the enumerable registry, publishing orders with their full spec;
+//! - [`follow`]: a [`Follower`] that reads the market's events in bounded block ranges from
+//!   a persistent cursor, confirmations behind the head;
 //! - [`deploy`]: deployment helpers; [`anvil`]: a harness that runs a local node.
 //!
 //! The compiled artifacts (`artifacts/*.json`) are committed, so building this crate needs no
@@ -35,12 +39,16 @@ pub mod client;
 pub mod deploy;
 pub mod error;
 pub mod escrow;
+pub mod follow;
 pub mod manifest;
 pub mod market;
+pub mod registry;
 
 pub use alloy;
 pub use client::Chain;
 pub use deploy::{Addresses, MarketConfig};
 pub use error::{Error, Result};
 pub use escrow::{ChainTime, EvmEscrow, Solvency, account, address, solvency};
+pub use follow::{ChainEvent, Follower, Logged};
 pub use market::EvmMarket;
+pub use registry::{OrderParams, ProviderRecord, Registration};

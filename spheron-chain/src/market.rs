@@ -59,7 +59,8 @@ fn model_bytes(m: GpuModel) -> FixedBytes<32> {
     FixedBytes(b)
 }
 
-fn model_of(b: FixedBytes<32>) -> Option<GpuModel> {
+/// The GPU model named by a bid's `bytes32` (its catalog name, zero-padded), if known.
+pub(crate) fn model_of(b: FixedBytes<32>) -> Option<GpuModel> {
     let end = b.iter().position(|&c| c == 0).unwrap_or(32);
     std::str::from_utf8(&b[..end]).ok()?.parse().ok()
 }

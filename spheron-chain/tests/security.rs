@@ -54,6 +54,8 @@ async fn world() -> Option<World> {
                 "https://u.example".into(),
                 "us-east".into(),
                 vec![9u8; 33].into(),
+                Default::default(),
+                String::new(),
             ),
         )
         .await

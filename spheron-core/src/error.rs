@@ -127,6 +127,15 @@ pub enum Error {
     /// A feedback rating outside the accepted range.
     #[error("feedback rating {0} is outside 1..=5")]
     FeedbackOutOfRange(u8),
+    /// A remote step (bid window, match, challenge, manifest, launch, settlement) did not
+    /// finish in time.
+    #[error("{step} timed out after {after_ms} ms")]
+    Timeout {
+        /// The step.
+        step: &'static str,
+        /// The limit, in milliseconds.
+        after_ms: u64,
+    },
     /// The marketplace was shut down.
     #[error("the marketplace has shut down")]
     Shutdown,
@@ -145,7 +154,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Backend { .. } | Error::NoMatch { .. } | Error::Prover(_)
+            Error::Backend { .. } | Error::NoMatch { .. } | Error::Prover(_) | Error::Timeout { .. }
         )
     }
 }

@@ -73,7 +73,7 @@ pub use matching::{
 };
 pub use money::{Amount, Token};
 pub use orchestrator::{
-    FlowConfig, LeaseHandle, LeaseReport, Orchestrator, Parts, ProverDirectory, Provers,
+    FlowConfig, LeaseControl, LeaseHandle, LeaseReport, Orchestrator, Parts, ProverDirectory, Provers,
 };
 pub use order::{Bid, Candidate, Order};
 pub use proof::{

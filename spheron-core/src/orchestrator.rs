@@ -179,10 +179,27 @@ struct LeaseShared {
     parts: Parts,
 }
 
+/// What a [`LeaseHandle`] drives: the embedded flow's supervisor here, or a network client
+/// that reads the lease from the chain and the provider's gateway (`spheron-node`).
+#[async_trait::async_trait]
+pub trait LeaseControl: Send + Sync {
+    /// The report as last recorded (no I/O).
+    fn snapshot(&self) -> LeaseReport;
+    /// The workload's output from the beginning; ends when the workload ends.
+    fn logs(&self) -> Result<LogStream>;
+    /// The report now, with the cost accrued so far while the lease runs.
+    async fn report(&self) -> LeaseReport;
+    /// Waits until the lease is closed and settled; returns the final report.
+    async fn wait(&self) -> LeaseReport;
+    /// Stops the lease, waits for settlement and returns the final report; a lease that is
+    /// already closed (or stopping) gives [`Error::LeaseClosed`].
+    async fn stop(&self) -> Result<LeaseReport>;
+}
+
 /// A handle on a running lease. Dropping it does not stop the lease.
 #[derive(Clone)]
 pub struct LeaseHandle {
-    shared: Arc<LeaseShared>,
+    inner: Arc<dyn LeaseControl>,
 }
 
 impl std::fmt::Debug for LeaseHandle {
@@ -194,55 +211,75 @@ impl std::fmt::Debug for LeaseHandle {
 }
 
 impl LeaseHandle {
-    fn snapshot(&self) -> LeaseReport {
-        self.shared
-            .report
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// A handle driving `control`.
+    pub fn new(control: Arc<dyn LeaseControl>) -> Self {
+        LeaseHandle { inner: control }
     }
 
     /// The lease id.
     pub fn id(&self) -> LeaseId {
-        self.snapshot().lease
+        self.inner.snapshot().lease
     }
 
     /// The state now.
     pub fn state(&self) -> LeaseState {
-        self.snapshot().state
+        self.inner.snapshot().state
     }
 
     /// The workload's output from the beginning; ends when the workload ends.
     pub fn logs(&self) -> Result<LogStream> {
-        self.shared.parts.launcher.logs(&self.shared.workload)
+        self.inner.logs()
     }
 
     /// The report now, with the cost accrued so far while the lease runs.
     pub async fn report(&self) -> LeaseReport {
+        self.inner.report().await
+    }
+
+    /// Waits until the lease is closed and settled; returns the final report.
+    pub async fn wait(&self) -> LeaseReport {
+        self.inner.wait().await
+    }
+
+    /// Stops the lease, waits for settlement and returns the final report.
+    /// A lease that is already closed gives [`Error::LeaseClosed`].
+    pub async fn stop(&self) -> Result<LeaseReport> {
+        self.inner.stop().await
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaseControl for LeaseShared {
+    fn snapshot(&self) -> LeaseReport {
+        self.report.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn logs(&self) -> Result<LogStream> {
+        self.parts.launcher.logs(&self.workload)
+    }
+
+    async fn report(&self) -> LeaseReport {
         let mut r = self.snapshot();
         if !r.state.is_closed() {
-            let now = self.shared.parts.clock.now().min(self.shared.ends_at);
-            if let Ok(c) = self.shared.parts.escrow.accrued(r.lease, now).await {
+            let now = self.parts.clock.now().min(self.ends_at);
+            if let Ok(c) = self.parts.escrow.accrued(r.lease, now).await {
                 r.cost = c;
             }
         }
         r
     }
 
-    /// Waits until the lease is closed and settled; returns the final report.
-    pub async fn wait(&self) -> LeaseReport {
-        let mut rx = self.shared.closed_rx.clone();
+    async fn wait(&self) -> LeaseReport {
+        let mut rx = self.closed_rx.clone();
         let _ = rx.wait_for(|c| *c).await;
         self.snapshot()
     }
 
-    /// Stops the lease, waits for settlement and returns the final report.
-    /// A lease that is already closed gives [`Error::LeaseClosed`].
-    pub async fn stop(&self) -> Result<LeaseReport> {
-        if *self.shared.closed_rx.borrow() || *self.shared.stop_tx.borrow() {
-            return Err(Error::LeaseClosed(self.id()));
+    async fn stop(&self) -> Result<LeaseReport> {
+        if *self.closed_rx.borrow() || *self.stop_tx.borrow() {
+            return Err(Error::LeaseClosed(self.snapshot().lease));
         }
-        self.shared.stop_tx.send_replace(true);
+        self.stop_tx.send_replace(true);
         Ok(self.wait().await)
     }
 }
@@ -589,7 +626,7 @@ impl Orchestrator {
             progress,
             emit,
         ));
-        Ok(LeaseHandle { shared })
+        Ok(LeaseHandle::new(shared))
     }
 
     async fn penalise(&self, provider: ProviderId, v: Violation) -> Result<Amount> {

@@ -1,0 +1,354 @@
+//! The provider's HTTP gateway, the only way a tenant reaches a provider node.
+//!
+//! | method and path | auth | body | answer |
+//! |---|---|---|---|
+//! | `GET /status` | none | | [`NodeStatus`] |
+//! | `GET /v2/ping`, `POST /v2/commit`, `POST /v2/open` | none (own session) | | proof of GPU, [`spheron_gpu::http`] |
+//! | `PUT /lease/{id}/manifest` | tenant | [`SignedManifest`] | [`LeaseStatus`] |
+//! | `GET /lease/{id}/status` | tenant | | [`LeaseStatus`] |
+//! | `GET /lease/{id}/logs?from=N&follow=true` | tenant | | NDJSON of [`LogLine`] |
+//! | `POST /lease/{id}/stop` | tenant | | [`LeaseStatus`] |
+//!
+//! Every refusal is a [`GatewayError`] as JSON with the status of its [`ErrorCode`].
+//!
+//! Each `/lease` request is checked in this order:
+//!
+//! 1. the lease id of the path parses and the body fits [`MAX_BODY_BYTES`] (else
+//!    [`ErrorCode::BadRequest`]);
+//! 2. the request signature recovers to the `x-spheron-signer` header over the real method,
+//!    path-and-query, lease id and body ([`auth::recover_request`]: `Unsigned`,
+//!    `BadSignature`);
+//! 3. the expiry lies in `[now, now + MAX_EXPIRY_SECS]` (`Expired`);
+//! 4. the lease exists on chain and is this provider's (`UnknownLease`);
+//! 5. the signer is the lease's tenant (`WrongTenant`);
+//! 6. only then is the nonce recorded (`Replayed` when seen before): someone who is not the
+//!    tenant never gets to write into the provider's nonce store.
+//!
+//! A manifest is further checked: it recovers to the lease's tenant (`WrongTenant`), names
+//! this chain and market (`WrongLease`), the path's lease (`WrongLease`) and this provider
+//! (`WrongProvider`), has not expired (`Expired`), the lease is active on chain
+//! (`LeaseNotActive`), and its own nonce is fresh (`Replayed`; recorded last, so a refused
+//! manifest can be fixed and resent). Then [`LeaseBackend::launch`] runs it.
+//!
+//! The router must be served at the root (not nested under a prefix): the signed path is the
+//! one the server sees.
+
+use crate::auth::{self, SignedManifest};
+use crate::wire::{ErrorCode, GatewayError, LeaseStatus, NodeStatus};
+use alloy::primitives::{Address, B256};
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use futures::StreamExt;
+use serde::Deserialize;
+use spheron_core::proof::ChallengeProver;
+use spheron_core::{LogLine, Workload};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Content type of the log stream.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// A lease as recorded on chain, as the gateway needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainLease {
+    /// The lease (its order id on chain).
+    pub lease: u64,
+    /// Its tenant.
+    pub tenant: Address,
+    /// The provider it was matched to.
+    pub provider: Address,
+    /// Whether it is active (matched, not closed).
+    pub active: bool,
+}
+
+/// What the gateway needs from the provider node: the chain's view of leases, a nonce store,
+/// and the launcher.
+#[async_trait]
+pub trait LeaseBackend: Send + Sync + 'static {
+    /// This provider's account.
+    fn provider(&self) -> Address;
+    /// Chain id and market contract (for the EIP-712 domain).
+    fn chain(&self) -> (u64, Address);
+    /// Unix seconds now (for expiry checks).
+    fn now(&self) -> u64;
+    /// The lease as on chain; None when no such lease exists (never matched).
+    async fn chain_lease(&self, lease: u64) -> Result<Option<ChainLease>, GatewayError>;
+    /// Records `nonce` of `signer` until `expiry`; Ok(false) if it was seen before (a replay).
+    async fn use_nonce(
+        &self,
+        signer: Address,
+        nonce: B256,
+        expiry: u64,
+    ) -> Result<bool, GatewayError>;
+    /// A verified manifest for an active lease of this provider: launch it (idempotency and
+    /// "already launched" are the backend's business: AlreadyLaunched).
+    async fn launch(
+        &self,
+        lease: &ChainLease,
+        workload: Workload,
+    ) -> Result<LeaseStatus, GatewayError>;
+    /// The lease's workload status.
+    async fn status(&self, lease: &ChainLease) -> Result<LeaseStatus, GatewayError>;
+    /// The lease's log from line `from`, following new lines until the workload ends when `follow`.
+    async fn logs(
+        &self,
+        lease: &ChainLease,
+        from: u64,
+        follow: bool,
+    ) -> Result<spheron_core::LogStream, GatewayError>;
+    /// Stops the lease's workload.
+    async fn stop(&self, lease: &ChainLease) -> Result<LeaseStatus, GatewayError>;
+    /// The node as a whole.
+    async fn node_status(&self) -> NodeStatus;
+}
+
+type Shared = Arc<dyn LeaseBackend>;
+
+fn bad_request(msg: impl Into<String>) -> GatewayError {
+    GatewayError::new(ErrorCode::BadRequest, msg)
+}
+
+/// A request that passed the signature, expiry, lease and tenant checks.
+struct Authorized {
+    lease: ChainLease,
+    body: Bytes,
+    uri: axum::http::Uri,
+}
+
+fn lease_id(path: &str) -> Result<u64, GatewayError> {
+    let id = path
+        .strip_prefix("/lease/")
+        .and_then(|rest| rest.split('/').next())
+        .ok_or_else(|| bad_request("expected /lease/{id}/..."))?;
+    // Only plain decimal digits: no sign, no percent-encoding, no leading `+`.
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad_request(format!("lease id `{id}` is not a number")));
+    }
+    id.parse()
+        .map_err(|_| bad_request(format!("lease id `{id}` is out of range")))
+}
+
+async fn authorize(backend: &dyn LeaseBackend, req: Request) -> Result<Authorized, GatewayError> {
+    let (parts, body) = req.into_parts();
+    let lease = lease_id(parts.uri.path())?;
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            bad_request(format!(
+                "body unreadable or over {MAX_BODY_BYTES} bytes: {e}"
+            ))
+        })?;
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |p| p.as_str());
+    let (chain_id, market) = backend.chain();
+    let (signer, nonce, expiry) = auth::recover_request(
+        &auth::domain(chain_id, market),
+        parts.method.as_str(),
+        path_and_query,
+        lease,
+        &body,
+        &parts.headers,
+    )?;
+    auth::check_expiry(expiry, backend.now())?;
+    let found = backend
+        .chain_lease(lease)
+        .await?
+        .filter(|l| l.provider == backend.provider())
+        .ok_or_else(|| {
+            GatewayError::new(
+                ErrorCode::UnknownLease,
+                format!("no lease {lease} with this provider"),
+            )
+        })?;
+    if signer != found.tenant {
+        return Err(GatewayError::new(
+            ErrorCode::WrongTenant,
+            format!("{signer:#x} is not the tenant of lease {lease}"),
+        ));
+    }
+    if !backend.use_nonce(signer, nonce, expiry).await? {
+        return Err(GatewayError::new(
+            ErrorCode::Replayed,
+            "this request's nonce was used before",
+        ));
+    }
+    Ok(Authorized {
+        lease: found,
+        body,
+        uri: parts.uri,
+    })
+}
+
+fn json<T: serde::Serialize>(v: Result<T, GatewayError>) -> Response {
+    match v {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn node_status(State(b): State<Shared>) -> Response {
+    axum::Json(b.node_status().await).into_response()
+}
+
+async fn check_manifest(
+    backend: &dyn LeaseBackend,
+    a: &Authorized,
+) -> Result<SignedManifest, GatewayError> {
+    let m: SignedManifest =
+        serde_json::from_slice(&a.body).map_err(|e| bad_request(format!("manifest JSON: {e}")))?;
+    let signer = auth::recover_manifest(&m)?;
+    let lease = &a.lease;
+    if signer != lease.tenant {
+        return Err(GatewayError::new(
+            ErrorCode::WrongTenant,
+            format!(
+                "the manifest is signed by {signer:#x}, not the tenant of lease {}",
+                lease.lease
+            ),
+        ));
+    }
+    let (chain_id, market) = backend.chain();
+    if m.chain_id != chain_id || m.market != market {
+        return Err(GatewayError::new(
+            ErrorCode::WrongLease,
+            format!(
+                "the manifest is for market {:#x} on chain {}, this is {market:#x} on {chain_id}",
+                m.market, m.chain_id
+            ),
+        ));
+    }
+    if m.lease != lease.lease {
+        return Err(GatewayError::new(
+            ErrorCode::WrongLease,
+            format!(
+                "the manifest is for lease {}, sent for {}",
+                m.lease, lease.lease
+            ),
+        ));
+    }
+    if m.provider != backend.provider() {
+        return Err(GatewayError::new(
+            ErrorCode::WrongProvider,
+            format!("the manifest is for provider {:#x}", m.provider),
+        ));
+    }
+    auth::check_expiry(m.expiry, backend.now())?;
+    if !lease.active {
+        return Err(GatewayError::new(
+            ErrorCode::LeaseNotActive,
+            format!("lease {} is not active on chain", lease.lease),
+        ));
+    }
+    if !backend.use_nonce(signer, m.nonce, m.expiry).await? {
+        return Err(GatewayError::new(
+            ErrorCode::Replayed,
+            "this manifest's nonce was used before",
+        ));
+    }
+    Ok(m)
+}
+
+async fn put_manifest(State(b): State<Shared>, req: Request) -> Response {
+    let r = async {
+        let a = authorize(&*b, req).await?;
+        let m = check_manifest(&*b, &a).await?;
+        b.launch(&a.lease, m.workload).await
+    };
+    json(r.await)
+}
+
+async fn lease_status(State(b): State<Shared>, req: Request) -> Response {
+    let r = async {
+        let a = authorize(&*b, req).await?;
+        b.status(&a.lease).await
+    };
+    json(r.await)
+}
+
+async fn stop(State(b): State<Shared>, req: Request) -> Response {
+    let r = async {
+        let a = authorize(&*b, req).await?;
+        b.stop(&a.lease).await
+    };
+    json(r.await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    #[serde(default)]
+    from: u64,
+    #[serde(default)]
+    follow: bool,
+}
+
+fn ndjson_line(line: &LogLine) -> Bytes {
+    // A LogLine always serializes; should it not, a notice (with no line data in it) takes
+    // its place rather than ending the stream.
+    let mut v = serde_json::to_vec(line).unwrap_or_else(|_| {
+        format!(
+            r#"{{"seq":{},"source":"System","line":"(unencodable line)"}}"#,
+            line.seq
+        )
+        .into_bytes()
+    });
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+async fn logs(State(b): State<Shared>, req: Request) -> Response {
+    let r = async {
+        let a = authorize(&*b, req).await?;
+        let q = Query::<LogsQuery>::try_from_uri(&a.uri)
+            .map_err(|e| bad_request(format!("logs query: {e}")))?
+            .0;
+        let stream = b.logs(&a.lease, q.from, q.follow).await?;
+        Ok::<_, GatewayError>(stream.map(|line| Ok::<_, Infallible>(ndjson_line(&line))))
+    };
+    match r.await {
+        Ok(stream) => {
+            let mut resp = Body::from_stream(stream).into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+            resp
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn no_route() -> GatewayError {
+    bad_request("no such route")
+}
+
+async fn wrong_method() -> GatewayError {
+    bad_request("method not allowed on this route")
+}
+
+/// The gateway's routes over `backend`, with the proof-of-GPU routes of `prover` merged in.
+pub fn router(backend: Arc<dyn LeaseBackend>, prover: Arc<dyn ChallengeProver>) -> Router {
+    Router::new()
+        .route("/status", get(node_status))
+        .route("/lease/{id}/manifest", put(put_manifest))
+        .route("/lease/{id}/status", get(lease_status))
+        .route("/lease/{id}/logs", get(logs))
+        .route("/lease/{id}/stop", post(stop))
+        .with_state(backend)
+        .merge(spheron_gpu::http::router(prover))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+}
+
+/// Serves `router` on `listener` until the listener fails or the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
+    axum::serve(listener, router).await
+}

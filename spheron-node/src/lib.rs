@@ -14,9 +14,19 @@
 //! - [`network::NetworkFile`]: the `network.json` every client reads.
 
 pub mod auth;
+pub mod error;
 pub mod gateway;
+pub mod gateway_client;
 pub mod local_launcher;
+pub mod matching;
+pub mod operator;
+pub mod provider;
+pub mod tenant;
+pub mod network;
+pub mod registry;
+pub mod store;
 pub mod wire;
 
+pub use error::{Error, Result};
 pub use local_launcher::LocalLauncher;
 pub use wire::{ErrorCode, GatewayError, LeaseStatus, NodeStatus, WorkState};

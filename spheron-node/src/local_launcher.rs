@@ -48,6 +48,12 @@ impl LocalLauncher {
         Self::default()
     }
 
+    /// The process id of a workload's leader (also its process group id), so a node that
+    /// restarts can find and kill a workload it can no longer reattach to.
+    pub fn pid(&self, id: &WorkloadId) -> Option<u32> {
+        self.get(id).ok().and_then(|p| p.pid)
+    }
+
     fn get(&self, id: &WorkloadId) -> Result<Arc<Proc>> {
         self.procs
             .lock()

@@ -2,7 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use alloy::primitives::{Address, U256};
-use spheron_chain::anvil::{TestChain, find_anvil};
+use spheron_chain::anvil::{AnvilOptions, TestChain, find_anvil};
 use spheron_chain::bindings::TestToken;
 use spheron_chain::deploy::{self, MarketConfig};
 use spheron_chain::{EvmEscrow, account};
@@ -13,6 +13,11 @@ use std::sync::Arc;
 /// Starts anvil with a local deployment, or explains loudly how to get anvil and returns
 /// `None`. With `SPHERON_REQUIRE_ANVIL=1` (set by scripts/test) a missing anvil fails.
 pub async fn chain(config: &MarketConfig) -> Option<TestChain> {
+    chain_with(config, &AnvilOptions::default()).await
+}
+
+/// [`chain`] with anvil run as `opts` says.
+pub async fn chain_with(config: &MarketConfig, opts: &AnvilOptions) -> Option<TestChain> {
     if let Err(e) = find_anvil() {
         let msg = format!(
             "\n\n*** SKIPPED: this test needs anvil. {e}\n*** In CI `bash scripts/chain-setup.sh` installs it.\n"
@@ -24,7 +29,7 @@ pub async fn chain(config: &MarketConfig) -> Option<TestChain> {
         return None;
     }
     Some(
-        TestChain::start(config)
+        TestChain::start_with(config, opts)
             .await
             .expect("anvil starts and deploys"),
     )
@@ -152,6 +157,8 @@ pub async fn register_providers(tc: &TestChain, providers: &[Address], stake: u1
                     format!("https://provider{i}.example"),
                     "eu-west".into(),
                     alloy::primitives::Bytes::from(vec![i as u8 + 1; 33]),
+                    alloy::primitives::B256::repeat_byte(i as u8 + 1),
+                    format!(r#"{{"name":"provider{i}"}}"#),
                 ),
             )
             .await

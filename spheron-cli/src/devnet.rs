@@ -1,0 +1,458 @@
+//! `spheron devnet`: a whole network on this machine. Anvil with the contracts, funded dev
+//! accounts, N provider nodes (different regions and GPU models, each its own OS process with
+//! its own key, local launcher and simulated prover) and the operator node, as child
+//! processes. Writes `DIR/network.json` and stops every child on Ctrl-C or SIGTERM.
+
+use crate::anyhow_like::{Result, msg};
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider as _;
+use alloy::signers::local::PrivateKeySigner;
+use clap::Args;
+use spheron_chain::anvil::{AnvilOptions, TestChain};
+use spheron_chain::bindings::{SpheronMarket, TestToken};
+use spheron_chain::{MarketConfig, registry};
+use spheron_core::{ChallengeProver, Token};
+use spheron_node::network::{DevAccount, NetworkFile, Party, PaymentToken, default_devnet_dir};
+use spheron_node::provider::ProviderConfig;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// `spheron devnet` options.
+#[derive(Debug, Args)]
+pub struct DevnetArgs {
+    /// Where to keep the network file, keys, configs, databases and logs.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// How many provider nodes to start.
+    #[arg(long, default_value_t = 4)]
+    providers: usize,
+    /// Seconds per block once the network runs.
+    #[arg(long, default_value_t = 1)]
+    block_time: u64,
+    /// Bid window of orders published on this network, seconds.
+    #[arg(long, default_value_t = 2)]
+    bid_window: u32,
+    /// Funded tenant accounts.
+    #[arg(long, default_value_t = 3)]
+    tenants: usize,
+}
+
+/// One provider of the devnet's standard fleet.
+struct Profile {
+    name: &'static str,
+    region: &'static str,
+    lat: f64,
+    lon: f64,
+    model: &'static str,
+    nodes: u32,
+    per_node: u32,
+    price: &'static str,
+}
+
+const FLEET: [Profile; 8] = [
+    Profile {
+        name: "fra-h100",
+        region: "eu-central",
+        lat: 50.11,
+        lon: 8.68,
+        model: "h100-sxm",
+        nodes: 1,
+        per_node: 8,
+        price: "2.40",
+    },
+    Profile {
+        name: "ams-h100",
+        region: "eu-west",
+        lat: 52.37,
+        lon: 4.90,
+        model: "h100-sxm",
+        nodes: 2,
+        per_node: 8,
+        price: "2.20",
+    },
+    Profile {
+        name: "iad-h100",
+        region: "us-east",
+        lat: 38.95,
+        lon: -77.45,
+        model: "h100-sxm",
+        nodes: 1,
+        per_node: 4,
+        price: "2.80",
+    },
+    Profile {
+        name: "sfo-4090",
+        region: "us-west",
+        lat: 37.62,
+        lon: -122.38,
+        model: "rtx4090",
+        nodes: 4,
+        per_node: 1,
+        price: "0.45",
+    },
+    Profile {
+        name: "nrt-h200",
+        region: "ap-northeast",
+        lat: 35.77,
+        lon: 140.39,
+        model: "h200",
+        nodes: 1,
+        per_node: 8,
+        price: "3.60",
+    },
+    Profile {
+        name: "sin-a100",
+        region: "ap-southeast",
+        lat: 1.36,
+        lon: 103.99,
+        model: "a100-80g",
+        nodes: 2,
+        per_node: 4,
+        price: "1.50",
+    },
+    Profile {
+        name: "lhr-l40s",
+        region: "eu-west",
+        lat: 51.47,
+        lon: -0.45,
+        model: "l40s",
+        nodes: 2,
+        per_node: 2,
+        price: "0.95",
+    },
+    Profile {
+        name: "ord-t4",
+        region: "us-central",
+        lat: 41.98,
+        lon: -87.90,
+        model: "t4",
+        nodes: 4,
+        per_node: 1,
+        price: "0.20",
+    },
+];
+
+/// The prover a provider config asks for.
+pub fn prover_for(cfg: &ProviderConfig) -> Result<Arc<dyn ChallengeProver>> {
+    match cfg.prover.as_str() {
+        "simulated" => {
+            let model = cfg.first_model()?;
+            let sim = spheron_gpu::Simulation::standard();
+            Ok(Arc::new(sim.prover(
+                model,
+                Some(format!("NVIDIA {model} (simulated)")),
+                spheron_gpu::Fault::None,
+            )))
+        }
+        "cuda" => Err(msg(
+            "prover = \"cuda\" needs a spheron binary built with the `cuda` feature",
+        )),
+        other => Err(msg(format!(
+            "provider config: prover: {other:?} is not one of \"simulated\", \"cuda\""
+        ))),
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn key_hex(k: &PrivateKeySigner) -> String {
+    format!("0x{}", alloy::hex::encode(k.to_bytes()))
+}
+
+async fn mint(tc: &TestChain, token: Address, to: Address, amount: u128) -> Result<()> {
+    let t = TestToken::new(token, tc.chain.provider().clone());
+    tc.chain
+        .send(tc.admin(), t.mint(to, U256::from(amount)))
+        .await?;
+    Ok(())
+}
+
+fn spawn(bin: &Path, args: &[&str], log: &Path) -> Result<Child> {
+    let out = std::fs::File::create(log)?;
+    let err = out.try_clone()?;
+    let child = Command::new(bin)
+        .args(args)
+        .env(
+            "SPHERON_LOG",
+            std::env::var("SPHERON_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .env_remove("SPHERON_KEY")
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| msg(format!("cannot start {}: {e}", bin.display())))?;
+    Ok(child)
+}
+
+/// Runs the devnet until SIGINT or SIGTERM.
+pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
+    if args.providers == 0 || args.providers > FLEET.len() * 2 {
+        return Err(msg(format!(
+            "--providers must be between 1 and {}",
+            FLEET.len() * 2
+        )));
+    }
+    let dir = args.dir.clone().unwrap_or_else(default_devnet_dir);
+    std::fs::create_dir_all(dir.join("keys"))?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let network_path = dir.join("network.json");
+    let _ = std::fs::remove_file(&network_path);
+
+    // Deploy with instant mining, then switch to the block time.
+    let accounts = u32::try_from(2 + args.providers + args.tenants.max(1)).unwrap_or(20);
+    let config = MarketConfig {
+        min_stake: 100 * 10u128.pow(18),
+        ..MarketConfig::default()
+    };
+    let tc = TestChain::start_with(
+        &config,
+        &AnvilOptions {
+            block_time_secs: None,
+            accounts,
+        },
+    )
+    .await?;
+    let rpc_url = tc.endpoint();
+    let chain_id = tc
+        .chain
+        .provider()
+        .get_chain_id()
+        .await
+        .map_err(|e| msg(format!("chain id: {e}")))?;
+    let usd = Token::usd();
+    let provider_keys: Vec<PrivateKeySigner> = tc.keys[2..2 + args.providers].to_vec();
+    let tenant_keys: Vec<PrivateKeySigner> =
+        tc.keys[2 + args.providers..2 + args.providers + args.tenants.max(1)].to_vec();
+    let market = SpheronMarket::new(tc.addresses.market, tc.chain.provider().clone());
+    for k in &provider_keys {
+        mint(&tc, tc.addresses.sphn, k.address(), 1_000 * 10u128.pow(18)).await?;
+    }
+    let escrowed = usd.parse("deposit", "1000")?;
+    for k in &tenant_keys {
+        let who = k.address();
+        mint(&tc, tc.addresses.stable, who, usd.parse("mint", "10000")?.0).await?;
+        mint(&tc, tc.addresses.sphn, who, 1_000 * 10u128.pow(18)).await?;
+        let t = TestToken::new(tc.addresses.stable, tc.chain.provider().clone());
+        tc.chain
+            .send(who, t.approve(tc.addresses.market, U256::from(escrowed.0)))
+            .await?;
+        tc.chain
+            .send(who, market.deposit(tc.addresses.stable, U256::from(escrowed.0)))
+            .await?;
+    }
+    if args.block_time > 0 {
+        tc.chain
+            .provider()
+            .raw_request::<_, ()>("evm_setIntervalMining".into(), (args.block_time,))
+            .await
+            .map_err(|e| msg(format!("cannot set the block time: {e}")))?;
+    }
+
+    let mut net = NetworkFile {
+        rpc_url: rpc_url.clone(),
+        chain_id,
+        market: tc.addresses.market,
+        sphn: tc.addresses.sphn,
+        payment: PaymentToken {
+            address: tc.addresses.stable,
+            symbol: usd.symbol.clone(),
+            decimals: usd.decimals,
+        },
+        deploy_block: tc.deploy_block,
+        bid_window_secs: args.bid_window,
+        tenants: tenant_keys
+            .iter()
+            .map(|k| DevAccount {
+                address: k.address(),
+                key: key_hex(k),
+            })
+            .collect(),
+        parties: Vec::new(),
+    };
+    // The parties read the network file at start; parties are filled in once they run.
+    let parties_path = dir.join("chain.json");
+    net.save(&parties_path)?;
+
+    let bin = std::env::current_exe()?;
+    let mut children: Vec<(String, Child)> = Vec::new();
+    let mut parties = Vec::new();
+    let operator_key = dir.join("keys/operator.key");
+    write_private(&operator_key, &key_hex(&tc.keys[1]))?;
+    let op = spawn(
+        &bin,
+        &[
+            "--network",
+            &parties_path.display().to_string(),
+            "operator",
+            "run",
+            "--operator-key-file",
+            &operator_key.display().to_string(),
+        ],
+        &dir.join("logs/operator.log"),
+    )?;
+    parties.push(Party {
+        role: "operator".into(),
+        address: tc.operator(),
+        pid: op.id().unwrap_or(0),
+        endpoint: String::new(),
+    });
+    children.push(("operator".into(), op));
+
+    for (i, key) in provider_keys.iter().enumerate() {
+        let p = &FLEET[i % FLEET.len()];
+        let name = if i < FLEET.len() {
+            p.name.to_string()
+        } else {
+            format!("{}-{}", p.name, i / FLEET.len() + 1)
+        };
+        let port = free_port()?;
+        let key_path = dir.join(format!("keys/{name}.key"));
+        write_private(&key_path, &key_hex(key))?;
+        let cfg_path = dir.join(format!("{name}.toml"));
+        let toml = format!(
+            "name = \"{name}\"\nnetwork = \"chain.json\"\nkey_file = \"keys/{name}.key\"\n\
+             listen = \"127.0.0.1:{port}\"\nregion = \"{region}\"\nlat = {lat}\nlon = {lon}\n\
+             stake = \"100\"\ndata_dir = \"{name}\"\n\n[[gpus]]\nmodel = \"{model}\"\n\
+             nodes = {nodes}\nper_node = {per_node}\nprice = \"{price}\"\n",
+            region = p.region,
+            lat = p.lat,
+            lon = p.lon,
+            model = p.model,
+            nodes = p.nodes,
+            per_node = p.per_node,
+            price = p.price,
+        );
+        std::fs::write(&cfg_path, toml)?;
+        let child = spawn(
+            &bin,
+            &["provider", "run", "--config", &cfg_path.display().to_string()],
+            &dir.join(format!("logs/{name}.log")),
+        )?;
+        parties.push(Party {
+            role: "provider".into(),
+            address: key.address(),
+            pid: child.id().unwrap_or(0),
+            endpoint: format!("http://127.0.0.1:{port}"),
+        });
+        children.push((name, child));
+    }
+
+    // Ready when every provider is registered, staked and answers on its gateway.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| msg(e.to_string()))?;
+    let ready_by = tokio::time::Instant::now() + Duration::from_secs(120);
+    for party in parties.iter().filter(|p| p.role == "provider") {
+        loop {
+            for (name, c) in children.iter_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Err(msg(format!(
+                        "{name} exited during start-up ({status}); see {}",
+                        dir.join(format!("logs/{name}.log")).display()
+                    )));
+                }
+            }
+            let registered = registry::provider(&tc.chain, tc.addresses.market, party.address)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.can_bid);
+            let up = http
+                .get(format!("{}/status", party.endpoint))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if registered && up {
+                break;
+            }
+            if tokio::time::Instant::now() > ready_by {
+                return Err(msg(format!(
+                    "provider {} did not come up within 120 s",
+                    party.address
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    net.parties = parties;
+    net.save(&network_path)?;
+    println!("devnet ready: {}", network_path.display());
+    for p in &net.parties {
+        println!("  {:<9} {} pid {} {}", p.role, p.address, p.pid, p.endpoint);
+    }
+    println!(
+        "  tenants: {} funded with {} in escrow each; rpc {}",
+        net.tenants.len(),
+        usd.format(escrowed),
+        rpc_url
+    );
+
+    // Run until a signal. A party that dies is reported and left dead: the network keeps
+    // running without it (as a real one would), and it can be restarted by hand with the
+    // command line in its log's folder.
+    tokio::select! {
+        _ = crate::shutdown_signal() => {},
+        _ = watch_children(&mut children) => {},
+    };
+    stop_children(&mut children).await;
+    let _ = std::fs::remove_file(&network_path);
+    drop(tc);
+    println!("devnet stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn watch_children(children: &mut [(String, Child)]) {
+    let mut reported = vec![false; children.len()];
+    loop {
+        for (i, (name, c)) in children.iter_mut().enumerate() {
+            if !reported[i]
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                reported[i] = true;
+                eprintln!("devnet: {name} exited ({status}); the network runs on without it");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn stop_children(children: &mut [(String, Child)]) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    for (_, c) in children.iter() {
+        if let Some(pid) = c.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+    for (name, c) in children.iter_mut() {
+        match tokio::time::timeout(Duration::from_secs(10), c.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!(%name, "did not stop in 10 s: killing");
+                let _ = c.kill().await;
+            }
+        }
+    }
+}

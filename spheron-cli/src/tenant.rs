@@ -1,0 +1,412 @@
+//! The tenant's commands: rent, leases, providers, balances. Everything is read from the
+//! chain and the providers' gateways, nothing from a previous process's memory.
+
+use crate::Global;
+use crate::anyhow_like::{Result, msg};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use spheron_core::{CloseReason, GpuRequest, LeaseState, LogSource, Step, Token, Workload};
+use spheron_node::tenant::{LeaseSummary, NetworkMarket};
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `spheron rent` options.
+#[derive(Debug, Args)]
+pub struct RentArgs {
+    /// GPU model, e.g. `h100`, `a100-80g`, `rtx4090`.
+    #[arg(long)]
+    gpu: String,
+    /// GPUs (all on one machine).
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    /// Hours to rent (whole hours; see --duration for other lengths).
+    #[arg(long, conflicts_with = "duration")]
+    hours: Option<u64>,
+    /// Length, e.g. `90m`, `2h`, `45s`.
+    #[arg(long)]
+    duration: Option<String>,
+    /// Highest price per GPU-hour in the payment token, e.g. `3.00`.
+    #[arg(long)]
+    max_price: String,
+    /// Acceptable region (repeatable).
+    #[arg(long)]
+    region: Vec<String>,
+    /// Lowest trust tier.
+    #[arg(long)]
+    min_tier: Option<u8>,
+    /// Environment variable for the workload, `KEY=VALUE` (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Print the final report as JSON on stdout (after the logs).
+    #[arg(long)]
+    json: bool,
+    /// The command to run on the rented GPUs.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+/// `spheron lease ...`.
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Every lease and order of this tenant.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One lease, from the chain and its provider's gateway.
+    Status {
+        /// Lease id.
+        id: u64,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The lease's log from its provider.
+    Logs {
+        /// Lease id.
+        id: u64,
+        /// Keep following until the workload ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Stop a lease: closes it on chain (paid pro rata, the rest refunded) and tells the
+    /// provider.
+    Stop {
+        /// Lease id.
+        id: u64,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn connect(g: &Global) -> Result<NetworkMarket> {
+    let net = g.network()?;
+    let key = g.key(&net)?;
+    Ok(NetworkMarket::connect(net, key).await?)
+}
+
+fn request(args: &RentArgs, token: &Token) -> Result<GpuRequest> {
+    let mut b = GpuRequest::builder()
+        .gpu(&args.gpu)
+        .count(args.count)
+        .max_price_per_gpu_hour(token.parse("max-price", &args.max_price)?);
+    b = match (&args.hours, &args.duration) {
+        (Some(h), _) => b.hours(*h),
+        (None, Some(d)) => b.duration_secs(spheron_core::request::parse_duration(d)?),
+        (None, None) => b.hours(1),
+    };
+    for r in &args.region {
+        b = b.region(r);
+    }
+    if let Some(t) = args.min_tier {
+        b = b.min_tier(t);
+    }
+    Ok(b.build()?)
+}
+
+fn describe(step: &Step, token: &Token) -> String {
+    match step {
+        Step::Published { budget } => format!("order published, {} locked", token.format(*budget)),
+        Step::EscrowLocked { .. } => "escrow locked; waiting for bids".into(),
+        Step::BidsIn { count } => format!("{count} bid(s) in; waiting for the operator's match"),
+        Step::Matched {
+            provider, attempt, ..
+        } => format!("matched {} (attempt {attempt})", provider.short()),
+        Step::Verifying { claimed, .. } => format!("proof of GPU: challenging the {claimed}"),
+        Step::Verified { verdict, .. } => format!("proof of GPU passed: {verdict}"),
+        Step::ChallengeFailed { reason, .. } => format!("proof of GPU failed: {reason}"),
+        Step::Launching { lease } => format!("manifest sent for {lease}; launching"),
+        Step::Running { lease } => format!("{lease} running"),
+        other => other.to_string(),
+    }
+}
+
+/// `spheron rent`.
+pub async fn rent(g: &Global, args: RentArgs) -> Result<ExitCode> {
+    let market = connect(g).await?;
+    let token = market.token().clone();
+    let req = request(&args, &token)?;
+    let mut workload = Workload::command(args.command.clone());
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| msg(format!("--env {kv:?}: expected KEY=VALUE")))?;
+        workload = workload.env(k, v);
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar.set_message("publishing the order");
+    let mut events = market.events();
+    let progress = {
+        let bar = bar.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.next().await {
+                bar.println(format!("  {}", describe(&e.step, &token)));
+                bar.set_message(describe(&e.step, &token));
+            }
+        })
+    };
+    let rented = tokio::select! {
+        r = market.rent(req, workload) => r,
+        _ = tokio::signal::ctrl_c() => {
+            bar.finish_and_clear();
+            eprintln!("interrupted: the order is cancelled and its lock refunded");
+            // Dropping the rent future unwinds it; give the unwind a moment to send.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            return Ok(ExitCode::from(130));
+        }
+    };
+    let lease = match rented {
+        Ok(l) => l,
+        Err(e) => {
+            bar.finish_and_clear();
+            progress.abort();
+            if let spheron_core::Error::NoMatch { rejected, .. } = &e {
+                eprintln!("no provider could serve the order:");
+                for r in rejected {
+                    eprintln!("  {} {}", r.provider.short(), r.reason);
+                }
+            }
+            return Err(e.into());
+        }
+    };
+    bar.finish_and_clear();
+    let r = lease.report().await;
+    eprintln!(
+        "{} on {} ({}, {} x {}) at {}/GPU-hour",
+        r.lease,
+        r.provider_name,
+        r.region,
+        r.gpus,
+        r.model,
+        token.format(r.price_per_gpu_hour)
+    );
+    let mut logs = lease.logs()?;
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            line = logs.next() => match line {
+                Some(l) => match l.source {
+                    LogSource::Stdout => println!("{}", l.line),
+                    LogSource::Stderr => eprintln!("{}", l.line),
+                    LogSource::System => eprintln!("  [provider] {}", l.line),
+                },
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                eprintln!("interrupted: stopping the lease");
+                let _ = lease.stop().await;
+                break;
+            }
+        }
+    }
+    let _ = std::io::stdout().flush();
+    let report = lease.wait().await;
+    progress.abort();
+    eprintln!("lease:    {}", report.lease);
+    eprintln!("provider: {} ({})", report.provider_name, report.provider);
+    eprintln!("state:    {}", report.state);
+    eprintln!(
+        "price:    {}/GPU-hour x {} GPU(s)",
+        token.format(report.price_per_gpu_hour),
+        report.gpus
+    );
+    match report.settlement {
+        Some(s) => {
+            eprintln!("billed:   {} s", s.seconds);
+            eprintln!("cost:     {}", token.format(s.paid));
+            eprintln!("refund:   {}", token.format(s.refunded));
+        }
+        None => eprintln!("cost:     settlement not read yet; see `spheron lease status {}`", report.lease.0),
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| msg(e.to_string()))?
+        );
+    }
+    Ok(match report.state {
+        LeaseState::Closed(CloseReason::Completed) => ExitCode::SUCCESS,
+        LeaseState::Closed(CloseReason::WorkloadFailed {
+            exit_code: Some(c),
+        }) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        LeaseState::Closed(CloseReason::TenantStopped) if interrupted => ExitCode::from(130),
+        _ => ExitCode::FAILURE,
+    })
+}
+
+fn print_summary(s: &LeaseSummary, token: &Token) {
+    let provider = s.provider.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+    let cost = s
+        .settlement
+        .map(|x| format!("cost {} refund {}", token.format(x.paid), token.format(x.refunded)))
+        .unwrap_or_else(|| format!("locked {}", token.format(spheron_core::Amount(s.locked))));
+    println!(
+        "{:<20} {:<9} {:<42} {:>2} GPU  {}/h  {}",
+        s.id,
+        s.state,
+        provider,
+        s.gpus,
+        token.format(spheron_core::Amount(s.price_per_gpu_hour)),
+        cost
+    );
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).map_err(|e| msg(e.to_string()))?
+    );
+    Ok(())
+}
+
+/// `spheron lease ...`.
+pub async fn lease(g: &Global, cmd: LeaseCommand) -> Result<ExitCode> {
+    let market = connect(g).await?;
+    let token = market.token().clone();
+    match cmd {
+        LeaseCommand::List { json: as_json } => {
+            let leases = market.leases().await?;
+            if as_json {
+                json(&leases)?;
+            } else if leases.is_empty() {
+                println!("no leases");
+            } else {
+                for s in &leases {
+                    print_summary(s, &token);
+                }
+            }
+        }
+        LeaseCommand::Status { id, json: as_json } => {
+            let s = market.lease(id).await?;
+            let gateway = if s.state == "leased" {
+                market.lease_gateway_status(id).await.ok()
+            } else {
+                None
+            };
+            if as_json {
+                json(&serde_json::json!({ "chain": s, "gateway": gateway }))?;
+            } else {
+                print_summary(&s, &token);
+                if let Some(gs) = gateway {
+                    println!("  provider reports: {:?}", gs.work);
+                }
+            }
+        }
+        LeaseCommand::Logs { id, follow } => {
+            let mut logs = market.lease_logs(id, follow).await?;
+            while let Some(l) = logs.next().await {
+                match l.source {
+                    LogSource::Stderr | LogSource::System => eprintln!("{}", l.line),
+                    LogSource::Stdout => println!("{}", l.line),
+                }
+            }
+        }
+        LeaseCommand::Stop { id, json: as_json } => {
+            let s = market.stop_lease(id).await?;
+            if as_json {
+                json(&s)?;
+            } else {
+                println!(
+                    "lease {id} stopped: billed {} s, cost {}, refund {}",
+                    s.seconds,
+                    token.format(s.paid),
+                    token.format(s.refunded)
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spheron providers`.
+pub async fn providers(g: &Global, as_json: bool) -> Result<ExitCode> {
+    let net = g.network()?;
+    let chain = spheron_chain::Chain::connect(
+        &net.rpc_url,
+        [alloy::signers::local::PrivateKeySigner::random()],
+    )?;
+    let records = spheron_chain::registry::providers(&chain, net.market).await?;
+    if as_json {
+        json(&records)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<12} {:<42} {:<13} {:<5} {:>10} {:<28} GPUS",
+        "NAME", "ADDRESS", "REGION", "TIER", "STAKE", "ENDPOINT"
+    );
+    for r in &records {
+        let p = spheron_node::registry::provider_from_record(r);
+        let (name, gpus) = match &p {
+            Ok(p) => (
+                p.name.clone(),
+                p.inventory
+                    .models()
+                    .iter()
+                    .map(|m| format!("{} x {m}", p.inventory.free(*m)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            Err(e) => ("?".into(), e.clone()),
+        };
+        println!(
+            "{:<12} {:<42} {:<13} {:<5} {:>10} {:<28} {}",
+            name,
+            r.address,
+            r.region,
+            r.tier,
+            Token::sphn().format(spheron_core::Amount(r.staked)),
+            r.endpoint,
+            gpus
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spheron balance`.
+pub async fn balance(g: &Global, as_json: bool) -> Result<ExitCode> {
+    let market = connect(g).await?;
+    let token = market.token().clone();
+    let (available, locked) = market.balance().await?;
+    let wallet = market.wallet().await?;
+    if as_json {
+        json(&serde_json::json!({
+            "account": market.tenant(),
+            "token": token.symbol,
+            "available": available.0.to_string(),
+            "locked": locked.0.to_string(),
+            "wallet": wallet.0.to_string(),
+        }))?;
+    } else {
+        println!("account:   {}", market.tenant());
+        println!("available: {}", token.format(available));
+        println!("locked:    {}", token.format(locked));
+        println!("wallet:    {}", token.format(wallet));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spheron deposit` / `spheron withdraw`.
+pub async fn deposit(g: &Global, amount: &str, into: bool) -> Result<ExitCode> {
+    let market = connect(g).await?;
+    let token = market.token().clone();
+    let a = token.parse("amount", amount)?;
+    if into {
+        market.deposit(a).await?;
+        println!("deposited {}", token.format(a));
+    } else {
+        market.withdraw(a).await?;
+        println!("withdrew {}", token.format(a));
+    }
+    Ok(ExitCode::SUCCESS)
+}

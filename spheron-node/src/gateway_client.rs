@@ -1,0 +1,362 @@
+//! The tenant's side of the [`gateway`](crate::gateway): a client that signs every lease
+//! request with the tenant's key and decodes the gateway's typed errors.
+
+use crate::auth::{self, SignedHeaders};
+use crate::wire::{ErrorCode, GatewayError, LeaseStatus, NodeStatus};
+use alloy::primitives::Address;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::Eip712Domain;
+use futures::stream::{self, BoxStream, StreamExt};
+use reqwest::{Method, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use spheron_core::{LogLine, Workload};
+use spheron_gpu::http::HttpProver;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Default limit on a whole request (not applied to log streams).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request signature is valid, in seconds (well within
+/// [`auth::MAX_EXPIRY_SECS`]).
+pub const REQUEST_TTL_SECS: u64 = 60;
+/// Longest log line accepted by [`GatewayClient::logs`], in bytes.
+pub const MAX_LOG_LINE: usize = 1 << 20;
+/// Largest error or JSON answer read, in bytes.
+pub const MAX_ANSWER: usize = 4 << 20;
+
+/// Log lines as they arrive; a refusal or transport failure is the last item.
+pub type LogLines = BoxStream<'static, Result<LogLine, GatewayError>>;
+
+/// A tenant's client for one provider's gateway.
+#[derive(Clone)]
+pub struct GatewayClient {
+    base: String,
+    http: reqwest::Client,
+    signer: PrivateKeySigner,
+    chain_id: u64,
+    market: Address,
+    domain: Eip712Domain,
+    timeout: Duration,
+    prover: HttpProver,
+}
+
+impl std::fmt::Debug for GatewayClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayClient")
+            .field("base", &self.base)
+            .field("signer", &self.signer.address())
+            .field("chain_id", &self.chain_id)
+            .field("market", &self.market)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> GatewayError {
+    GatewayError::new(ErrorCode::Unavailable, format!("{what}: {e}"))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn read_capped(mut resp: Response, cap: usize) -> Result<Vec<u8>, GatewayError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| unavailable("reading the answer", e))?
+    {
+        if buf.len() + chunk.len() > cap {
+            return Err(unavailable(
+                "reading the answer",
+                format!("over {cap} bytes"),
+            ));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// The error a non-2xx answer carries: the gateway's typed JSON, or else `Unavailable` (502,
+/// 503, 504) or `Internal` with the status and text.
+async fn refusal(resp: Response) -> GatewayError {
+    let status = resp.status();
+    let body = match read_capped(resp, MAX_ANSWER).await {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    if let Ok(e) = serde_json::from_slice::<GatewayError>(&body) {
+        return e;
+    }
+    let code = match status {
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+            ErrorCode::Unavailable
+        }
+        _ => ErrorCode::Internal,
+    };
+    let text = String::from_utf8_lossy(&body);
+    let text: String = text.chars().take(512).collect();
+    GatewayError::new(code, format!("HTTP {status}: {text}"))
+}
+
+impl GatewayClient {
+    /// A client for the gateway at `base_url` (an origin such as `http://10.0.0.5:8080`: the
+    /// gateway is served at the root, and the signed path is the one sent), signing with the
+    /// tenant's `signer` for the market at `market` on chain `chain_id`.
+    pub fn new(
+        base_url: &str,
+        signer: PrivateKeySigner,
+        chain_id: u64,
+        market: Address,
+    ) -> Result<Self, GatewayError> {
+        let base = base_url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(GatewayError::new(
+                ErrorCode::BadRequest,
+                format!("`{base}`: expected an http:// or https:// URL"),
+            ));
+        }
+        let rest = base.split_once("://").map_or("", |(_, r)| r);
+        if rest.is_empty() || rest.contains(['/', '?', '#']) {
+            return Err(GatewayError::new(
+                ErrorCode::BadRequest,
+                format!("`{base}`: expected an origin (scheme, host, port) without a path"),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| GatewayError::new(ErrorCode::Internal, format!("HTTP client: {e}")))?;
+        let prover = HttpProver::new(&base)
+            .map_err(|e| GatewayError::new(ErrorCode::BadRequest, e.to_string()))?;
+        Ok(GatewayClient {
+            base,
+            http,
+            domain: auth::domain(chain_id, market),
+            signer,
+            chain_id,
+            market,
+            timeout: DEFAULT_TIMEOUT,
+            prover,
+        })
+    }
+
+    /// Limit on each whole request other than log streams (default [`DEFAULT_TIMEOUT`]).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The gateway's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// The tenant's address.
+    pub fn tenant(&self) -> Address {
+        self.signer.address()
+    }
+
+    /// The proof-of-GPU client for the same node.
+    pub fn prover(&self) -> HttpProver {
+        self.prover.clone()
+    }
+
+    async fn signed(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        lease: u64,
+        body: Vec<u8>,
+    ) -> Result<reqwest::RequestBuilder, GatewayError> {
+        let h: SignedHeaders = auth::sign_request(
+            &self.signer,
+            &self.domain,
+            method.as_str(),
+            path_and_query,
+            lease,
+            &body,
+            now() + REQUEST_TTL_SECS,
+        )
+        .await?;
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base));
+        for (k, v) in h.pairs() {
+            rb = rb.header(k, v);
+        }
+        if !body.is_empty() {
+            rb = rb
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        Ok(rb)
+    }
+
+    async fn answer<T: DeserializeOwned>(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<T, GatewayError> {
+        let resp = rb
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| unavailable(&self.base, e))?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
+        }
+        let body = read_capped(resp, MAX_ANSWER).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| GatewayError::new(ErrorCode::Internal, format!("answer JSON: {e}")))
+    }
+
+    async fn lease_call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        lease: u64,
+        action: &str,
+        body: Vec<u8>,
+    ) -> Result<T, GatewayError> {
+        let rb = self
+            .signed(method, &format!("/lease/{lease}/{action}"), lease, body)
+            .await?;
+        self.answer(rb).await
+    }
+
+    /// `GET /status` (unsigned).
+    pub async fn node_status(&self) -> Result<NodeStatus, GatewayError> {
+        self.answer(self.http.get(format!("{}/status", self.base)))
+            .await
+    }
+
+    /// Signs and sends the manifest launching `workload` on `lease` at `provider`, valid for
+    /// `ttl_secs` (at most [`auth::MAX_EXPIRY_SECS`], else the gateway refuses it).
+    pub async fn send_manifest(
+        &self,
+        lease: u64,
+        provider: Address,
+        workload: &Workload,
+        ttl_secs: u64,
+    ) -> Result<LeaseStatus, GatewayError> {
+        let m = auth::sign_manifest(
+            &self.signer,
+            self.chain_id,
+            self.market,
+            lease,
+            provider,
+            workload,
+            now() + ttl_secs,
+        )
+        .await?;
+        let body = serde_json::to_vec(&m)
+            .map_err(|e| GatewayError::new(ErrorCode::Internal, format!("manifest JSON: {e}")))?;
+        self.lease_call(Method::PUT, lease, "manifest", body).await
+    }
+
+    /// `GET /lease/{lease}/status`.
+    pub async fn status(&self, lease: u64) -> Result<LeaseStatus, GatewayError> {
+        self.lease_call(Method::GET, lease, "status", Vec::new())
+            .await
+    }
+
+    /// `POST /lease/{lease}/stop`.
+    pub async fn stop(&self, lease: u64) -> Result<LeaseStatus, GatewayError> {
+        self.lease_call(Method::POST, lease, "stop", Vec::new())
+            .await
+    }
+
+    /// The lease's log from line `from`; with `follow`, new lines as they come until the
+    /// workload's log ends. The request is sent when the stream is first polled; a refusal
+    /// is its single item.
+    pub fn logs(&self, lease: u64, from: u64, follow: bool) -> LogLines {
+        let this = self.clone();
+        let start = async move {
+            let rb = this
+                .signed(
+                    Method::GET,
+                    &format!("/lease/{lease}/logs?from={from}&follow={follow}"),
+                    lease,
+                    Vec::new(),
+                )
+                .await?;
+            let resp = rb.send().await.map_err(|e| unavailable(&this.base, e))?;
+            if !resp.status().is_success() {
+                return Err(refusal(resp).await);
+            }
+            Ok(resp)
+        };
+        stream::once(start)
+            .flat_map(|r| match r {
+                Ok(resp) => ndjson(resp).boxed(),
+                Err(e) => stream::iter([Err(e)]).boxed(),
+            })
+            .boxed()
+    }
+}
+
+struct Reader {
+    body: BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+/// Parses an NDJSON body incrementally, one [`LogLine`] per line.
+fn ndjson(resp: Response) -> impl futures::Stream<Item = Result<LogLine, GatewayError>> {
+    let r = Reader {
+        body: resp.bytes_stream().boxed(),
+        buf: Vec::new(),
+        done: false,
+    };
+    stream::unfold(r, |mut r| async move {
+        loop {
+            if r.done {
+                return None;
+            }
+            if let Some(i) = r.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = r.buf.drain(..=i).collect();
+                let line = &line[..i];
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let item = serde_json::from_slice::<LogLine>(line).map_err(|e| {
+                    GatewayError::new(ErrorCode::Internal, format!("log line JSON: {e}"))
+                });
+                if item.is_err() {
+                    r.done = true;
+                }
+                return Some((item, r));
+            }
+            if r.buf.len() > MAX_LOG_LINE {
+                r.done = true;
+                return Some((
+                    Err(GatewayError::new(
+                        ErrorCode::Internal,
+                        format!("log line over {MAX_LOG_LINE} bytes"),
+                    )),
+                    r,
+                ));
+            }
+            match r.body.next().await {
+                Some(Ok(chunk)) => r.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    r.done = true;
+                    return Some((Err(unavailable("log stream", e)), r));
+                }
+                None => {
+                    r.done = true;
+                    if r.buf.iter().all(u8::is_ascii_whitespace) {
+                        return None;
+                    }
+                    let item = serde_json::from_slice::<LogLine>(&r.buf).map_err(|e| {
+                        GatewayError::new(ErrorCode::Internal, format!("log line JSON: {e}"))
+                    });
+                    return Some((item, r));
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,155 @@
+//! Matching on chain inputs only: the order's spec and the bids from the contract's logs, the
+//! bidders' profiles from the on-chain registry, and a round seed anyone can recompute. The
+//! operator runs it to decide; the tenant runs the same code to explain the decision (the
+//! score breakdown and every provider skipped), and can check the operator's choice.
+
+use crate::error::Result;
+use crate::registry::provider_from_record;
+use alloy::primitives::Address;
+use spheron_chain::{Chain, registry};
+use spheron_core::{
+    AccountId, Amount, Bid, Candidate, GpuModel, GpuRequest, Matcher, MatcherConfig, Order,
+    OrderId, RejectReason, Rejection, Timestamp, TrustTier, WeightedMatcher,
+};
+
+/// Version of the matching rules below; bump when they change.
+pub const MATCHER_VERSION: u32 = 1;
+
+/// A bid as logged on chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainBid {
+    /// Its index in the order's bid list (what `matchBid` takes).
+    pub index: u64,
+    /// The bidder.
+    pub provider: Address,
+    /// Price per GPU-hour, base units.
+    pub price: u128,
+    /// The model offered (`None`: not a catalog name).
+    pub model: Option<GpuModel>,
+}
+
+/// The seed of an order's matching round. Until the operator quorum takes it from the chain at
+/// the deadline, it is the order id: public, and the same for everyone.
+pub fn round_seed(order: u64) -> u64 {
+    order
+}
+
+/// The request an order without a readable spec stands for: any model, the on-chain count,
+/// duration and ceiling.
+pub fn bare_request(gpus: u32, duration_secs: u32, ceiling: u128) -> GpuRequest {
+    GpuRequest {
+        models: Vec::new(),
+        min_memory_gib: 0,
+        count: gpus,
+        duration_secs: u64::from(duration_secs),
+        max_price_per_gpu_hour: Amount(ceiling),
+        regions: Vec::new(),
+        deny_regions: Vec::new(),
+        location: None,
+        max_latency_ms: None,
+        min_tier: TrustTier(0),
+        allow_providers: Vec::new(),
+        deny_providers: Vec::new(),
+    }
+}
+
+/// The default matcher of a round.
+pub fn matcher(order: u64) -> Result<WeightedMatcher> {
+    Ok(WeightedMatcher::new(MatcherConfig {
+        round_seed: round_seed(order),
+        stake_half: Amount(1_000 * 10u128.pow(18)),
+        ..Default::default()
+    })?)
+}
+
+/// The outcome of a round: the ranking plus the bid index of each ranked candidate.
+#[derive(Clone, Debug)]
+pub struct Round {
+    /// The ranking (best first) with every rejection.
+    pub ranking: spheron_core::Ranking,
+    /// `indexes[i]` is the on-chain bid index of `ranking.ranked[i]`.
+    pub indexes: Vec<u64>,
+}
+
+/// Ranks `bids` on order `id` with `matcher`, the bidders' profiles read from the registry.
+pub async fn rank(
+    chain: &Chain,
+    market: Address,
+    matcher: &dyn Matcher,
+    id: u64,
+    tenant: Address,
+    request: &GpuRequest,
+    deadline: u64,
+    bids: &[ChainBid],
+) -> Result<Round> {
+    let order = Order {
+        id: OrderId(id),
+        tenant: AccountId(tenant.into_array()),
+        request: request.clone(),
+        created_at: Timestamp(0),
+        bid_deadline: Timestamp(deadline.saturating_mul(1000)),
+    };
+    let mut candidates = Vec::new();
+    let mut index_of = Vec::new();
+    let mut skipped = Vec::new();
+    for b in bids {
+        let pid = AccountId(b.provider.into_array());
+        let Some(model) = b.model else {
+            skipped.push(Rejection {
+                provider: pid,
+                reason: RejectReason::Other("bid names no catalog GPU model".into()),
+            });
+            continue;
+        };
+        let record = registry::provider(chain, market, b.provider).await?;
+        let provider = match record.as_ref().map(provider_from_record) {
+            Some(Ok(p)) => p,
+            Some(Err(why)) => {
+                skipped.push(Rejection {
+                    provider: pid,
+                    reason: RejectReason::Other(why),
+                });
+                continue;
+            }
+            None => {
+                skipped.push(Rejection {
+                    provider: pid,
+                    reason: RejectReason::Other("not registered".into()),
+                });
+                continue;
+            }
+        };
+        if provider.banned {
+            skipped.push(Rejection {
+                provider: pid,
+                reason: RejectReason::Banned,
+            });
+            continue;
+        }
+        candidates.push(Candidate {
+            profile: provider.profile(model),
+            bid: Bid {
+                order: OrderId(id),
+                provider: pid,
+                model,
+                price_per_gpu_hour: Amount(b.price),
+                placed_at: Timestamp(0),
+            },
+        });
+        index_of.push((pid, b.index));
+    }
+    let mut ranking = matcher.rank(&order, &candidates)?;
+    ranking.rejected.extend(skipped);
+    let indexes = ranking
+        .ranked
+        .iter()
+        .map(|r| {
+            index_of
+                .iter()
+                .find(|(p, _)| *p == r.provider())
+                .map(|(_, i)| *i)
+                .unwrap_or(u64::MAX)
+        })
+        .collect();
+    Ok(Round { ranking, indexes })
+}

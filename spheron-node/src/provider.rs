@@ -1,0 +1,983 @@
+//! The provider node: one party, its own key, its own machine.
+//!
+//! [`ProviderNode::start`] registers and stakes on chain (endpoint, region, coordinates, GPU
+//! inventory, certificate hash), then [`ProviderNode::run`]:
+//!
+//! - follows the chain from its last processed block ([`spheron_chain::follow::Follower`],
+//!   bounded ranges, a confirmation depth, the cursor in the [`Store`]);
+//! - bids on the orders it can serve with its own [`ProviderAgent`] against its own inventory;
+//! - serves the [`gateway`](crate::gateway): proof of GPU, signed manifests, status, logs,
+//!   stop;
+//! - launches only on a valid manifest for a lease active on chain and matched to it, once;
+//! - stops the workload when the lease closes on chain, closes the lease when the workload
+//!   ends, when the ordered duration is up, or when no manifest came in time, and withdraws
+//!   its earnings.
+//!
+//! After a restart (kill -9 included) it resumes from its database: leases whose workload it
+//! can no longer reattach to are killed and closed on chain (paid up to now, the rest
+//! refunded); none is launched twice.
+
+use crate::error::{Error, Result};
+use crate::gateway::{ChainLease, LeaseBackend};
+use crate::local_launcher::LocalLauncher;
+use crate::network::{NetworkFile, parse_key};
+use crate::registry::{MAX_META_BYTES, ProviderMeta, model_bytes};
+use crate::store::{LeaseRow, Store};
+use crate::wire::{ErrorCode, GatewayError, LeaseStatus, NodeStatus, WorkState};
+use alloy::primitives::{Address, B256, Uint};
+use alloy::providers::DynProvider;
+use alloy::signers::local::PrivateKeySigner;
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::Deserialize;
+use spheron_chain::bindings::{SpheronMarket, TestToken};
+use spheron_chain::follow::{ChainEvent, Follower};
+use spheron_chain::{Chain, registry};
+use spheron_core::{
+    AccountId, Amount, BidStrategy, ChallengeProver, GeoPoint, GpuModel, GpuNode, GpuRequest,
+    Inventory, LaunchSpec, LeaseId, LogStream, Order, OrderId, Provider, ProviderAgent,
+    ProviderStats, Registry, StrategyAgent, Timestamp, Token, TrustTier, Workload, WorkloadId,
+    WorkloadLauncher, WorkloadStatus,
+};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One kind of GPU node in a provider's config.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuConfig {
+    /// Catalog model name, e.g. `h100-sxm`.
+    pub model: String,
+    /// Machines with this model.
+    #[serde(default = "one")]
+    pub nodes: u32,
+    /// GPUs per machine.
+    pub per_node: u32,
+    /// List price per GPU-hour in the payment token, e.g. `"2.40"`.
+    pub price: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// How the node prices its bids.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum StrategyConfig {
+    /// Bid the list price.
+    #[default]
+    List,
+    /// Bid `discount_bps` under the order's ceiling, never below the list price.
+    Undercut {
+        /// Discount under the ceiling, basis points.
+        discount_bps: u32,
+    },
+}
+
+/// `provider.toml`. Relative paths are relative to the file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Human name.
+    pub name: String,
+    /// The network file (`network.json`): chain, contracts, payment token.
+    pub network: PathBuf,
+    /// File holding this provider's 0x-hex private key (never the tenant's).
+    pub key_file: PathBuf,
+    /// Address the gateway listens on.
+    pub listen: SocketAddr,
+    /// The gateway's public URL, registered on chain (default `http://{listen}`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Region label, e.g. `eu-west`.
+    pub region: String,
+    /// Latitude of the data centre.
+    pub lat: f64,
+    /// Longitude of the data centre.
+    pub lon: f64,
+    /// The GPUs offered (the local launcher runs workloads on this machine).
+    pub gpus: Vec<GpuConfig>,
+    /// Bid pricing.
+    #[serde(default)]
+    pub strategy: StrategyConfig,
+    /// SPHN to keep staked, e.g. `"100"`.
+    pub stake: String,
+    /// Where the database lives.
+    pub data_dir: PathBuf,
+    /// Blocks behind the head the node treats as final.
+    #[serde(default)]
+    pub confirmations: u64,
+    /// Largest block range read per chain poll.
+    #[serde(default = "default_max_range")]
+    pub max_block_range: u64,
+    /// Chain poll interval, ms.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// Seconds after the match within which the tenant's manifest must arrive.
+    #[serde(default = "default_manifest_timeout")]
+    pub manifest_timeout_secs: u64,
+    /// Who answers proof-of-GPU challenges: `simulated` (a CPU prover paced like the first
+    /// GPU listed, for devnets) or `cuda` (the CUDA prover on GPU 0; needs the `cuda` feature).
+    #[serde(default = "default_prover")]
+    pub prover: String,
+}
+
+fn default_prover() -> String {
+    "simulated".into()
+}
+
+fn default_max_range() -> u64 {
+    500
+}
+fn default_poll_ms() -> u64 {
+    250
+}
+fn default_manifest_timeout() -> u64 {
+    120
+}
+
+impl ProviderConfig {
+    /// Reads `path` (TOML) and resolves its relative paths against the file's folder.
+    pub fn load(path: &Path) -> Result<ProviderConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(path.display().to_string(), format!("cannot read: {e}")))?;
+        let mut cfg: ProviderConfig = toml::from_str(&text)
+            .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.network, &mut cfg.key_file, &mut cfg.data_dir] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The first GPU model listed (what a simulated prover is paced like).
+    pub fn first_model(&self) -> Result<GpuModel> {
+        let g = self
+            .gpus
+            .first()
+            .ok_or_else(|| Error::config("gpus", "at least one GPU entry is needed"))?;
+        g.model
+            .parse()
+            .map_err(|e| Error::config("gpus[0].model", format!("{e}")))
+    }
+
+    fn inventory_and_prices(
+        &self,
+        token: &Token,
+    ) -> Result<(Inventory, BTreeMap<GpuModel, Amount>)> {
+        if self.gpus.is_empty() {
+            return Err(Error::config("gpus", "at least one GPU entry is needed"));
+        }
+        let mut nodes = Vec::new();
+        let mut prices = BTreeMap::new();
+        for (i, g) in self.gpus.iter().enumerate() {
+            let model: GpuModel = g
+                .model
+                .parse()
+                .map_err(|e| Error::config(format!("gpus[{i}].model"), format!("{e}")))?;
+            if g.per_node == 0 || g.nodes == 0 {
+                return Err(Error::config(
+                    format!("gpus[{i}]"),
+                    "nodes and per_node must be at least 1",
+                ));
+            }
+            let price = token.parse("price", &g.price)?;
+            prices.insert(model, price);
+            for n in 0..g.nodes {
+                nodes.push(GpuNode {
+                    name: format!("{}-{n}", model.name()),
+                    model,
+                    total: g.per_node,
+                    free: g.per_node,
+                });
+            }
+        }
+        Ok((Inventory { nodes }, prices))
+    }
+}
+
+/// Unix seconds now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// An order seen on chain whose spec has not been read yet.
+#[derive(Clone, Debug)]
+struct Pending {
+    tenant: Address,
+    gpus: u32,
+    duration_secs: u32,
+    ceiling: u128,
+    deadline: u64,
+}
+
+struct Inner {
+    cfg: ProviderConfig,
+    net: NetworkFile,
+    chain: Arc<Chain>,
+    me: Address,
+    market: SpheronMarket::SpheronMarketInstance<DynProvider>,
+    store: Store,
+    registry: Arc<Registry>,
+    agent: StrategyAgent,
+    launcher: Arc<LocalLauncher>,
+    workloads: Mutex<BTreeMap<u64, WorkloadId>>,
+    prover: Arc<dyn ChallengeProver>,
+    pending: Mutex<BTreeMap<u64, Pending>>,
+    last_block: AtomicU64,
+    endpoint: String,
+}
+
+/// A provider node; see the [module docs](self).
+#[derive(Clone)]
+pub struct ProviderNode {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ProviderNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderNode")
+            .field("provider", &self.inner.me)
+            .field("endpoint", &self.inner.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProviderNode {
+    /// Opens the database, connects with the provider's key, registers (or updates the
+    /// registration) and tops the stake up to the configured amount from the wallet.
+    pub async fn start(cfg: ProviderConfig, prover: Arc<dyn ChallengeProver>) -> Result<Self> {
+        let net = NetworkFile::load(&cfg.network)?;
+        let key_text = std::fs::read_to_string(&cfg.key_file).map_err(|e| {
+            Error::config(cfg.key_file.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        let key: PrivateKeySigner = parse_key(&key_text)?;
+        let me = key.address();
+        let token = net.payment.token();
+        let (inventory, prices) = cfg.inventory_and_prices(&token)?;
+        let stake = Token::sphn().parse("stake", &cfg.stake)?;
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let store = Store::open(&cfg.data_dir.join("provider.db"))?;
+        let chain = Arc::new(Chain::connect(&net.rpc_url, [key])?);
+        let market = SpheronMarket::new(net.market, chain.provider().clone());
+        let endpoint = cfg
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", cfg.listen));
+
+        let meta = ProviderMeta {
+            name: cfg.name.clone(),
+            location: GeoPoint {
+                lat: cfg.lat,
+                lon: cfg.lon,
+            },
+            inventory: inventory.clone(),
+        }
+        .to_json();
+        if meta.len() > MAX_META_BYTES {
+            return Err(Error::config("gpus", "too many GPU entries for the registry"));
+        }
+        let registration = registry::Registration {
+            endpoint: endpoint.clone(),
+            region: cfg.region.clone(),
+            public_key: me.to_vec(),
+            cert_hash: B256::ZERO,
+            meta,
+        };
+        let current = registry::provider(&chain, net.market, me).await?;
+        let same = current.as_ref().is_some_and(|r| {
+            r.endpoint == registration.endpoint
+                && r.region == registration.region
+                && r.meta == registration.meta
+        });
+        if !same {
+            registry::register(&chain, net.market, me, &registration).await?;
+            tracing::info!(%me, %endpoint, "registered");
+        }
+        let staked = current.as_ref().map(|r| r.staked).unwrap_or(0);
+        if staked < stake.0 {
+            let need = stake.0 - staked;
+            let available = market.accountOf(net.sphn, me).call().await.map_err(chain_err)?;
+            let short = need.saturating_sub(available.available);
+            if short > 0 {
+                let sphn = TestToken::new(net.sphn, chain.provider().clone());
+                chain
+                    .send(me, sphn.approve(net.market, alloy::primitives::U256::from(short)))
+                    .await?;
+                chain
+                    .send(me, market.deposit(net.sphn, alloy::primitives::U256::from(short)))
+                    .await?;
+            }
+            chain.send(me, market.stake(need)).await?;
+            tracing::info!(%me, stake = %Token::sphn().format(stake), "staked");
+        }
+
+        let id = AccountId(me.into_array());
+        let registry = Arc::new(Registry::new());
+        registry.register(Provider {
+            id,
+            name: cfg.name.clone(),
+            endpoint: endpoint.clone(),
+            region: cfg.region.clone(),
+            location: GeoPoint {
+                lat: cfg.lat,
+                lon: cfg.lon,
+            },
+            inventory,
+            stake,
+            stats: ProviderStats::default(),
+            tier: TrustTier(0),
+            banned: false,
+        });
+        let strategy = match cfg.strategy {
+            StrategyConfig::List => BidStrategy::ListPrice,
+            StrategyConfig::Undercut { discount_bps } => {
+                BidStrategy::UndercutCeiling { discount_bps }
+            }
+        };
+        let agent = StrategyAgent::new(id, registry.clone(), prices, strategy);
+        let node = ProviderNode {
+            inner: Arc::new(Inner {
+                cfg,
+                net,
+                chain,
+                me,
+                market,
+                store,
+                registry,
+                agent,
+                launcher: Arc::new(LocalLauncher::new()),
+                workloads: Mutex::new(BTreeMap::new()),
+                prover,
+                pending: Mutex::new(BTreeMap::new()),
+                last_block: AtomicU64::new(0),
+                endpoint,
+            }),
+        };
+        node.recover()?;
+        Ok(node)
+    }
+
+    /// This provider's chain account.
+    pub fn address(&self) -> Address {
+        self.inner.me
+    }
+
+    /// The gateway URL registered on chain.
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
+    /// The database (read access for tests and tools).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// After a restart: workloads recorded as launching or running belong to a process that
+    /// is gone, so their output cannot be reattached. Kill what is left of them and mark them
+    /// failed; the housekeeping then closes their leases on chain. Leases still waiting for a
+    /// manifest keep their reservation.
+    fn recover(&self) -> Result<()> {
+        let i = &self.inner;
+        for l in i.store.live_leases()? {
+            match l.work {
+                WorkState::Launching | WorkState::Running => {
+                    if let Some(pid) = l.pid {
+                        kill_group(pid);
+                    }
+                    i.store.transition(
+                        l.id,
+                        |w| !w.is_terminal(),
+                        &WorkState::Failed {
+                            reason: "the provider node restarted and could not reattach the \
+                                     workload"
+                                .into(),
+                        },
+                        unix_now(),
+                    )?;
+                    tracing::warn!(lease = l.id, "workload lost in a restart: closing");
+                }
+                WorkState::AwaitingManifest => {
+                    if let Ok(model) = l.model.parse::<GpuModel>()
+                        && let Ok(node) = i.registry.reserve(AccountId(i.me.into_array()), model, l.gpus)
+                    {
+                        i.store.set_node(l.id, &node)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves the gateway on `listener` and follows the chain until `shutdown` resolves; then
+    /// stops every running workload and closes its lease (the tenant is refunded the rest).
+    pub async fn run(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
+        let backend: Arc<dyn LeaseBackend> = Arc::new(self.clone());
+        let router = crate::gateway::router(backend, self.inner.prover.clone());
+        let server = tokio::spawn(crate::gateway::serve(listener, router));
+        let from = match self.inner.store.cursor()? {
+            Some(c) => c,
+            None => self.inner.net.deploy_block,
+        };
+        let mut follower = Follower::new(
+            self.inner.net.market,
+            from,
+            self.inner.cfg.confirmations,
+            self.inner.cfg.max_block_range.max(1),
+        );
+        let poll = Duration::from_millis(self.inner.cfg.poll_ms.max(10));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(poll) => {}
+            }
+            if let Err(e) = self.follow_once(&mut follower).await {
+                tracing::warn!(error = %e, "following the chain");
+            }
+            if let Err(e) = self.housekeeping().await {
+                tracing::warn!(error = %e, "housekeeping");
+            }
+        }
+        tracing::info!("shutting down: stopping workloads and closing their leases");
+        for l in self.inner.store.live_leases()? {
+            self.finish(l.id, WorkState::Stopped).await;
+        }
+        let _ = self.housekeeping().await;
+        server.abort();
+        Ok(())
+    }
+
+    async fn follow_once(&self, follower: &mut Follower) -> Result<()> {
+        // Catch up over several bounded ranges, then return to the loop.
+        for _ in 0..32 {
+            let logs = follower.poll(&self.inner.chain).await?;
+            let empty = logs.is_empty();
+            for l in logs {
+                if let Err(e) = self.on_event(l.event).await {
+                    tracing::warn!(block = l.block, error = %e, "handling a chain event");
+                }
+            }
+            self.inner.store.set_cursor(follower.next_block())?;
+            self.inner
+                .last_block
+                .store(follower.next_block().saturating_sub(1), Ordering::Relaxed);
+            if empty && follower.caught_up(&self.inner.chain).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_event(&self, ev: ChainEvent) -> Result<()> {
+        let i = &self.inner;
+        match ev {
+            ChainEvent::OrderCreated {
+                id,
+                tenant,
+                max_price_per_gpu_hour,
+                gpus,
+                duration_secs,
+                bid_deadline,
+                ..
+            } => {
+                i.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                    id,
+                    Pending {
+                        tenant,
+                        gpus,
+                        duration_secs,
+                        ceiling: max_price_per_gpu_hour,
+                        deadline: bid_deadline,
+                    },
+                );
+            }
+            ChainEvent::OrderSpec { id, spec } => {
+                let p = i
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                if let Some(p) = p {
+                    self.consider(id, p, &spec).await?;
+                }
+            }
+            ChainEvent::OrderCancelled { id, .. } => {
+                i.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            }
+            ChainEvent::LeaseStarted {
+                id,
+                provider,
+                gpus,
+                start,
+                ..
+            } if provider == i.me => {
+                i.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                self.on_matched(id, gpus, start).await?;
+            }
+            ChainEvent::LeaseClosed { id, provider, .. } if provider == i.me => {
+                if let Some(l) = i.store.lease(id)? {
+                    if !l.work.is_terminal() {
+                        self.finish(id, WorkState::Stopped).await;
+                    }
+                    i.store.set_closed_on_chain(id)?;
+                    tracing::info!(lease = id, "lease closed on chain");
+                }
+                self.withdraw_earnings().await;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Decides whether to bid on order `id` and bids.
+    async fn consider(&self, id: u64, p: Pending, spec: &[u8]) -> Result<()> {
+        let i = &self.inner;
+        let now = unix_now();
+        if now > p.deadline {
+            return Ok(()); // an old order seen while catching up
+        }
+        let request: GpuRequest = match serde_json::from_slice(spec) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(order = id, error = %e, "unreadable order spec: not bidding");
+                return Ok(());
+            }
+        };
+        // The spec must agree with what the contract locked.
+        if request.count != p.gpus
+            || request.duration_secs != u64::from(p.duration_secs)
+            || request.max_price_per_gpu_hour.0 != p.ceiling
+        {
+            tracing::debug!(order = id, "spec disagrees with the on-chain order: not bidding");
+            return Ok(());
+        }
+        let order = Order {
+            id: OrderId(id),
+            tenant: AccountId(p.tenant.into_array()),
+            request,
+            created_at: Timestamp(now.saturating_mul(1000)),
+            bid_deadline: Timestamp(p.deadline.saturating_mul(1000)),
+        };
+        let Some(bid) = i.agent.on_order(&order).await else {
+            return Ok(());
+        };
+        if !i
+            .store
+            .record_bid(id, bid.price_per_gpu_hour.0, bid.model.name())?
+        {
+            return Ok(());
+        }
+        let price = Uint::<96, 2>::try_from(bid.price_per_gpu_hour.0)
+            .map_err(|_| Error::config("price", "does not fit 96 bits"))?;
+        match i
+            .chain
+            .send(i.me, i.market.placeBid(id, price, model_bytes(bid.model)))
+            .await
+        {
+            Ok(_) => tracing::info!(order = id, model = %bid.model, price = bid.price_per_gpu_hour.0, "bid"),
+            Err(e) => tracing::warn!(order = id, error = %e, "bid refused"),
+        }
+        Ok(())
+    }
+
+    async fn on_matched(&self, id: u64, gpus: u32, start: u64) -> Result<()> {
+        let i = &self.inner;
+        let o = i.market.getOrder(id).call().await.map_err(chain_err)?;
+        let model = i.store.bid_model(id)?.unwrap_or_default();
+        let row = LeaseRow {
+            id,
+            tenant: o.tenant,
+            gpus,
+            model: model.clone(),
+            node: String::new(),
+            start,
+            duration_secs: u64::from(o.durationSecs),
+            work: WorkState::AwaitingManifest,
+            pid: None,
+            open_on_chain: o.state == 2,
+            started_at: None,
+            ended_at: None,
+        };
+        if !i.store.insert_lease(&row)? {
+            return Ok(()); // seen before (replayed after a restart)
+        }
+        tracing::info!(lease = id, tenant = %o.tenant, "matched: waiting for the manifest");
+        let reserved = model
+            .parse::<GpuModel>()
+            .ok()
+            .and_then(|m| i.registry.reserve(AccountId(i.me.into_array()), m, gpus).ok());
+        match reserved {
+            Some(node) => i.store.set_node(id, &node)?,
+            None => {
+                i.store.transition(
+                    id,
+                    |_| true,
+                    &WorkState::Failed {
+                        reason: "no free GPUs left for this lease".into(),
+                    },
+                    unix_now(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a lease's workload to a terminal state (once): stops the process if it runs and
+    /// frees the reserved GPUs.
+    async fn finish(&self, id: u64, work: WorkState) {
+        let i = &self.inner;
+        let wid = i
+            .workloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        if let Some(w) = &wid
+            && let Err(e) = i.launcher.stop(w).await
+        {
+            tracing::warn!(lease = id, error = %e, "stopping the workload");
+        }
+        match i.store.transition(id, |w| !w.is_terminal(), &work, unix_now()) {
+            Ok(true) => self.release(id),
+            Ok(false) => {}
+            Err(e) => tracing::error!(lease = id, error = %e, "recording the end of a workload"),
+        }
+    }
+
+    fn release(&self, id: u64) {
+        let i = &self.inner;
+        if let Ok(Some(l)) = i.store.lease(id)
+            && !l.node.is_empty()
+        {
+            let _ = i
+                .registry
+                .release(AccountId(i.me.into_array()), &l.node, l.gpus);
+        }
+    }
+
+    /// Expiry, manifest timeouts and closing finished leases on chain.
+    async fn housekeeping(&self) -> Result<()> {
+        let i = &self.inner;
+        let now = unix_now();
+        for l in i.store.live_leases()? {
+            if !l.open_on_chain {
+                if !l.work.is_terminal() {
+                    self.finish(l.id, WorkState::Stopped).await;
+                }
+                continue;
+            }
+            match &l.work {
+                WorkState::AwaitingManifest
+                    if now > l.start.saturating_add(i.cfg.manifest_timeout_secs) =>
+                {
+                    self.finish(
+                        l.id,
+                        WorkState::Failed {
+                            reason: format!(
+                                "no manifest within {} s of the match",
+                                i.cfg.manifest_timeout_secs
+                            ),
+                        },
+                    )
+                    .await;
+                }
+                WorkState::Launching | WorkState::Running
+                    if now >= l.start.saturating_add(l.duration_secs) =>
+                {
+                    tracing::info!(lease = l.id, "ordered duration is up");
+                    self.finish(l.id, WorkState::Stopped).await;
+                }
+                _ => {}
+            }
+            let l = i.store.lease(l.id)?.unwrap_or(l);
+            if l.work.is_terminal() {
+                match i.chain.send(i.me, i.market.closeLease(l.id)).await {
+                    Ok(_) => {
+                        i.store.set_closed_on_chain(l.id)?;
+                        tracing::info!(lease = l.id, work = ?l.work, "closed the lease on chain");
+                        self.withdraw_earnings().await;
+                    }
+                    Err(spheron_chain::Error::Revert { name, .. })
+                        if name.starts_with("LeaseNotActive") =>
+                    {
+                        i.store.set_closed_on_chain(l.id)?;
+                    }
+                    Err(e) => tracing::warn!(lease = l.id, error = %e, "closing the lease"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn withdraw_earnings(&self) {
+        let i = &self.inner;
+        let token = i.net.payment.address;
+        let available = match i.market.accountOf(token, i.me).call().await {
+            Ok(a) => a.available,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading earnings");
+                return;
+            }
+        };
+        if available == 0 {
+            return;
+        }
+        match i
+            .chain
+            .send(i.me, i.market.withdraw(token, alloy::primitives::U256::from(available)))
+            .await
+        {
+            Ok(_) => tracing::info!(amount = available, "withdrew earnings"),
+            Err(e) => tracing::warn!(error = %e, "withdrawing earnings"),
+        }
+    }
+
+    fn status_of(&self, l: &LeaseRow) -> LeaseStatus {
+        LeaseStatus {
+            lease: l.id,
+            tenant: l.tenant,
+            work: l.work.clone(),
+            open_on_chain: l.open_on_chain,
+            started_at: l.started_at,
+            ended_at: l.ended_at,
+        }
+    }
+
+    fn row(&self, id: u64) -> std::result::Result<LeaseRow, GatewayError> {
+        self.inner
+            .store
+            .lease(id)
+            .map_err(|e| GatewayError::new(ErrorCode::Internal, e.to_string()))?
+            .ok_or_else(|| {
+                GatewayError::new(
+                    ErrorCode::Unavailable,
+                    format!("lease {id} is matched on chain but this node has not processed the match yet; retry"),
+                )
+            })
+    }
+
+    async fn watch_workload(&self, id: u64, wid: WorkloadId) {
+        let status = self.inner.launcher.wait(&wid).await;
+        let work = match status {
+            Ok(WorkloadStatus::Succeeded) => WorkState::Exited { exit_code: Some(0) },
+            Ok(WorkloadStatus::Failed { exit_code }) => WorkState::Exited { exit_code },
+            Ok(WorkloadStatus::Stopped) => WorkState::Stopped,
+            Ok(other) => WorkState::Failed {
+                reason: format!("workload ended in state {other:?}"),
+            },
+            Err(e) => WorkState::Failed {
+                reason: e.to_string(),
+            },
+        };
+        tracing::info!(lease = id, ?work, "workload ended");
+        self.finish(id, work).await;
+    }
+}
+
+fn kill_group(pid: u32) {
+    if let Ok(p) = i32::try_from(pid) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+fn chain_err(e: alloy::contract::Error) -> Error {
+    Error::Chain(spheron_chain::client::decode(e))
+}
+
+fn gw_internal(e: impl std::fmt::Display) -> GatewayError {
+    GatewayError::new(ErrorCode::Internal, e.to_string())
+}
+
+#[async_trait]
+impl LeaseBackend for ProviderNode {
+    fn provider(&self) -> Address {
+        self.inner.me
+    }
+
+    fn chain(&self) -> (u64, Address) {
+        (self.inner.net.chain_id, self.inner.net.market)
+    }
+
+    fn now(&self) -> u64 {
+        unix_now()
+    }
+
+    async fn chain_lease(&self, lease: u64) -> std::result::Result<Option<ChainLease>, GatewayError> {
+        let o = self
+            .inner
+            .market
+            .getOrder(lease)
+            .call()
+            .await
+            .map_err(|e| GatewayError::new(ErrorCode::Unavailable, format!("chain: {e}")))?;
+        if o.state == 0 {
+            return Ok(None);
+        }
+        Ok(Some(ChainLease {
+            lease,
+            tenant: o.tenant,
+            provider: o.provider,
+            active: o.state == 2,
+        }))
+    }
+
+    async fn use_nonce(
+        &self,
+        signer: Address,
+        nonce: B256,
+        expiry: u64,
+    ) -> std::result::Result<bool, GatewayError> {
+        self.inner
+            .store
+            .use_nonce(signer, nonce, expiry, unix_now())
+            .map_err(gw_internal)
+    }
+
+    async fn launch(
+        &self,
+        lease: &ChainLease,
+        workload: Workload,
+    ) -> std::result::Result<LeaseStatus, GatewayError> {
+        let i = &self.inner;
+        let row = self.row(lease.lease)?;
+        let moved = i
+            .store
+            .transition(
+                lease.lease,
+                |w| *w == WorkState::AwaitingManifest,
+                &WorkState::Launching,
+                unix_now(),
+            )
+            .map_err(gw_internal)?;
+        if !moved {
+            return Err(GatewayError::new(
+                ErrorCode::AlreadyLaunched,
+                format!("lease {} is {:?}: a manifest is accepted once", lease.lease, row.work),
+            ));
+        }
+        let model = row.model.parse::<GpuModel>().unwrap_or(GpuModel::T4);
+        let spec = LaunchSpec {
+            lease: LeaseId(lease.lease),
+            provider: AccountId(i.me.into_array()),
+            model,
+            gpus: row.gpus,
+            node: (!row.node.is_empty()).then(|| row.node.clone()),
+            ends_at: Timestamp(row.start.saturating_add(row.duration_secs).saturating_mul(1000)),
+        };
+        match i.launcher.launch(&spec, &workload).await {
+            Ok(wid) => {
+                let pid = i.launcher.pid(&wid);
+                i.store.set_pid(lease.lease, pid).map_err(gw_internal)?;
+                i.workloads
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(lease.lease, wid.clone());
+                i.store
+                    .transition(
+                        lease.lease,
+                        |w| *w == WorkState::Launching,
+                        &WorkState::Running,
+                        unix_now(),
+                    )
+                    .map_err(gw_internal)?;
+                tracing::info!(lease = lease.lease, ?pid, "launched");
+                let me = self.clone();
+                let id = lease.lease;
+                tokio::spawn(async move { me.watch_workload(id, wid).await });
+            }
+            Err(e) => {
+                tracing::warn!(lease = lease.lease, error = %e, "launch failed");
+                self.finish(
+                    lease.lease,
+                    WorkState::Failed {
+                        reason: format!("launch failed: {e}"),
+                    },
+                )
+                .await;
+            }
+        }
+        Ok(self.status_of(&self.row(lease.lease)?))
+    }
+
+    async fn status(&self, lease: &ChainLease) -> std::result::Result<LeaseStatus, GatewayError> {
+        Ok(self.status_of(&self.row(lease.lease)?))
+    }
+
+    async fn logs(
+        &self,
+        lease: &ChainLease,
+        from: u64,
+        follow: bool,
+    ) -> std::result::Result<LogStream, GatewayError> {
+        let wid = self
+            .inner
+            .workloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&lease.lease)
+            .cloned();
+        let Some(wid) = wid else {
+            // Nothing ran here (yet, or before a restart): an empty log.
+            return Ok(futures::stream::empty().boxed());
+        };
+        let stream = self.inner.launcher.logs(&wid).map_err(gw_internal)?;
+        let stream = stream.filter(move |l| futures::future::ready(l.seq >= from));
+        if follow {
+            Ok(stream.boxed())
+        } else {
+            // What is there now: stop once no line arrived for a moment.
+            Ok(stream
+                .take_until(tokio::time::sleep(Duration::from_millis(200)))
+                .boxed())
+        }
+    }
+
+    async fn stop(&self, lease: &ChainLease) -> std::result::Result<LeaseStatus, GatewayError> {
+        self.row(lease.lease)?;
+        self.finish(lease.lease, WorkState::Stopped).await;
+        Ok(self.status_of(&self.row(lease.lease)?))
+    }
+
+    async fn node_status(&self) -> NodeStatus {
+        let i = &self.inner;
+        let inventory = i
+            .registry
+            .get(AccountId(i.me.into_array()))
+            .map(|p| p.inventory)
+            .unwrap_or_default();
+        let running = i
+            .store
+            .live_leases()
+            .map(|ls| ls.iter().filter(|l| l.work == WorkState::Running).count())
+            .unwrap_or(0);
+        NodeStatus {
+            provider: i.me,
+            name: i.cfg.name.clone(),
+            region: i.cfg.region.clone(),
+            models: inventory.models(),
+            inventory,
+            running_leases: running,
+            last_block: i.last_block.load(Ordering::Relaxed),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}

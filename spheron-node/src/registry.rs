@@ -1,0 +1,68 @@
+//! What a provider writes about itself in the on-chain registry's `meta` field, and how
+//! readers (operator, tenant, CLI) turn a registry record into the core [`Provider`] the
+//! matcher scores.
+
+use alloy::primitives::FixedBytes;
+use serde::{Deserialize, Serialize};
+use spheron_chain::registry::ProviderRecord;
+use spheron_core::{
+    AccountId, Amount, GeoPoint, GpuModel, Inventory, Provider, ProviderStats, TrustTier,
+};
+
+/// Largest `meta` a node writes (the contract caps it too).
+pub const MAX_META_BYTES: usize = 4096;
+
+/// The provider's self-description on chain (JSON in `ProviderInfo.meta`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProviderMeta {
+    /// Human name.
+    pub name: String,
+    /// Data-centre location.
+    pub location: GeoPoint,
+    /// GPUs per node (total and free at registration).
+    pub inventory: Inventory,
+}
+
+impl ProviderMeta {
+    /// The JSON written on chain.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The core provider described by an on-chain record, or why it cannot be used.
+///
+/// Stake and tier come from the contract; name, location and inventory from the provider's
+/// own `meta` (what it claims; proof of GPU checks the model). Statistics start empty: the
+/// network does not yet publish them on chain.
+pub fn provider_from_record(rec: &ProviderRecord) -> Result<Provider, String> {
+    let meta: ProviderMeta =
+        serde_json::from_str(&rec.meta).map_err(|e| format!("unreadable registry meta: {e}"))?;
+    Ok(Provider {
+        id: AccountId(rec.address.into_array()),
+        name: meta.name,
+        endpoint: rec.endpoint.clone(),
+        region: rec.region.clone(),
+        location: meta.location,
+        inventory: meta.inventory,
+        stake: Amount(rec.staked),
+        stats: ProviderStats::default(),
+        tier: TrustTier(rec.tier.min(7)),
+        banned: !rec.can_bid,
+    })
+}
+
+/// A model's catalog name as the `bytes32` that bids carry.
+pub fn model_bytes(m: GpuModel) -> FixedBytes<32> {
+    let mut b = [0u8; 32];
+    let name = m.name().as_bytes();
+    let n = name.len().min(32);
+    b[..n].copy_from_slice(&name[..n]);
+    FixedBytes(b)
+}
+
+/// The catalog model a bid's `bytes32` names, if any.
+pub fn model_from_bytes(b: FixedBytes<32>) -> Option<GpuModel> {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(32);
+    std::str::from_utf8(&b[..end]).ok()?.parse().ok()
+}
