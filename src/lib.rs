@@ -27,16 +27,21 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Features: `chain` (EVM escrow and market), `k8s` (Kubernetes launcher), `cuda` (CUDA
-//! proof-of-GPU prover).
+//! [`Marketplace::connect`] is the network mode: a tenant client for independent provider
+//! nodes (see `spheron devnet`).
+//!
+//! Features: `k8s` (Kubernetes launcher), `cuda` (CUDA proof-of-GPU prover); `chain` is kept
+//! for compatibility (the EVM backend is always built).
 
 mod defaults;
 pub mod fleet;
 pub mod marketplace;
+pub mod network;
 
 pub use fleet::{ProviderSpec, SimFleet, SimProvider};
 pub use spheron_node::LocalLauncher;
 pub use marketplace::{LocalBuilder, Marketplace};
+pub use network::{LeaseSummary, NetworkMarket, TenantConfig};
 /// The EVM escrow, market, registry and anvil harness.
 pub use spheron_chain as chain;
 /// The network parties: provider and operator nodes, gateway, tenant client.

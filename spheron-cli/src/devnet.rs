@@ -316,6 +316,7 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
         address: tc.operator(),
         pid: op.id().unwrap_or(0),
         endpoint: String::new(),
+        restart: Vec::new(),
     });
     children.push(("operator".into(), op));
 
@@ -354,6 +355,13 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
             address: key.address(),
             pid: child.id().unwrap_or(0),
             endpoint: format!("http://127.0.0.1:{port}"),
+            restart: vec![
+                bin.display().to_string(),
+                "provider".into(),
+                "run".into(),
+                "--config".into(),
+                cfg_path.display().to_string(),
+            ],
         });
         children.push((name, child));
     }

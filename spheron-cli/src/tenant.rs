@@ -145,12 +145,23 @@ pub async fn rent(g: &Global, args: RentArgs) -> Result<ExitCode> {
     bar.enable_steady_tick(Duration::from_millis(120));
     bar.set_message("publishing the order");
     let mut events = market.events();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = {
         let bar = bar.clone();
         let token = token.clone();
         tokio::spawn(async move {
+            let t0 = std::time::Instant::now();
             while let Some(e) = events.next().await {
-                bar.println(format!("  {}", describe(&e.step, &token)));
+                let line = format!(
+                    "  [{:>6.2}s] {}",
+                    t0.elapsed().as_secs_f64(),
+                    describe(&e.step, &token)
+                );
+                if tty {
+                    bar.println(line);
+                } else {
+                    eprintln!("{line}");
+                }
                 bar.set_message(describe(&e.step, &token));
             }
         })

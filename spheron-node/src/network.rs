@@ -48,6 +48,9 @@ pub struct Party {
     pub pid: u32,
     /// Its gateway URL (providers), else empty.
     pub endpoint: String,
+    /// The command line that starts it again (devnets), e.g. after a crash.
+    #[serde(default)]
+    pub restart: Vec<String>,
 }
 
 /// The contents of `network.json`.

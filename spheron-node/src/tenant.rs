@@ -436,6 +436,11 @@ impl NetworkMarket {
 
     /// The settlement of a closed lease, from its `LeaseClosed` event.
     pub async fn settlement(&self, id: u64) -> spheron_core::Result<Option<Settlement>> {
+        Ok(self.closing(id).await?.map(|(s, _)| s))
+    }
+
+    /// The settlement of a closed lease and who closed it.
+    async fn closing(&self, id: u64) -> spheron_core::Result<Option<(Settlement, Address)>> {
         let i = &self.inner;
         let filter = Filter::new()
             .address(i.net.market)
@@ -451,14 +456,17 @@ impl NetworkMarket {
         Ok(logs.iter().find_map(|l| {
             let ev = SpheronMarket::LeaseClosed::decode_log(&l.inner).ok()?;
             let d = ev.data;
-            Some(Settlement {
-                lease: LeaseId(id),
-                seconds: u64::try_from(d.secondsBilled).unwrap_or(u64::MAX),
-                // The tenant's cost is what left its lock: provider payout plus protocol fee.
-                paid: Amount(u128::try_from(d.paid.saturating_add(d.fee)).unwrap_or(u128::MAX)),
-                refunded: Amount(u128::try_from(d.refunded).unwrap_or(u128::MAX)),
-                funds_exhausted: d.fundsExhausted,
-            })
+            Some((
+                Settlement {
+                    lease: LeaseId(id),
+                    seconds: u64::try_from(d.secondsBilled).unwrap_or(u64::MAX),
+                    // The tenant's cost is what left its lock: provider payout plus fee.
+                    paid: Amount(u128::try_from(d.paid.saturating_add(d.fee)).unwrap_or(u128::MAX)),
+                    refunded: Amount(u128::try_from(d.refunded).unwrap_or(u128::MAX)),
+                    funds_exhausted: d.fundsExhausted,
+                },
+                d.closedBy,
+            ))
         }))
     }
 
@@ -1137,16 +1145,22 @@ async fn supervise(
     }
     // Read the settlement (retried: a node may lag a block behind).
     let mut settlement = None;
+    let mut closed_by = None;
     for _ in 0..i.config.settle_attempts.max(1) * 4 {
-        match market.settlement(id).await {
-            Ok(Some(s)) => {
+        match market.closing(id).await {
+            Ok(Some((s, by))) => {
                 settlement = Some(s);
+                closed_by = Some(by);
                 break;
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(lease = id, error = %e, "reading the settlement"),
         }
         tokio::time::sleep(i.config.poll).await;
+    }
+    // Closed by this tenant's key from another process (`spheron lease stop`).
+    if our_reason.is_none() && closed_by == Some(i.me) {
+        our_reason = Some(CloseReason::TenantStopped);
     }
     let reason = our_reason.unwrap_or_else(|| match &last_work {
         Some(crate::wire::WorkState::Exited { exit_code: Some(0) }) => CloseReason::Completed,

@@ -1,9 +1,9 @@
 //! Value types handed to Python: reports, events, log lines, balances. All frozen.
 
+use crate::backend::Backend;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
-use spheron::Marketplace;
 use spheron_core::{
     AccountId, Amount, Balance, LeaseReport, LeaseState, LogLine, LogSource, ProgressEvent,
     Provider, Rejection, Step, Verdict,
@@ -59,8 +59,8 @@ impl<'py> IntoPyObject<'py> for Money {
 }
 
 /// Provider id → name, from the marketplace's registry.
-pub(crate) fn provider_name(market: &Marketplace, id: AccountId) -> Option<String> {
-    market.provider(id).ok().map(|p| p.name)
+pub(crate) fn provider_name(market: &Backend, id: AccountId) -> Option<String> {
+    market.provider_name(id)
 }
 
 /// A provider that was skipped for an order, and why.
@@ -90,7 +90,7 @@ impl PySkipped {
 }
 
 impl PySkipped {
-    pub fn new(market: &Marketplace, r: &Rejection) -> Self {
+    pub(crate) fn new(market: &Backend, r: &Rejection) -> Self {
         use spheron_core::RejectReason as R;
         let kind = match &r.reason {
             R::ModelNotAccepted(_) => "model",
@@ -251,7 +251,7 @@ impl PyLeaseReport {
 }
 
 impl PyLeaseReport {
-    pub fn new(market: &Marketplace, r: &LeaseReport) -> Self {
+    pub(crate) fn new(market: &Backend, r: &LeaseReport) -> Self {
         let token = market.token();
         let d = token.decimals;
         let (status, close_reason) = match &r.state {
@@ -355,7 +355,7 @@ impl PyProgressEvent {
 }
 
 impl PyProgressEvent {
-    pub fn new(market: &Marketplace, e: &ProgressEvent) -> Self {
+    pub(crate) fn new(market: &Backend, e: &ProgressEvent) -> Self {
         let d = market.token().decimals;
         let m = |a: Amount| Some(Money::new(a, d));
         let (kind, provider, lease, amount) = match &e.step {

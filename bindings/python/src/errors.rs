@@ -11,13 +11,14 @@
 //! | `LeaseClosed` | `LeaseClosedError` (`.lease`) |
 //! | `Prover` | `ProverError` |
 //! | `Backend` | `BackendError` (`.backend`) |
+//! | `Timeout` | `StepTimeoutError` (`.step`, `.after_ms`; also a `TimeoutError`) |
 //! | everything else | `MarketplaceError` |
 
+use crate::backend::Backend;
 use crate::convert::{Money, PySkipped};
 use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use spheron::Marketplace;
 use spheron_core::{Error, RejectReason};
 
 /// Maps a Rust field name to the keyword the Python API uses for it.
@@ -65,7 +66,7 @@ fn obj<'py, T: IntoPyObject<'py>>(py: Python<'py>, v: T) -> Bound<'py, PyAny> {
 
 /// Converts a core error to its Python exception. `market` names providers in
 /// `NoMatchError.rejected` and gives the token's decimals.
-pub(crate) fn to_py(py: Python<'_>, market: Option<&Marketplace>, e: Error) -> PyErr {
+pub(crate) fn to_py(py: Python<'_>, market: Option<&Backend>, e: Error) -> PyErr {
     let message = e.to_string();
     let decimals = market.map_or(6, |m| m.token().decimals);
     match e {
@@ -142,6 +143,12 @@ pub(crate) fn to_py(py: Python<'_>, market: Option<&Marketplace>, e: Error) -> P
             message,
             &[("backend", obj(py, backend))],
         ),
+        Error::Timeout { step, after_ms } => make(
+            py,
+            "StepTimeoutError",
+            message,
+            &[("step", obj(py, step)), ("after_ms", obj(py, after_ms))],
+        ),
         _ => make(py, "MarketplaceError", message, &[]),
     }
 }
@@ -153,5 +160,26 @@ pub(crate) fn wait_timeout(py: Python<'_>, lease: u64, secs: f64) -> PyErr {
         "WaitTimeoutError",
         format!("lease {lease} still running after {secs} s"),
         &[("lease", obj(py, lease))],
+    )
+}
+
+/// An `UnsupportedError`: `method` does not exist on the `backend` (`local` / `network`)
+/// marketplace.
+pub(crate) fn unsupported(py: Python<'_>, method: &str, backend: &str) -> PyErr {
+    let only = if backend == "network" {
+        "embedded"
+    } else {
+        "network"
+    };
+    make(
+        py,
+        "UnsupportedError",
+        format!(
+            "`{method}` is only available on the {only} marketplace, not on this {backend} one"
+        ),
+        &[
+            ("method", obj(py, method.to_string())),
+            ("backend", obj(py, backend.to_string())),
+        ],
     )
 }

@@ -1,13 +1,13 @@
 //! `Lease`: a running lease; a context manager (sync and async) that always stops and
 //! settles on exit; logs as a sync and async iterator.
 
+use crate::backend::Backend;
 use crate::convert::{PyLeaseReport, PyLogLine};
 use crate::errors::{invalid, to_py, wait_timeout};
 use crate::{block_on, block_on_uninterruptible};
 use futures::StreamExt;
 use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
-use spheron::Marketplace;
 use spheron_core::{LeaseHandle, LogSource, LogStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +15,12 @@ use std::time::Duration;
 /// A lease on rented GPUs.
 #[pyclass(module = "spheron._native", name = "Lease", frozen)]
 pub struct PyLease {
-    market: Arc<Marketplace>,
+    market: Backend,
     handle: LeaseHandle,
 }
 
 impl PyLease {
-    pub(crate) fn new(market: Arc<Marketplace>, handle: LeaseHandle) -> Self {
+    pub(crate) fn new(market: Backend, handle: LeaseHandle) -> Self {
         PyLease { market, handle }
     }
 

@@ -12,6 +12,7 @@
 //! Errors of [`spheron_core::Error`] become the exception classes of `spheron.errors`
 //! (the table is in the `errors` module); the Python package documents the API.
 
+mod backend;
 mod convert;
 mod errors;
 mod lease;

@@ -1,7 +1,9 @@
-//! `Marketplace`: the embedded marketplace, `rent` / `rent_async`, progress events.
+//! `Marketplace`: the embedded marketplace or a network client, `rent` / `rent_async`,
+//! progress events, balances.
 
+use crate::backend::{Backend, Network};
 use crate::convert::{PyBalance, PyProgressEvent, PyProviderInfo};
-use crate::errors::{invalid, to_py};
+use crate::errors::{invalid, to_py, unsupported};
 use crate::lease::PyLease;
 use crate::matcher::PyMatcher;
 use crate::request::{PyGpuRequest, parse_price, usd};
@@ -11,17 +13,21 @@ use futures::{FutureExt, StreamExt};
 use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
 use spheron::Marketplace;
+use spheron::node::network::NetworkFile;
+use spheron::node::tenant::to_core;
 use spheron_core::{Error, GpuRequest, LeaseHandle, OrderId, ProgressEvent, Step, Workload};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// The embedded marketplace: in-process market and escrow, the simulated fleet of twelve
-/// providers, proof-of-GPU challenges, workloads run as local subprocesses.
+/// A GPU marketplace: the embedded one (in-process market and escrow, the simulated fleet
+/// of twelve providers, proof-of-GPU challenges, workloads run as local subprocesses) or a
+/// tenant client of a network of independent provider nodes (`connect`).
 #[pyclass(module = "spheron._native", name = "Marketplace", frozen)]
 pub struct PyMarketplace {
-    pub(crate) inner: Arc<Marketplace>,
+    pub(crate) inner: Backend,
     matcher: Option<Arc<PyMatcher>>,
 }
 
@@ -72,6 +78,25 @@ impl PyMarketplace {
         err
     }
 
+    /// Requests are priced in 6-decimal units (`GpuRequest` does not know the market it
+    /// goes to): refuses a marketplace whose token has other decimals.
+    fn check_token(&self, py: Python<'_>) -> PyResult<()> {
+        let token = self.inner.token();
+        if token.decimals == usd().decimals {
+            return Ok(());
+        }
+        Err(invalid(
+            py,
+            "max_price_per_hour",
+            format!(
+                "this marketplace pays in {} with {} decimals; requests are priced with {}",
+                token.symbol,
+                token.decimals,
+                usd().decimals
+            ),
+        ))
+    }
+
     fn workload(
         py: Python<'_>,
         command: Vec<String>,
@@ -93,7 +118,7 @@ impl PyMarketplace {
     }
 }
 
-fn emit(py: Python<'_>, cb: &Py<PyAny>, market: &Marketplace, e: &ProgressEvent) {
+fn emit(py: Python<'_>, cb: &Py<PyAny>, market: &Backend, e: &ProgressEvent) {
     if let Err(err) = cb.call1(py, (PyProgressEvent::new(market, e),)) {
         err.write_unraisable(py, Some(cb.bind(py)));
     }
@@ -148,8 +173,60 @@ impl PyMarketplace {
         }
         let market = block_on_uninterruptible(py, b.build()).map_err(|e| to_py(py, None, e))?;
         Ok(PyMarketplace {
-            inner: Arc::new(market),
+            inner: Backend::Local(Arc::new(market)),
             matcher,
+        })
+    }
+
+    /// Connects to the network described by the `network.json` at `network` (default:
+    /// `$SPHERON_NETWORK`) as the tenant holding the 0x-hex private `key` (default:
+    /// `$SPHERON_KEY`, else the network file's first tenant account).
+    #[staticmethod]
+    #[pyo3(signature = (network=None, key=None))]
+    fn connect(py: Python<'_>, network: Option<PathBuf>, key: Option<String>) -> PyResult<Self> {
+        let path = match network {
+            Some(p) => p,
+            None => match std::env::var_os("SPHERON_NETWORK") {
+                Some(p) if !p.is_empty() => PathBuf::from(p),
+                _ => {
+                    return Err(invalid(
+                        py,
+                        "network",
+                        "no network file: pass `network=` or set SPHERON_NETWORK (`spheron devnet` writes one)",
+                    ));
+                }
+            },
+        };
+        let key = match key.or_else(|| std::env::var("SPHERON_KEY").ok().filter(|k| !k.is_empty()))
+        {
+            Some(k) => k,
+            None => {
+                let file = NetworkFile::load(&path).map_err(|e| to_py(py, None, to_core(e)))?;
+                file.tenants.first().map(|t| t.key.clone()).ok_or_else(|| {
+                    invalid(
+                        py,
+                        "key",
+                        format!(
+                            "no key given and {} lists no tenant account: pass `key=` or set SPHERON_KEY",
+                            path.display()
+                        ),
+                    )
+                })?
+            }
+        };
+        let at = path.clone();
+        let connected = block_on(
+            py,
+            async move {
+                let market = Marketplace::connect(&at, &key).await?;
+                Ok::<_, Error>(Network::new(market, at).await)
+            },
+            |_| Ok(()),
+        )?
+        .map_err(|e| to_py(py, None, e))?;
+        Ok(PyMarketplace {
+            inner: Backend::Network(Arc::new(connected)),
+            matcher: None,
         })
     }
 
@@ -166,11 +243,12 @@ impl PyMarketplace {
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<PyLease> {
         let workload = Self::workload(py, command, image, env)?;
+        self.check_token(py)?;
         let req: GpuRequest = request.inner.clone();
         let mut events = self.inner.events();
         let market = self.inner.clone();
         let mut guard = RentGuard {
-            task: Some(runtime().spawn(async move { market.rent(req, workload).await })),
+            task: Some(runtime().spawn(market.rent(req, workload))),
         };
         let mut filter = OrderFilter { order: None };
         let market = self.inner.clone();
@@ -223,6 +301,7 @@ impl PyMarketplace {
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let workload = Self::workload(py, command, image, env)?;
+        slf.get().check_token(py)?;
         let req: GpuRequest = request.inner.clone();
         let this = slf.get();
         let market = this.inner.clone();
@@ -230,7 +309,7 @@ impl PyMarketplace {
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let flow_market = market.clone();
             let mut guard = RentGuard {
-                task: Some(runtime().spawn(async move { flow_market.rent(req, workload).await })),
+                task: Some(runtime().spawn(flow_market.rent(req, workload))),
             };
             let mut filter = OrderFilter { order: None };
             let joined = loop {
@@ -277,29 +356,33 @@ impl PyMarketplace {
 
     /// The tenant's escrow balance.
     fn balance(&self, py: Python<'_>) -> PyResult<PyBalance> {
-        let m = self.inner.clone();
-        let tenant = m.tenant();
-        let b = block_on_uninterruptible(py, async move { m.balance(tenant).await })
+        let b = block_on(py, self.inner.clone().balance(), |_| Ok(()))?
             .map_err(|e| to_py(py, Some(&self.inner), e))?;
         Ok(PyBalance::new(b, self.inner.token().decimals))
     }
 
-    /// Deposits `amount` (USD) for the tenant.
+    /// Deposits `amount` (whole tokens) into the tenant's escrow account; on a network,
+    /// from the tenant's wallet.
     fn deposit(&self, py: Python<'_>, amount: &Bound<'_, PyAny>) -> PyResult<()> {
         let a = parse_price(py, "amount", amount, &self.inner.token())?;
-        let m = self.inner.clone();
-        block_on_uninterruptible(py, async move { m.deposit(a).await })
+        block_on_uninterruptible(py, self.inner.clone().deposit(a))
             .map_err(|e| to_py(py, Some(&self.inner), e))
     }
 
-    /// Every provider of the marketplace.
-    fn providers(&self) -> Vec<PyProviderInfo> {
+    /// Withdraws `amount` (whole tokens) of available escrow funds; on a network, back to
+    /// the tenant's wallet.
+    fn withdraw(&self, py: Python<'_>, amount: &Bound<'_, PyAny>) -> PyResult<()> {
+        let a = parse_price(py, "amount", amount, &self.inner.token())?;
+        block_on_uninterruptible(py, self.inner.clone().withdraw(a))
+            .map_err(|e| to_py(py, Some(&self.inner), e))
+    }
+
+    /// Every provider of the marketplace (on a network: of the on-chain registry).
+    fn providers(&self, py: Python<'_>) -> PyResult<Vec<PyProviderInfo>> {
         let d = self.inner.token().decimals;
-        self.inner
-            .providers()
-            .iter()
-            .map(|p| PyProviderInfo::new(p, d))
-            .collect()
+        let list = block_on(py, self.inner.clone().providers(), |_| Ok(()))?
+            .map_err(|e| to_py(py, Some(&self.inner), e))?;
+        Ok(list.iter().map(|p| PyProviderInfo::new(p, d)).collect())
     }
 
     /// The payment token's symbol.
@@ -311,20 +394,47 @@ impl PyMarketplace {
     /// The tenant's address (hex).
     #[getter]
     fn tenant(&self) -> String {
-        self.inner.tenant().to_string()
+        self.inner.tenant()
     }
 
-    /// Whether the escrow ledger holds exactly what it owes (conservation audit).
-    fn ledger_balanced(&self) -> bool {
-        self.inner.ledger_totals().is_some_and(|t| t.is_balanced())
+    /// `local` (embedded) or `network`.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    /// The network file this client was connected with; `None` when embedded.
+    #[getter]
+    fn network(&self) -> Option<String> {
+        match &self.inner {
+            Backend::Local(_) => None,
+            Backend::Network(n) => Some(n.path.display().to_string()),
+        }
+    }
+
+    /// Whether the escrow ledger holds exactly what it owes (conservation audit). Embedded
+    /// only: raises `UnsupportedError` on a network.
+    fn ledger_balanced(&self, py: Python<'_>) -> PyResult<bool> {
+        match &self.inner {
+            Backend::Local(m) => Ok(m.ledger_totals().is_some_and(|t| t.is_balanced())),
+            Backend::Network(_) => Err(unsupported(py, "ledger_balanced", "network")),
+        }
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "Marketplace.local(providers={}, token={})",
-            self.inner.providers().len(),
-            self.inner.token().symbol
-        )
+        match &self.inner {
+            Backend::Local(m) => format!(
+                "Marketplace.local(providers={}, token={})",
+                m.providers().len(),
+                m.token().symbol
+            ),
+            Backend::Network(n) => format!(
+                "Marketplace.connect(network={:?}, tenant={}, token={})",
+                n.path.display().to_string(),
+                n.market.tenant(),
+                n.market.token().symbol
+            ),
+        }
     }
 }
 
@@ -333,7 +443,7 @@ impl PyMarketplace {
 #[pyclass(module = "spheron._native", name = "EventIterator", frozen)]
 pub struct PyEventIterator {
     stream: Arc<tokio::sync::Mutex<BoxStream<'static, ProgressEvent>>>,
-    market: Arc<Marketplace>,
+    market: Backend,
 }
 
 #[pymethods]

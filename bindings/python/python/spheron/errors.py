@@ -16,8 +16,13 @@ Matcher                                :class:`MatcherError` (``__cause__``: wha
 LeaseClosed                            :class:`LeaseClosedError` (``.lease``)
 Prover                                 :class:`ProverError`
 Backend                                :class:`BackendError` (``.backend``)
+Timeout                                :class:`StepTimeoutError` (``.step``, ``.after_ms``)
 anything else                          :class:`MarketplaceError`
 =====================================  ==================================================
+
+Raised by the bindings themselves: :class:`WaitTimeoutError` (``Lease.wait(timeout=...)``)
+and :class:`UnsupportedError` (a method the marketplace at hand does not have, such as
+``ledger_balanced`` on a network).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ __all__ = [
     "BackendError",
     "MarketplaceError",
     "WaitTimeoutError",
+    "StepTimeoutError",
+    "UnsupportedError",
 ]
 
 
@@ -132,3 +139,25 @@ class WaitTimeoutError(SpheronError, TimeoutError):
     def __init__(self, message: str, *, lease: Optional[int] = None) -> None:
         super().__init__(message)
         self.lease: Optional[int] = lease
+
+
+class StepTimeoutError(SpheronError, TimeoutError):
+    """A step of renting on a network (``match``, ``challenge``, ``manifest``, ``launch``)
+    did not finish in time; ``step`` names it and ``after_ms`` is the limit. Whatever the
+    step had locked was released."""
+
+    def __init__(self, message: str, *, step: str = "", after_ms: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.step: str = step
+        self.after_ms: Optional[int] = after_ms
+
+
+class UnsupportedError(SpheronError):
+    """The method exists on the other kind of marketplace only (``method``; ``backend`` is
+    this one's kind: ``local`` or ``network``). ``ledger_balanced`` audits the embedded
+    escrow; a network's escrow is the chain's contract."""
+
+    def __init__(self, message: str, *, method: str = "", backend: str = "") -> None:
+        super().__init__(message)
+        self.method: str = method
+        self.backend: str = backend

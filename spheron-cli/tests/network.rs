@@ -1,0 +1,381 @@
+//! The network end to end, on real processes: one `spheron devnet` (anvil, three provider
+//! nodes and the operator, each its own OS process with its own key), rented from through the
+//! CLI and through `Marketplace::connect`, a lease found and stopped by a fresh process, the
+//! gateway attacked with real leases on the real chain, and a provider killed with SIGKILL in
+//! the middle of a lease and restarted from its database.
+//!
+//! One devnet serves every scenario (they run in order in one test) to keep CI time down.
+
+use futures::StreamExt;
+use spheron::prelude::*;
+use spheron::{NetworkMarket, TenantConfig};
+use spheron_node::gateway_client::GatewayClient;
+use spheron_node::network::{NetworkFile, parse_key};
+use spheron_node::{ErrorCode, WorkState};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_spheron");
+
+struct Devnet {
+    child: Child,
+    dir: tempfile::TempDir,
+    extra: Vec<Child>,
+}
+
+impl Devnet {
+    fn network(&self) -> PathBuf {
+        self.dir.path().join("network.json")
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        for c in self.extra.iter_mut().chain(std::iter::once(&mut self.child)) {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        for c in self.extra.iter_mut().chain(std::iter::once(&mut self.child)) {
+            let _ = c.wait();
+        }
+    }
+}
+
+fn anvil_available() -> bool {
+    if spheron::chain::anvil::find_anvil().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("SPHERON_REQUIRE_ANVIL").is_none(),
+        "anvil is required (SPHERON_REQUIRE_ANVIL is set): run scripts/chain-setup.sh"
+    );
+    eprintln!("skipped: anvil not found; run scripts/chain-setup.sh");
+    false
+}
+
+fn start_devnet(providers: usize) -> Devnet {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["devnet", "--dir"])
+        .arg(dir.path())
+        .args(["--providers", &providers.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("devnet: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let devnet = Devnet {
+        child,
+        dir,
+        extra: Vec::new(),
+    };
+    let until = Instant::now() + Duration::from_secs(240);
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "devnet did not become ready");
+        if let Ok(line) = rx.recv_timeout(left)
+            && line.starts_with("devnet ready: ")
+        {
+            return devnet;
+        }
+    }
+}
+
+fn cli(net: &Path, key: &str, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--network")
+        .arg(net)
+        .env("SPHERON_KEY", key)
+        .env_remove("SPHERON_KEY_FILE")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn request(max_price: u128) -> GpuRequest {
+    GpuRequest::builder()
+        .gpu("h100")
+        .count(1)
+        .hours(1)
+        .max_price_per_gpu_hour(Amount(max_price))
+        .build()
+        .unwrap()
+}
+
+async fn connect(net: &Path, key: &str) -> NetworkMarket {
+    let config = TenantConfig {
+        gateway_failures: 8,
+        ..TenantConfig::default()
+    };
+    Marketplace::connect_with(net, key, config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn network_end_to_end() {
+    if !anvil_available() {
+        return;
+    }
+    let mut devnet = start_devnet(3);
+    let net_path = devnet.network();
+    let net = NetworkFile::load(&net_path).unwrap();
+    let tenant = net.tenants[0].key.clone();
+    let other_tenant = net.tenants[1].key.clone();
+    let providers: Vec<_> = net
+        .parties
+        .iter()
+        .filter(|p| p.role == "provider")
+        .cloned()
+        .collect();
+    assert_eq!(providers.len(), 3);
+
+    // The tenant side never sees a provider's key: the network file names parties by address
+    // only, and each provider's key lives in its own file.
+    let net_text = std::fs::read_to_string(&net_path).unwrap();
+    for entry in std::fs::read_dir(devnet.dir.path().join("keys")).unwrap() {
+        let key = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(
+            !net_text.contains(key.trim().trim_start_matches("0x")),
+            "a party's key leaked into network.json"
+        );
+    }
+
+    // 1. Rent through the CLI: the workload runs on the provider's side and its output comes
+    //    back through the gateway; the CLI exits with the workload's status.
+    let out = cli(
+        &net_path,
+        &tenant,
+        &[
+            "rent", "--gpu", "h100", "--hours", "1", "--max-price", "5", "--json", "--",
+            "sh", "-c", "echo ran-on-$SPHERON_PROVIDER",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    eprintln!("rent stderr:\n{}", text(&out.stderr));
+    assert!(out.status.success(), "rent failed: {stdout}");
+    let ran_on = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ran-on-"))
+        .expect("the workload's line came through the gateway")
+        .to_lowercase();
+    assert!(
+        providers
+            .iter()
+            .any(|p| p.address.to_string().to_lowercase() == ran_on),
+        "ran on {ran_on}, not one of the providers"
+    );
+    let report: LeaseReport =
+        serde_json::from_str(stdout.lines().last().unwrap()).expect("the --json report");
+    let s = report.settlement.expect("settled");
+    assert_eq!(s.paid.0 + s.refunded.0, report.budget.0, "cost + refund = lock");
+    assert_eq!(report.state, LeaseState::Closed(CloseReason::Completed));
+
+    // 2. Rent through Marketplace::connect; check the settlement against the chain.
+    let market = connect(&net_path, &tenant).await;
+    let (before, _) = market.balance().await.unwrap();
+    let lease = market
+        .rent(
+            request(5_000_000),
+            Workload::command(["sh", "-c", "echo from-connect; exit 3"]),
+        )
+        .await
+        .unwrap();
+    let lines: Vec<String> = lease.logs().unwrap().map(|l| l.line).collect().await;
+    assert!(lines.iter().any(|l| l == "from-connect"), "{lines:?}");
+    let report = lease.wait().await;
+    assert_eq!(
+        report.state,
+        LeaseState::Closed(CloseReason::WorkloadFailed { exit_code: Some(3) })
+    );
+    assert!(!report.choice.breakdown.is_empty(), "the match is explained");
+    assert!(report.proof.verdict.passed());
+    let s = report.settlement.unwrap();
+    assert_eq!(s.paid.0 + s.refunded.0, report.budget.0);
+    let on_chain = market.settlement(report.lease.0).await.unwrap().unwrap();
+    assert_eq!(on_chain, s);
+    let (after, _) = market.balance().await.unwrap();
+    assert_eq!(after.0, before.0 - s.paid.0, "the tenant paid exactly the cost");
+
+    // 3. A fresh process finds and stops a lease that this process started.
+    let lease = market
+        .rent(request(5_000_000), Workload::command(["sleep", "300"]))
+        .await
+        .unwrap();
+    let id = lease.id().0;
+    let out = cli(&net_path, &tenant, &["lease", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let row = list
+        .iter()
+        .find(|l| l["id"] == id)
+        .expect("the lease is listed from the chain");
+    assert_eq!(row["state"], "leased");
+
+    // 4. The gateway, attacked with this real lease on the real chain.
+    let matched = report_provider(&market, id).await;
+    let endpoint = providers
+        .iter()
+        .find(|p| p.address == matched)
+        .unwrap()
+        .endpoint
+        .clone();
+    let stranger = GatewayClient::new(
+        &endpoint,
+        parse_key(&other_tenant).unwrap(),
+        net.chain_id,
+        net.market,
+    )
+    .unwrap();
+    let e = stranger.status(id).await.unwrap_err();
+    assert_eq!(e.error, ErrorCode::WrongTenant);
+    let owner =
+        GatewayClient::new(&endpoint, parse_key(&tenant).unwrap(), net.chain_id, net.market)
+            .unwrap();
+    let again = owner
+        .send_manifest(id, matched, &Workload::command(["echo", "twice"]), 60)
+        .await
+        .unwrap_err();
+    assert_eq!(again.error, ErrorCode::AlreadyLaunched, "never launched twice");
+    let elsewhere = providers.iter().find(|p| p.address != matched).unwrap();
+    let other_gw = GatewayClient::new(
+        &elsewhere.endpoint,
+        parse_key(&tenant).unwrap(),
+        net.chain_id,
+        net.market,
+    )
+    .unwrap();
+    let e = other_gw
+        .send_manifest(id, elsewhere.address, &Workload::command(["echo", "x"]), 60)
+        .await
+        .unwrap_err();
+    assert_eq!(e.error, ErrorCode::UnknownLease, "not that provider's lease");
+    let unsigned = reqwest::get(format!("{endpoint}/lease/{id}/status")).await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let body: serde_json::Value = unsigned.json().await.unwrap();
+    assert_eq!(body["error"], "unsigned");
+
+    let out = cli(&net_path, &tenant, &["lease", "stop", &id.to_string(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stopped: spheron_core::Settlement = serde_json::from_slice(&out.stdout).unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(30), lease.wait())
+        .await
+        .expect("the first process sees the stop");
+    assert_eq!(report.state, LeaseState::Closed(CloseReason::TenantStopped));
+    assert_eq!(report.settlement, Some(stopped));
+    assert_eq!(stopped.paid.0 + stopped.refunded.0, report.budget.0);
+    let status = owner.status(id).await.unwrap();
+    assert_eq!(status.work, WorkState::Stopped, "the provider stopped the workload");
+
+    // 5. SIGKILL the matched provider in the middle of a lease.
+    let marker = devnet.dir.path().join("marker");
+    let script = format!("echo $$ >> {}; sleep 300", marker.display());
+    let lease = market
+        .rent(request(5_000_000), Workload::command(["sh", "-c", &script]))
+        .await
+        .unwrap();
+    let id = lease.id().0;
+    let victim = report_provider(&market, id).await;
+    let party = net
+        .parties
+        .iter()
+        .find(|p| p.address == victim)
+        .unwrap()
+        .clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(party.pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(60), lease.wait())
+        .await
+        .expect("the tenant notices the dead provider");
+    match &report.state {
+        LeaseState::Closed(CloseReason::ProviderFailed { detail }) => {
+            assert!(detail.contains("gateway"), "{detail}")
+        }
+        other => panic!("expected ProviderFailed, got {other}"),
+    }
+    let s = report.settlement.expect("settled on chain");
+    assert!(s.refunded.0 > 0 && s.paid.0 > 0, "pro rata: {s:?}");
+    assert_eq!(s.paid.0 + s.refunded.0, report.budget.0);
+
+    // The orphaned workload still runs until the provider comes back.
+    let pid: i32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Alive and not a zombie (an orphan whose new parent has not reaped it yet is dead).
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+    };
+    assert!(alive(pid));
+    let restarted = Command::new(&party.restart[0])
+        .args(&party.restart[1..])
+        .env("SPHERON_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    devnet.extra.push(restarted);
+    // Back up: its gateway answers, it killed the workload it could not reattach, and it
+    // reports the lease from its database as closed, without launching it again.
+    let until = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        match owner_of(&party.endpoint, &tenant, &net).status(id).await {
+            Ok(s) if !s.open_on_chain => break s,
+            _ if Instant::now() > until => panic!("restarted provider did not resume"),
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    };
+    assert!(matches!(status.work, WorkState::Failed { .. }), "{status:?}");
+    assert!(!alive(pid), "the orphaned workload was killed");
+    let starts = std::fs::read_to_string(&marker).unwrap().lines().count();
+    assert_eq!(starts, 1, "launched exactly once");
+
+    // The restarted provider serves new rents.
+    let lease = market
+        .rent(
+            GpuRequest::builder()
+                .gpu("h100")
+                .hours(1)
+                .max_price_per_gpu_hour(Amount(5_000_000))
+                .allow_provider(AccountId(victim.into_array()))
+                .build()
+                .unwrap(),
+            Workload::command(["echo", "back"]),
+        )
+        .await
+        .unwrap();
+    let report = lease.wait().await;
+    assert_eq!(report.state, LeaseState::Closed(CloseReason::Completed));
+}
+
+fn owner_of(endpoint: &str, key: &str, net: &NetworkFile) -> GatewayClient {
+    GatewayClient::new(endpoint, parse_key(key).unwrap(), net.chain_id, net.market).unwrap()
+}
+
+async fn report_provider(market: &NetworkMarket, id: u64) -> spheron::chain::alloy::primitives::Address {
+    market.lease(id).await.unwrap().provider.unwrap()
+}
