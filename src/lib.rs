@@ -39,19 +39,19 @@ pub mod marketplace;
 pub mod network;
 
 pub use fleet::{ProviderSpec, SimFleet, SimProvider};
-pub use spheron_node::LocalLauncher;
 pub use marketplace::{LocalBuilder, Marketplace};
 pub use network::{LeaseSummary, NetworkMarket, TenantConfig};
 /// The EVM escrow, market, registry and anvil harness.
 pub use spheron_chain as chain;
-/// The network parties: provider and operator nodes, gateway, tenant client.
-pub use spheron_node as node;
 pub use spheron_core as core;
 pub use spheron_core::*;
 pub use spheron_gpu as gpu;
 /// The Kubernetes launcher and GPU inventory (feature `k8s`).
 #[cfg(feature = "k8s")]
 pub use spheron_k8s as k8s;
+/// The network parties: provider and operator nodes, gateway, tenant client.
+pub use spheron_node as node;
+pub use spheron_node::LocalLauncher;
 
 /// The names most programs need.
 pub mod prelude {

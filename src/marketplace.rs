@@ -1,7 +1,6 @@
 //! [`Marketplace`]: the embedded marketplace wiring spheron's defaults together.
 
 use crate::fleet::SimFleet;
-use spheron_node::LocalLauncher;
 use futures::stream::BoxStream;
 use spheron_core::{
     AccountId, Amount, Balance, ChallengeVerifier, Clock, EpochConfig, EpochProcessor, Error,
@@ -10,6 +9,7 @@ use spheron_core::{
     Standing, StrategyAgent, SystemClock, TierPolicy, Token, Workload, WorkloadLauncher,
 };
 use spheron_gpu::Simulation;
+use spheron_node::LocalLauncher;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -39,8 +39,13 @@ impl crate::Marketplace {
     ) -> Result<NetworkMarket> {
         let net = NetworkFile::load(network.as_ref()).map_err(spheron_node::tenant::to_core)?;
         let key = parse_key(key).map_err(|_| Error::invalid("key", "not a 0x-hex private key"))?;
-        NetworkMarket::connect_with(net, key, config, std::sync::Arc::new(spheron_core::SystemClock))
-            .await
-            .map_err(spheron_node::tenant::to_core)
+        NetworkMarket::connect_with(
+            net,
+            key,
+            config,
+            std::sync::Arc::new(spheron_core::SystemClock),
+        )
+        .await
+        .map_err(spheron_node::tenant::to_core)
     }
 }

@@ -162,8 +162,8 @@ fn free_port() -> Result<u16> {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -258,7 +258,10 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
             .send(who, t.approve(tc.addresses.market, U256::from(escrowed.0)))
             .await?;
         tc.chain
-            .send(who, market.deposit(tc.addresses.stable, U256::from(escrowed.0)))
+            .send(
+                who,
+                market.deposit(tc.addresses.stable, U256::from(escrowed.0)),
+            )
             .await?;
     }
     if args.block_time > 0 {
@@ -347,7 +350,12 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
         std::fs::write(&cfg_path, toml)?;
         let child = spawn(
             &bin,
-            &["provider", "run", "--config", &cfg_path.display().to_string()],
+            &[
+                "provider",
+                "run",
+                "--config",
+                &cfg_path.display().to_string(),
+            ],
             &dir.join(format!("logs/{name}.log")),
         )?;
         parties.push(Party {

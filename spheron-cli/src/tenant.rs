@@ -238,7 +238,10 @@ pub async fn rent(g: &Global, args: RentArgs) -> Result<ExitCode> {
             eprintln!("cost:     {}", token.format(s.paid));
             eprintln!("refund:   {}", token.format(s.refunded));
         }
-        None => eprintln!("cost:     settlement not read yet; see `spheron lease status {}`", report.lease.0),
+        None => eprintln!(
+            "cost:     settlement not read yet; see `spheron lease status {}`",
+            report.lease.0
+        ),
     }
     if args.json {
         println!(
@@ -248,19 +251,28 @@ pub async fn rent(g: &Global, args: RentArgs) -> Result<ExitCode> {
     }
     Ok(match report.state {
         LeaseState::Closed(CloseReason::Completed) => ExitCode::SUCCESS,
-        LeaseState::Closed(CloseReason::WorkloadFailed {
-            exit_code: Some(c),
-        }) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        LeaseState::Closed(CloseReason::WorkloadFailed { exit_code: Some(c) }) => {
+            ExitCode::from(u8::try_from(c).unwrap_or(1))
+        }
         LeaseState::Closed(CloseReason::TenantStopped) if interrupted => ExitCode::from(130),
         _ => ExitCode::FAILURE,
     })
 }
 
 fn print_summary(s: &LeaseSummary, token: &Token) {
-    let provider = s.provider.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+    let provider = s
+        .provider
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "-".into());
     let cost = s
         .settlement
-        .map(|x| format!("cost {} refund {}", token.format(x.paid), token.format(x.refunded)))
+        .map(|x| {
+            format!(
+                "cost {} refund {}",
+                token.format(x.paid),
+                token.format(x.refunded)
+            )
+        })
         .unwrap_or_else(|| format!("locked {}", token.format(spheron_core::Amount(s.locked))));
     println!(
         "{:<20} {:<9} {:<42} {:>2} GPU  {}/h  {}",

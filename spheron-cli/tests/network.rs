@@ -6,6 +6,8 @@
 //!
 //! One devnet serves every scenario (they run in order in one test) to keep CI time down.
 
+#![allow(clippy::unwrap_used, missing_docs)]
+
 use futures::StreamExt;
 use spheron::prelude::*;
 use spheron::{NetworkMarket, TenantConfig};
@@ -33,7 +35,11 @@ impl Devnet {
 
 impl Drop for Devnet {
     fn drop(&mut self) {
-        for c in self.extra.iter_mut().chain(std::iter::once(&mut self.child)) {
+        for c in self
+            .extra
+            .iter_mut()
+            .chain(std::iter::once(&mut self.child))
+        {
             if let Ok(pid) = i32::try_from(c.id()) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
@@ -41,7 +47,11 @@ impl Drop for Devnet {
                 );
             }
         }
-        for c in self.extra.iter_mut().chain(std::iter::once(&mut self.child)) {
+        for c in self
+            .extra
+            .iter_mut()
+            .chain(std::iter::once(&mut self.child))
+        {
             let _ = c.wait();
         }
     }
@@ -163,8 +173,18 @@ async fn network_end_to_end() {
         &net_path,
         &tenant,
         &[
-            "rent", "--gpu", "h100", "--hours", "1", "--max-price", "5", "--json", "--",
-            "sh", "-c", "echo ran-on-$SPHERON_PROVIDER",
+            "rent",
+            "--gpu",
+            "h100",
+            "--hours",
+            "1",
+            "--max-price",
+            "5",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "echo ran-on-$SPHERON_PROVIDER",
         ],
     );
     let stdout = text(&out.stdout);
@@ -184,7 +204,11 @@ async fn network_end_to_end() {
     let report: LeaseReport =
         serde_json::from_str(stdout.lines().last().unwrap()).expect("the --json report");
     let s = report.settlement.expect("settled");
-    assert_eq!(s.paid.0 + s.refunded.0, report.budget.0, "cost + refund = lock");
+    assert_eq!(
+        s.paid.0 + s.refunded.0,
+        report.budget.0,
+        "cost + refund = lock"
+    );
     assert_eq!(report.state, LeaseState::Closed(CloseReason::Completed));
 
     // 2. Rent through Marketplace::connect; check the settlement against the chain.
@@ -204,14 +228,21 @@ async fn network_end_to_end() {
         report.state,
         LeaseState::Closed(CloseReason::WorkloadFailed { exit_code: Some(3) })
     );
-    assert!(!report.choice.breakdown.is_empty(), "the match is explained");
+    assert!(
+        !report.choice.breakdown.is_empty(),
+        "the match is explained"
+    );
     assert!(report.proof.verdict.passed());
     let s = report.settlement.unwrap();
     assert_eq!(s.paid.0 + s.refunded.0, report.budget.0);
     let on_chain = market.settlement(report.lease.0).await.unwrap().unwrap();
     assert_eq!(on_chain, s);
     let (after, _) = market.balance().await.unwrap();
-    assert_eq!(after.0, before.0 - s.paid.0, "the tenant paid exactly the cost");
+    assert_eq!(
+        after.0,
+        before.0 - s.paid.0,
+        "the tenant paid exactly the cost"
+    );
 
     // 3. A fresh process finds and stops a lease that this process started.
     let lease = market
@@ -245,14 +276,22 @@ async fn network_end_to_end() {
     .unwrap();
     let e = stranger.status(id).await.unwrap_err();
     assert_eq!(e.error, ErrorCode::WrongTenant);
-    let owner =
-        GatewayClient::new(&endpoint, parse_key(&tenant).unwrap(), net.chain_id, net.market)
-            .unwrap();
+    let owner = GatewayClient::new(
+        &endpoint,
+        parse_key(&tenant).unwrap(),
+        net.chain_id,
+        net.market,
+    )
+    .unwrap();
     let again = owner
         .send_manifest(id, matched, &Workload::command(["echo", "twice"]), 60)
         .await
         .unwrap_err();
-    assert_eq!(again.error, ErrorCode::AlreadyLaunched, "never launched twice");
+    assert_eq!(
+        again.error,
+        ErrorCode::AlreadyLaunched,
+        "never launched twice"
+    );
     let elsewhere = providers.iter().find(|p| p.address != matched).unwrap();
     let other_gw = GatewayClient::new(
         &elsewhere.endpoint,
@@ -265,13 +304,23 @@ async fn network_end_to_end() {
         .send_manifest(id, elsewhere.address, &Workload::command(["echo", "x"]), 60)
         .await
         .unwrap_err();
-    assert_eq!(e.error, ErrorCode::UnknownLease, "not that provider's lease");
-    let unsigned = reqwest::get(format!("{endpoint}/lease/{id}/status")).await.unwrap();
+    assert_eq!(
+        e.error,
+        ErrorCode::UnknownLease,
+        "not that provider's lease"
+    );
+    let unsigned = reqwest::get(format!("{endpoint}/lease/{id}/status"))
+        .await
+        .unwrap();
     assert_eq!(unsigned.status(), 401);
     let body: serde_json::Value = unsigned.json().await.unwrap();
     assert_eq!(body["error"], "unsigned");
 
-    let out = cli(&net_path, &tenant, &["lease", "stop", &id.to_string(), "--json"]);
+    let out = cli(
+        &net_path,
+        &tenant,
+        &["lease", "stop", &id.to_string(), "--json"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stopped: spheron_core::Settlement = serde_json::from_slice(&out.stdout).unwrap();
     let report = tokio::time::timeout(Duration::from_secs(30), lease.wait())
@@ -281,7 +330,11 @@ async fn network_end_to_end() {
     assert_eq!(report.settlement, Some(stopped));
     assert_eq!(stopped.paid.0 + stopped.refunded.0, report.budget.0);
     let status = owner.status(id).await.unwrap();
-    assert_eq!(status.work, WorkState::Stopped, "the provider stopped the workload");
+    assert_eq!(
+        status.work,
+        WorkState::Stopped,
+        "the provider stopped the workload"
+    );
 
     // 5. SIGKILL the matched provider in the middle of a lease.
     let marker = devnet.dir.path().join("marker");
@@ -349,7 +402,10 @@ async fn network_end_to_end() {
             _ => tokio::time::sleep(Duration::from_millis(300)).await,
         }
     };
-    assert!(matches!(status.work, WorkState::Failed { .. }), "{status:?}");
+    assert!(
+        matches!(status.work, WorkState::Failed { .. }),
+        "{status:?}"
+    );
     assert!(!alive(pid), "the orphaned workload was killed");
     let starts = std::fs::read_to_string(&marker).unwrap().lines().count();
     assert_eq!(starts, 1, "launched exactly once");
@@ -376,6 +432,9 @@ fn owner_of(endpoint: &str, key: &str, net: &NetworkFile) -> GatewayClient {
     GatewayClient::new(endpoint, parse_key(key).unwrap(), net.chain_id, net.market).unwrap()
 }
 
-async fn report_provider(market: &NetworkMarket, id: u64) -> spheron::chain::alloy::primitives::Address {
+async fn report_provider(
+    market: &NetworkMarket,
+    id: u64,
+) -> spheron::chain::alloy::primitives::Address {
     market.lease(id).await.unwrap().provider.unwrap()
 }

@@ -154,7 +154,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Backend { .. } | Error::NoMatch { .. } | Error::Prover(_) | Error::Timeout { .. }
+            Error::Backend { .. }
+                | Error::NoMatch { .. }
+                | Error::Prover(_)
+                | Error::Timeout { .. }
         )
     }
 }

@@ -73,7 +73,8 @@ pub use matching::{
 };
 pub use money::{Amount, Token};
 pub use orchestrator::{
-    FlowConfig, LeaseControl, LeaseHandle, LeaseReport, Orchestrator, Parts, ProverDirectory, Provers,
+    FlowConfig, LeaseControl, LeaseHandle, LeaseReport, Orchestrator, Parts, ProverDirectory,
+    Provers,
 };
 pub use order::{Bid, Candidate, Order};
 pub use proof::{

@@ -251,7 +251,10 @@ impl LeaseHandle {
 #[async_trait::async_trait]
 impl LeaseControl for LeaseShared {
     fn snapshot(&self) -> LeaseReport {
-        self.report.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn logs(&self) -> Result<LogStream> {

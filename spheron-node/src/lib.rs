@@ -19,12 +19,12 @@ pub mod gateway;
 pub mod gateway_client;
 pub mod local_launcher;
 pub mod matching;
+pub mod network;
 pub mod operator;
 pub mod provider;
-pub mod tenant;
-pub mod network;
 pub mod registry;
 pub mod store;
+pub mod tenant;
 pub mod wire;
 
 pub use error::{Error, Result};

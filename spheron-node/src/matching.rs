@@ -71,17 +71,35 @@ pub struct Round {
     pub indexes: Vec<u64>,
 }
 
-/// Ranks `bids` on order `id` with `matcher`, the bidders' profiles read from the registry.
+/// What a round decides on, all of it read from the chain.
+#[derive(Clone, Copy, Debug)]
+pub struct RoundInput<'a> {
+    /// The order id.
+    pub id: u64,
+    /// Its tenant.
+    pub tenant: Address,
+    /// Its request (from the order's spec).
+    pub request: &'a GpuRequest,
+    /// Its bid deadline, unix seconds.
+    pub deadline: u64,
+    /// Its bids (the latest per provider).
+    pub bids: &'a [ChainBid],
+}
+
+/// Ranks the round's bids with `matcher`, the bidders' profiles read from the registry.
 pub async fn rank(
     chain: &Chain,
     market: Address,
     matcher: &dyn Matcher,
-    id: u64,
-    tenant: Address,
-    request: &GpuRequest,
-    deadline: u64,
-    bids: &[ChainBid],
+    input: RoundInput<'_>,
 ) -> Result<Round> {
+    let RoundInput {
+        id,
+        tenant,
+        request,
+        deadline,
+        bids,
+    } = input;
     let order = Order {
         id: OrderId(id),
         tenant: AccountId(tenant.into_array()),

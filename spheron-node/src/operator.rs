@@ -156,7 +156,11 @@ impl OperatorNode {
                     id,
                     OpenOrder {
                         tenant,
-                        request: matching::bare_request(gpus, duration_secs, max_price_per_gpu_hour),
+                        request: matching::bare_request(
+                            gpus,
+                            duration_secs,
+                            max_price_per_gpu_hour,
+                        ),
                         deadline: bid_deadline,
                         bids: Vec::new(),
                     },
@@ -217,11 +221,13 @@ impl OperatorNode {
                 &self.chain,
                 self.net.market,
                 &m,
-                id,
-                o.tenant,
-                &o.request,
-                o.deadline,
-                &o.bids,
+                matching::RoundInput {
+                    id,
+                    tenant: o.tenant,
+                    request: &o.request,
+                    deadline: o.deadline,
+                    bids: &o.bids,
+                },
             )
             .await?;
             let Some((best, index)) = round.ranking.ranked.first().zip(round.indexes.first())

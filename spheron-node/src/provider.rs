@@ -259,7 +259,10 @@ impl ProviderNode {
     pub async fn start(cfg: ProviderConfig, prover: Arc<dyn ChallengeProver>) -> Result<Self> {
         let net = NetworkFile::load(&cfg.network)?;
         let key_text = std::fs::read_to_string(&cfg.key_file).map_err(|e| {
-            Error::config(cfg.key_file.display().to_string(), format!("cannot read: {e}"))
+            Error::config(
+                cfg.key_file.display().to_string(),
+                format!("cannot read: {e}"),
+            )
         })?;
         let key: PrivateKeySigner = parse_key(&key_text)?;
         let me = key.address();
@@ -285,7 +288,10 @@ impl ProviderNode {
         }
         .to_json();
         if meta.len() > MAX_META_BYTES {
-            return Err(Error::config("gpus", "too many GPU entries for the registry"));
+            return Err(Error::config(
+                "gpus",
+                "too many GPU entries for the registry",
+            ));
         }
         let registration = registry::Registration {
             endpoint: endpoint.clone(),
@@ -307,15 +313,25 @@ impl ProviderNode {
         let staked = current.as_ref().map(|r| r.staked).unwrap_or(0);
         if staked < stake.0 {
             let need = stake.0 - staked;
-            let available = market.accountOf(net.sphn, me).call().await.map_err(chain_err)?;
+            let available = market
+                .accountOf(net.sphn, me)
+                .call()
+                .await
+                .map_err(chain_err)?;
             let short = need.saturating_sub(available.available);
             if short > 0 {
                 let sphn = TestToken::new(net.sphn, chain.provider().clone());
                 chain
-                    .send(me, sphn.approve(net.market, alloy::primitives::U256::from(short)))
+                    .send(
+                        me,
+                        sphn.approve(net.market, alloy::primitives::U256::from(short)),
+                    )
                     .await?;
                 chain
-                    .send(me, market.deposit(net.sphn, alloy::primitives::U256::from(short)))
+                    .send(
+                        me,
+                        market.deposit(net.sphn, alloy::primitives::U256::from(short)),
+                    )
                     .await?;
             }
             chain.send(me, market.stake(need)).await?;
@@ -409,7 +425,9 @@ impl ProviderNode {
                 }
                 WorkState::AwaitingManifest => {
                     if let Ok(model) = l.model.parse::<GpuModel>()
-                        && let Ok(node) = i.registry.reserve(AccountId(i.me.into_array()), model, l.gpus)
+                        && let Ok(node) =
+                            i.registry
+                                .reserve(AccountId(i.me.into_array()), model, l.gpus)
                     {
                         i.store.set_node(l.id, &node)?;
                     }
@@ -518,7 +536,10 @@ impl ProviderNode {
                 }
             }
             ChainEvent::OrderCancelled { id, .. } => {
-                i.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                i.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
             }
             ChainEvent::LeaseStarted {
                 id,
@@ -527,7 +548,10 @@ impl ProviderNode {
                 start,
                 ..
             } if provider == i.me => {
-                i.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                i.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
                 self.on_matched(id, gpus, start).await?;
             }
             ChainEvent::LeaseClosed { id, provider, .. } if provider == i.me => {
@@ -564,7 +588,10 @@ impl ProviderNode {
             || request.duration_secs != u64::from(p.duration_secs)
             || request.max_price_per_gpu_hour.0 != p.ceiling
         {
-            tracing::debug!(order = id, "spec disagrees with the on-chain order: not bidding");
+            tracing::debug!(
+                order = id,
+                "spec disagrees with the on-chain order: not bidding"
+            );
             return Ok(());
         }
         let order = Order {
@@ -590,7 +617,9 @@ impl ProviderNode {
             .send(i.me, i.market.placeBid(id, price, model_bytes(bid.model)))
             .await
         {
-            Ok(_) => tracing::info!(order = id, model = %bid.model, price = bid.price_per_gpu_hour.0, "bid"),
+            Ok(_) => {
+                tracing::info!(order = id, model = %bid.model, price = bid.price_per_gpu_hour.0, "bid")
+            }
             Err(e) => tracing::warn!(order = id, error = %e, "bid refused"),
         }
         Ok(())
@@ -618,10 +647,11 @@ impl ProviderNode {
             return Ok(()); // seen before (replayed after a restart)
         }
         tracing::info!(lease = id, tenant = %o.tenant, "matched: waiting for the manifest");
-        let reserved = model
-            .parse::<GpuModel>()
-            .ok()
-            .and_then(|m| i.registry.reserve(AccountId(i.me.into_array()), m, gpus).ok());
+        let reserved = model.parse::<GpuModel>().ok().and_then(|m| {
+            i.registry
+                .reserve(AccountId(i.me.into_array()), m, gpus)
+                .ok()
+        });
         match reserved {
             Some(node) => i.store.set_node(id, &node)?,
             None => {
@@ -653,7 +683,10 @@ impl ProviderNode {
         {
             tracing::warn!(lease = id, error = %e, "stopping the workload");
         }
-        match i.store.transition(id, |w| !w.is_terminal(), &work, unix_now()) {
+        match i
+            .store
+            .transition(id, |w| !w.is_terminal(), &work, unix_now())
+        {
             Ok(true) => self.release(id),
             Ok(false) => {}
             Err(e) => tracing::error!(lease = id, error = %e, "recording the end of a workload"),
@@ -740,7 +773,11 @@ impl ProviderNode {
         }
         match i
             .chain
-            .send(i.me, i.market.withdraw(token, alloy::primitives::U256::from(available)))
+            .send(
+                i.me,
+                i.market
+                    .withdraw(token, alloy::primitives::U256::from(available)),
+            )
             .await
         {
             Ok(_) => tracing::info!(amount = available, "withdrew earnings"),
@@ -821,7 +858,10 @@ impl LeaseBackend for ProviderNode {
         unix_now()
     }
 
-    async fn chain_lease(&self, lease: u64) -> std::result::Result<Option<ChainLease>, GatewayError> {
+    async fn chain_lease(
+        &self,
+        lease: u64,
+    ) -> std::result::Result<Option<ChainLease>, GatewayError> {
         let o = self
             .inner
             .market
@@ -871,7 +911,10 @@ impl LeaseBackend for ProviderNode {
         if !moved {
             return Err(GatewayError::new(
                 ErrorCode::AlreadyLaunched,
-                format!("lease {} is {:?}: a manifest is accepted once", lease.lease, row.work),
+                format!(
+                    "lease {} is {:?}: a manifest is accepted once",
+                    lease.lease, row.work
+                ),
             ));
         }
         let model = row.model.parse::<GpuModel>().unwrap_or(GpuModel::T4);
@@ -881,7 +924,11 @@ impl LeaseBackend for ProviderNode {
             model,
             gpus: row.gpus,
             node: (!row.node.is_empty()).then(|| row.node.clone()),
-            ends_at: Timestamp(row.start.saturating_add(row.duration_secs).saturating_mul(1000)),
+            ends_at: Timestamp(
+                row.start
+                    .saturating_add(row.duration_secs)
+                    .saturating_mul(1000),
+            ),
         };
         match i.launcher.launch(&spec, &workload).await {
             Ok(wid) => {

@@ -223,7 +223,11 @@ async fn undo(inner: &Inner, id: u64, leased: bool, gateway: Option<GatewayClien
         }
     } else {
         // It may have been matched meanwhile: cancel, else close.
-        match inner.chain.send(inner.me, inner.market.cancelOrder(id)).await {
+        match inner
+            .chain
+            .send(inner.me, inner.market.cancelOrder(id))
+            .await
+        {
             Ok(_) => {}
             Err(spheron_chain::Error::Revert { name, .. }) if name.starts_with("OrderNotOpen") => {
                 let _ = close_with_retries(inner, id).await;
@@ -238,9 +242,15 @@ async fn undo(inner: &Inner, id: u64, leased: bool, gateway: Option<GatewayClien
 async fn close_with_retries(inner: &Inner, id: u64) -> spheron_core::Result<()> {
     let mut last = None;
     for attempt in 0..inner.config.settle_attempts.max(1) {
-        match inner.chain.send(inner.me, inner.market.closeLease(id)).await {
+        match inner
+            .chain
+            .send(inner.me, inner.market.closeLease(id))
+            .await
+        {
             Ok(_) => return Ok(()),
-            Err(spheron_chain::Error::Revert { name, .. }) if name.starts_with("LeaseNotActive") => {
+            Err(spheron_chain::Error::Revert { name, .. })
+                if name.starts_with("LeaseNotActive") =>
+            {
                 return Ok(());
             }
             Err(e) => {
@@ -250,7 +260,9 @@ async fn close_with_retries(inner: &Inner, id: u64) -> spheron_core::Result<()> 
             }
         }
     }
-    Err(last.map(Into::into).unwrap_or(spheron_core::Error::LeaseClosed(LeaseId(id))))
+    Err(last
+        .map(Into::into)
+        .unwrap_or(spheron_core::Error::LeaseClosed(LeaseId(id))))
 }
 
 impl NetworkMarket {
@@ -276,7 +288,10 @@ impl NetworkMarket {
         if chain_id != net.chain_id {
             return Err(Error::config(
                 "chain_id",
-                format!("the network file says {}, the node says {chain_id}", net.chain_id),
+                format!(
+                    "the network file says {}, the node says {chain_id}",
+                    net.chain_id
+                ),
             ));
         }
         let market = SpheronMarket::new(net.market, chain.provider().clone());
@@ -334,7 +349,10 @@ impl NetworkMarket {
 
     /// The tenant's wallet balance of the payment token (outside the escrow).
     pub async fn wallet(&self) -> spheron_core::Result<Amount> {
-        let t = TestToken::new(self.inner.net.payment.address, self.inner.chain.provider().clone());
+        let t = TestToken::new(
+            self.inner.net.payment.address,
+            self.inner.chain.provider().clone(),
+        );
         let b = t.balanceOf(self.inner.me).call().await.map_err(chain_err)?;
         Ok(Amount(u128::try_from(b).unwrap_or(u128::MAX)))
     }
@@ -347,7 +365,11 @@ impl NetworkMarket {
             .send(i.me, t.approve(i.net.market, U256::from(amount.0)))
             .await?;
         i.chain
-            .send(i.me, i.market.deposit(i.net.payment.address, U256::from(amount.0)))
+            .send(
+                i.me,
+                i.market
+                    .deposit(i.net.payment.address, U256::from(amount.0)),
+            )
             .await?;
         Ok(())
     }
@@ -356,7 +378,11 @@ impl NetworkMarket {
     pub async fn withdraw(&self, amount: Amount) -> spheron_core::Result<()> {
         let i = &self.inner;
         i.chain
-            .send(i.me, i.market.withdraw(i.net.payment.address, U256::from(amount.0)))
+            .send(
+                i.me,
+                i.market
+                    .withdraw(i.net.payment.address, U256::from(amount.0)),
+            )
             .await?;
         Ok(())
     }
@@ -385,12 +411,10 @@ impl NetworkMarket {
                 .topic2(i.me.into_word())
                 .from_block(from)
                 .to_block(to);
-            let logs = i
-                .chain
-                .provider()
-                .get_logs(&filter)
-                .await
-                .map_err(|e| spheron_core::Error::from(spheron_chain::Error::Rpc(e.to_string())))?;
+            let logs =
+                i.chain.provider().get_logs(&filter).await.map_err(|e| {
+                    spheron_core::Error::from(spheron_chain::Error::Rpc(e.to_string()))
+                })?;
             for l in logs {
                 if let Ok(ev) = SpheronMarket::OrderCreated::decode_log(&l.inner) {
                     ids.push(ev.data.id);
@@ -497,7 +521,7 @@ impl NetworkMarket {
         let summary = self.lease(id).await?;
         let provider = summary
             .provider
-            .ok_or_else(|| spheron_core::Error::UnknownOrder(OrderId(id)))?;
+            .ok_or(spheron_core::Error::UnknownOrder(OrderId(id)))?;
         let g = self.gateway(provider).await?;
         Ok(log_stream(g, id, follow))
     }
@@ -510,7 +534,7 @@ impl NetworkMarket {
         let summary = self.lease(id).await?;
         let provider = summary
             .provider
-            .ok_or_else(|| spheron_core::Error::UnknownOrder(OrderId(id)))?;
+            .ok_or(spheron_core::Error::UnknownOrder(OrderId(id)))?;
         let g = self.gateway(provider).await?;
         g.status(id).await.map_err(gateway_err)
     }
@@ -523,8 +547,13 @@ impl NetworkMarket {
                 backend: "network",
                 message: format!("provider {provider} is not registered"),
             })?;
-        GatewayClient::new(&rec.endpoint, i.signer.clone(), i.net.chain_id, i.net.market)
-            .map_err(gateway_err)
+        GatewayClient::new(
+            &rec.endpoint,
+            i.signer.clone(),
+            i.net.chain_id,
+            i.net.market,
+        )
+        .map_err(gateway_err)
     }
 
     fn emit(&self, order: u64, progress: &Mutex<Vec<ProgressEvent>>, step: Step) {
@@ -572,7 +601,15 @@ impl NetworkMarket {
                 gateway: None,
             };
             let outcome = self
-                .attempt(id, attempt, &request, &workload, &progress, &mut unwind, &mut skipped)
+                .attempt(
+                    id,
+                    attempt,
+                    &request,
+                    &workload,
+                    &progress,
+                    &mut unwind,
+                    &mut skipped,
+                )
                 .await?;
             match outcome {
                 Attempt::Running(handle) => {
@@ -782,17 +819,22 @@ impl NetworkMarket {
         // The signed manifest, then wait for the workload to run.
         let lease = LeaseId(id);
         self.emit(id, progress, Step::Launching { lease });
-        let sent = within(i.clock.as_ref(), i.config.manifest_timeout, "manifest", async {
-            loop {
-                match gateway.send_manifest(id, provider, workload, 120).await {
-                    // The provider has not processed the match yet: retry.
-                    Err(e) if e.error == crate::wire::ErrorCode::Unavailable => {
-                        tokio::time::sleep(i.config.poll).await;
+        let sent = within(
+            i.clock.as_ref(),
+            i.config.manifest_timeout,
+            "manifest",
+            async {
+                loop {
+                    match gateway.send_manifest(id, provider, workload, 120).await {
+                        // The provider has not processed the match yet: retry.
+                        Err(e) if e.error == crate::wire::ErrorCode::Unavailable => {
+                            tokio::time::sleep(i.config.poll).await;
+                        }
+                        other => return other,
                     }
-                    other => return other,
                 }
-            }
-        })
+            },
+        )
         .await;
         let launch_failed = |why: String, skipped: &mut Vec<Rejection>| {
             skipped.push(Rejection {
@@ -920,7 +962,14 @@ impl NetworkMarket {
     ) -> Option<Round> {
         let i = &self.inner;
         let m = matching::matcher(id).ok()?;
-        match matching::rank(&i.chain, i.net.market, &m, id, i.me, request, deadline, bids).await {
+        let input = matching::RoundInput {
+            id,
+            tenant: i.me,
+            request,
+            deadline,
+            bids,
+        };
+        match matching::rank(&i.chain, i.net.market, &m, input).await {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::warn!(order = id, error = %e, "could not re-run the match");
@@ -1039,11 +1088,18 @@ struct NetLease {
 #[async_trait::async_trait]
 impl LeaseControl for NetLease {
     fn snapshot(&self) -> LeaseReport {
-        self.report.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn logs(&self) -> spheron_core::Result<LogStream> {
-        Ok(log_stream(self.gateway.clone(), self.snapshot().lease.0, true))
+        Ok(log_stream(
+            self.gateway.clone(),
+            self.snapshot().lease.0,
+            true,
+        ))
     }
 
     async fn report(&self) -> LeaseReport {
@@ -1051,11 +1107,7 @@ impl LeaseControl for NetLease {
         if !r.state.is_closed() {
             let i = &self.market.inner;
             if let Ok(now) = i.chain.block_time().await
-                && let Ok(a) = i
-                    .market
-                    .accruedAt(r.lease.0, U256::from(now))
-                    .call()
-                    .await
+                && let Ok(a) = i.market.accruedAt(r.lease.0, U256::from(now)).call().await
             {
                 r.cost = Amount(u128::try_from(a.cost).unwrap_or(u128::MAX));
             }
@@ -1087,12 +1139,8 @@ async fn supervise(
     let i = &market.inner;
     let started = lease.snapshot();
     let id = started.lease.0;
-    let ends_at = started.started_at.0 / 1000
-        + market
-            .lease(id)
-            .await
-            .map(|s| s.duration_secs)
-            .unwrap_or(0);
+    let ends_at =
+        started.started_at.0 / 1000 + market.lease(id).await.map(|s| s.duration_secs).unwrap_or(0);
     let mut failures = 0u32;
     let mut last_work = None;
     let mut our_reason: Option<CloseReason> = None;
@@ -1132,9 +1180,7 @@ async fn supervise(
         }
         if failures >= i.config.gateway_failures {
             our_reason = Some(CloseReason::ProviderFailed {
-                detail: format!(
-                    "the provider's gateway did not answer {failures} polls in a row"
-                ),
+                detail: format!("the provider's gateway did not answer {failures} polls in a row"),
             });
             continue;
         }
@@ -1201,7 +1247,10 @@ async fn supervise(
             },
         );
     } else {
-        tracing::error!(lease = id, "lease closed but its settlement could not be read");
+        tracing::error!(
+            lease = id,
+            "lease closed but its settlement could not be read"
+        );
     }
     {
         let mut r = lease.report.lock().unwrap_or_else(|p| p.into_inner());

@@ -13,16 +13,22 @@
         report = lease.wait()
     print(report.provider_name, report.cost, report.refund)
 
+``spheron.Marketplace.connect("devnet/network.json")`` is the same API against a network of
+independent provider nodes (start a local one with ``spheron devnet``): the workload runs on
+the provider's side and payment is settled by the chain's escrow.
+
 Every blocking call releases the GIL; Ctrl-C during a call that waits on a lease stops and
 settles the lease before ``KeyboardInterrupt`` propagates. Each blocking call has an
 ``_async`` twin (``rent_async``, ``wait_async``, ``stop_async``, ``async with``,
 ``async for``) running the same Rust code. Money is ``decimal.Decimal`` in whole tokens
-(USD on the embedded marketplace), exact to the token's base unit.
+(USD on the embedded marketplace, the network's payment token such as USDS on a network),
+exact to the token's base unit.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
+from os import PathLike
 from typing import Any, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 
@@ -57,6 +63,8 @@ from .errors import (
     NoMatchError,
     ProverError,
     SpheronError,
+    StepTimeoutError,
+    UnsupportedError,
     WaitTimeoutError,
 )
 
@@ -91,6 +99,8 @@ __all__ = [
     "BackendError",
     "MarketplaceError",
     "WaitTimeoutError",
+    "StepTimeoutError",
+    "UnsupportedError",
     "__version__",
 ]
 
@@ -111,7 +121,15 @@ class Marketplace:
     """A GPU marketplace. :meth:`local` builds the embedded one: in-process market and
     escrow, a simulated fleet of twelve providers in six regions (H200 down to T4), real
     proof-of-GPU challenges (``fra-bargain`` cheats and fails), workloads run as local
-    subprocesses."""
+    subprocesses. :meth:`connect` is a tenant client of a network of independent provider
+    nodes (``spheron devnet`` starts one): orders, matching and escrow on the chain,
+    proof-of-GPU and the workload through the chosen provider's gateway.
+
+    Both have :meth:`rent` / :meth:`rent_async` returning the same :class:`Lease`,
+    :meth:`events`, :meth:`balance`, :meth:`deposit`, :meth:`withdraw` and
+    :meth:`providers`. :meth:`ledger_balanced` is embedded-only (it raises
+    :class:`UnsupportedError` on a network); a custom ``matcher`` only exists embedded (on a
+    network the operators match)."""
 
     def __init__(self, native: _native.Marketplace, progress: Progress = None) -> None:
         self._native = native
@@ -136,6 +154,25 @@ class Marketplace:
         native = _native.Marketplace.local(
             funds, seed=seed, bid_window=bid_window, max_attempts=max_attempts, matcher=matcher
         )
+        return cls(native, progress)
+
+    @classmethod
+    def connect(
+        cls,
+        network: Union[str, "PathLike[str]", None] = None,
+        key: Optional[str] = None,
+        *,
+        progress: Progress = None,
+    ) -> "Marketplace":
+        """A tenant client of the network described by the ``network.json`` at ``network``
+        (default: ``$SPHERON_NETWORK``), signing with the 0x-hex private ``key`` (default:
+        ``$SPHERON_KEY``, else the network file's first tenant account, which ``spheron
+        devnet`` funds). Money is in the network's payment token (USDS on a devnet).
+
+        Raises :class:`InvalidRequestError` (``field="network"``, naming the file) for a
+        missing or unreadable network file, (``field="key"``) for a bad key, and
+        :class:`BackendError` when the chain cannot be reached."""
+        native = _native.Marketplace.connect(network, key)
         return cls(native, progress)
 
     def rent(
@@ -193,16 +230,34 @@ class Marketplace:
         return self._native.balance()
 
     def deposit(self, amount: Amount) -> None:
-        """Deposits ``amount`` (USD) for the tenant."""
+        """Deposits ``amount`` (whole tokens) into the tenant's escrow account; on a network
+        from the tenant's wallet."""
         self._native.deposit(amount)
 
+    def withdraw(self, amount: Amount) -> None:
+        """Withdraws ``amount`` (whole tokens) of the available escrow balance; on a network
+        back to the tenant's wallet. Raises :class:`InsufficientFundsError` when less is
+        available."""
+        self._native.withdraw(amount)
+
     def providers(self) -> List[ProviderInfo]:
-        """Every provider of the marketplace."""
+        """Every provider of the marketplace (on a network: its on-chain registry)."""
         return self._native.providers()
 
     def ledger_balanced(self) -> bool:
-        """Whether the escrow ledger holds exactly what it owes."""
+        """Whether the embedded escrow ledger holds exactly what it owes. Embedded only:
+        raises :class:`UnsupportedError` on a network."""
         return self._native.ledger_balanced()
+
+    @property
+    def kind(self) -> str:
+        """``local`` (embedded) or ``network``."""
+        return self._native.kind
+
+    @property
+    def network(self) -> Optional[str]:
+        """The network file this client was connected with; ``None`` when embedded."""
+        return self._native.network
 
     @property
     def token(self) -> str:
