@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Python bindings: builds and installs them into a fresh virtualenv, then runs their
 # pytest suite, mypy's stubtest against the hand-written stubs, a strict mypy check of the
-# package and the example, and the example itself.
+# package and the example, and the example itself. The network tests
+# (bindings/python/tests/test_network.py) start a `spheron devnet`: the CLI binary is built
+# first and handed to them as SPHERON_BIN (they need anvil: scripts/chain-setup.sh).
 #
 # Idempotent: the virtualenv is recreated on every run under
 # "${XDG_CACHE_HOME:-$HOME/.cache}/spheron/venv-test"; pip's download cache and the
@@ -34,6 +36,10 @@ say "pip install ./bindings/python (maturin from PyPI via the build backend, $MA
 "$VPY" -m pip install --disable-pip-version-check --quiet ./bindings/python
 say "pip install pytest mypy"
 "$VPY" -m pip install --disable-pip-version-check --quiet "pytest>=8" "mypy>=1.10"
+
+say "cargo build -p spheron-cli (the devnet of the network tests)"
+cargo build --quiet -p spheron-cli
+export SPHERON_BIN="${SPHERON_BIN:-$CARGO_TARGET_DIR/debug/spheron}"
 
 # Run from outside the source tree so `import spheron` is the installed package.
 cd "$CACHE"

@@ -128,14 +128,30 @@ impl Chain {
         Ok(receipt)
     }
 
-    /// Sends `call` from `from` and waits for it to be mined.
+    /// Sends `call` from `from` and waits for it to be mined. The send lock is held only
+    /// until the node has accepted the transaction (its nonce is then taken), so several
+    /// transactions can wait for their blocks at once.
     pub async fn send<D: CallDecoder + Unpin>(
         &self,
         from: Address,
         call: CallBuilder<&DynProvider, D>,
     ) -> Result<TransactionReceipt> {
-        let guard = self.lock().await;
-        self.send_locked(&guard, from, call).await
+        if !self.has_signer(from) {
+            return Err(Error::NoSigner(from));
+        }
+        let pending = {
+            let _guard = self.lock().await;
+            call.from(from).send().await.map_err(decode)?
+        };
+        let receipt = pending
+            .with_timeout(Some(RECEIPT_TIMEOUT))
+            .get_receipt()
+            .await
+            .map_err(|e| Error::Rpc(e.to_string()))?;
+        if !receipt.status() {
+            return Err(Error::TxFailed(receipt.transaction_hash.to_string()));
+        }
+        Ok(receipt)
     }
 
     /// The latest block's timestamp, in seconds.

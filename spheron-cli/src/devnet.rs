@@ -38,6 +38,9 @@ pub struct DevnetArgs {
     /// Funded tenant accounts.
     #[arg(long, default_value_t = 3)]
     tenants: usize,
+    /// Multiplies every provider's machine count (capacity for load tests).
+    #[arg(long, default_value_t = 1)]
+    scale: u32,
 }
 
 /// One provider of the devnet's standard fleet.
@@ -343,7 +346,7 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
             lat = p.lat,
             lon = p.lon,
             model = p.model,
-            nodes = p.nodes,
+            nodes = p.nodes.saturating_mul(args.scale.max(1)),
             per_node = p.per_node,
             price = p.price,
         );

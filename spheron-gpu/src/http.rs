@@ -106,6 +106,8 @@ pub struct HttpProver {
     client: reqwest::Client,
     timeout: Duration,
     max_body: usize,
+    /// Whatever `base` depends on, kept alive with the client ([`HttpProver::with_keepalive`]).
+    keepalive: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// Default cap on a response body: 64 MiB.
@@ -134,7 +136,19 @@ impl HttpProver {
             client,
             timeout: Duration::from_secs(120),
             max_body: DEFAULT_MAX_BODY,
+            keepalive: None,
         })
+    }
+
+    /// Keeps `guard` alive as long as this client or a clone of it: something the URL depends
+    /// on, such as a local forwarder to the real endpoint.
+    #[must_use]
+    pub fn with_keepalive(
+        mut self,
+        guard: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Self {
+        self.keepalive = Some(guard);
+        self
     }
 
     /// Largest response body accepted, in bytes (default 64 MiB: an opening at n = 16384

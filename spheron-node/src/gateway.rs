@@ -352,3 +352,14 @@ pub fn router(backend: Arc<dyn LeaseBackend>, prover: Arc<dyn ChallengeProver>) 
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
     axum::serve(listener, router).await
 }
+
+/// Serves `router` over TLS with `config` (see [`crate::tls::server_config`]) on `listener`
+/// until the listener fails or the task is dropped. A failed or slow handshake only drops
+/// that connection: accepting goes on.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    config: Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    axum::serve(crate::tls::TlsListener::new(listener, config)?, router).await
+}

@@ -2,8 +2,9 @@
 //! request with the tenant's key and decodes the gateway's typed errors.
 
 use crate::auth::{self, SignedHeaders};
+use crate::tls::PinnedTunnel;
 use crate::wire::{ErrorCode, GatewayError, LeaseStatus, NodeStatus};
-use alloy::primitives::Address;
+use alloy::primitives::{Address, B256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::Eip712Domain;
 use futures::stream::{self, BoxStream, StreamExt};
@@ -11,6 +12,7 @@ use reqwest::{Method, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use spheron_core::{LogLine, Workload};
 use spheron_gpu::http::HttpProver;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Default limit on a whole request (not applied to log streams).
@@ -37,6 +39,10 @@ pub struct GatewayClient {
     domain: Eip712Domain,
     timeout: Duration,
     prover: HttpProver,
+    /// Where requests go: `base`, or the pinned tunnel's loopback origin.
+    target: String,
+    /// The pinned TLS channel to an `https://` gateway ([`GatewayClient::new_pinned`]).
+    tunnel: Option<Arc<PinnedTunnel>>,
 }
 
 impl std::fmt::Debug for GatewayClient {
@@ -133,6 +139,7 @@ impl GatewayClient {
         let prover = HttpProver::new(&base)
             .map_err(|e| GatewayError::new(ErrorCode::BadRequest, e.to_string()))?;
         Ok(GatewayClient {
+            target: base.clone(),
             base,
             http,
             domain: auth::domain(chain_id, market),
@@ -141,7 +148,77 @@ impl GatewayClient {
             market,
             timeout: DEFAULT_TIMEOUT,
             prover,
+            tunnel: None,
         })
+    }
+
+    /// A client for the gateway at `base_url` whose TLS certificate is pinned by the
+    /// provider's registered `cert_hash` (see [`crate::tls`]): for an `https://` URL, only the
+    /// certificate of that hash is accepted (a zero hash is refused); a plain `http://` URL is
+    /// accepted only for a loopback host (`127.0.0.1`, `::1`, `localhost`: local devnets), and
+    /// `cert_hash` is then ignored.
+    ///
+    /// An `https://` client must be made inside a tokio runtime: it forwards each connection
+    /// through a pinned TLS channel run in a task of that runtime, which stops when the last
+    /// clone of the client (and of its [`prover`](Self::prover)) is dropped. A certificate other
+    /// than the pinned one, or a handshake not signed with its key, fails each request with
+    /// [`ErrorCode::UntrustedCertificate`] before anything is sent.
+    pub fn new_pinned(
+        base_url: &str,
+        signer: PrivateKeySigner,
+        chain_id: u64,
+        market: Address,
+        cert_hash: B256,
+    ) -> Result<Self, GatewayError> {
+        let mut client = Self::new(base_url, signer, chain_id, market)?;
+        let url = reqwest::Url::parse(&client.base).map_err(|e| {
+            GatewayError::new(ErrorCode::BadRequest, format!("`{}`: {e}", client.base))
+        })?;
+        let host = url.host_str().unwrap_or_default().to_string();
+        if host.is_empty() {
+            return Err(GatewayError::new(
+                ErrorCode::BadRequest,
+                format!("`{}`: no host", client.base),
+            ));
+        }
+        if url.scheme() == "http" {
+            if !is_loopback(&host) {
+                return Err(GatewayError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "`{}`: plain http is only for a loopback host; a remote gateway must be https with its registered cert_hash",
+                        client.base
+                    ),
+                ));
+            }
+            return Ok(client);
+        }
+        if cert_hash == B256::ZERO {
+            return Err(GatewayError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "`{}`: no certificate registered (cert_hash is zero): nothing to pin",
+                    client.base
+                ),
+            ));
+        }
+        let port = url.port_or_known_default().unwrap_or(443);
+        let tunnel = Arc::new(PinnedTunnel::open(&host, port, cert_hash)?);
+        client.target = tunnel.url();
+        client.prover = HttpProver::new(&client.target)
+            .map_err(|e| GatewayError::new(ErrorCode::BadRequest, e.to_string()))?
+            .with_keepalive(tunnel.clone());
+        client.tunnel = Some(tunnel);
+        Ok(client)
+    }
+
+    /// The error for a request that got no answer: why the pinned channel failed, if it did
+    /// ([`ErrorCode::UntrustedCertificate`] for another certificate), else `Unavailable`.
+    fn transport_error(&self, e: reqwest::Error) -> GatewayError {
+        match self.tunnel.as_ref().and_then(|t| t.recent_failure()) {
+            Some(failure) => failure,
+            None => unavailable(&self.base, e),
+        }
     }
 
     /// Limit on each whole request other than log streams (default [`DEFAULT_TIMEOUT`]).
@@ -185,7 +262,7 @@ impl GatewayClient {
         .await?;
         let mut rb = self
             .http
-            .request(method, format!("{}{path_and_query}", self.base));
+            .request(method, format!("{}{path_and_query}", self.target));
         for (k, v) in h.pairs() {
             rb = rb.header(k, v);
         }
@@ -205,7 +282,7 @@ impl GatewayClient {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| unavailable(&self.base, e))?;
+            .map_err(|e| self.transport_error(e))?;
         if !resp.status().is_success() {
             return Err(refusal(resp).await);
         }
@@ -229,7 +306,7 @@ impl GatewayClient {
 
     /// `GET /status` (unsigned).
     pub async fn node_status(&self) -> Result<NodeStatus, GatewayError> {
-        self.answer(self.http.get(format!("{}/status", self.base)))
+        self.answer(self.http.get(format!("{}/status", self.target)))
             .await
     }
 
@@ -283,7 +360,7 @@ impl GatewayClient {
                     Vec::new(),
                 )
                 .await?;
-            let resp = rb.send().await.map_err(|e| unavailable(&this.base, e))?;
+            let resp = rb.send().await.map_err(|e| this.transport_error(e))?;
             if !resp.status().is_success() {
                 return Err(refusal(resp).await);
             }
@@ -296,6 +373,15 @@ impl GatewayClient {
             })
             .boxed()
     }
+}
+
+/// Whether `host` (as in a URL: IPv6 in brackets) is `localhost` or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 struct Reader {

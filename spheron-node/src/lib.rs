@@ -25,6 +25,7 @@ pub mod provider;
 pub mod registry;
 pub mod store;
 pub mod tenant;
+pub mod tls;
 pub mod wire;
 
 pub use error::{Error, Result};

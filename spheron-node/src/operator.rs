@@ -209,7 +209,9 @@ impl OperatorNode {
         let due: Vec<u64> = self
             .orders
             .iter()
-            .filter(|(_, o)| o.deadline < now)
+            // Bids are accepted up to a block stamped with the deadline itself; once such a
+            // block is seen, every bid is in, and the match lands in a later block.
+            .filter(|(_, o)| o.deadline <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in due {

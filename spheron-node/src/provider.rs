@@ -131,6 +131,9 @@ fn default_prover() -> String {
     "simulated".into()
 }
 
+/// Seconds after a bid's deadline after which GPUs held for it are freed if no match came.
+const STALE_BID_SECS: u64 = 60;
+
 fn default_max_range() -> u64 {
     500
 }
@@ -234,6 +237,9 @@ struct Inner {
     workloads: Mutex<BTreeMap<u64, WorkloadId>>,
     prover: Arc<dyn ChallengeProver>,
     pending: Mutex<BTreeMap<u64, Pending>>,
+    /// GPUs held for open bids: (node, GPUs, bid deadline) per order, so concurrent orders
+    /// are never promised the same GPUs.
+    held: Mutex<BTreeMap<u64, (String, u32, u64)>>,
     last_block: AtomicU64,
     endpoint: String,
 }
@@ -284,7 +290,7 @@ impl ProviderNode {
                 lat: cfg.lat,
                 lon: cfg.lon,
             },
-            inventory: inventory.clone(),
+            gpus: ProviderMeta::summarize(&inventory),
         }
         .to_json();
         if meta.len() > MAX_META_BYTES {
@@ -376,6 +382,7 @@ impl ProviderNode {
                 workloads: Mutex::new(BTreeMap::new()),
                 prover,
                 pending: Mutex::new(BTreeMap::new()),
+                held: Mutex::new(BTreeMap::new()),
                 last_block: AtomicU64::new(0),
                 endpoint,
             }),
@@ -610,19 +617,50 @@ impl ProviderNode {
         {
             return Ok(());
         }
+        let Ok(node) = i.registry.reserve(self.account(), bid.model, order.request.count) else {
+            return Ok(());
+        };
+        i.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, (node, order.request.count, p.deadline));
         let price = Uint::<96, 2>::try_from(bid.price_per_gpu_hour.0)
             .map_err(|_| Error::config("price", "does not fit 96 bits"))?;
-        match i
-            .chain
-            .send(i.me, i.market.placeBid(id, price, model_bytes(bid.model)))
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(order = id, model = %bid.model, price = bid.price_per_gpu_hour.0, "bid")
+        // Sent in the background: the follower goes on reading while the bid waits for its
+        // block, so many open orders all get their bids inside their windows.
+        let node = self.clone();
+        tokio::spawn(async move {
+            let i = &node.inner;
+            match i
+                .chain
+                .send(i.me, i.market.placeBid(id, price, model_bytes(bid.model)))
+                .await
+            {
+                Ok(_) => tracing::info!(order = id, model = %bid.model, price = bid.price_per_gpu_hour.0, "bid"),
+                Err(e) => {
+                    tracing::warn!(order = id, error = %e, "bid refused");
+                    node.unhold(id);
+                }
             }
-            Err(e) => tracing::warn!(order = id, error = %e, "bid refused"),
-        }
+        });
         Ok(())
+    }
+
+    fn account(&self) -> AccountId {
+        AccountId(self.inner.me.into_array())
+    }
+
+    /// Frees the GPUs held for a bid that lost (or whose order was cancelled).
+    fn unhold(&self, order: u64) {
+        let held = self
+            .inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&order);
+        if let Some((node, count, _)) = held {
+            let _ = self.inner.registry.release(self.account(), &node, count);
+        }
     }
 
     async fn on_matched(&self, id: u64, gpus: u32, start: u64) -> Result<()> {
@@ -708,6 +746,18 @@ impl ProviderNode {
     async fn housekeeping(&self) -> Result<()> {
         let i = &self.inner;
         let now = unix_now();
+        // Bids that were never matched: free their GPUs a while after the window.
+        let stale: Vec<u64> = i
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, (_, _, deadline))| now > deadline.saturating_add(STALE_BID_SECS))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.unhold(id);
+        }
         for l in i.store.live_leases()? {
             if !l.open_on_chain {
                 if !l.work.is_terminal() {

@@ -12,18 +12,65 @@ use spheron_core::{
 /// Largest `meta` a node writes (the contract caps it too).
 pub const MAX_META_BYTES: usize = 4096;
 
-/// The provider's self-description on chain (JSON in `ProviderInfo.meta`).
+/// Identical machines of one GPU model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuGroup {
+    /// The model.
+    pub model: GpuModel,
+    /// Machines.
+    pub nodes: u32,
+    /// GPUs per machine.
+    pub per_node: u32,
+}
+
+/// The provider's self-description on chain (JSON in `ProviderInfo.meta`): a summary of its
+/// capacity, not its live occupancy (bids say what is free now).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProviderMeta {
     /// Human name.
     pub name: String,
     /// Data-centre location.
     pub location: GeoPoint,
-    /// GPUs per node (total and free at registration).
-    pub inventory: Inventory,
+    /// Its machines, grouped.
+    pub gpus: Vec<GpuGroup>,
 }
 
 impl ProviderMeta {
+    /// Groups an inventory's nodes by (model, GPUs per node).
+    pub fn summarize(inventory: &Inventory) -> Vec<GpuGroup> {
+        let mut groups: Vec<GpuGroup> = Vec::new();
+        for n in &inventory.nodes {
+            match groups
+                .iter_mut()
+                .find(|g| g.model == n.model && g.per_node == n.total)
+            {
+                Some(g) => g.nodes += 1,
+                None => groups.push(GpuGroup {
+                    model: n.model,
+                    nodes: 1,
+                    per_node: n.total,
+                }),
+            }
+        }
+        groups
+    }
+
+    /// The inventory the summary describes (every GPU free).
+    pub fn inventory(&self) -> Inventory {
+        let mut nodes = Vec::new();
+        for g in &self.gpus {
+            for i in 0..g.nodes.min(10_000) {
+                nodes.push(spheron_core::GpuNode {
+                    name: format!("{}-{i}", g.model.name()),
+                    model: g.model,
+                    total: g.per_node,
+                    free: g.per_node,
+                });
+            }
+        }
+        Inventory { nodes }
+    }
+
     /// The JSON written on chain.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -40,11 +87,11 @@ pub fn provider_from_record(rec: &ProviderRecord) -> Result<Provider, String> {
         serde_json::from_str(&rec.meta).map_err(|e| format!("unreadable registry meta: {e}"))?;
     Ok(Provider {
         id: AccountId(rec.address.into_array()),
+        inventory: meta.inventory(),
         name: meta.name,
         endpoint: rec.endpoint.clone(),
         region: rec.region.clone(),
         location: meta.location,
-        inventory: meta.inventory,
         stake: Amount(rec.staked),
         stats: ProviderStats::default(),
         tier: TrustTier(rec.tier.min(7)),

@@ -679,7 +679,7 @@ impl NetworkMarket {
             let mut bids_announced = false;
             loop {
                 let o = i.market.getOrder(id).call().await.map_err(chain_err)?;
-                if !bids_announced && o.state == 1 && i.chain.block_time().await? > deadline {
+                if !bids_announced && o.state == 1 && i.chain.block_time().await? >= deadline {
                     bids_announced = true;
                     self.emit(
                         id,

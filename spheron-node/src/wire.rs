@@ -113,6 +113,9 @@ pub enum ErrorCode {
     Unavailable,
     /// Anything else that went wrong on the provider's side (500).
     Internal,
+    /// The server presented another TLS certificate than the one its registration pins
+    /// (`cert_hash`): a client-side refusal, never sent by a gateway (502 if it ever were).
+    UntrustedCertificate,
 }
 
 impl ErrorCode {
@@ -131,6 +134,7 @@ impl ErrorCode {
             ErrorCode::LeaseNotActive | ErrorCode::AlreadyLaunched => StatusCode::CONFLICT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::UntrustedCertificate => StatusCode::BAD_GATEWAY,
         }
     }
 }

@@ -24,9 +24,24 @@ def test_hierarchy() -> None:
         spheron.BackendError,
         spheron.MarketplaceError,
         spheron.WaitTimeoutError,
+        spheron.StepTimeoutError,
+        spheron.UnsupportedError,
     ):
         assert issubclass(cls, spheron.SpheronError)
     assert issubclass(spheron.ChallengeFailedError, spheron.NoMatchError)
+    assert issubclass(spheron.StepTimeoutError, TimeoutError)
+    assert issubclass(spheron.WaitTimeoutError, TimeoutError)
+
+
+def test_embedded_withdraw_and_kind(market: spheron.Marketplace) -> None:
+    assert market.kind == "local" and market.network is None
+    market.withdraw("40")
+    assert market.balance().available == Decimal(FUNDS) - 40
+    with pytest.raises(spheron.InsufficientFundsError):
+        market.withdraw("1000")
+    market.deposit("40")
+    assert market.balance().available == Decimal(FUNDS)
+    assert market.ledger_balanced()
 
 
 def test_insufficient_funds() -> None:

@@ -1,0 +1,246 @@
+"""The network mode: ``Marketplace.connect`` against one ``spheron devnet`` (anvil with the
+contracts, three provider nodes and an operator node, each its own process), started once
+for the module.
+
+The devnet binary is ``$SPHERON_BIN`` (default ``<repo>/target/debug/spheron``, built by
+``cargo build -p spheron-cli``; ``scripts/python-test.sh`` builds it). Without it the module
+is skipped, unless ``SPHERON_REQUIRE_ANVIL`` is set (CI): then it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+import spheron
+
+REPO = Path(__file__).resolve().parents[3]
+BIN = Path(os.environ.get("SPHERON_BIN") or REPO / "target" / "debug" / "spheron")
+REQUIRED = bool(os.environ.get("SPHERON_REQUIRE_ANVIL"))
+READY_TIMEOUT_S = 180.0
+HELLO = ["python3", "-c", "print('hello from the provider')"]
+
+if not BIN.is_file() and not REQUIRED:
+    pytest.skip(
+        f"no spheron binary at {BIN}: build it with `cargo build -p spheron-cli` or set "
+        "SPHERON_BIN (set SPHERON_REQUIRE_ANVIL to make this a failure)",
+        allow_module_level=True,
+    )
+
+
+def one_h100(**kw: Any) -> spheron.GpuRequest:
+    """One H100 for an hour at up to 5.00 per GPU-hour: a 5 USDS budget."""
+    args: Dict[str, Any] = dict(count=1, hours=1, max_price_per_hour="5")
+    args.update(kw)
+    return spheron.GpuRequest("h100", **args)
+
+
+def tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Starts one devnet for the module; yields its network.json; SIGTERMs it at the end."""
+    if not BIN.is_file():
+        pytest.fail(f"SPHERON_REQUIRE_ANVIL is set but there is no spheron binary at {BIN}")
+    root = tmp_path_factory.mktemp("devnet")
+    out_path, err_path = root / "devnet.out", root / "devnet.err"
+    # Output goes to files, not pipes: nobody reads a pipe once the devnet is ready.
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            [str(BIN), "devnet", "--dir", str(root / "net"), "--providers", "3"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
+    try:
+        network = wait_ready(proc, out_path, err_path)
+        yield network
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_ready(proc: "subprocess.Popen[bytes]", out_path: Path, err_path: Path) -> Path:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        for line in out_path.read_text(errors="replace").splitlines():
+            if line.startswith("devnet ready: "):
+                return Path(line[len("devnet ready: ") :].strip())
+        if proc.poll() is not None:
+            pytest.fail(
+                f"`spheron devnet` exited with {proc.returncode} before it was ready:\n"
+                f"{tail(out_path)}\n{tail(err_path)}"
+            )
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"`spheron devnet` was not ready within {READY_TIMEOUT_S:.0f} s:\n"
+                f"{tail(out_path)}\n{tail(err_path)}"
+            )
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def network_file(devnet: Path) -> Dict[str, Any]:
+    data: Dict[str, Any] = json.loads(devnet.read_text())
+    return data
+
+
+@pytest.fixture(scope="module")
+def market(devnet: Path) -> spheron.Marketplace:
+    """The devnet's first tenant (the default key)."""
+    return spheron.Marketplace.connect(network=devnet, progress=False)
+
+
+def test_connect_defaults_to_the_first_tenant(
+    market: spheron.Marketplace, network_file: Dict[str, Any], devnet: Path
+) -> None:
+    assert market.kind == "network"
+    assert market.network == str(devnet)
+    assert market.tenant.lower() == network_file["tenants"][0]["address"].lower()
+    assert market.token == network_file["payment"]["symbol"] == "USDS"
+    assert "Marketplace.connect(" in repr(market)
+    b = market.balance()
+    assert isinstance(b.available, Decimal) and b.available > 0 and b.staked == 0
+
+
+def test_providers_come_from_the_registry(market: spheron.Marketplace, network_file: Dict[str, Any]) -> None:
+    providers = market.providers()
+    addresses = {p["address"].lower() for p in network_file["parties"] if p["role"] == "provider"}
+    assert len(providers) == 3
+    assert {p.id.lower() for p in providers} == addresses
+    assert all(p.name and p.models for p in providers)
+
+
+def test_rent_runs_on_the_provider_and_settles(market: spheron.Marketplace) -> None:
+    before = market.balance()
+    events: List[spheron.ProgressEvent] = []
+    request = one_h100()
+    assert request.budget == Decimal("5")
+    with market.rent(request, command=HELLO, progress=events.append) as lease:
+        assert lease.status == "active"
+        lines = [l.line for l in lease.logs()]
+        report = lease.wait(timeout=120)
+    assert "hello from the provider" in lines
+    assert report.closed and report.status == "closed"
+    assert report.close_reason == "completed"
+    assert report.model.startswith("h100")
+    assert report.price_per_gpu_hour <= Decimal("5")
+    assert report.proof.passed
+    assert report.token == "USDS"
+    assert report.provider_name in {p.name for p in market.providers()}
+    # Exact money: what was locked is either paid or refunded, to the base unit.
+    assert report.budget == Decimal("5")
+    assert report.refund is not None
+    assert report.cost + report.refund == report.budget == Decimal("5")
+    after = market.balance()
+    assert after.locked == before.locked
+    assert after.available == before.available - report.cost
+    kinds = [e.kind for e in events]
+    for k in ("published", "matched", "verified", "running"):
+        assert k in kinds, kinds
+    assert all(e.order == events[0].order for e in events)
+
+
+def test_rent_async(devnet: Path, network_file: Dict[str, Any]) -> None:
+    # The second tenant; the workload reports the process that launched it.
+    tenant = network_file["tenants"][1]
+    market = spheron.Marketplace.connect(devnet, tenant["key"], progress=False)
+    assert market.tenant.lower() == tenant["address"].lower()
+    code = "import os; print('hello from the provider'); print('parent', os.getppid())"
+
+    async def main() -> "tuple[List[str], spheron.LeaseReport]":
+        lease = await market.rent_async(one_h100(), command=["python3", "-c", code])
+        async with lease:
+            lines = [l.line async for l in lease.logs()]
+            report = await lease.wait_async()
+        return lines, report
+
+    lines, report = asyncio.run(main())
+    assert "hello from the provider" in lines
+    assert report.close_reason == "completed"
+    assert report.refund is not None and report.cost + report.refund == Decimal("5")
+    # It ran under the chosen provider's node process, not under this one.
+    parents = {int(l.split()[1]) for l in lines if l.startswith("parent ")}
+    provider_pids = {
+        p["pid"] for p in network_file["parties"] if p["address"].lower() == report.provider.lower()
+    }
+    assert parents and parents <= provider_pids
+    assert os.getpid() not in parents
+
+
+def test_insufficient_funds(market: spheron.Marketplace) -> None:
+    available = market.balance().available
+    with pytest.raises(spheron.InsufficientFundsError) as e:
+        market.rent(one_h100(hours=1000), command=HELLO)  # 5000 USDS > the 1000 escrowed
+    assert e.value.needed == Decimal("5000")
+    assert e.value.available == available
+    assert market.balance().available == available
+
+
+def test_embedded_only_methods_say_so(market: spheron.Marketplace) -> None:
+    with pytest.raises(spheron.UnsupportedError) as e:
+        market.ledger_balanced()
+    assert e.value.method == "ledger_balanced" and e.value.backend == "network"
+    assert "embedded" in str(e.value)
+
+
+def test_deposit_and_withdraw(devnet: Path, network_file: Dict[str, Any]) -> None:
+    market = spheron.Marketplace.connect(devnet, network_file["tenants"][2]["key"], progress=False)
+    start = market.balance().available
+    market.withdraw("1.5")
+    assert market.balance().available == start - Decimal("1.5")
+    market.deposit("1.5")
+    assert market.balance().available == start
+    with pytest.raises(spheron.SpheronError):
+        market.withdraw(start + 1)
+
+
+def test_connect_bad_path_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-network.json"
+    with pytest.raises(spheron.InvalidRequestError) as e:
+        spheron.Marketplace.connect(network=missing, key="0x" + "11" * 32)
+    assert e.value.field == "network"
+    assert str(missing) in str(e.value)
+    # Without a key the default tenant is read from the same file: the same error.
+    with pytest.raises(spheron.InvalidRequestError) as e:
+        spheron.Marketplace.connect(network=missing)
+    assert str(missing) in str(e.value)
+
+
+def test_connect_from_the_environment(
+    devnet: Path, network_file: Dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = network_file["tenants"][1]
+    monkeypatch.setenv("SPHERON_NETWORK", str(devnet))
+    monkeypatch.setenv("SPHERON_KEY", tenant["key"])
+    market = spheron.Marketplace.connect()
+    assert market.tenant.lower() == tenant["address"].lower()
+    monkeypatch.delenv("SPHERON_NETWORK")
+    with pytest.raises(spheron.InvalidRequestError) as e:
+        spheron.Marketplace.connect()
+    assert e.value.field == "network" and "SPHERON_NETWORK" in str(e.value)
+
+
+def test_connect_bad_key(devnet: Path) -> None:
+    with pytest.raises(spheron.InvalidRequestError) as e:
+        spheron.Marketplace.connect(devnet, "not-a-key")
+    assert e.value.field == "key"
