@@ -38,6 +38,10 @@ pub struct DevnetArgs {
     /// Funded tenant accounts.
     #[arg(long, default_value_t = 3)]
     tenants: usize,
+    /// Serve the providers' gateways over plain HTTP instead of HTTPS with pinned
+    /// certificates.
+    #[arg(long)]
+    plain_http: bool,
     /// Multiplies every provider's machine count (capacity for load tests).
     #[arg(long, default_value_t = 1)]
     scale: u32,
@@ -334,12 +338,14 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
             format!("{}-{}", p.name, i / FLEET.len() + 1)
         };
         let port = free_port()?;
+        let scheme = if args.plain_http { "http" } else { "https" };
+        let endpoint = format!("{scheme}://127.0.0.1:{port}");
         let key_path = dir.join(format!("keys/{name}.key"));
         write_private(&key_path, &key_hex(key))?;
         let cfg_path = dir.join(format!("{name}.toml"));
         let toml = format!(
             "name = \"{name}\"\nnetwork = \"chain.json\"\nkey_file = \"keys/{name}.key\"\n\
-             listen = \"127.0.0.1:{port}\"\nregion = \"{region}\"\nlat = {lat}\nlon = {lon}\n\
+             listen = \"127.0.0.1:{port}\"\nendpoint = \"{endpoint}\"\nregion = \"{region}\"\nlat = {lat}\nlon = {lon}\n\
              stake = \"100\"\ndata_dir = \"{name}\"\n\n[[gpus]]\nmodel = \"{model}\"\n\
              nodes = {nodes}\nper_node = {per_node}\nprice = \"{price}\"\n",
             region = p.region,
@@ -365,7 +371,7 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
             role: "provider".into(),
             address: key.address(),
             pid: child.id().unwrap_or(0),
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint,
             restart: vec![
                 bin.display().to_string(),
                 "provider".into(),
@@ -378,10 +384,6 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
     }
 
     // Ready when every provider is registered, staked and answers on its gateway.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| msg(e.to_string()))?;
     let ready_by = tokio::time::Instant::now() + Duration::from_secs(120);
     for party in parties.iter().filter(|p| p.role == "provider") {
         loop {
@@ -393,18 +395,26 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
                     )));
                 }
             }
-            let registered = registry::provider(&tc.chain, tc.addresses.market, party.address)
+            let record = registry::provider(&tc.chain, tc.addresses.market, party.address)
                 .await
                 .ok()
                 .flatten()
-                .is_some_and(|r| r.can_bid);
-            let up = http
-                .get(format!("{}/status", party.endpoint))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if registered && up {
-                break;
+                .filter(|r| r.can_bid && r.endpoint == party.endpoint);
+            if let Some(r) = record {
+                // Reached the way tenants reach it: TLS pinned to the registered hash.
+                let up = match spheron_node::gateway_client::GatewayClient::new_pinned(
+                    &party.endpoint,
+                    PrivateKeySigner::random(),
+                    chain_id,
+                    tc.addresses.market,
+                    r.cert_hash,
+                ) {
+                    Ok(g) => g.node_status().await.is_ok(),
+                    Err(_) => false,
+                };
+                if up {
+                    break;
+                }
             }
             if tokio::time::Instant::now() > ready_by {
                 return Err(msg(format!(

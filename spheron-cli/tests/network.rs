@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use futures::StreamExt;
+use spheron::chain::alloy::primitives::{Address, B256};
 use spheron::prelude::*;
 use spheron::{NetworkMarket, TenantConfig};
 use spheron_node::gateway_client::GatewayClient;
@@ -267,20 +268,24 @@ async fn network_end_to_end() {
         .unwrap()
         .endpoint
         .clone();
-    let stranger = GatewayClient::new(
+    let pin = cert_hash(&market, matched).await;
+    assert_ne!(pin, B256::ZERO, "the devnet serves HTTPS with a registered certificate");
+    let stranger = GatewayClient::new_pinned(
         &endpoint,
         parse_key(&other_tenant).unwrap(),
         net.chain_id,
         net.market,
+        pin,
     )
     .unwrap();
     let e = stranger.status(id).await.unwrap_err();
     assert_eq!(e.error, ErrorCode::WrongTenant);
-    let owner = GatewayClient::new(
+    let owner = GatewayClient::new_pinned(
         &endpoint,
         parse_key(&tenant).unwrap(),
         net.chain_id,
         net.market,
+        pin,
     )
     .unwrap();
     let again = owner
@@ -293,13 +298,27 @@ async fn network_end_to_end() {
         "never launched twice"
     );
     let elsewhere = providers.iter().find(|p| p.address != matched).unwrap();
-    let other_gw = GatewayClient::new(
+    let other_gw = GatewayClient::new_pinned(
         &elsewhere.endpoint,
         parse_key(&tenant).unwrap(),
         net.chain_id,
         net.market,
+        cert_hash(&market, elsewhere.address).await,
     )
     .unwrap();
+    // A client pinned to another provider's certificate is refused before any request.
+    let mitm = GatewayClient::new_pinned(
+        &elsewhere.endpoint,
+        parse_key(&tenant).unwrap(),
+        net.chain_id,
+        net.market,
+        pin,
+    )
+    .unwrap();
+    assert_eq!(
+        mitm.node_status().await.unwrap_err().error,
+        ErrorCode::UntrustedCertificate
+    );
     let e = other_gw
         .send_manifest(id, elsewhere.address, &Workload::command(["echo", "x"]), 60)
         .await
@@ -309,12 +328,9 @@ async fn network_end_to_end() {
         ErrorCode::UnknownLease,
         "not that provider's lease"
     );
-    let unsigned = reqwest::get(format!("{endpoint}/lease/{id}/status"))
-        .await
-        .unwrap();
-    assert_eq!(unsigned.status(), 401);
-    let body: serde_json::Value = unsigned.json().await.unwrap();
-    assert_eq!(body["error"], "unsigned");
+    let (status, body) = unsigned_get(&endpoint, pin, &format!("/lease/{id}/status")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"error\":\"unsigned\""), "{body}");
 
     let out = cli(
         &net_path,
@@ -394,9 +410,10 @@ async fn network_end_to_end() {
     devnet.extra.push(restarted);
     // Back up: its gateway answers, it killed the workload it could not reattach, and it
     // reports the lease from its database as closed, without launching it again.
+    let pin_victim = cert_hash(&market, victim).await;
     let until = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        match owner_of(&party.endpoint, &tenant, &net).status(id).await {
+        match owner_of(&party.endpoint, &tenant, &net, pin_victim).status(id).await {
             Ok(s) if !s.open_on_chain => break s,
             _ if Instant::now() > until => panic!("restarted provider did not resume"),
             _ => tokio::time::sleep(Duration::from_millis(300)).await,
@@ -428,13 +445,44 @@ async fn network_end_to_end() {
     assert_eq!(report.state, LeaseState::Closed(CloseReason::Completed));
 }
 
-fn owner_of(endpoint: &str, key: &str, net: &NetworkFile) -> GatewayClient {
-    GatewayClient::new(endpoint, parse_key(key).unwrap(), net.chain_id, net.market).unwrap()
+fn owner_of(endpoint: &str, key: &str, net: &NetworkFile, pin: B256) -> GatewayClient {
+    GatewayClient::new_pinned(endpoint, parse_key(key).unwrap(), net.chain_id, net.market, pin)
+        .unwrap()
 }
 
-async fn report_provider(
-    market: &NetworkMarket,
-    id: u64,
-) -> spheron::chain::alloy::primitives::Address {
+async fn cert_hash(market: &NetworkMarket, provider: Address) -> B256 {
+    market
+        .providers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.address == provider)
+        .unwrap()
+        .cert_hash
+}
+
+/// A raw HTTP/1.1 GET over TLS pinned to `pin`, with no signature headers.
+async fn unsigned_get(endpoint: &str, pin: B256, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = endpoint.trim_start_matches("https://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let config = spheron_node::tls::pinned_client_config(pin).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+async fn report_provider(market: &NetworkMarket, id: u64) -> Address {
     market.lease(id).await.unwrap().provider.unwrap()
 }

@@ -242,6 +242,7 @@ struct Inner {
     held: Mutex<BTreeMap<u64, (String, u32, u64)>>,
     last_block: AtomicU64,
     endpoint: String,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A provider node; see the [module docs](self).
@@ -299,11 +300,30 @@ impl ProviderNode {
                 "too many GPU entries for the registry",
             ));
         }
+        // HTTPS with a self-signed certificate whose hash goes on chain, so tenants pin it;
+        // plain HTTP only for loopback endpoints (devnets).
+        let tls = if let Some(rest) = endpoint.strip_prefix("https://") {
+            let host = rest
+                .rsplit_once(':')
+                .map_or(rest, |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let cert = crate::tls::load_or_create(&cfg.data_dir, &[host])?;
+            Some((cert.hash, crate::tls::server_config(&cert)?))
+        } else if is_loopback_url(&endpoint) {
+            None
+        } else {
+            return Err(Error::config(
+                "endpoint",
+                format!("{endpoint}: plain http is only for loopback devnets; use https://"),
+            ));
+        };
         let registration = registry::Registration {
             endpoint: endpoint.clone(),
             region: cfg.region.clone(),
             public_key: me.to_vec(),
-            cert_hash: B256::ZERO,
+            cert_hash: tls.as_ref().map_or(B256::ZERO, |(h, _)| *h),
             meta,
         };
         let current = registry::provider(&chain, net.market, me).await?;
@@ -311,6 +331,7 @@ impl ProviderNode {
             r.endpoint == registration.endpoint
                 && r.region == registration.region
                 && r.meta == registration.meta
+                && r.cert_hash == registration.cert_hash
         });
         if !same {
             registry::register(&chain, net.market, me, &registration).await?;
@@ -383,6 +404,7 @@ impl ProviderNode {
                 prover,
                 pending: Mutex::new(BTreeMap::new()),
                 held: Mutex::new(BTreeMap::new()),
+                tls: tls.map(|(_, c)| c),
                 last_block: AtomicU64::new(0),
                 endpoint,
             }),
@@ -454,7 +476,10 @@ impl ProviderNode {
     ) -> Result<()> {
         let backend: Arc<dyn LeaseBackend> = Arc::new(self.clone());
         let router = crate::gateway::router(backend, self.inner.prover.clone());
-        let server = tokio::spawn(crate::gateway::serve(listener, router));
+        let server = match self.inner.tls.clone() {
+            Some(config) => tokio::spawn(crate::gateway::serve_tls(listener, router, config)),
+            None => tokio::spawn(crate::gateway::serve(listener, router)),
+        };
         let from = match self.inner.store.cursor()? {
             Some(c) => c,
             None => self.inner.net.deploy_block,
@@ -875,6 +900,19 @@ impl ProviderNode {
         tracing::info!(lease = id, ?work, "workload ended");
         self.finish(id, work).await;
     }
+}
+
+/// Whether `url` is `http://` on a loopback host.
+fn is_loopback_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
 fn kill_group(pid: u32) {

@@ -547,11 +547,12 @@ impl NetworkMarket {
                 backend: "network",
                 message: format!("provider {provider} is not registered"),
             })?;
-        GatewayClient::new(
+        GatewayClient::new_pinned(
             &rec.endpoint,
             i.signer.clone(),
             i.net.chain_id,
             i.net.market,
+            rec.cert_hash,
         )
         .map_err(gateway_err)
     }
