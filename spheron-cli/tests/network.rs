@@ -71,7 +71,11 @@ fn anvil_available() -> bool {
 }
 
 fn start_devnet(providers: usize) -> Devnet {
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("SPHERON_KEEP_DEVNET").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("devnet files kept in {}", dir.path().display());
+    }
     let mut child = Command::new(BIN)
         .args(["devnet", "--dir"])
         .arg(dir.path())
@@ -245,6 +249,61 @@ async fn network_end_to_end() {
         "the tenant paid exactly the cost"
     );
 
+    // 2b. A rent dropped half-way unwinds: its order is cancelled and the lock refunded.
+    let (before, _) = market.balance().await.unwrap();
+    let mut events = market.events();
+    let task = tokio::spawn({
+        let m = market.clone();
+        async move {
+            m.rent(request(5_000_000), Workload::command(["sleep", "300"]))
+                .await
+        }
+    });
+    while let Some(e) = events.next().await {
+        if matches!(e.step, Step::Published { .. }) {
+            break;
+        }
+    }
+    task.abort();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (available, locked) = market.balance().await.unwrap();
+        if locked.0 == 0 {
+            assert_eq!(available, before, "the whole lock came back");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the dropped rent's lock was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // 2c. A launch that fails on the provider fails over to the next bid, up to the attempt
+    //     limit; the tenant pays only the seconds each failed lease was open.
+    let err = market
+        .rent(
+            request(5_000_000),
+            Workload::command(["/nonexistent/spheron-test-program"]),
+        )
+        .await
+        .unwrap_err();
+    let spheron_core::Error::NoMatch { rejected, .. } = err else {
+        panic!("expected NoMatch, got {err}");
+    };
+    let launch_failures = rejected
+        .iter()
+        .filter(|r| r.reason.to_string().contains("launch failed"))
+        .count();
+    assert_eq!(launch_failures, 3, "{rejected:?}");
+    let (available, locked) = market.balance().await.unwrap();
+    assert_eq!(locked.0, 0);
+    assert!(
+        before.0 - available.0 < 5_000,
+        "paid only seconds: {}",
+        before.0 - available.0
+    );
+
     // 3. A fresh process finds and stops a lease that this process started.
     let lease = market
         .rent(request(5_000_000), Workload::command(["sleep", "300"]))
@@ -269,7 +328,11 @@ async fn network_end_to_end() {
         .endpoint
         .clone();
     let pin = cert_hash(&market, matched).await;
-    assert_ne!(pin, B256::ZERO, "the devnet serves HTTPS with a registered certificate");
+    assert_ne!(
+        pin,
+        B256::ZERO,
+        "the devnet serves HTTPS with a registered certificate"
+    );
     let stranger = GatewayClient::new_pinned(
         &endpoint,
         parse_key(&other_tenant).unwrap(),
@@ -413,7 +476,10 @@ async fn network_end_to_end() {
     let pin_victim = cert_hash(&market, victim).await;
     let until = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        match owner_of(&party.endpoint, &tenant, &net, pin_victim).status(id).await {
+        match owner_of(&party.endpoint, &tenant, &net, pin_victim)
+            .status(id)
+            .await
+        {
             Ok(s) if !s.open_on_chain => break s,
             _ if Instant::now() > until => panic!("restarted provider did not resume"),
             _ => tokio::time::sleep(Duration::from_millis(300)).await,
@@ -446,8 +512,14 @@ async fn network_end_to_end() {
 }
 
 fn owner_of(endpoint: &str, key: &str, net: &NetworkFile, pin: B256) -> GatewayClient {
-    GatewayClient::new_pinned(endpoint, parse_key(key).unwrap(), net.chain_id, net.market, pin)
-        .unwrap()
+    GatewayClient::new_pinned(
+        endpoint,
+        parse_key(key).unwrap(),
+        net.chain_id,
+        net.market,
+        pin,
+    )
+    .unwrap()
 }
 
 async fn cert_hash(market: &NetworkMarket, provider: Address) -> B256 {

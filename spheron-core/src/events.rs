@@ -77,6 +77,13 @@ pub enum Step {
         lease: LeaseId,
     },
     /// The lease was settled.
+    /// This subscriber fell behind and missed `count` events (the channel keeps a bounded
+    /// number); the events after this one are current again.
+    Missed {
+        /// Events this subscriber never saw.
+        count: u64,
+    },
+    /// The lease was settled.
     Settled {
         /// The lease.
         lease: LeaseId,
@@ -138,6 +145,9 @@ impl fmt::Display for Step {
             }
             Step::EscrowLocked { amount } => write!(f, "escrow locked {amount}"),
             Step::Launching { lease } => write!(f, "launching {lease}"),
+            Step::Missed { count } => {
+                write!(f, "{count} progress events missed (subscriber lagged)")
+            }
             Step::Running { lease } => write!(f, "{lease} running"),
             Step::Settled {
                 lease,
@@ -151,6 +161,37 @@ impl fmt::Display for Step {
             ),
         }
     }
+}
+
+/// Progress events from a broadcast channel from now on; a subscriber that falls behind gets
+/// a [`Step::Missed`] event saying how many it lost, then the current ones.
+pub fn progress_stream(
+    rx: tokio::sync::broadcast::Receiver<ProgressEvent>,
+) -> futures::stream::BoxStream<'static, ProgressEvent> {
+    use tokio::sync::broadcast::error::RecvError;
+    Box::pin(futures::stream::unfold(
+        (rx, None::<ProgressEvent>),
+        |(mut rx, held)| async move {
+            if let Some(e) = held {
+                return Some((e, (rx, None)));
+            }
+            match rx.recv().await {
+                Ok(e) => Some((e, (rx, None))),
+                Err(RecvError::Lagged(n)) => match rx.recv().await {
+                    Ok(next) => {
+                        let notice = ProgressEvent {
+                            at: next.at,
+                            order: next.order,
+                            step: Step::Missed { count: n },
+                        };
+                        Some((notice, (rx, Some(next))))
+                    }
+                    Err(_) => None,
+                },
+                Err(RecvError::Closed) => None,
+            }
+        },
+    ))
 }
 
 /// A stream of everything sent on a broadcast channel from now on. A subscriber that falls
@@ -168,4 +209,28 @@ pub fn broadcast_stream<T: Clone + Send + 'static>(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_is_told_how_many_it_missed() {
+        let (tx, _) = tokio::sync::broadcast::channel(4);
+        let mut events = progress_stream(tx.subscribe());
+        for i in 0..10u64 {
+            let _ = tx.send(ProgressEvent {
+                at: Timestamp(i),
+                order: OrderId(1),
+                step: Step::BidsIn { count: i as usize },
+            });
+        }
+        drop(tx);
+        let first = events.next().await.unwrap();
+        assert_eq!(first.step, Step::Missed { count: 6 });
+        let rest: Vec<_> = events.map(|e| e.at.0).collect().await;
+        assert_eq!(rest, vec![6, 7, 8, 9]);
+    }
 }

@@ -211,13 +211,38 @@ pub trait WorkloadLauncher: Send + Sync {
     async fn stop(&self, id: &WorkloadId) -> Result<()>;
 }
 
-#[derive(Default)]
+/// Lines a [`LogBuffer`] keeps by default; older ones are dropped (readers are told).
+pub const LOG_BUFFER_LINES: usize = 10_000;
+
 struct LogState {
-    lines: Vec<LogLine>,
+    lines: std::collections::VecDeque<LogLine>,
+    /// Sequence number of the next line pushed.
+    next_seq: u64,
+    capacity: usize,
     closed: bool,
 }
 
-/// An append-only, replayable log: every reader sees every line in order, from the start.
+impl Default for LogState {
+    fn default() -> Self {
+        LogState {
+            lines: std::collections::VecDeque::new(),
+            next_seq: 0,
+            capacity: LOG_BUFFER_LINES,
+            closed: false,
+        }
+    }
+}
+
+impl LogState {
+    fn first_seq(&self) -> u64 {
+        self.next_seq - self.lines.len() as u64
+    }
+}
+
+/// A replayable log that keeps the last [`LOG_BUFFER_LINES`] lines (or a chosen number):
+/// every reader sees the lines in order from the oldest kept; a reader that falls behind the
+/// kept window gets a [`LogSource::System`] line saying how many lines it missed, never a
+/// silent gap.
 #[derive(Clone, Default)]
 pub struct LogBuffer {
     state: Arc<Mutex<LogState>>,
@@ -233,27 +258,38 @@ impl fmt::Debug for LogBuffer {
 }
 
 impl LogBuffer {
-    /// An empty, open buffer.
+    /// An empty, open buffer keeping the last [`LOG_BUFFER_LINES`] lines.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty, open buffer keeping the last `lines` lines (at least 1).
+    pub fn with_capacity(lines: usize) -> Self {
+        let b = Self::default();
+        b.lock().capacity = lines.max(1);
+        b
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LogState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends a line (ignored once closed).
+    /// Appends a line (ignored once closed); drops the oldest beyond the capacity.
     pub fn push(&self, source: LogSource, line: impl Into<String>) {
         let mut s = self.lock();
         if s.closed {
             return;
         }
-        let seq = s.lines.len() as u64;
-        s.lines.push(LogLine {
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        s.lines.push_back(LogLine {
             seq,
             source,
             line: line.into(),
         });
+        while s.lines.len() > s.capacity {
+            s.lines.pop_front();
+        }
         drop(s);
         self.notify.notify_waiters();
     }
@@ -264,32 +300,52 @@ impl LogBuffer {
         self.notify.notify_waiters();
     }
 
-    /// Lines so far.
+    /// Lines kept now.
     pub fn len(&self) -> usize {
         self.lock().lines.len()
     }
 
-    /// Whether no line was written yet.
+    /// Whether no line is kept.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// A copy of every line so far.
-    pub fn snapshot(&self) -> Vec<LogLine> {
-        self.lock().lines.clone()
+    /// Lines written so far, kept or dropped.
+    pub fn written(&self) -> u64 {
+        self.lock().next_seq
     }
 
-    /// A stream of every line from the first, ending after the buffer closes.
+    /// A copy of every line kept.
+    pub fn snapshot(&self) -> Vec<LogLine> {
+        self.lock().lines.iter().cloned().collect()
+    }
+
+    /// A stream of every kept line from the oldest, ending after the buffer closes.
     pub fn stream(&self) -> LogStream {
         let buf = self.clone();
-        Box::pin(futures::stream::unfold(0usize, move |next| {
+        let start = buf.lock().first_seq();
+        Box::pin(futures::stream::unfold(start, move |next| {
             let buf = buf.clone();
             async move {
                 loop {
                     let notified = buf.notify.notified();
                     {
                         let s = buf.lock();
-                        if let Some(l) = s.lines.get(next) {
+                        let first = s.first_seq();
+                        if next < first {
+                            let notice = LogLine {
+                                seq: next,
+                                source: LogSource::System,
+                                line: format!(
+                                    "{} log lines were dropped before this reader caught up \
+                                     (the buffer keeps the last {})",
+                                    first - next,
+                                    s.capacity
+                                ),
+                            };
+                            return Some((notice, first));
+                        }
+                        if let Some(l) = s.lines.get((next - first) as usize) {
                             return Some((l.clone(), next + 1));
                         }
                         if s.closed {
@@ -322,6 +378,29 @@ mod tests {
         b.push(LogSource::Stdout, "ignored");
         assert_eq!(reader.await.unwrap(), vec!["one", "two"]);
         assert_eq!(b.stream().count().await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_reader_is_told_what_it_missed() {
+        let b = LogBuffer::with_capacity(3);
+        let mut slow = b.stream();
+        for i in 0..10 {
+            b.push(LogSource::Stdout, format!("l{i}"));
+        }
+        b.close();
+        let first = slow.next().await.unwrap();
+        assert_eq!(first.source, LogSource::System);
+        assert!(
+            first.line.starts_with("7 log lines were dropped"),
+            "{}",
+            first.line
+        );
+        let rest: Vec<_> = slow.map(|l| (l.seq, l.line)).collect().await;
+        assert_eq!(
+            rest,
+            vec![(7, "l7".into()), (8, "l8".into()), (9, "l9".into())]
+        );
+        assert_eq!((b.len(), b.written()), (3, 10));
     }
 
     #[test]

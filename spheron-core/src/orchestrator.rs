@@ -330,7 +330,7 @@ impl Orchestrator {
     /// Progress events of every rent from now on.
     pub fn subscribe(&self) -> BoxStream<'static, ProgressEvent> {
         let rx = self.events.subscribe();
-        crate::events::broadcast_stream(rx)
+        crate::events::progress_stream(rx)
     }
 
     fn entropy(&self) -> [[u8; 32]; 2] {

@@ -243,6 +243,10 @@ struct Inner {
     last_block: AtomicU64,
     endpoint: String,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// Leases whose close transaction is in flight.
+    closing: Mutex<std::collections::BTreeSet<u64>>,
+    /// Held while a withdrawal is in flight.
+    withdrawing: tokio::sync::Mutex<()>,
 }
 
 /// A provider node; see the [module docs](self).
@@ -405,6 +409,8 @@ impl ProviderNode {
                 pending: Mutex::new(BTreeMap::new()),
                 held: Mutex::new(BTreeMap::new()),
                 tls: tls.map(|(_, c)| c),
+                closing: Mutex::new(std::collections::BTreeSet::new()),
+                withdrawing: tokio::sync::Mutex::new(()),
                 last_block: AtomicU64::new(0),
                 endpoint,
             }),
@@ -509,6 +515,19 @@ impl ProviderNode {
             self.finish(l.id, WorkState::Stopped).await;
         }
         let _ = self.housekeeping().await;
+        // Let the close transactions finish (bounded).
+        for _ in 0..100 {
+            if self
+                .inner
+                .closing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         server.abort();
         Ok(())
     }
@@ -572,6 +591,11 @@ impl ProviderNode {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
+                self.unhold(id);
+            }
+            ChainEvent::LeaseStarted { id, provider, .. } if provider != i.me => {
+                // Another provider won: the GPUs held for this bid are free again.
+                self.unhold(id);
             }
             ChainEvent::LeaseStarted {
                 id,
@@ -594,7 +618,8 @@ impl ProviderNode {
                     i.store.set_closed_on_chain(id)?;
                     tracing::info!(lease = id, "lease closed on chain");
                 }
-                self.withdraw_earnings().await;
+                let node = self.clone();
+                tokio::spawn(async move { node.withdraw_earnings().await });
             }
             _ => {}
         }
@@ -642,7 +667,10 @@ impl ProviderNode {
         {
             return Ok(());
         }
-        let Ok(node) = i.registry.reserve(self.account(), bid.model, order.request.count) else {
+        let Ok(node) = i
+            .registry
+            .reserve(self.account(), bid.model, order.request.count)
+        else {
             return Ok(());
         };
         i.held
@@ -661,7 +689,9 @@ impl ProviderNode {
                 .send(i.me, i.market.placeBid(id, price, model_bytes(bid.model)))
                 .await
             {
-                Ok(_) => tracing::info!(order = id, model = %bid.model, price = bid.price_per_gpu_hour.0, "bid"),
+                Ok(_) => {
+                    tracing::info!(order = id, model = %bid.model, price = bid.price_per_gpu_hour.0, "bid")
+                }
                 Err(e) => {
                     tracing::warn!(order = id, error = %e, "bid refused");
                     node.unhold(id);
@@ -709,11 +739,20 @@ impl ProviderNode {
         if !i.store.insert_lease(&row)? {
             return Ok(()); // seen before (replayed after a restart)
         }
-        tracing::info!(lease = id, tenant = %o.tenant, "matched: waiting for the manifest");
-        let reserved = model.parse::<GpuModel>().ok().and_then(|m| {
-            i.registry
-                .reserve(AccountId(i.me.into_array()), m, gpus)
+        tracing::info!(lease = id, tenant = %o.tenant, held = i.held.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id), "matched: waiting for the manifest");
+        // The GPUs held since the bid become the lease's; a match without a hold (the node
+        // restarted since it bid) reserves afresh.
+        let held = i
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+            .map(|(node, _, _)| node);
+        let reserved = held.or_else(|| {
+            model
+                .parse::<GpuModel>()
                 .ok()
+                .and_then(|m| i.registry.reserve(self.account(), m, gpus).ok())
         });
         match reserved {
             Some(node) => i.store.set_node(id, &node)?,
@@ -815,26 +854,52 @@ impl ProviderNode {
             }
             let l = i.store.lease(l.id)?.unwrap_or(l);
             if l.work.is_terminal() {
-                match i.chain.send(i.me, i.market.closeLease(l.id)).await {
-                    Ok(_) => {
-                        i.store.set_closed_on_chain(l.id)?;
-                        tracing::info!(lease = l.id, work = ?l.work, "closed the lease on chain");
-                        self.withdraw_earnings().await;
-                    }
-                    Err(spheron_chain::Error::Revert { name, .. })
-                        if name.starts_with("LeaseNotActive") =>
-                    {
-                        i.store.set_closed_on_chain(l.id)?;
-                    }
-                    Err(e) => tracing::warn!(lease = l.id, error = %e, "closing the lease"),
-                }
+                self.spawn_close(l.id, l.work.clone());
             }
         }
         Ok(())
     }
 
+    /// Closes lease `id` on chain in the background (once at a time per lease), so the
+    /// follower never waits for a block: bids on new orders keep going out in their windows.
+    fn spawn_close(&self, id: u64, work: WorkState) {
+        if !self
+            .inner
+            .closing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id)
+        {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            let i = &node.inner;
+            match i.chain.send(i.me, i.market.closeLease(id)).await {
+                Ok(_) => {
+                    if let Err(e) = i.store.set_closed_on_chain(id) {
+                        tracing::error!(lease = id, error = %e, "recording the close");
+                    }
+                    tracing::info!(lease = id, ?work, "closed the lease on chain");
+                    node.withdraw_earnings().await;
+                }
+                Err(spheron_chain::Error::Revert { name, .. })
+                    if name.starts_with("LeaseNotActive") =>
+                {
+                    let _ = i.store.set_closed_on_chain(id);
+                }
+                Err(e) => tracing::warn!(lease = id, error = %e, "closing the lease"),
+            }
+            i.closing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        });
+    }
+
     async fn withdraw_earnings(&self) {
         let i = &self.inner;
+        let _one_at_a_time = i.withdrawing.lock().await;
         let token = i.net.payment.address;
         let available = match i.market.accountOf(token, i.me).call().await {
             Ok(a) => a.available,

@@ -194,6 +194,13 @@ impl Unwind {
     fn disarm(&mut self) {
         self.order = None;
     }
+
+    /// Undoes now and waits for it (the drop path only spawns the undo).
+    async fn run_now(&mut self) {
+        if let Some(id) = self.order.take() {
+            undo(&self.inner, id, self.leased, self.gateway.take()).await;
+        }
+    }
 }
 
 impl Drop for Unwind {
@@ -332,7 +339,7 @@ impl NetworkMarket {
 
     /// Progress events of every rent from now on.
     pub fn events(&self) -> BoxStream<'static, ProgressEvent> {
-        spheron_core::events::broadcast_stream(self.inner.events.subscribe())
+        spheron_core::events::progress_stream(self.inner.events.subscribe())
     }
 
     /// The tenant's escrow balance in the payment token: (available, locked).
@@ -622,8 +629,9 @@ impl NetworkMarket {
                     break;
                 }
                 Attempt::Failed(provider) => {
-                    // The unwind closes that lease; try again without this provider.
-                    drop(unwind);
+                    // Close that lease (paid for the seconds it was open), then try again
+                    // without this provider.
+                    unwind.run_now().await;
                     request.deny_providers.push(provider);
                 }
             }
@@ -715,17 +723,8 @@ impl NetworkMarket {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => return Err(e),
             Err(_) => {
-                // Nobody matched in time: the unwind cancels the order and refunds the lock.
-                let unwind_now = std::mem::replace(
-                    unwind,
-                    Unwind {
-                        inner: i.clone(),
-                        order: None,
-                        leased: false,
-                        gateway: None,
-                    },
-                );
-                drop(unwind_now);
+                // Nobody matched in time: cancel the order, which refunds the lock.
+                unwind.run_now().await;
                 if let Some(r) = &round {
                     skipped.extend(r.ranking.rejected.iter().cloned());
                 }
