@@ -117,15 +117,7 @@ impl Chain {
             return Err(Error::NoSigner(from));
         }
         let pending = call.from(from).send().await.map_err(decode)?;
-        let receipt = pending
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await
-            .map_err(|e| Error::Rpc(e.to_string()))?;
-        if !receipt.status() {
-            return Err(Error::TxFailed(receipt.transaction_hash.to_string()));
-        }
-        Ok(receipt)
+        mined(pending).await
     }
 
     /// Sends `call` from `from` and waits for it to be mined. The send lock is held only
@@ -143,15 +135,7 @@ impl Chain {
             let _guard = self.lock().await;
             call.from(from).send().await.map_err(decode)?
         };
-        let receipt = pending
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await
-            .map_err(|e| Error::Rpc(e.to_string()))?;
-        if !receipt.status() {
-            return Err(Error::TxFailed(receipt.transaction_hash.to_string()));
-        }
-        Ok(receipt)
+        mined(pending).await
     }
 
     /// The latest block's timestamp, in seconds.
@@ -164,6 +148,21 @@ impl Chain {
             .ok_or_else(|| Error::Rpc("no latest block".into()))?;
         Ok(block.header.timestamp)
     }
+}
+
+/// Waits for a sent transaction's receipt; a reverted one is [`Error::TxFailed`].
+async fn mined(
+    pending: alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
+) -> Result<TransactionReceipt> {
+    let receipt = pending
+        .with_timeout(Some(RECEIPT_TIMEOUT))
+        .get_receipt()
+        .await
+        .map_err(|e| Error::Rpc(e.to_string()))?;
+    if !receipt.status() {
+        return Err(Error::TxFailed(receipt.transaction_hash.to_string()));
+    }
+    Ok(receipt)
 }
 
 /// Turns a contract error into [`Error::Revert`] with the custom error's name when the

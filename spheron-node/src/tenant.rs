@@ -181,6 +181,18 @@ async fn within<T>(
     }
 }
 
+/// The logs matching `filter`, with RPC failures as the core error.
+async fn get_logs(
+    chain: &Chain,
+    filter: &Filter,
+) -> spheron_core::Result<Vec<alloy::rpc::types::Log>> {
+    chain
+        .provider()
+        .get_logs(filter)
+        .await
+        .map_err(|e| spheron_core::Error::from(spheron_chain::Error::Rpc(e.to_string())))
+}
+
 /// Cleans up a rent that is dropped or fails half-way: an open order is cancelled, a started
 /// lease closed (the tenant pays the seconds it was open), the gateway told to stop.
 struct Unwind {
@@ -478,12 +490,7 @@ impl NetworkMarket {
             .event_signature(SpheronMarket::LeaseClosed::SIGNATURE_HASH)
             .topic1(B256::from(U256::from(id)))
             .from_block(i.net.deploy_block);
-        let logs = i
-            .chain
-            .provider()
-            .get_logs(&filter)
-            .await
-            .map_err(|e| spheron_core::Error::from(spheron_chain::Error::Rpc(e.to_string())))?;
+        let logs = get_logs(&i.chain, &filter).await?;
         Ok(logs.iter().find_map(|l| {
             let ev = SpheronMarket::LeaseClosed::decode_log(&l.inner).ok()?;
             let d = ev.data;
@@ -930,12 +937,7 @@ impl NetworkMarket {
             .event_signature(SpheronMarket::BidPlaced::SIGNATURE_HASH)
             .topic1(B256::from(U256::from(id)))
             .from_block(from_block);
-        let logs = i
-            .chain
-            .provider()
-            .get_logs(&filter)
-            .await
-            .map_err(|e| spheron_core::Error::from(spheron_chain::Error::Rpc(e.to_string())))?;
+        let logs = get_logs(&i.chain, &filter).await?;
         let mut bids: Vec<ChainBid> = Vec::new();
         for l in logs {
             if let Ok(ev) = SpheronMarket::BidPlaced::decode_log(&l.inner) {
