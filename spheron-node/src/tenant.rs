@@ -51,8 +51,10 @@ pub struct TenantConfig {
     pub launch_timeout: Duration,
     /// Providers tried per rent before giving up.
     pub max_attempts: usize,
-    /// Poll interval of chain and gateway.
+    /// Poll interval of chain and gateway while a rent is in progress.
     pub poll: Duration,
+    /// Poll interval of a running lease (its chain state and its gateway status).
+    pub lease_poll: Duration,
     /// Consecutive failed gateway polls after which the provider counts as gone and the
     /// tenant closes the lease itself.
     pub gateway_failures: u32,
@@ -72,7 +74,8 @@ impl Default for TenantConfig {
             launch_timeout: Duration::from_secs(60),
             max_attempts: 3,
             poll: Duration::from_millis(250),
-            gateway_failures: 12,
+            lease_poll: Duration::from_secs(1),
+            gateway_failures: 5,
             expiry_grace: Duration::from_secs(30),
             settle_attempts: 5,
         }
@@ -1151,7 +1154,7 @@ async fn supervise(
             _ = stop_rx.wait_for(|s| *s) => {
                 our_reason = Some(CloseReason::TenantStopped);
             }
-            _ = tokio::time::sleep(i.config.poll) => {}
+            _ = tokio::time::sleep(i.config.lease_poll) => {}
         }
         if let Some(reason) = &our_reason {
             tracing::info!(lease = id, ?reason, "closing the lease");
