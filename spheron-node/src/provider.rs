@@ -1070,7 +1070,16 @@ impl LeaseBackend for ProviderNode {
                 ),
             ));
         }
-        let model = row.model.parse::<GpuModel>().unwrap_or(GpuModel::T4);
+        let Ok(model) = row.model.parse::<GpuModel>() else {
+            self.finish(
+                lease.lease,
+                WorkState::Failed {
+                    reason: format!("no bid of this node names a GPU model ({:?})", row.model),
+                },
+            )
+            .await;
+            return Ok(self.status_of(&self.row(lease.lease)?));
+        };
         let spec = LaunchSpec {
             lease: LeaseId(lease.lease),
             provider: AccountId(i.me.into_array()),
@@ -1179,5 +1188,48 @@ impl LeaseBackend for ProviderNode {
             last_block: i.last_block.load(Ordering::Relaxed),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        assert!(is_loopback_url("http://127.0.0.1:8080"));
+        assert!(is_loopback_url("http://localhost:1/x"));
+        assert!(is_loopback_url("http://[::1]:9"));
+        assert!(!is_loopback_url("http://10.0.0.1:8080"));
+        assert!(!is_loopback_url("http://127.0.0.1.evil.example:80"));
+        assert!(!is_loopback_url("https://127.0.0.1:8443"));
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "name = \"x\"\nnetwork = \"n.json\"\nkey_file = \"k\"\nlisten = \"127.0.0.1:1\"\n\
+             region = \"r\"\nlat = 0.0\nlon = 0.0\nstake = \"1\"\ndata_dir = \"d\"\n\
+             [[gpus]]\nmodel = \"h100-sxm\"\nper_node = 0\nprice = \"1\"\n",
+        )
+        .unwrap();
+        let cfg = ProviderConfig::load(&path).unwrap();
+        assert!(
+            cfg.network.is_absolute(),
+            "relative paths resolve against the file"
+        );
+        let err = cfg
+            .inventory_and_prices(&Token::usd())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gpus[0]"), "{err}");
+        std::fs::write(&path, "name = 1\n").unwrap();
+        assert!(ProviderConfig::load(&path).is_err());
+        std::fs::write(&path, "bogus = true\n").unwrap();
+        let err = ProviderConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("bogus") || err.contains("unknown"), "{err}");
     }
 }
