@@ -1,6 +1,9 @@
 //! An integrator's matcher plugged into the embedded marketplace: "the cheapest provider
 //! within 30 ms of the tenant, ties broken by the larger stake", written against the public
-//! [`Matcher`] trait with its own filters, score breakdown and rejection reasons.
+//! [`Matcher`] trait. The order's own hard filters (deny and allow lists, model, free GPUs,
+//! ceiling, tier, regions) are the library's [`StandardFilters`], the very code the default
+//! matcher runs, so this matcher adds only what it means to change: a latency bound of its
+//! own, its score and its tie-break.
 //!
 //! ```text
 //! cargo run --example custom_matcher
@@ -10,6 +13,7 @@
 //! standard fleet (`fra-bargain`) wins the ranking, fails its proof-of-GPU challenge, and the
 //! flow fails over to the next entry of this matcher's ranking.
 
+use spheron::matching::{StandardFilters, sort_rejections};
 use spheron::prelude::*;
 use spheron::{
     Candidate, Contribution, Criterion, GeoPoint, Order, Ranked, Ranking, RejectReason, Rejection,
@@ -23,40 +27,9 @@ struct CheapestNearby {
 }
 
 impl CheapestNearby {
-    /// Why `c` cannot serve `order`, if it cannot.
-    fn reject(&self, order: &Order, c: &Candidate) -> Option<RejectReason> {
-        let req = &order.request;
-        if c.bid.order != order.id {
-            return Some(RejectReason::WrongOrder);
-        }
-        if req.deny_providers.contains(&c.profile.id) {
-            return Some(RejectReason::ProviderDenied);
-        }
-        if !req.accepts_model(c.bid.model) {
-            return Some(RejectReason::ModelNotAccepted(c.bid.model));
-        }
-        if c.profile.free_gpus < req.count {
-            return Some(RejectReason::InsufficientGpus {
-                free: c.profile.free_gpus,
-                wanted: req.count,
-            });
-        }
-        if c.bid.price_per_gpu_hour > req.max_price_per_gpu_hour {
-            return Some(RejectReason::AboveCeiling {
-                price: c.bid.price_per_gpu_hour,
-                ceiling: req.max_price_per_gpu_hour,
-            });
-        }
-        if c.profile.tier < req.min_tier {
-            return Some(RejectReason::TierTooLow {
-                tier: c.profile.tier,
-                min: req.min_tier,
-            });
-        }
-        if !req.regions.is_empty() && !req.regions.contains(&c.profile.region) {
-            return Some(RejectReason::RegionNotAllowed(c.profile.region.clone()));
-        }
-        // The default matcher's deterministic RTT: measured, else from great-circle distance.
+    /// This matcher's own filter: the default matcher's deterministic RTT (measured, else
+    /// from great-circle distance) at most `max_rtt_ms`.
+    fn too_far(&self, order: &Order, c: &Candidate) -> Option<RejectReason> {
         match WeightedMatcher::rtt_ms(order, c) {
             Some(rtt) if rtt <= f64::from(self.max_rtt_ms) => None,
             Some(rtt) => Some(RejectReason::LatencyTooHigh {
@@ -73,10 +46,11 @@ impl CheapestNearby {
 impl Matcher for CheapestNearby {
     fn rank(&self, order: &Order, candidates: &[Candidate]) -> spheron::Result<Ranking> {
         let ceiling = order.request.max_price_per_gpu_hour.0;
+        let screened = StandardFilters::new(order)?.screen(candidates);
+        let mut rejected = screened.rejected;
         let mut ranked = Vec::new();
-        let mut rejected = Vec::new();
-        for c in candidates {
-            if let Some(reason) = self.reject(order, c) {
+        for c in screened.eligible {
+            if let Some(reason) = self.too_far(order, c) {
                 rejected.push(Rejection {
                     provider: c.profile.id,
                     reason,
@@ -105,7 +79,7 @@ impl Matcher for CheapestNearby {
                 .then(b.candidate.profile.stake.cmp(&a.candidate.profile.stake))
                 .then(a.provider().cmp(&b.provider()))
         });
-        rejected.sort_by_key(|r| r.provider);
+        sort_rejections(&mut rejected);
         Ok(Ranking {
             order: order.id,
             ranked,

@@ -67,9 +67,10 @@ pub use launcher::{
 pub use lease::{CloseReason, LeaseEvent, LeaseState};
 pub use market::{BidStrategy, LocalMarket, Market, MarketEvent, ProviderAgent, StrategyAgent};
 pub use matching::{
-    Assignment, Contribution, Criterion, IndexStats, Matcher, MatcherConfig, Offer, ProviderIndex,
-    Ranked, Ranking, RejectReason, Rejection, WeightedMatcher, Weights, greedy_assign,
-    improved_assign, optimal_assign,
+    Assignment, Contribution, CriteriaMatcher, CriteriaMatcherBuilder, Criterion, CriterionName,
+    IndexStats, Matcher, MatcherConfig, Offer, PPM_ONE, ProviderIndex, Ranked, Ranking,
+    RejectReason, Rejection, Scorer, Screened, StandardFilters, WeightedMatcher, Weights,
+    greedy_assign, improved_assign, optimal_assign, sort_rejections, tie_break,
 };
 pub use money::{Amount, Token};
 pub use orchestrator::{

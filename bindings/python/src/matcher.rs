@@ -1,14 +1,20 @@
 //! A matcher written in Python: any object with a `rank(order, bids)` method, plugged into
 //! the Rust marketplace as an `Arc<dyn Matcher>`.
 //!
-//! `rank` receives an [`PyOrder`] and a list of [`PyBid`] and returns the bids it accepts,
-//! best first: each item a `Bid` (or a `(Bid, score)` pair, or a provider name or address).
-//! Bids it leaves out are recorded as skipped ("not chosen by `<class>`"). An exception
-//! becomes `spheron.MatcherError` with the original exception as `__cause__`.
+//! `rank` receives an [`PyOrder`] and a list of [`PyBid`]: only the bids that pass the
+//! standard filters ([`StandardFilters`], the default matcher's own: deny and allow lists,
+//! model, free GPUs, price ceiling, tier, regions, latency), the others with their reasons
+//! in `order.rejected`. A matcher whose `wants_all_bids` attribute is true receives every
+//! bid instead (`order.rejected` still says which would be filtered out and why). It
+//! returns the bids it accepts, best first: each item a `Bid` (or a `(Bid, score)` pair, or
+//! a provider name or address). Bids it leaves out are recorded as skipped, with the
+//! filter's reason or "not chosen by `<class>`". An exception becomes
+//! `spheron.MatcherError` with the original exception as `__cause__`.
 
 use crate::convert::Money;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
+use spheron_core::matching::{StandardFilters, sort_rejections};
 use spheron_core::{
     Candidate, Error, Matcher, Order, Ranked, Ranking, RejectReason, Rejection, Result,
 };
@@ -32,6 +38,8 @@ pub struct PyOrder {
     pub regions: Vec<String>,
     /// Lowest acceptable trust tier.
     pub min_tier: u8,
+    /// The bids the standard filters dropped, each with the reason.
+    pub rejected: Vec<(PyBid, String)>,
 }
 
 #[pymethods]
@@ -48,7 +56,8 @@ impl PyOrder {
 #[pyclass(module = "spheron._native", name = "Bid", frozen, get_all)]
 #[derive(Clone, Debug)]
 pub struct PyBid {
-    /// Position in the list handed to `rank`.
+    /// Position among all of the order's bids (those handed to `rank` and those in
+    /// `order.rejected`).
     pub index: usize,
     /// Provider address (hex).
     pub provider: String,
@@ -121,6 +130,35 @@ impl PyMatcher {
 
     fn rank_py(&self, py: Python<'_>, order: &Order, candidates: &[Candidate]) -> Result<Ranking> {
         let d = self.decimals;
+        let filters = StandardFilters::new(order)?;
+        let reasons: Vec<Option<RejectReason>> =
+            candidates.iter().map(|c| filters.check(c)).collect();
+        let wants_all = self
+            .obj
+            .bind(py)
+            .getattr("wants_all_bids")
+            .and_then(|v| v.is_truthy())
+            .unwrap_or(false);
+        // Indices into `candidates` of the bids handed to `rank`.
+        let given: Vec<usize> = (0..candidates.len())
+            .filter(|&i| wants_all || reasons[i].is_none())
+            .collect();
+        let bid_of = |index: usize| {
+            let c = &candidates[index];
+            PyBid {
+                index,
+                provider: c.profile.id.to_string(),
+                provider_name: c.profile.name.clone(),
+                region: c.profile.region.clone(),
+                model: c.bid.model.name().to_string(),
+                price_per_hour: Money::new(c.bid.price_per_gpu_hour, d),
+                tier: c.profile.tier.0,
+                free_gpus: c.profile.free_gpus,
+                stake: Money::new(c.profile.stake, d),
+                lat: c.profile.location.lat,
+                lon: c.profile.location.lon,
+            }
+        };
         let py_order = PyOrder {
             id: order.id.0,
             gpus: order
@@ -134,24 +172,13 @@ impl PyMatcher {
             max_price_per_hour: Money::new(order.request.max_price_per_gpu_hour, d),
             regions: order.request.regions.clone(),
             min_tier: order.request.min_tier.0,
+            rejected: reasons
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.as_ref().map(|r| (bid_of(i), r.to_string())))
+                .collect(),
         };
-        let bids: Vec<PyBid> = candidates
-            .iter()
-            .enumerate()
-            .map(|(index, c)| PyBid {
-                index,
-                provider: c.profile.id.to_string(),
-                provider_name: c.profile.name.clone(),
-                region: c.profile.region.clone(),
-                model: c.bid.model.name().to_string(),
-                price_per_hour: Money::new(c.bid.price_per_gpu_hour, d),
-                tier: c.profile.tier.0,
-                free_gpus: c.profile.free_gpus,
-                stake: Money::new(c.profile.stake, d),
-                lat: c.profile.location.lat,
-                lon: c.profile.location.lon,
-            })
-            .collect();
+        let bids: Vec<PyBid> = given.iter().map(|&i| bid_of(i)).collect();
         let fail = |e: PyErr, what: String| {
             *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
             Error::Matcher(what)
@@ -209,13 +236,17 @@ impl PyMatcher {
                 _ => (item.clone(), None),
             };
             let index = if let Ok(b) = target.extract::<PyRef<'_, PyBid>>() {
-                Some(b.index)
-                    .filter(|&i| i < n && candidates[i].profile.id.to_string() == b.provider)
+                Some(b.index).filter(|&i| {
+                    i < n
+                        && given.contains(&i)
+                        && candidates[i].profile.id.to_string() == b.provider
+                })
             } else if target.is_instance_of::<PyString>() {
                 let s: String = target.extract().unwrap_or_default();
-                candidates
-                    .iter()
-                    .position(|c| c.profile.name == s || c.profile.id.to_string() == s)
+                given.iter().copied().find(|&i| {
+                    let c = &candidates[i];
+                    c.profile.name == s || c.profile.id.to_string() == s
+                })
             } else {
                 None
             };
@@ -248,12 +279,14 @@ impl PyMatcher {
             .iter()
             .enumerate()
             .filter(|(i, _)| !chosen.iter().any(|(c, _)| c == i))
-            .map(|(_, c)| Rejection {
+            .map(|(i, c)| Rejection {
                 provider: c.bid.provider,
-                reason: RejectReason::Other(format!("not chosen by {}", self.class)),
+                reason: reasons[i].clone().unwrap_or_else(|| {
+                    RejectReason::Other(format!("not chosen by {}", self.class))
+                }),
             })
             .collect();
-        rejected.sort_by_key(|a| a.provider);
+        sort_rejections(&mut rejected);
         Ok(Ranking {
             order: order.id,
             ranked,

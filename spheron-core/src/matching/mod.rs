@@ -15,6 +15,17 @@
 //! `f64` fields of [`Ranked`] and [`Contribution`] are exact images of those integers,
 //! so the same orders, bids and seed give byte-identical results on every machine.
 //!
+//! # Custom matchers
+//!
+//! A custom matcher changes only what it means to change:
+//! - [`StandardFilters`] are the default's hard filters with their [`RejectReason`]s (the
+//!   code [`WeightedMatcher`] itself runs), so a matcher of its own ranking cannot forget
+//!   one; [`tie_break`] and [`sort_rejections`] give it the default's orders;
+//! - [`CriteriaMatcher`] keeps the filters, criteria, fixed-point score, tie-break and
+//!   breakdowns of the default and adds [`Scorer`]s under their own names
+//!   ([`Criterion::Custom`]), or re-weights the built-in ones (weight 0 replaces one). The
+//!   determinism rules a criterion must follow are on [`Scorer`].
+//!
 //! ```
 //! use spheron_core::{
 //!     AccountId, Amount, Bid, Candidate, GeoPoint, GpuModel, GpuRequest, Matcher, Order,
@@ -70,10 +81,14 @@
 //! # Ok::<(), spheron_core::Error>(())
 //! ```
 
+mod criteria;
+mod filters;
 mod geo;
 mod index;
 mod weighted;
 
+pub use criteria::{CriteriaMatcher, CriteriaMatcherBuilder, CriterionName, PPM_ONE, Scorer};
+pub use filters::{Screened, StandardFilters, sort_rejections, tie_break};
 pub use index::{IndexStats, Offer, ProviderIndex};
 pub use weighted::{MatcherConfig, WeightedMatcher, Weights};
 
@@ -105,6 +120,8 @@ pub enum Criterion {
     Stake,
     /// The seeded random term.
     Random,
+    /// A criterion a custom matcher added (see [`CriteriaMatcher`]), by its name.
+    Custom(CriterionName),
 }
 
 impl fmt::Display for Criterion {
@@ -117,6 +134,7 @@ impl fmt::Display for Criterion {
             Criterion::Tier => "tier",
             Criterion::Stake => "stake",
             Criterion::Random => "random",
+            Criterion::Custom(name) => name.as_str(),
         };
         f.write_str(s)
     }

@@ -1,5 +1,6 @@
 //! The default matcher: hard filters, then a fixed-point weighted score.
 
+use super::filters::{StandardFilters, place_of, sort_rejections, tie_break};
 use super::geo::{self, Unit};
 use super::{Contribution, Criterion, Matcher, Ranked, Ranking, RejectReason, Rejection};
 use crate::gpu::GpuModel;
@@ -131,6 +132,20 @@ pub(crate) struct Fixed {
     half_us: u64,
 }
 
+/// Relative weights (each finite and `>= 0`) as integer shares of [`ONE`]: each over the
+/// largest, then over the sum of those, rounded. All zero stays all zero.
+pub(crate) fn normalise(values: &[f64]) -> Vec<u64> {
+    let max = values.iter().fold(0.0f64, |m, &v| m.max(v));
+    if max <= 0.0 {
+        return vec![0; values.len()];
+    }
+    let rel: Vec<f64> = values.iter().map(|&v| v / max).collect();
+    let sum = rel.iter().fold(0.0, |a, &r| a + r);
+    rel.iter()
+        .map(|r| (r / sum * ONE as f64).round() as u64)
+        .collect()
+}
+
 /// `floor(a * b / c)` for `a <= c`, exact for every `u128` (so the result is `<= b`).
 pub(crate) fn mul_div(a: u128, b: u64, c: u128) -> u64 {
     debug_assert!(a <= c && c > 0);
@@ -166,14 +181,10 @@ impl Fixed {
                 return Err(Error::InvalidWeight { name, value });
             }
         }
-        let max = named.iter().fold(0.0f64, |m, &(_, v)| m.max(v));
         let mut w = [0u64; N_CRITERIA];
-        if max > 0.0 {
-            let rel: Vec<f64> = named.iter().map(|&(_, v)| v / max).collect();
-            let sum = rel.iter().fold(0.0, |a, &r| a + r);
-            for (slot, r) in w.iter_mut().zip(&rel) {
-                *slot = (r / sum * ONE as f64).round() as u64;
-            }
+        let values: Vec<f64> = named.iter().map(|&(_, v)| v).collect();
+        for (slot, n) in w.iter_mut().zip(normalise(&values)) {
+            *slot = n;
         }
         let in_range = |field: &'static str, v: f64, lo: f64, hi: f64| -> Result<f64> {
             if v.is_finite() && (lo..=hi).contains(&v) {
@@ -312,12 +323,7 @@ pub(crate) struct OrderCtx {
 impl OrderCtx {
     /// The round trip to a provider in µs, `None` when neither measured nor locatable.
     pub(crate) fn rtt_us(&self, place: &Place) -> Option<u64> {
-        match place {
-            Place::Measured(us) => Some(*us),
-            Place::At(u) => self
-                .loc
-                .map(|o| geo::rtt_us_for_metres(geo::chord_to_metres(geo::chord(&o, u)))),
-        }
+        super::filters::rtt_us(self.loc, place)
     }
 }
 
@@ -336,7 +342,7 @@ pub(crate) struct Scored {
 /// Filters (each dropped provider gets a [`RejectReason`]): bid for this order, not banned,
 /// provider allow/deny lists, GPU model and memory, enough free GPUs on one node, price
 /// at most the ceiling, trust tier at least the minimum, region allow/deny lists, round
-/// trip at most `max_latency_ms`.
+/// trip at most `max_latency_ms`: the [`StandardFilters`], public for custom matchers.
 ///
 /// Criteria, each in `[0, 1]`:
 /// - latency: `h / (h + rtt)` with `h = latency_half_ms`; the measured RTT when the
@@ -403,15 +409,7 @@ impl WeightedMatcher {
     /// The per-order context; an order whose location is off the globe is refused.
     pub(crate) fn ctx(&self, order: &Order) -> Result<OrderCtx> {
         let req = &order.request;
-        let loc = match &req.location {
-            None => None,
-            Some(p) => Some(Unit::of(p).ok_or_else(|| {
-                Error::invalid(
-                    "location",
-                    format!("({}, {}) is not a point on Earth", p.lat, p.lon),
-                )
-            })?),
-        };
+        let loc = super::filters::order_location(order)?;
         let mut h = blake3::Hasher::new();
         h.update(b"spheron.matcher.random.v2");
         h.update(&self.config.round_seed.to_le_bytes());
@@ -433,16 +431,18 @@ impl WeightedMatcher {
         model: GpuModel,
         price: Amount,
     ) -> std::result::Result<Features, RejectReason> {
-        let place = match profile.rtt_ms {
-            Some(ms) => Place::Measured(measured_us(ms).map_err(RejectReason::InvalidProfile)?),
-            None => Place::At(Unit::of(&profile.location).ok_or_else(|| {
-                RejectReason::InvalidProfile(format!(
-                    "location ({}, {}) is not a point on Earth",
-                    profile.location.lat, profile.location.lon
-                ))
-            })?),
-        };
-        Ok(Features {
+        Ok(self.features_at(profile, model, price, place_of(profile)?))
+    }
+
+    /// The features of one candidate whose place the filters already validated.
+    pub(crate) fn features_at(
+        &self,
+        profile: &ProviderProfile,
+        model: GpuModel,
+        price: Amount,
+        place: Place,
+    ) -> Features {
+        Features {
             provider: profile.id,
             model,
             price: price.0,
@@ -453,65 +453,7 @@ impl WeightedMatcher {
             rating_ppm: self.fixed.rating_ppm(&profile.stats),
             stake_ppm: self.fixed.stake_ppm(profile.stake),
             stream: provider_stream(&profile.id),
-        })
-    }
-
-    /// The filters that depend on numbers (not on identity, model or region).
-    pub(crate) fn numeric_filter(ctx: &OrderCtx, f: &Features) -> Option<RejectReason> {
-        if f.free < ctx.count {
-            return Some(RejectReason::InsufficientGpus {
-                free: f.free,
-                wanted: ctx.count,
-            });
         }
-        if f.price > ctx.ceiling {
-            return Some(RejectReason::AboveCeiling {
-                price: Amount(f.price),
-                ceiling: Amount(ctx.ceiling),
-            });
-        }
-        if f.tier < ctx.min_tier {
-            return Some(RejectReason::TierTooLow {
-                tier: f.tier,
-                min: ctx.min_tier,
-            });
-        }
-        if let Some(max_us) = ctx.max_rtt_us
-            && let Some(rtt) = ctx.rtt_us(&f.place)
-            && rtt > max_us
-        {
-            return Some(RejectReason::LatencyTooHigh {
-                rtt_ms: rtt as f64 / 1000.0,
-                max_ms: (max_us / 1000) as u32,
-            });
-        }
-        None
-    }
-
-    /// The filters on identity, model and region, in reporting order.
-    pub(crate) fn identity_filter(
-        order: &Order,
-        provider: ProviderId,
-        model: GpuModel,
-        region: &str,
-    ) -> Option<RejectReason> {
-        let req = &order.request;
-        if req.deny_providers.contains(&provider) {
-            return Some(RejectReason::ProviderDenied);
-        }
-        if !req.allow_providers.is_empty() && !req.allow_providers.contains(&provider) {
-            return Some(RejectReason::ProviderNotAllowed);
-        }
-        if !req.accepts_model(model) {
-            return Some(RejectReason::ModelNotAccepted(model));
-        }
-        if req.deny_regions.iter().any(|r| r == region) {
-            return Some(RejectReason::RegionDenied(region.to_string()));
-        }
-        if !req.regions.is_empty() && !req.regions.iter().any(|r| r == region) {
-            return Some(RejectReason::RegionNotAllowed(region.to_string()));
-        }
-        None
     }
 
     /// The random term in ppm: the first word of the provider's ChaCha8 stream under the
@@ -588,54 +530,26 @@ impl WeightedMatcher {
         banned: &dyn Fn(ProviderId) -> bool,
     ) -> Result<Ranking> {
         let ctx = self.ctx(order)?;
+        let filters = StandardFilters::new(order)?;
         let mut scored: Vec<(u64, usize, Scored)> = Vec::new();
         let mut rejected = Vec::new();
         for (i, c) in candidates.iter().enumerate() {
-            let reject = |reason| Rejection {
-                provider: c.profile.id,
-                reason,
-            };
-            if c.bid.order != order.id {
-                rejected.push(reject(RejectReason::WrongOrder));
-                continue;
-            }
-            if c.bid.provider != c.profile.id {
-                rejected.push(reject(RejectReason::InvalidProfile(format!(
-                    "bid from {} carries the profile of {}",
-                    c.bid.provider, c.profile.id
-                ))));
-                continue;
-            }
-            if banned(c.profile.id) {
-                rejected.push(reject(RejectReason::Banned));
-                continue;
-            }
-            if let Some(r) =
-                Self::identity_filter(order, c.profile.id, c.bid.model, &c.profile.region)
-            {
-                rejected.push(reject(r));
-                continue;
-            }
-            let f = match self.features(&c.profile, c.bid.model, c.bid.price_per_gpu_hour) {
-                Ok(f) => f,
-                Err(r) => {
-                    rejected.push(reject(r));
-                    continue;
+            match filters.screen_one(c, banned(c.profile.id)) {
+                Ok(place) => {
+                    let f =
+                        self.features_at(&c.profile, c.bid.model, c.bid.price_per_gpu_hour, place);
+                    let s = self.score_fixed(&ctx, &f);
+                    scored.push((s.points, i, s));
                 }
-            };
-            if let Some(r) = Self::numeric_filter(&ctx, &f) {
-                rejected.push(reject(r));
-                continue;
+                Err(reason) => rejected.push(Rejection {
+                    provider: c.profile.id,
+                    reason,
+                }),
             }
-            let s = self.score_fixed(&ctx, &f);
-            scored.push((s.points, i, s));
         }
         scored.sort_by(|a, b| {
-            let (ca, cb) = (&candidates[a.1], &candidates[b.1]);
             b.0.cmp(&a.0)
-                .then(ca.bid.price_per_gpu_hour.cmp(&cb.bid.price_per_gpu_hour))
-                .then(ca.profile.id.cmp(&cb.profile.id))
-                .then(ca.bid.model.cmp(&cb.bid.model))
+                .then_with(|| tie_break(&candidates[a.1], &candidates[b.1]))
                 .then(a.1.cmp(&b.1))
         });
         let ranked = scored
@@ -649,11 +563,7 @@ impl WeightedMatcher {
                 }
             })
             .collect();
-        rejected.sort_by(|a, b| {
-            a.provider
-                .cmp(&b.provider)
-                .then_with(|| reason_rank(&a.reason, &b.reason))
-        });
+        sort_rejections(&mut rejected);
         Ok(Ranking {
             order: order.id,
             ranked,

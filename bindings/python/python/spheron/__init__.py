@@ -109,10 +109,14 @@ RankItem = Union[Bid, Tuple[Bid, float], str]
 
 
 class Matcher(Protocol):
-    """A custom matcher: ``rank`` gets the order and every bid and returns the bids it
-    accepts, best first (a ``Bid``, a ``(Bid, score)`` pair, or a provider name). Bids left
-    out are skipped with the reason "not chosen by <class>"; the marketplace challenges the
-    first, failing over to the next. It must be deterministic to be shared by operators."""
+    """A custom matcher: ``rank`` gets the order and the bids that pass the standard filters
+    (the default matcher's: deny and allow lists, model, free GPUs, price ceiling, tier,
+    regions, latency; the others are in ``order.rejected`` with their reasons) and returns
+    the bids it accepts, best first (a ``Bid``, a ``(Bid, score)`` pair, or a provider
+    name). A matcher with a true ``wants_all_bids`` attribute gets every bid instead. Bids
+    left out are skipped with the filter's reason or "not chosen by <class>"; the
+    marketplace challenges the first, failing over to the next. It must be deterministic to
+    be shared by operators."""
 
     def rank(self, order: Order, bids: List[Bid]) -> Iterable[RankItem]: ...
 
