@@ -244,18 +244,36 @@ async fn undo(inner: &Inner, id: u64, leased: bool, gateway: Option<GatewayClien
             tracing::error!(lease = id, error = %e, "closing an abandoned lease failed");
         }
     } else {
-        // It may have been matched meanwhile: cancel, else close.
-        match inner
-            .chain
-            .send(inner.me, inner.market.cancelOrder(id))
-            .await
-        {
-            Ok(_) => {}
-            Err(spheron_chain::Error::Revert { name, .. }) if name.starts_with("OrderNotOpen") => {
-                let _ = close_with_retries(inner, id).await;
+        // It may be matched meanwhile (the operator's match can land in the block before the
+        // cancel): cancel while it is open, close once it is leased.
+        for attempt in 0..inner.config.settle_attempts.max(1) {
+            if inner
+                .chain
+                .send(inner.me, inner.market.cancelOrder(id))
+                .await
+                .is_ok()
+            {
+                return;
             }
-            Err(e) => tracing::error!(order = id, error = %e, "cancelling an abandoned order"),
+            match inner.market.getOrder(id).call().await.map(|o| o.state) {
+                Ok(2) => {
+                    if let Err(e) = close_with_retries(inner, id).await {
+                        tracing::error!(lease = id, error = %e, "closing an abandoned lease failed");
+                    }
+                    return;
+                }
+                Ok(1) | Err(_) => {
+                    tracing::warn!(
+                        order = id,
+                        attempt,
+                        "cancelling an abandoned order: retrying"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+                }
+                Ok(_) => return, // cancelled or closed already
+            }
         }
+        tracing::error!(order = id, "cancelling an abandoned order failed");
     }
 }
 
@@ -276,6 +294,12 @@ async fn close_with_retries(inner: &Inner, id: u64) -> spheron_core::Result<()> 
                 return Ok(());
             }
             Err(e) => {
+                // Closed meanwhile by its provider (our transaction then reverts when mined)?
+                if let Ok(o) = inner.market.getOrder(id).call().await
+                    && (o.state == 3 || o.state == 4)
+                {
+                    return Ok(());
+                }
                 tracing::warn!(lease = id, attempt, error = %e, "closing the lease");
                 last = Some(e);
                 tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
