@@ -1,24 +1,29 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {AccessControlDefaultAdminRules} from
+    "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
 
 /// @title ProviderRegistry
 /// @notice Providers register an endpoint, a region, a public key, the hash of their gateway's
 /// TLS certificate and an opaque metadata document, and stake the native SPHN token from their
-/// escrow balance. Registered providers are enumerable in registration order. Unstaking waits out an unbonding period. The
-/// verifier network (SLASHER_ROLE) slashes stake, paying a share to the reporting verifier;
-/// TIER_ROLE sets trust tiers (0..=7, higher is better).
+/// escrow balance. Registered providers are enumerable in registration order. Unstaking waits
+/// out an unbonding period and cannot complete while the provider has a lease matched or
+/// running. Each hardware class may require more stake than `minStake`. No role slashes:
+/// the market slashes only on evidence (a verdict signed by registered verifiers), capped per
+/// event, and bans a provider after `BAN_AFTER` such verdicts. TIER_ROLE sets trust tiers
+/// (0..=7, higher is better). The admin is behind OpenZeppelin's
+/// AccessControlDefaultAdminRules: handing it over waits out a delay.
 /// @dev Abstract: the market inherits it so stakes live in the same balance sheet as escrow.
-abstract contract ProviderRegistry is AccessControl {
-    /// @notice May slash provider stake.
-    bytes32 public constant SLASHER_ROLE = keccak256("SLASHER_ROLE");
+abstract contract ProviderRegistry is AccessControlDefaultAdminRules {
     /// @notice May set provider trust tiers.
     bytes32 public constant TIER_ROLE = keccak256("TIER_ROLE");
     /// @notice Highest trust tier.
     uint8 public constant MAX_TIER = 7;
     /// @notice Longest `meta` document a registration may carry, in bytes.
     uint256 public constant MAX_META_BYTES = 4096;
+    /// @notice Fraud verdicts after which a provider is banned for good.
+    uint8 public constant BAN_AFTER = 3;
 
     /// @notice A registered provider.
     struct ProviderInfo {
@@ -33,22 +38,34 @@ abstract contract ProviderRegistry is AccessControl {
         string meta;
     }
 
-    /// @notice A provider's stake in SPHN.
+    /// @notice A provider's stake in SPHN, and what binds it.
     struct Stake {
         uint128 staked;
         uint128 unbonding;
         uint40 releaseAt;
+        // leases matched or running: unbonding cannot complete while any is
+        uint32 activeLeases;
+        // fraud verdicts slashed so far; BAN_AFTER bans
+        uint8 frauds;
+        bool banned;
     }
 
     /// @notice The native token stakes are held in (never charged a fee).
     address public immutable sphn;
     /// @notice Seconds between an unstake request and its withdrawal.
     uint40 public immutable unbondingPeriod;
-    /// @notice Minimum stake to bid on orders.
+    /// @notice Minimum stake to bid on orders (per hardware class see `classMinStake`).
     uint128 public immutable minStake;
-    /// @notice Share of a slash paid to the reporting verifier, in basis points; the rest
-    /// accrues to protocol fees.
+    /// @notice Share of a slash paid to the reporter, in basis points (at most
+    /// MAX_REPORTER_BPS); the rest accrues to the protocol treasury (`fees[sphn]`).
     uint16 public immutable slashReporterBps;
+    /// @notice Highest share of a slash paid to its reporter (10%).
+    uint16 public constant MAX_REPORTER_BPS = 1_000;
+
+    /// @notice The hardware class of a GPU model (its catalog name as bytes32); 0 by default.
+    mapping(bytes32 => uint8) public hardwareClass;
+    /// @notice Minimum stake of a hardware class (never below `minStake`).
+    mapping(uint8 => uint128) public classMinStake;
 
     mapping(address => ProviderInfo) internal _providers;
     mapping(address => Stake) internal _stakes;
@@ -65,8 +82,18 @@ abstract contract ProviderRegistry is AccessControl {
     event UnstakeRequested(address indexed provider, uint256 amount, uint256 releaseAt);
     /// @notice Unbonded stake returned to available SPHN.
     event Unstaked(address indexed provider, uint256 amount);
-    /// @notice Stake was slashed.
-    event Slashed(address indexed provider, address indexed reporter, uint256 amount, uint256 reporterShare);
+    /// @notice Stake was slashed on evidence (`evidence`: the verdict's EIP-712 digest).
+    event Slashed(
+        address indexed provider,
+        address indexed reporter,
+        bytes32 indexed evidence,
+        uint256 amount,
+        uint256 reporterShare,
+        uint8 frauds,
+        bool banned
+    );
+    /// @notice A GPU model's hardware class, or a class's minimum stake, was set.
+    event HardwareClassSet(bytes32 indexed model, uint8 class, uint128 minStake);
     /// @notice A provider's trust tier changed.
     event TierSet(address indexed provider, uint8 tier);
 
@@ -91,9 +118,21 @@ abstract contract ProviderRegistry is AccessControl {
     error BpsTooHigh(uint256 bps);
     /// @notice A registration's `meta` is longer than MAX_META_BYTES.
     error MetaTooLong(uint256 length);
+    /// @notice The provider still has leases matched or running.
+    error ActiveLeases(address provider, uint256 count);
+    /// @notice The provider is banned for repeated fraud.
+    error Banned(address provider);
 
-    constructor(address sphn_, uint40 unbondingPeriod_, uint128 minStake_, uint16 slashReporterBps_) {
-        if (slashReporterBps_ > 10_000) revert BpsTooHigh(slashReporterBps_);
+    constructor(
+        address admin,
+        uint48 adminDelay,
+        address sphn_,
+        uint40 unbondingPeriod_,
+        uint128 minStake_,
+        uint16 slashReporterBps_
+    ) AccessControlDefaultAdminRules(adminDelay, admin) {
+        if (slashReporterBps_ > MAX_REPORTER_BPS) revert BpsTooHigh(slashReporterBps_);
+        if (minStake_ == 0) revert ZeroAmount();
         sphn = sphn_;
         unbondingPeriod = unbondingPeriod_;
         minStake = minStake_;
@@ -130,8 +169,9 @@ abstract contract ProviderRegistry is AccessControl {
 
     /// @notice Moves `amount` of the caller's available SPHN into stake.
     function stake(uint128 amount) external {
-        _debitAvailable(sphn, msg.sender, amount);
         Stake storage s = _stakes[msg.sender];
+        if (s.banned) revert Banned(msg.sender);
+        _debitAvailable(sphn, msg.sender, amount);
         uint256 total = uint256(s.staked) + amount;
         if (total > type(uint128).max) revert AmountOverflow();
         s.staked = uint128(total);
@@ -157,31 +197,19 @@ abstract contract ProviderRegistry is AccessControl {
         uint128 amount = s.unbonding;
         if (amount == 0) revert NothingUnbonding(msg.sender);
         if (block.timestamp < s.releaseAt) revert UnbondingNotOver(s.releaseAt);
+        if (s.activeLeases != 0) revert ActiveLeases(msg.sender, s.activeLeases);
         s.unbonding = 0;
         _creditAvailable(sphn, msg.sender, amount);
         emit Unstaked(msg.sender, amount);
     }
 
-    /// @notice Slashes up to `amount` of `provider`'s stake (staked first, then unbonding);
-    /// `reporter` receives `slashReporterBps` of it, protocol fees the rest.
-    /// @return slashed what was actually slashed (never more than the stake).
-    function slash(address provider, uint128 amount, address reporter)
-        external
-        onlyRole(SLASHER_ROLE)
-        returns (uint256 slashed)
-    {
-        if (amount == 0) revert ZeroAmount();
-        Stake storage s = _stakes[provider];
-        uint128 fromStaked = amount < s.staked ? amount : s.staked;
-        uint128 rest = amount - fromStaked;
-        uint128 fromUnbonding = rest < s.unbonding ? rest : s.unbonding;
-        s.staked -= fromStaked;
-        s.unbonding -= fromUnbonding;
-        slashed = uint256(fromStaked) + fromUnbonding;
-        uint256 share = slashed * slashReporterBps / 10_000;
-        if (share > 0) _creditAvailable(sphn, reporter, share);
-        if (slashed > share) _creditFees(sphn, slashed - share);
-        emit Slashed(provider, reporter, slashed, share);
+    /// @notice Puts GPU model `model` in hardware class `class` and sets that class's minimum
+    /// stake (at least `minStake`).
+    function setHardwareClass(bytes32 model, uint8 class, uint128 classMinimum) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (classMinimum < minStake) revert InsufficientStake(classMinimum, minStake);
+        hardwareClass[model] = class;
+        classMinStake[class] = classMinimum;
+        emit HardwareClassSet(model, class, classMinimum);
     }
 
     /// @notice Sets `provider`'s trust tier.
@@ -220,10 +248,39 @@ abstract contract ProviderRegistry is AccessControl {
         return _stakes[provider];
     }
 
-    /// @notice Whether `provider` may bid: registered and staked at least `minStake`.
+    /// @notice Whether `provider` may bid: registered, not banned and staked at least `minStake`.
     function canBid(address provider) public view returns (bool) {
-        uint128 staked = _stakes[provider].staked;
-        return _providers[provider].registered && staked > 0 && staked >= minStake;
+        return canBidClass(provider, 0);
+    }
+
+    /// @notice Whether `provider` may bid with hardware of class `class`.
+    function canBidClass(address provider, uint8 class) public view returns (bool) {
+        Stake storage s = _stakes[provider];
+        uint128 need = classMinStake[class];
+        if (need < minStake) need = minStake;
+        return _providers[provider].registered && !s.banned && s.staked >= need;
+    }
+
+    /// @notice Slashes up to `amount` of `provider`'s stake (staked first, then unbonding),
+    /// paying the reporter `slashReporterBps` and the treasury the rest; counts a fraud and
+    /// bans at BAN_AFTER. Only the market's evidence checks call it.
+    function _slashProvider(address provider, uint128 amount, address reporter, bytes32 evidence)
+        internal
+        returns (uint256 slashed)
+    {
+        Stake storage s = _stakes[provider];
+        uint128 fromStaked = amount < s.staked ? amount : s.staked;
+        uint128 rest = amount - fromStaked;
+        uint128 fromUnbonding = rest < s.unbonding ? rest : s.unbonding;
+        s.staked -= fromStaked;
+        s.unbonding -= fromUnbonding;
+        slashed = uint256(fromStaked) + fromUnbonding;
+        if (s.frauds < type(uint8).max) s.frauds += 1;
+        if (s.frauds >= BAN_AFTER) s.banned = true;
+        uint256 share = slashed * slashReporterBps / 10_000;
+        if (share > 0) _creditAvailable(sphn, reporter, share);
+        if (slashed > share) _creditFees(sphn, slashed - share);
+        emit Slashed(provider, reporter, evidence, slashed, share, s.frauds, s.banned);
     }
 
     function _debitAvailable(address token, address account, uint256 amount) internal virtual;

@@ -37,7 +37,8 @@ const input = {
   language: "Solidity",
   sources,
   settings: {
-    optimizer: { enabled: true, runs: 10000 },
+    optimizer: { enabled: true, runs: 200 },
+    viaIR: true,
     evmVersion: "cancun",
     metadata: { bytecodeHash: "none", appendCBOR: false },
     outputSelection: { "*": { "*": ["abi", "evm.bytecode.object"] } },
