@@ -14,6 +14,15 @@ sol!(
 );
 
 sol!(
+    /// The staked operators and verifiers whose signatures decide matches and verdicts (see
+    /// `contracts/SpheronOperators.sol`).
+    #[sol(rpc)]
+    #[derive(Debug)]
+    SpheronOperators,
+    "artifacts/SpheronOperators.json"
+);
+
+sol!(
     /// A mintable ERC-20 for tests and local networks (SPHN and the stable token).
     #[sol(rpc)]
     #[derive(Debug)]

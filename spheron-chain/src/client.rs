@@ -1,6 +1,7 @@
 //! [`Chain`]: an RPC connection with the signing keys of the accounts it acts for, which
 //! sends transactions one at a time and turns reverts into named errors.
 
+use crate::bindings::SpheronOperators;
 use crate::bindings::{ReentrantToken, SpheronMarket, TestToken};
 use crate::error::{Error, Result};
 use alloy::contract::{CallBuilder, CallDecoder};
@@ -171,6 +172,12 @@ pub fn decode(e: alloy::contract::Error) -> Error {
     if let Some(err) = e.as_decoded_interface_error::<SpheronMarket::SpheronMarketErrors>() {
         return Error::Revert {
             contract: "SpheronMarket",
+            name: strip(format!("{err:?}")),
+        };
+    }
+    if let Some(err) = e.as_decoded_interface_error::<SpheronOperators::SpheronOperatorsErrors>() {
+        return Error::Revert {
+            contract: "SpheronOperators",
             name: strip(format!("{err:?}")),
         };
     }

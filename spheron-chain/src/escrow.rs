@@ -12,7 +12,7 @@ use spheron_core::{
     AccountId, Amount, Balance, Error, Escrow, LeaseId, LeaseTerms, OrderId, ProviderId, Result,
     Settlement, Timestamp, Token,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 /// How the escrow's [`Timestamp`]s relate to block time.
@@ -36,6 +36,7 @@ pub enum ChainTime {
 enum State {
     None,
     Open,
+    Matched,
     Leased,
     Closed,
     Cancelled,
@@ -45,28 +46,30 @@ impl State {
     fn from_u8(s: u8) -> State {
         match s {
             1 => State::Open,
-            2 => State::Leased,
-            3 => State::Closed,
-            4 => State::Cancelled,
+            2 => State::Matched,
+            3 => State::Leased,
+            4 => State::Closed,
+            5 => State::Cancelled,
             _ => State::None,
         }
     }
 }
 
-/// The `Escrow` trait on a deployed `SpheronMarket`, for one payment token.
+/// The `Escrow` trait on a deployed `SpheronMarket`, for one payment token: direct deals
+/// (`lockFunds`, then `openLease` by the tenant), which need no operator quorum.
 ///
 /// Differences from the in-memory ledger, all forced by the chain:
-/// - every account the escrow acts for needs its key in the [`Chain`] (deposits, withdrawals,
-///   locks, lease openings and closes are sent by the account concerned; slashes by the
-///   operator, who holds the slasher role);
-/// - a lease is identified by its order: `LeaseTerms::lease` must equal the order's number;
-/// - order ids are global and never reused, even after release or settlement
-///   (a second `lock` of a used id is [`Error::AlreadyLocked`]);
-/// - staking is only in SPHN; the stable token's protocol fee is withheld from the provider's
-///   pay (`Settlement::paid` is what the provider received);
-/// - orders published through [`crate::EvmMarket`] lock their budget and start their lease on
-///   chain; `lock` and `open_lease` with the same terms then confirm instead of failing, and
-///   `release` of a matched but unstarted market order closes its lease at once;
+/// - every call is a transaction from the account it concerns, so the chain client must hold
+///   that account's key;
+/// - order ids are assigned by the contract: this escrow maps the caller's [`OrderId`]s to
+///   them (in memory, per instance), and a lease is identified by its order
+///   (`LeaseTerms::lease` must equal the order's number); a second `lock` of a used id is
+///   [`Error::AlreadyLocked`];
+/// - a direct lease ends after the contract's longest duration (90 days) at the latest;
+/// - staking is only in SPHN; the stable token's protocol fee (recorded when the order is
+///   created) is withheld from the provider's pay (`Settlement::paid` is what it received);
+/// - `slash` is refused: on chain, stake is slashed only on evidence, a verdict signed by
+///   registered verifiers ([`crate::quorum::slash_with_verdict`]);
 /// - `deposit` pulls ERC-20 tokens from the account's wallet (approving the market once).
 pub struct EvmEscrow {
     chain: Arc<Chain>,
@@ -74,9 +77,10 @@ pub struct EvmEscrow {
     token_addr: Address,
     sphn: Address,
     token: Token,
-    operator: Address,
     time: ChainTime,
     approved: Mutex<BTreeSet<Address>>,
+    /// The caller's order ids → the contract's.
+    ids: Mutex<BTreeMap<u64, u64>>,
 }
 
 impl std::fmt::Debug for EvmEscrow {
@@ -122,7 +126,6 @@ pub(crate) fn core_error(e: ChainError) -> Error {
                 available: Amount(available),
             }
         }
-        "OrderExists" => Error::AlreadyLocked(OrderId(first_number(&name) as u64)),
         "UnknownOrder" => Error::UnknownOrder(OrderId(first_number(&name) as u64)),
         "ProviderNotStaked" => Error::UnknownProvider(account(
             name.split("provider: ")
@@ -171,14 +174,12 @@ const MAX_DURATION_SECS: u64 = spheron_core::request::MAX_DURATION_SECS;
 
 impl EvmEscrow {
     /// An escrow for payment token `token_addr` (described by `token`) on the market at
-    /// `addresses.market`, with `operator` (a signer holding the slasher role) for slashes,
-    /// on block time.
+    /// `market`, on block time.
     pub async fn new(
         chain: Arc<Chain>,
         market: Address,
         token_addr: Address,
         token: Token,
-        operator: Address,
     ) -> Result<Self> {
         let m = SpheronMarket::new(market, chain.provider().clone());
         let sphn = m
@@ -192,9 +193,9 @@ impl EvmEscrow {
             token_addr,
             sphn,
             token,
-            operator,
             time: ChainTime::Block,
             approved: Mutex::new(BTreeSet::new()),
+            ids: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -237,11 +238,25 @@ impl EvmEscrow {
         }
     }
 
-    async fn order(&self, id: u64) -> Result<SpheronMarket::OrderView> {
+    /// The contract's id of the caller's order `id`.
+    fn chain_id_of(&self, id: u64) -> Option<u64> {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    /// The contract's view of the caller's order `id` (`None` when never locked here).
+    async fn order(&self, id: u64) -> Result<Option<SpheronMarket::OrderView>> {
+        let Some(chain_id) = self.chain_id_of(id) else {
+            return Ok(None);
+        };
         self.m()
-            .getOrder(id)
+            .getOrder(chain_id)
             .call()
             .await
+            .map(Some)
             .map_err(|e| chain_err(crate::client::decode(e)))
     }
 
@@ -313,7 +328,7 @@ impl EvmEscrow {
 
     /// Checks lease `lease` is active on chain and returns its order.
     async fn active_lease(&self, lease: LeaseId) -> Result<SpheronMarket::OrderView> {
-        let o = self.order(lease.0).await?;
+        let o = self.order(lease.0).await?.ok_or(Error::UnknownLease(lease))?;
         match State::from_u8(o.state) {
             State::Leased => Ok(o),
             State::Closed => Err(Error::LeaseClosed(lease)),
@@ -331,9 +346,14 @@ impl EvmEscrow {
     }
 }
 
-/// Orders created by `createOrder` (the market) carry a duration; bare escrow locks do not.
-fn is_market_order(o: &SpheronMarket::OrderView) -> bool {
-    o.durationSecs != 0
+/// Why [`EvmEscrow`] refuses `slash`: the contract slashes only on evidence.
+pub fn slash_refused() -> Error {
+    Error::Backend {
+        backend: "evm",
+        message: "on chain, stake is slashed only on evidence: a verdict signed by registered \
+                  verifiers (spheron_chain::quorum::slash_with_verdict)"
+            .into(),
+    }
 }
 
 fn find_event<E: SolEvent>(r: &TransactionReceipt) -> Option<E> {
@@ -383,37 +403,26 @@ impl Escrow for EvmEscrow {
 
     async fn lock(&self, order: OrderId, tenant: AccountId, amount: Amount) -> Result<()> {
         amount.non_zero("amount")?;
-        // An order published on the market (`EvmMarket::publish`) locked its budget already.
-        let o = self.order(order.0).await?;
-        if is_market_order(&o)
-            && State::from_u8(o.state) == State::Open
-            && o.tenant == address(tenant)
-            && o.locked == amount.0
-        {
-            return Ok(());
+        if self.chain_id_of(order.0).is_some() {
+            return Err(Error::AlreadyLocked(order));
         }
-        self.send(
-            tenant,
-            self.m().lockFunds(order.0, self.token_addr, amount.0),
-        )
-        .await?;
+        let r = self
+            .send(tenant, self.m().lockFunds(self.token_addr, amount.0))
+            .await?;
+        let ev = find_event::<SpheronMarket::OrderCreated>(&r)
+            .ok_or_else(|| Error::invalid("receipt", "no OrderCreated event"))?;
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(order.0, ev.id);
         Ok(())
     }
 
     async fn release(&self, order: OrderId) -> Result<Amount> {
-        let o = self.order(order.0).await?;
+        let o = self.order(order.0).await?.ok_or(Error::UnknownOrder(order))?;
         match State::from_u8(o.state) {
             State::Open => {}
-            State::Leased if is_market_order(&o) => {
-                // Matched on the market but never started (e.g. the launch failed): close now.
-                let r = self
-                    .send(account(o.tenant), self.m().closeLease(order.0))
-                    .await?;
-                let ev = find_event::<SpheronMarket::LeaseClosed>(&r)
-                    .ok_or_else(|| Error::invalid("receipt", "no LeaseClosed event"))?;
-                return Ok(Amount(u128_of(ev.refunded, "refunded")?));
-            }
-            State::Leased => {
+            State::Matched | State::Leased => {
                 return Err(Error::invalid(
                     "order",
                     format!("{order} has a lease open; settle it instead"),
@@ -421,8 +430,9 @@ impl Escrow for EvmEscrow {
             }
             _ => return Err(Error::UnknownOrder(order)),
         }
+        let chain_id = self.chain_id_of(order.0).ok_or(Error::UnknownOrder(order))?;
         let r = self
-            .send(account(o.tenant), self.m().cancelOrder(order.0))
+            .send(account(o.tenant), self.m().cancelOrder(chain_id))
             .await?;
         let ev = find_event::<SpheronMarket::OrderCancelled>(&r)
             .ok_or_else(|| Error::invalid("receipt", "no OrderCancelled event"))?;
@@ -443,18 +453,12 @@ impl Escrow for EvmEscrow {
                 ),
             ));
         }
-        let o = self.order(terms.order.0).await?;
+        let o = self
+            .order(terms.order.0)
+            .await?
+            .ok_or(Error::UnknownOrder(terms.order))?;
         let state = State::from_u8(o.state);
-        if state == State::Leased
-            && is_market_order(&o)
-            && o.provider == address(terms.provider)
-            && o.price == terms.price_per_gpu_hour.0
-            && o.gpus == terms.gpus
-        {
-            // Matched on the market (`EvmMarket::record_match`): the lease runs already.
-            return Ok(());
-        }
-        if matches!(state, State::Leased | State::Closed) {
+        if matches!(state, State::Matched | State::Leased | State::Closed) {
             return Err(Error::invalid(
                 "lease",
                 format!("{} already exists", terms.lease),
@@ -464,9 +468,12 @@ impl Escrow for EvmEscrow {
         if state != State::Open {
             return Err(Error::UnknownOrder(terms.order));
         }
+        let chain_id = self
+            .chain_id_of(terms.order.0)
+            .ok_or(Error::UnknownOrder(terms.order))?;
         let m = self.m();
         let call = m.openLease(
-            terms.order.0,
+            chain_id,
             address(terms.provider),
             terms.price_per_gpu_hour.0,
             terms.gpus,
@@ -477,9 +484,12 @@ impl Escrow for EvmEscrow {
 
     async fn accrued(&self, lease: LeaseId, at: Timestamp) -> Result<Amount> {
         self.active_lease(lease).await?;
+        let chain_id = self
+            .chain_id_of(lease.0)
+            .ok_or(Error::UnknownLease(lease))?;
         let r = self
             .m()
-            .accruedAt(lease.0, U256::from(self.chain_secs(at)))
+            .accruedAt(chain_id, U256::from(self.chain_secs(at)))
             .call()
             .await
             .map_err(|e| chain_err(crate::client::decode(e)))?;
@@ -488,8 +498,11 @@ impl Escrow for EvmEscrow {
 
     async fn settle(&self, lease: LeaseId, at: Timestamp) -> Result<Settlement> {
         let o = self.active_lease(lease).await?;
+        let chain_id = self
+            .chain_id_of(lease.0)
+            .ok_or(Error::UnknownLease(lease))?;
         let r = self
-            .send_at(o.tenant, at, self.m().closeLease(lease.0))
+            .send_at(o.tenant, at, self.m().closeLease(chain_id))
             .await?;
         let ev = find_event::<SpheronMarket::LeaseClosed>(&r)
             .ok_or_else(|| Error::invalid("receipt", "no LeaseClosed event"))?;
@@ -518,21 +531,12 @@ impl Escrow for EvmEscrow {
 
     async fn slash(
         &self,
-        provider: ProviderId,
+        _provider: ProviderId,
         amount: Amount,
-        beneficiary: AccountId,
+        _beneficiary: AccountId,
     ) -> Result<Amount> {
         amount.non_zero("amount")?;
-        let r = self
-            .send(
-                account(self.operator),
-                self.m()
-                    .slash(address(provider), amount.0, address(beneficiary)),
-            )
-            .await?;
-        let ev = find_event::<SpheronMarket::Slashed>(&r)
-            .ok_or_else(|| Error::invalid("receipt", "no Slashed event"))?;
-        Ok(Amount(u128_of(ev.amount, "slashed")?))
+        Err(slash_refused())
     }
 
     async fn balance(&self, acct: AccountId) -> Result<Balance> {
@@ -613,10 +617,6 @@ mod tests {
                 needed: Amount(600),
                 available: Amount(400)
             }
-        ));
-        assert!(matches!(
-            core_error(revert("OrderExists { id: 7 }")),
-            Error::AlreadyLocked(OrderId(7))
         ));
         assert!(matches!(
             core_error(revert("BidAboveCeiling { price: 5, ceiling: 4 }")),

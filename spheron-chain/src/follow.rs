@@ -28,7 +28,7 @@
 use crate::bindings::SpheronMarket;
 use crate::client::Chain;
 use crate::error::{Error, Result};
-use crate::market::model_of;
+use crate::registry::model_of;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
 use alloy::rpc::types::{Filter, Log};
@@ -73,12 +73,10 @@ pub enum ChainEvent {
         /// What returned to the tenant.
         refunded: u128,
     },
-    /// A provider bid on an order.
+    /// A provider bid on an order (replacing its earlier bid on it, if any).
     BidPlaced {
         /// The order id.
         id: u64,
-        /// The bid's index on the order.
-        bid_index: u64,
         /// The bidder.
         provider: Address,
         /// The price per GPU-hour bid.
@@ -86,20 +84,57 @@ pub enum ChainEvent {
         /// The GPU model offered, when its name is one spheron knows.
         model: Option<GpuModel>,
     },
-    /// A lease started.
+    /// A provider withdrew its bid.
+    BidWithdrawn {
+        /// The order id.
+        id: u64,
+        /// The bidder.
+        provider: Address,
+    },
+    /// An operator quorum matched an order: the provider must confirm the start by
+    /// `start_deadline`.
+    LeaseMatched {
+        /// The lease (and order) id.
+        id: u64,
+        /// The provider.
+        provider: Address,
+        /// The agreed price per GPU-hour.
+        price_per_gpu_hour: u128,
+        /// How many GPUs.
+        gpus: u32,
+        /// The matcher's seed (from the chain).
+        seed: u64,
+        /// Operator stake that signed.
+        signed_weight: u128,
+        /// Operator stake at the bid deadline.
+        total_weight: u128,
+        /// The block timestamp (seconds) by which the provider must confirm the start.
+        start_deadline: u64,
+    },
+    /// A lease started: the provider confirmed the start (or the tenant opened a direct deal);
+    /// billing runs from `start` to at most `end`.
     LeaseStarted {
         /// The lease (and order) id.
         id: u64,
         /// The provider.
         provider: Address,
-        /// Who matched: the tenant or a matcher operator.
-        matched_by: Address,
         /// The agreed price per GPU-hour.
         price_per_gpu_hour: u128,
         /// How many GPUs.
         gpus: u32,
         /// The block timestamp (seconds) the lease started at.
         start: u64,
+        /// The block timestamp (seconds) its billing ends at, unless extended.
+        end: u64,
+    },
+    /// The tenant extended a lease.
+    LeaseExtended {
+        /// The lease (and order) id.
+        id: u64,
+        /// The lease's new length in seconds.
+        duration_secs: u32,
+        /// What the tenant locked on top.
+        added: u128,
     },
     /// A lease closed and was settled.
     LeaseClosed {
@@ -317,7 +352,6 @@ pub fn decode_event(log: &Log) -> Result<Option<ChainEvent>> {
                 .data;
             ChainEvent::BidPlaced {
                 id: ev.id,
-                bid_index: u64_of(ev.bidIndex, "bidIndex")?,
                 provider: ev.provider,
                 price_per_gpu_hour: ev.pricePerGpuHour.to::<u128>(),
                 model: model_of(ev.model),
@@ -330,10 +364,44 @@ pub fn decode_event(log: &Log) -> Result<Option<ChainEvent>> {
             ChainEvent::LeaseStarted {
                 id: ev.id,
                 provider: ev.provider,
-                matched_by: ev.matchedBy,
                 price_per_gpu_hour: ev.pricePerGpuHour,
                 gpus: ev.gpus,
                 start: ev.start.to::<u64>(),
+                end: ev.end.to::<u64>(),
+            }
+        }
+        SpheronMarket::BidWithdrawn::SIGNATURE_HASH => {
+            let ev = SpheronMarket::BidWithdrawn::decode_log(inner)
+                .map_err(bad)?
+                .data;
+            ChainEvent::BidWithdrawn {
+                id: ev.id,
+                provider: ev.provider,
+            }
+        }
+        SpheronMarket::LeaseMatched::SIGNATURE_HASH => {
+            let ev = SpheronMarket::LeaseMatched::decode_log(inner)
+                .map_err(bad)?
+                .data;
+            ChainEvent::LeaseMatched {
+                id: ev.id,
+                provider: ev.provider,
+                price_per_gpu_hour: ev.pricePerGpuHour,
+                gpus: ev.gpus,
+                seed: ev.seed,
+                signed_weight: u128_of(ev.signedWeight, "signedWeight")?,
+                total_weight: u128_of(ev.totalWeight, "totalWeight")?,
+                start_deadline: ev.startDeadline.to::<u64>(),
+            }
+        }
+        SpheronMarket::LeaseExtended::SIGNATURE_HASH => {
+            let ev = SpheronMarket::LeaseExtended::decode_log(inner)
+                .map_err(bad)?
+                .data;
+            ChainEvent::LeaseExtended {
+                id: ev.id,
+                duration_secs: ev.durationSecs,
+                added: ev.added,
             }
         }
         SpheronMarket::LeaseClosed::SIGNATURE_HASH => {

@@ -5,7 +5,8 @@
 //!
 //! - [`EvmEscrow`] implements `spheron_core::Escrow` on the contract, to the last base unit
 //!   like the in-memory ledger (the same conformance suite runs on both);
-//! - [`EvmMarket`] implements `spheron_core::Market`: orders, bids and matches on chain;
+//! - [`quorum`]: the operator quorum that decides matches (2/3 of operator stake, EIP-712
+//!   signatures, equivocation proofs) and the verifiers' signed verdicts that slashing needs;
 //! - [`manifest`]: EIP-712 signed workload manifests, checked against the lease's tenant on
 //!   chain before anything launches;
 //! - [`registry`]: registering providers (endpoint, region, key, TLS certificate hash,
@@ -41,7 +42,7 @@ pub mod error;
 pub mod escrow;
 pub mod follow;
 pub mod manifest;
-pub mod market;
+pub mod quorum;
 pub mod registry;
 
 pub use alloy;
@@ -50,5 +51,4 @@ pub use deploy::{Addresses, MarketConfig};
 pub use error::{Error, Result};
 pub use escrow::{ChainTime, EvmEscrow, Solvency, account, address, solvency};
 pub use follow::{ChainEvent, Follower, Logged};
-pub use market::EvmMarket;
-pub use registry::{OrderParams, ProviderRecord, Registration};
+pub use registry::{CreatedOrder, OrderParams, ProviderRecord, Registration};

@@ -75,11 +75,9 @@ pub struct ProviderRecord {
     pub can_bid: bool,
 }
 
-/// An order to publish with [`create_order`].
+/// An order to publish with [`create_order`] (the contract assigns its id).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderParams {
-    /// The order id (also the lease id once matched).
-    pub id: u64,
     /// The payment token (must be allowed by the market).
     pub token: Address,
     /// The ceiling per GPU-hour, in the token's base units.
@@ -126,10 +124,22 @@ pub async fn provider(
     market: Address,
     who: Address,
 ) -> Result<Option<ProviderRecord>> {
+    provider_at(chain, market, who, None).await
+}
+
+/// Like [`provider`], as of block `block` (`None`: the latest), so that parties reading at
+/// one block read the same registry.
+pub async fn provider_at(
+    chain: &Chain,
+    market: Address,
+    who: Address,
+    block: Option<u64>,
+) -> Result<Option<ProviderRecord>> {
     let m = instance(chain, market);
-    let info_call = m.providerInfo(who);
-    let stake_call = m.stakeOf(who);
-    let can_bid_call = m.canBid(who);
+    let at = block.map_or(alloy::eips::BlockId::latest(), alloy::eips::BlockId::number);
+    let info_call = m.providerInfo(who).block(at);
+    let stake_call = m.stakeOf(who).block(at);
+    let can_bid_call = m.canBid(who).block(at);
     let (info, stake, can_bid) = futures::try_join!(
         async { info_call.call().await.map_err(decode) },
         async { stake_call.call().await.map_err(decode) },
@@ -190,19 +200,27 @@ pub async fn providers(chain: &Chain, market: Address) -> Result<Vec<ProviderRec
         .await
 }
 
-/// Creates order `o.id` from `from` (a signer of `chain`) with `createOrderWithSpec`, locking
-/// its budget and logging `o.spec` in an `OrderSpec` event. Returns the block the order was
-/// mined in. Reverts come back as [`Error::Revert`], e.g. `InsufficientBalance` or
+/// An order the contract created: its id (assigned in sequence) and the block it was mined in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedOrder {
+    /// The order id (also the lease id once matched).
+    pub id: u64,
+    /// The block the order was mined in.
+    pub block: u64,
+}
+
+/// Creates an order from `from` (a signer of `chain`) with `createOrderWithSpec`, locking its
+/// budget and logging `o.spec` in an `OrderSpec` event; the id comes from the receipt's
+/// `OrderCreated`. Reverts come back as [`Error::Revert`], e.g. `InsufficientBalance` or
 /// `SpecTooLong`.
 pub async fn create_order(
     chain: &Chain,
     market: Address,
     from: Address,
     o: &OrderParams,
-) -> Result<u64> {
+) -> Result<CreatedOrder> {
     let m = instance(chain, market);
     let call = m.createOrderWithSpec(
-        o.id,
         o.token,
         o.max_price_per_gpu_hour,
         o.gpus,
@@ -211,10 +229,62 @@ pub async fn create_order(
         Bytes::from(o.spec.clone()),
     );
     let receipt = chain.send(from, call).await?;
-    receipt.block_number.ok_or_else(|| {
+    let block = receipt.block_number.ok_or_else(|| {
         Error::Rpc(format!(
             "receipt of {} has no block number",
             receipt.transaction_hash
         ))
-    })
+    })?;
+    let id = receipt
+        .inner
+        .logs()
+        .iter()
+        .find_map(|l| {
+            <SpheronMarket::OrderCreated as alloy::sol_types::SolEvent>::decode_log_data(l.data())
+                .ok()
+        })
+        .map(|ev| ev.id)
+        .ok_or_else(|| {
+            Error::Rpc(format!(
+                "receipt of {} has no OrderCreated",
+                receipt.transaction_hash
+            ))
+        })?;
+    Ok(CreatedOrder { id, block })
+}
+
+/// A GPU model's catalog name as the `bytes32` bids carry (zero-padded).
+pub fn model_bytes(m: spheron_core::GpuModel) -> B256 {
+    let mut b = [0u8; 32];
+    let name = m.name().as_bytes();
+    let n = name.len().min(32);
+    b[..n].copy_from_slice(&name[..n]);
+    B256::from(b)
+}
+
+/// The GPU model named by a bid's `bytes32` (its catalog name, zero-padded), if known.
+pub fn model_of(b: B256) -> Option<spheron_core::GpuModel> {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(32);
+    std::str::from_utf8(&b[..end]).ok()?.parse().ok()
+}
+
+/// The market's order states, as `getOrder(id).state` returns them.
+pub mod order_state {
+    /// Never created.
+    pub const NONE: u8 = 0;
+    /// Taking bids, or waiting for its match.
+    pub const OPEN: u8 = 1;
+    /// Matched by the operator quorum; the provider has not confirmed the start yet.
+    pub const MATCHED: u8 = 2;
+    /// Running and billed.
+    pub const LEASED: u8 = 3;
+    /// Closed and settled.
+    pub const CLOSED: u8 = 4;
+    /// Cancelled (by its tenant, expired unmatched, or not started in time), fully refunded.
+    pub const CANCELLED: u8 = 5;
+
+    /// Whether a lease in `state` holds the provider's GPUs (matched or running).
+    pub fn is_live(state: u8) -> bool {
+        state == MATCHED || state == LEASED
+    }
 }
