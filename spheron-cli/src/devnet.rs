@@ -29,6 +29,9 @@ pub struct DevnetArgs {
     /// How many provider nodes to start.
     #[arg(long, default_value_t = 4)]
     providers: usize,
+    /// How many operator nodes (the matching quorum) to start.
+    #[arg(long, default_value_t = 4)]
+    operators: usize,
     /// Seconds per block once the network runs.
     #[arg(long, default_value_t = 1)]
     block_time: u64,
@@ -227,7 +230,11 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
     let _ = std::fs::remove_file(&network_path);
 
     // Deploy with instant mining, then switch to the block time.
-    let accounts = u32::try_from(2 + args.providers + args.tenants.max(1)).unwrap_or(20);
+    if args.operators == 0 || args.operators > 16 {
+        return Err(msg("--operators must be between 1 and 16"));
+    }
+    let ops = args.operators;
+    let accounts = u32::try_from(2 + ops + args.providers + args.tenants.max(1)).unwrap_or(20);
     let config = MarketConfig {
         min_stake: 100 * 10u128.pow(18),
         ..MarketConfig::default()
@@ -248,12 +255,13 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
         .await
         .map_err(|e| msg(format!("chain id: {e}")))?;
     let usd = Token::usd();
-    let provider_keys: Vec<PrivateKeySigner> = tc.keys[2..2 + args.providers].to_vec();
+    let operator_keys: Vec<PrivateKeySigner> = tc.keys[2..2 + ops].to_vec();
+    let provider_keys: Vec<PrivateKeySigner> = tc.keys[2 + ops..2 + ops + args.providers].to_vec();
     let tenant_keys: Vec<PrivateKeySigner> =
-        tc.keys[2 + args.providers..2 + args.providers + args.tenants.max(1)].to_vec();
+        tc.keys[2 + ops + args.providers..2 + ops + args.providers + args.tenants.max(1)].to_vec();
     let market = SpheronMarket::new(tc.addresses.market, tc.chain.provider().clone());
-    for k in &provider_keys {
-        mint(&tc, tc.addresses.sphn, k.address(), 1_000 * 10u128.pow(18)).await?;
+    for k in provider_keys.iter().chain(&operator_keys) {
+        mint(&tc, tc.addresses.sphn, k.address(), 2_000 * 10u128.pow(18)).await?;
     }
     let escrowed = usd.parse("deposit", "1000")?;
     for k in &tenant_keys {
@@ -283,6 +291,7 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
         rpc_url: rpc_url.clone(),
         chain_id,
         market: tc.addresses.market,
+        operators: tc.addresses.operators,
         sphn: tc.addresses.sphn,
         payment: PaymentToken {
             address: tc.addresses.stable,
@@ -307,28 +316,32 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
     let bin = std::env::current_exe()?;
     let mut children: Vec<(String, Child)> = Vec::new();
     let mut parties = Vec::new();
-    let operator_key = dir.join("keys/operator.key");
-    write_private(&operator_key, &key_hex(&tc.keys[1]))?;
-    let op = spawn(
-        &bin,
-        &[
-            "--network",
-            &parties_path.display().to_string(),
-            "operator",
-            "run",
-            "--operator-key-file",
-            &operator_key.display().to_string(),
-        ],
-        &dir.join("logs/operator.log"),
-    )?;
-    parties.push(Party {
-        role: "operator".into(),
-        address: tc.operator(),
-        pid: op.id().unwrap_or(0),
-        endpoint: String::new(),
-        restart: Vec::new(),
-    });
-    children.push(("operator".into(), op));
+    for (n, key) in operator_keys.iter().enumerate() {
+        let name = format!("operator-{}", n + 1);
+        let key_file = dir.join(format!("keys/{name}.key"));
+        write_private(&key_file, &key_hex(key))?;
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let args = vec![
+            "--network".to_string(),
+            parties_path.display().to_string(),
+            "operator".into(),
+            "run".into(),
+            "--operator-key-file".into(),
+            key_file.display().to_string(),
+            "--listen".into(),
+            listen.clone(),
+        ];
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let op = spawn(&bin, &refs, &dir.join(format!("logs/{name}.log")))?;
+        parties.push(Party {
+            role: "operator".into(),
+            address: key.address(),
+            pid: op.id().unwrap_or(0),
+            endpoint: format!("http://{listen}"),
+            restart: args,
+        });
+        children.push((name, op));
+    }
 
     for (i, key) in provider_keys.iter().enumerate() {
         let p = &FLEET[i % FLEET.len()];
@@ -419,6 +432,40 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
             if tokio::time::Instant::now() > ready_by {
                 return Err(msg(format!(
                     "provider {} did not come up within 120 s",
+                    party.address
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // And when every operator is registered with its endpoint.
+    for party in parties.iter().filter(|p| p.role == "operator") {
+        loop {
+            let registered = spheron_chain::quorum::parties(
+                &tc.chain,
+                tc.addresses.operators,
+                spheron_chain::quorum::Kind::Operator,
+            )
+            .await
+            .map(|ps| {
+                ps.iter()
+                    .any(|p| p.address == party.address && p.endpoint == party.endpoint && p.staked > 0)
+            })
+            .unwrap_or(false);
+            if registered {
+                break;
+            }
+            for (name, c) in children.iter_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Err(msg(format!(
+                        "{name} exited during start-up ({status}); see {}",
+                        dir.join(format!("logs/{name}.log")).display()
+                    )));
+                }
+            }
+            if tokio::time::Instant::now() > ready_by {
+                return Err(msg(format!(
+                    "operator {} did not register within 120 s",
                     party.address
                 )));
             }

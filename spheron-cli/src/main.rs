@@ -141,6 +141,12 @@ enum OperatorCommand {
         /// A file holding the operator's key (alternatively --key / SPHERON_KEY).
         #[arg(long = "operator-key-file")]
         operator_key_file: Option<PathBuf>,
+        /// Where the operators' signature exchange listens; its URL is registered on chain.
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        listen: std::net::SocketAddr,
+        /// The URL registered on chain (default: http://LISTEN).
+        #[arg(long)]
+        endpoint: Option<String>,
     },
 }
 
@@ -202,7 +208,12 @@ async fn run(cli: Cli) -> anyhow_like::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Operator {
-            command: OperatorCommand::Run { operator_key_file },
+            command:
+                OperatorCommand::Run {
+                    operator_key_file,
+                    listen,
+                    endpoint,
+                },
         } => {
             let network = cli.global.network_path();
             let key_file = match (operator_key_file, &cli.global.key_file) {
@@ -217,7 +228,11 @@ async fn run(cli: Cli) -> anyhow_like::Result<ExitCode> {
             let node = spheron_node::operator::OperatorNode::start(
                 &network,
                 &key_file,
-                Default::default(),
+                spheron_node::operator::OperatorConfig {
+                    listen,
+                    endpoint,
+                    ..Default::default()
+                },
             )
             .await?;
             tracing::info!(operator = %node.address(), "operator node running");

@@ -1,7 +1,8 @@
-//! Matching on chain inputs only: the order's spec and the bids from the contract's logs, the
-//! bidders' profiles from the on-chain registry, and a round seed anyone can recompute. The
-//! operator runs it to decide; the tenant runs the same code to explain the decision (the
-//! score breakdown and every provider skipped), and can check the operator's choice.
+//! Matching on chain inputs only: the order's spec, its bids (frozen after the deadline), the
+//! bidders' profiles from the on-chain registry at the order's reference block, and the seed
+//! the market derives from the chain (`seedOf`). No measured latency enters. Every operator
+//! runs it and signs the result; the tenant runs the same code to explain the decision (the
+//! score breakdown and every provider skipped).
 
 use crate::error::Result;
 use crate::registry::provider_from_record;
@@ -15,23 +16,15 @@ use spheron_core::{
 /// Version of the matching rules below; bump when they change.
 pub const MATCHER_VERSION: u32 = 1;
 
-/// A bid as logged on chain.
+/// A bid as the chain holds it (the latest per provider).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainBid {
-    /// Its index in the order's bid list (what `matchBid` takes).
-    pub index: u64,
     /// The bidder.
     pub provider: Address,
     /// Price per GPU-hour, base units.
     pub price: u128,
     /// The model offered (`None`: not a catalog name).
     pub model: Option<GpuModel>,
-}
-
-/// The seed of an order's matching round. Until the operator quorum takes it from the chain at
-/// the deadline, it is the order id: public, and the same for everyone.
-pub fn round_seed(order: u64) -> u64 {
-    order
 }
 
 /// The request an order without a readable spec stands for: any model, the on-chain count,
@@ -53,22 +46,30 @@ pub fn bare_request(gpus: u32, duration_secs: u32, ceiling: u128) -> GpuRequest 
     }
 }
 
-/// The default matcher of a round.
-pub fn matcher(order: u64) -> Result<WeightedMatcher> {
+/// The request an order's spec stands for, when it agrees with what the contract locked
+/// (`bare`, from [`bare_request`]); `None` for an unreadable or disagreeing spec.
+pub fn spec_request(spec: &[u8], bare: &GpuRequest) -> Option<GpuRequest> {
+    let r: GpuRequest = serde_json::from_slice(spec).ok()?;
+    (r.count == bare.count
+        && r.duration_secs == bare.duration_secs
+        && r.max_price_per_gpu_hour == bare.max_price_per_gpu_hour)
+        .then_some(r)
+}
+
+/// The default matcher of a round with the chain's seed `seed` (the market's `seedOf`).
+pub fn matcher(seed: u64) -> Result<WeightedMatcher> {
     Ok(WeightedMatcher::new(MatcherConfig {
-        round_seed: round_seed(order),
+        round_seed: seed,
         stake_half: Amount(1_000 * 10u128.pow(18)),
         ..Default::default()
     })?)
 }
 
-/// The outcome of a round: the ranking plus the bid index of each ranked candidate.
+/// The outcome of a round.
 #[derive(Clone, Debug)]
 pub struct Round {
     /// The ranking (best first) with every rejection.
     pub ranking: spheron_core::Ranking,
-    /// `indexes[i]` is the on-chain bid index of `ranking.ranked[i]`.
-    pub indexes: Vec<u64>,
 }
 
 /// What a round decides on, all of it read from the chain.
@@ -84,6 +85,8 @@ pub struct RoundInput<'a> {
     pub deadline: u64,
     /// Its bids (the latest per provider).
     pub bids: &'a [ChainBid],
+    /// The block the registry is read at (`None`: the latest).
+    pub block: Option<u64>,
 }
 
 /// Ranks the round's bids with `matcher`, the bidders' profiles read from the registry.
@@ -99,6 +102,7 @@ pub async fn rank(
         request,
         deadline,
         bids,
+        block,
     } = input;
     let order = Order {
         id: OrderId(id),
@@ -108,7 +112,6 @@ pub async fn rank(
         bid_deadline: Timestamp(deadline.saturating_mul(1000)),
     };
     let mut candidates = Vec::new();
-    let mut index_of = Vec::new();
     let mut skipped = Vec::new();
     for b in bids {
         let pid = AccountId(b.provider.into_array());
@@ -119,7 +122,7 @@ pub async fn rank(
             });
             continue;
         };
-        let record = registry::provider(chain, market, b.provider).await?;
+        let record = registry::provider_at(chain, market, b.provider, block).await?;
         let provider = match record.as_ref().map(provider_from_record) {
             Some(Ok(p)) => p,
             Some(Err(why)) => {
@@ -154,20 +157,8 @@ pub async fn rank(
                 placed_at: Timestamp(0),
             },
         });
-        index_of.push((pid, b.index));
     }
     let mut ranking = matcher.rank(&order, &candidates)?;
     ranking.rejected.extend(skipped);
-    let indexes = ranking
-        .ranked
-        .iter()
-        .map(|r| {
-            index_of
-                .iter()
-                .find(|(p, _)| *p == r.provider())
-                .map(|(_, i)| *i)
-                .unwrap_or(u64::MAX)
-        })
-        .collect();
-    Ok(Round { ranking, indexes })
+    Ok(Round { ranking })
 }

@@ -62,6 +62,8 @@ pub struct NetworkFile {
     pub chain_id: u64,
     /// The `SpheronMarket` contract.
     pub market: Address,
+    /// The `SpheronOperators` contract (operator quorum and verifiers).
+    pub operators: Address,
     /// The native SPHN token (stake; no fee).
     pub sphn: Address,
     /// The token rents are paid in.

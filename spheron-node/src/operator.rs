@@ -1,25 +1,51 @@
-//! The operator node: holds the MATCHER role (until the operator quorum replaces one key with
-//! a 2/3-stake signature quorum) and, once an order's bid window has closed on chain time,
-//! runs the deterministic matcher over the on-chain bids and records the match.
+//! The operator node: one member of the operator quorum that decides matches.
 //!
-//! The tenant never matches its own order in network mode: it waits for this node.
+//! Each operator is registered and staked in `SpheronOperators` (it registers itself at
+//! start when it is not). Once an order's bid window has closed on chain time it reads the
+//! inputs every operator reads the same way: the order and its bids digest (frozen after the
+//! deadline), the bids, and the bidders' registry entries at the *reference block* (the first
+//! block stamped after the deadline). It runs the deterministic matcher on them with the seed
+//! the market derives from the chain (`seedOf`), signs the result (EIP-712 `Match`), serves
+//! its signature at `GET /v1/match/{order}`, and collects the other operators' signatures from
+//! their registered endpoints. Only signatures over the *same* result count; their signer must
+//! recover to a registered operator. Once the signers hold 2/3 of the operator stake at the
+//! deadline, the operators submit in turn (rotating by order id, `submit_grace` apart) until
+//! the match lands; so it keeps working with up to 1/3 of the stake offline or lying. A peer
+//! seen signing two different results for one order is reported (`reportEquivocation`).
+//!
+//! The signatures authenticate the exchange: a response is worth something only if it
+//! recovers to an operator with stake on chain, and the contract checks them again.
 
 use crate::error::{Error, Result};
 use crate::matching::{self, ChainBid};
 use crate::network::{NetworkFile, parse_key};
-use alloy::primitives::Address;
-use alloy::providers::DynProvider;
+use alloy::primitives::{Address, B256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::{Eip712Domain, SolEvent};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
 use spheron_chain::Chain;
 use spheron_chain::bindings::SpheronMarket;
 use spheron_chain::follow::{ChainEvent, Follower};
+use spheron_chain::quorum::{self, Kind, MatchResult};
+use spheron_chain::registry::{model_of, order_state};
 use spheron_core::GpuRequest;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A hook that alters this operator's result before it signs: what a lying operator does.
+/// For tests of the quorum only.
+pub type Tamper = Arc<dyn Fn(&mut MatchResult) + Send + Sync>;
+
 /// Operator settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct OperatorConfig {
     /// Blocks behind the head treated as final.
     pub confirmations: u64,
@@ -27,6 +53,26 @@ pub struct OperatorConfig {
     pub max_block_range: u64,
     /// Poll interval.
     pub poll: Duration,
+    /// Where the signature exchange listens (its URL is registered on chain).
+    pub listen: SocketAddr,
+    /// The URL registered on chain (default: `http://{listen}`).
+    pub endpoint: Option<String>,
+    /// SPHN (base units) to stake when the operator is not registered yet.
+    pub stake: u128,
+    /// Time between the turns of successive submitters.
+    pub submit_grace: Duration,
+    /// Alters the result before signing (tests of a lying operator).
+    pub tamper: Option<Tamper>,
+}
+
+impl std::fmt::Debug for OperatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorConfig")
+            .field("listen", &self.listen)
+            .field("endpoint", &self.endpoint)
+            .field("tamper", &self.tamper.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for OperatorConfig {
@@ -35,8 +81,24 @@ impl Default for OperatorConfig {
             confirmations: 0,
             max_block_range: 500,
             poll: Duration::from_millis(250),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            endpoint: None,
+            stake: 1_000 * 10u128.pow(18),
+            submit_grace: Duration::from_secs(2),
+            tamper: None,
         }
     }
+}
+
+/// A signed result as operators exchange it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedMatch {
+    /// The result.
+    pub result: MatchResult,
+    /// Who signed it.
+    pub signer: Address,
+    /// 65-byte signature, 0x-hex.
+    pub signature: String,
 }
 
 #[derive(Clone, Debug)]
@@ -44,25 +106,43 @@ struct OpenOrder {
     tenant: Address,
     request: GpuRequest,
     deadline: u64,
-    bids: Vec<ChainBid>,
+    created_block: u64,
+}
+
+struct Shared {
+    net: NetworkFile,
+    chain: Arc<Chain>,
+    key: PrivateKeySigner,
+    me: Address,
+    market: SpheronMarket::SpheronMarketInstance<DynProvider>,
+    domain: Eip712Domain,
+    config: OperatorConfig,
+    match_window: u64,
+    /// This operator's signed results, served to its peers.
+    signed: Mutex<BTreeMap<u64, SignedMatch>>,
+    /// Results each peer was seen signing, per order (for equivocation proofs).
+    seen: Mutex<BTreeMap<(u64, Address), SignedMatch>>,
+    http: reqwest::Client,
 }
 
 /// The operator node; see the [module docs](self).
 pub struct OperatorNode {
-    net: NetworkFile,
-    chain: Arc<Chain>,
-    me: Address,
-    market: SpheronMarket::SpheronMarketInstance<DynProvider>,
-    config: OperatorConfig,
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
     orders: BTreeMap<u64, OpenOrder>,
+    working: Arc<Mutex<BTreeSet<u64>>>,
 }
 
 impl std::fmt::Debug for OperatorNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OperatorNode")
-            .field("operator", &self.me)
+            .field("operator", &self.shared.me)
             .finish_non_exhaustive()
     }
+}
+
+fn chain_err(e: spheron_chain::Error) -> Error {
+    Error::Chain(e)
 }
 
 impl OperatorNode {
@@ -72,57 +152,121 @@ impl OperatorNode {
         let text = std::fs::read_to_string(key_file).map_err(|e| {
             Error::config(key_file.display().to_string(), format!("cannot read: {e}"))
         })?;
-        let key = parse_key(&text)?;
+        Self::start_with_key(net, parse_key(&text)?, config).await
+    }
+
+    /// Like [`OperatorNode::start`] with the network and key in hand: binds the exchange,
+    /// registers and stakes the operator when it is not yet.
+    pub async fn start_with_key(
+        net: NetworkFile,
+        key: PrivateKeySigner,
+        config: OperatorConfig,
+    ) -> Result<Self> {
         let me = key.address();
-        let chain = Arc::new(Chain::connect(&net.rpc_url, [key])?);
+        let chain = Arc::new(Chain::connect(&net.rpc_url, [key.clone()])?);
         let market = SpheronMarket::new(net.market, chain.provider().clone());
-        let role = spheron_chain::deploy::roles::matcher();
-        let has = market
-            .hasRole(role, me)
-            .call()
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let local = listener.local_addr()?;
+        let endpoint = config
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
+        let party = quorum::parties(&chain, net.operators, Kind::Operator)
             .await
-            .map_err(|e| Error::Chain(spheron_chain::client::decode(e)))?;
-        if !has {
-            return Err(Error::config(
-                "key",
-                format!("{me} does not hold the MATCHER role on {}", net.market),
-            ));
+            .map_err(chain_err)?
+            .into_iter()
+            .find(|p| p.address == me);
+        if party.as_ref().is_none_or(|p| p.endpoint != endpoint) {
+            let stake = if party.as_ref().is_some_and(|p| p.staked > 0) {
+                0
+            } else {
+                config.stake
+            };
+            quorum::register_party(
+                &chain,
+                net.operators,
+                net.sphn,
+                me,
+                Kind::Operator,
+                &endpoint,
+                stake,
+            )
+            .await
+            .map_err(chain_err)?;
         }
+        let match_window = u64::from(
+            market
+                .matchWindowSecs()
+                .call()
+                .await
+                .map_err(|e| chain_err(spheron_chain::client::decode(e)))?,
+        );
+        let domain = quorum::domain(net.chain_id, net.operators);
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| Error::config("http", e.to_string()))?;
+        tracing::info!(operator = %me, %endpoint, "operator ready");
         Ok(OperatorNode {
-            net,
-            chain,
-            me,
-            market,
-            config,
+            shared: Arc::new(Shared {
+                net,
+                chain,
+                key,
+                me,
+                market,
+                domain,
+                config,
+                match_window,
+                signed: Mutex::new(BTreeMap::new()),
+                seen: Mutex::new(BTreeMap::new()),
+                http,
+            }),
+            listener,
             orders: BTreeMap::new(),
+            working: Arc::new(Mutex::new(BTreeSet::new())),
         })
     }
 
     /// The operator's account.
     pub fn address(&self) -> Address {
-        self.me
+        self.shared.me
     }
 
-    /// Follows the chain and matches orders until `shutdown` resolves.
+    /// Where the signature exchange listens.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves the exchange, follows the chain and matches orders until `shutdown` resolves.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let router = Router::new()
+            .route("/v1/match/{order}", get(serve_match))
+            .with_state(self.shared.clone());
+        let listener = std::mem::replace(
+            &mut self.listener,
+            tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?,
+        );
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        let s = self.shared.clone();
         let mut follower = Follower::new(
-            self.net.market,
-            self.net.deploy_block,
-            self.config.confirmations,
-            self.config.max_block_range.max(1),
+            s.net.market,
+            s.net.deploy_block,
+            s.config.confirmations,
+            s.config.max_block_range.max(1),
         );
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = tokio::time::sleep(self.config.poll) => {}
+                _ = tokio::time::sleep(s.config.poll) => {}
             }
             for _ in 0..32 {
-                match follower.poll(&self.chain).await {
+                match follower.poll(&s.chain).await {
                     Ok(logs) => {
                         let empty = logs.is_empty();
                         for l in logs {
-                            self.on_event(l.event);
+                            self.on_event(l.block, l.event);
                         }
                         if empty {
                             break;
@@ -134,14 +278,15 @@ impl OperatorNode {
                     }
                 }
             }
-            if let Err(e) = self.match_due().await {
+            if let Err(e) = self.start_due().await {
                 tracing::warn!(error = %e, "matching");
             }
         }
+        server.abort();
         Ok(())
     }
 
-    fn on_event(&mut self, ev: ChainEvent) {
+    fn on_event(&mut self, block: u64, ev: ChainEvent) {
         match ev {
             ChainEvent::OrderCreated {
                 id,
@@ -151,7 +296,7 @@ impl OperatorNode {
                 duration_secs,
                 bid_deadline,
                 ..
-            } => {
+            } if gpus > 0 => {
                 self.orders.insert(
                     id,
                     OpenOrder {
@@ -162,106 +307,330 @@ impl OperatorNode {
                             max_price_per_gpu_hour,
                         ),
                         deadline: bid_deadline,
-                        bids: Vec::new(),
+                        created_block: block,
                     },
                 );
             }
             ChainEvent::OrderSpec { id, spec } => {
                 if let Some(o) = self.orders.get_mut(&id)
-                    && let Ok(r) = serde_json::from_slice::<GpuRequest>(&spec)
-                    && r.count == o.request.count
-                    && r.duration_secs == o.request.duration_secs
-                    && r.max_price_per_gpu_hour == o.request.max_price_per_gpu_hour
+                    && let Some(r) = matching::spec_request(&spec, &o.request)
                 {
                     o.request = r;
                 }
             }
-            ChainEvent::BidPlaced {
-                id,
-                bid_index,
-                provider,
-                price_per_gpu_hour,
-                model,
-            } => {
-                if let Some(o) = self.orders.get_mut(&id) {
-                    // A provider's later bid replaces its earlier one.
-                    o.bids.retain(|b| b.provider != provider);
-                    o.bids.push(ChainBid {
-                        index: bid_index,
-                        provider,
-                        price: price_per_gpu_hour,
-                        model,
-                    });
-                }
-            }
-            ChainEvent::LeaseStarted { id, .. } | ChainEvent::OrderCancelled { id, .. } => {
+            ChainEvent::LeaseMatched { id, .. } | ChainEvent::OrderCancelled { id, .. } => {
                 self.orders.remove(&id);
             }
             _ => {}
         }
     }
 
-    async fn match_due(&mut self) -> Result<()> {
+    /// Starts a round for every order whose bid window has closed.
+    async fn start_due(&mut self) -> Result<()> {
         if self.orders.is_empty() {
             return Ok(());
         }
-        let now = self.chain.block_time().await?;
+        let now = self.shared.chain.block_time().await?;
+        // A block stamped after the deadline exists: every bid is in.
         let due: Vec<u64> = self
             .orders
             .iter()
-            // Bids are accepted up to a block stamped with the deadline itself; once such a
-            // block is seen, every bid is in, and the match lands in a later block.
-            .filter(|(_, o)| o.deadline <= now)
+            .filter(|(_, o)| o.deadline < now)
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            let Some(o) = self.orders.get(&id).cloned() else {
+            let Some(o) = self.orders.remove(&id) else {
                 continue;
             };
-            let m = matching::matcher(id)?;
-            let round = matching::rank(
-                &self.chain,
-                self.net.market,
-                &m,
-                matching::RoundInput {
-                    id,
-                    tenant: o.tenant,
-                    request: &o.request,
-                    deadline: o.deadline,
-                    bids: &o.bids,
-                },
-            )
-            .await?;
-            let Some((best, index)) = round.ranking.ranked.first().zip(round.indexes.first())
-            else {
-                tracing::info!(
-                    order = id,
-                    bids = o.bids.len(),
-                    rejected = round.ranking.rejected.len(),
-                    "no eligible bid: leaving the order to its tenant"
-                );
-                self.orders.remove(&id);
-                continue;
-            };
-            match self
-                .chain
-                .send(
-                    self.me,
-                    self.market
-                        .matchBid(id, alloy::primitives::U256::from(*index)),
-                )
-                .await
+            if !self
+                .working
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id)
             {
-                Ok(_) => tracing::info!(
-                    order = id,
-                    provider = %best.provider(),
-                    score = best.score,
-                    "matched"
-                ),
-                Err(e) => tracing::warn!(order = id, error = %e, "match refused"),
+                continue;
             }
-            self.orders.remove(&id);
+            let s = self.shared.clone();
+            let working = self.working.clone();
+            tokio::spawn(async move {
+                if let Err(e) = round(&s, id, &o).await {
+                    tracing::warn!(order = id, error = %e, "round failed");
+                }
+                working
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+            });
         }
         Ok(())
     }
+}
+
+async fn serve_match(
+    State(s): State<Arc<Shared>>,
+    UrlPath(order): UrlPath<u64>,
+) -> std::result::Result<Json<SignedMatch>, (StatusCode, Json<serde_json::Value>)> {
+    let signed = s
+        .signed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&order)
+        .cloned();
+    signed.map(Json).ok_or_else(|| {
+        (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": "not_signed", "message": format!("no result for order {order} yet")})),
+        )
+    })
+}
+
+/// The first block stamped after `deadline`, searched from `from` (the order's block).
+pub(crate) async fn reference_block(chain: &Chain, from: u64, deadline: u64) -> Result<u64> {
+    let stamp = |n: u64| async move {
+        chain
+            .provider()
+            .get_block_by_number(n.into())
+            .await
+            .map_err(|e| Error::Chain(spheron_chain::Error::Rpc(e.to_string())))?
+            .map(|b| b.header.timestamp)
+            .ok_or_else(|| Error::Chain(spheron_chain::Error::Rpc(format!("no block {n}"))))
+    };
+    let mut hi = spheron_chain::follow::head(chain).await?;
+    if stamp(hi).await? <= deadline {
+        return Err(Error::config(
+            "order",
+            "no block after the deadline yet".to_string(),
+        ));
+    }
+    let mut lo = from;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if stamp(mid).await? > deadline {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(hi)
+}
+
+/// The order's bids as of block `at`: the latest per provider, withdrawn ones left out.
+pub(crate) async fn bids_at(
+    chain: &Chain,
+    market: Address,
+    id: u64,
+    from: u64,
+    at: u64,
+) -> Result<Vec<ChainBid>> {
+    let filter = alloy::rpc::types::Filter::new()
+        .address(market)
+        .event_signature(SpheronMarket::BidPlaced::SIGNATURE_HASH)
+        .topic1(B256::from(alloy::primitives::U256::from(id)))
+        .from_block(from)
+        .to_block(at);
+    let logs = chain
+        .provider()
+        .get_logs(&filter)
+        .await
+        .map_err(|e| Error::Chain(spheron_chain::Error::Rpc(e.to_string())))?;
+    let mut latest: BTreeMap<Address, Option<spheron_core::GpuModel>> = BTreeMap::new();
+    for l in &logs {
+        if let Ok(ev) = SpheronMarket::BidPlaced::decode_log(&l.inner) {
+            latest.insert(ev.provider, model_of(ev.model));
+        }
+    }
+    let m = SpheronMarket::new(market, chain.provider().clone());
+    let mut out = Vec::new();
+    for (provider, model) in latest {
+        let b = m
+            .getBid(id, provider)
+            .block(alloy::eips::BlockId::number(at))
+            .call()
+            .await
+            .map_err(|e| chain_err(spheron_chain::client::decode(e)))?;
+        let price = b.price.to::<u128>();
+        if price > 0 {
+            out.push(ChainBid {
+                provider,
+                price,
+                model,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Computes, signs, exchanges and (in turn) submits order `id`'s match.
+async fn round(s: &Shared, id: u64, o: &OpenOrder) -> Result<()> {
+    let at = reference_block(&s.chain, o.created_block, o.deadline).await?;
+    let view = s
+        .market
+        .getOrder(id)
+        .block(alloy::eips::BlockId::number(at))
+        .call()
+        .await
+        .map_err(|e| chain_err(spheron_chain::client::decode(e)))?;
+    if view.state != order_state::OPEN {
+        return Ok(());
+    }
+    let digest = view.bidsDigest;
+    let seed = s
+        .market
+        .seedOf(id, digest)
+        .call()
+        .await
+        .map_err(|e| chain_err(spheron_chain::client::decode(e)))?;
+    let bids = bids_at(&s.chain, s.net.market, id, o.created_block, at).await?;
+    let m = matching::matcher(seed)?;
+    let ranked = matching::rank(
+        &s.chain,
+        s.net.market,
+        &m,
+        matching::RoundInput {
+            id,
+            tenant: o.tenant,
+            request: &o.request,
+            deadline: o.deadline,
+            bids: &bids,
+            block: Some(at),
+        },
+    )
+    .await?;
+    let Some(best) = ranked.ranking.ranked.first() else {
+        tracing::info!(
+            order = id,
+            bids = bids.len(),
+            "no eligible bid: the order expires"
+        );
+        return Ok(());
+    };
+    let winner = Address::from(best.provider().0);
+    let price = best.candidate.bid.price_per_gpu_hour.0;
+    let mut result = MatchResult {
+        order_id: id,
+        bids_digest: digest,
+        winner,
+        price,
+        seed,
+        matcher_version: matching::MATCHER_VERSION,
+    };
+    if let Some(t) = &s.config.tamper {
+        t(&mut result);
+    }
+    let signature = quorum::sign_match(&s.key, &s.domain, &result).await?;
+    s.signed.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        id,
+        SignedMatch {
+            result,
+            signer: s.me,
+            signature: format!("0x{}", hex::encode(&signature)),
+        },
+    );
+    tracing::info!(order = id, %winner, score = best.score, "signed the match");
+
+    let (weights, total) = quorum::weights_at(&s.chain, s.net.operators, Kind::Operator, o.deadline)
+        .await
+        .map_err(chain_err)?;
+    let weight_of: BTreeMap<Address, u128> = weights.iter().copied().collect();
+    let endpoints: BTreeMap<Address, String> =
+        quorum::parties(&s.chain, s.net.operators, Kind::Operator)
+            .await
+            .map_err(chain_err)?
+            .into_iter()
+            .map(|p| (p.address, p.endpoint))
+            .collect();
+    // Submission turns rotate by order id over the operators with weight.
+    let mut order: Vec<Address> = weights.iter().map(|(a, _)| *a).collect();
+    order.sort();
+    let turn = order.iter().position(|a| *a == s.me).unwrap_or(0);
+    let n = order.len().max(1);
+    let my_turn = (turn + n - (id as usize % n)) % n;
+    let match_deadline = o.deadline + s.match_window;
+
+    let mut sigs: BTreeMap<Address, Vec<u8>> = BTreeMap::from([(s.me, signature)]);
+    let started = tokio::time::Instant::now();
+    loop {
+        for (peer, url) in &endpoints {
+            if *peer == s.me || sigs.contains_key(peer) || !weight_of.contains_key(peer) {
+                continue;
+            }
+            if let Some(sig) = fetch(s, *peer, url, id, &result).await {
+                sigs.insert(*peer, sig);
+            }
+        }
+        let signed: u128 = sigs.keys().filter_map(|a| weight_of.get(a)).sum();
+        let now = s.chain.block_time().await?;
+        let state = s
+            .market
+            .getOrder(id)
+            .call()
+            .await
+            .map_err(|e| chain_err(spheron_chain::client::decode(e)))?
+            .state;
+        if state != order_state::OPEN || now > match_deadline {
+            return Ok(());
+        }
+        if quorum::is_quorum(signed, total)
+            && started.elapsed() >= s.config.submit_grace * u32::try_from(my_turn).unwrap_or(0)
+        {
+            let list: Vec<(Address, Vec<u8>)> = sigs.clone().into_iter().collect();
+            match quorum::submit_match(&s.chain, s.net.market, s.me, &result, &list).await {
+                Ok(_) => {
+                    tracing::info!(order = id, signers = list.len(), signed, total, "match submitted");
+                    return Ok(());
+                }
+                Err(e) => tracing::warn!(order = id, error = %e, "match refused"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Asks `peer` for its signed result of `id`; keeps it when it signs `mine`, remembers it (and
+/// reports an equivocation) otherwise.
+async fn fetch(s: &Shared, peer: Address, url: &str, id: u64, mine: &MatchResult) -> Option<Vec<u8>> {
+    let resp = s
+        .http
+        .get(format!("{}/v1/match/{id}", url.trim_end_matches('/')))
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let got: SignedMatch = resp.json().await.ok()?;
+    let sig = hex::decode(got.signature.trim_start_matches("0x")).ok()?;
+    if got.result.order_id != id
+        || quorum::match_signer(&s.domain, &got.result, &sig).ok()? != peer
+    {
+        tracing::warn!(order = id, %peer, "a peer served a result it did not sign");
+        return None;
+    }
+    let earlier = s
+        .seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((id, peer), got.clone());
+    if let Some(prev) = earlier
+        && prev.result != got.result
+    {
+        let prev_sig = hex::decode(prev.signature.trim_start_matches("0x")).ok()?;
+        match quorum::report_equivocation(
+            &s.chain,
+            s.net.operators,
+            s.me,
+            (&prev.result, &prev_sig),
+            (&got.result, &sig),
+        )
+        .await
+        {
+            Ok(_) => tracing::warn!(order = id, %peer, "reported an equivocation"),
+            Err(e) => tracing::warn!(order = id, %peer, error = %e, "equivocation report refused"),
+        }
+    }
+    if got.result != *mine {
+        tracing::warn!(order = id, %peer, "a peer signed a different result");
+        return None;
+    }
+    Some(sig)
 }

@@ -32,6 +32,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use spheron_chain::bindings::{SpheronMarket, TestToken};
 use spheron_chain::follow::{ChainEvent, Follower};
+use spheron_chain::registry::order_state;
 use spheron_chain::{Chain, registry};
 use spheron_core::{
     AccountId, Amount, BidStrategy, ChallengeProver, GeoPoint, GpuModel, GpuNode, GpuRequest,
@@ -593,22 +594,25 @@ impl ProviderNode {
                     .remove(&id);
                 self.unhold(id);
             }
-            ChainEvent::LeaseStarted { id, provider, .. } if provider != i.me => {
+            ChainEvent::LeaseMatched { id, provider, .. } if provider != i.me => {
                 // Another provider won: the GPUs held for this bid are free again.
                 self.unhold(id);
             }
-            ChainEvent::LeaseStarted {
-                id,
-                provider,
-                gpus,
-                start,
-                ..
-            } if provider == i.me => {
+            ChainEvent::LeaseMatched { id, provider, gpus, .. } if provider == i.me => {
                 i.pending
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
-                self.on_matched(id, gpus, start).await?;
+                self.on_matched(id, gpus, unix_now()).await?;
+            }
+            ChainEvent::LeaseStarted {
+                id,
+                provider,
+                start,
+                ..
+            } if provider == i.me => {
+                // Billing runs from the confirmation: the ordered duration counts from here.
+                i.store.set_start(id, start)?;
             }
             ChainEvent::LeaseClosed { id, provider, .. } if provider == i.me => {
                 if let Some(l) = i.store.lease(id)? {
@@ -701,6 +705,36 @@ impl ProviderNode {
         Ok(())
     }
 
+    /// Confirms lease `id`'s start on chain; a refusal (the start window passed, the tenant
+    /// closed it) fails the workload.
+    async fn confirm_start(&self, id: u64) {
+        let i = &self.inner;
+        let mut last = String::new();
+        for attempt in 0..4u32 {
+            match i.chain.send(i.me, i.market.confirmStart(id)).await {
+                Ok(_) => {
+                    tracing::info!(lease = id, "start confirmed on chain");
+                    return;
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    if matches!(e, spheron_chain::Error::Revert { .. }) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
+        tracing::warn!(lease = id, error = %last, "start not confirmed");
+        self.finish(
+            id,
+            WorkState::Failed {
+                reason: format!("the chain refused the start: {last}"),
+            },
+        )
+        .await;
+    }
+
     fn account(&self) -> AccountId {
         AccountId(self.inner.me.into_array())
     }
@@ -732,7 +766,7 @@ impl ProviderNode {
             duration_secs: u64::from(o.durationSecs),
             work: WorkState::AwaitingManifest,
             pid: None,
-            open_on_chain: o.state == 2,
+            open_on_chain: order_state::is_live(o.state),
             started_at: None,
             ended_at: None,
         };
@@ -1029,7 +1063,7 @@ impl LeaseBackend for ProviderNode {
             lease,
             tenant: o.tenant,
             provider: o.provider,
-            active: o.state == 2,
+            active: order_state::is_live(o.state),
         }))
     }
 
@@ -1111,6 +1145,10 @@ impl LeaseBackend for ProviderNode {
                 tracing::info!(lease = lease.lease, ?pid, "launched");
                 let me = self.clone();
                 let id = lease.lease;
+                // Billing starts when the chain records the start (the lease then runs for its
+                // ordered duration from that block).
+                let confirm = self.clone();
+                tokio::spawn(async move { confirm.confirm_start(id).await });
                 tokio::spawn(async move { me.watch_workload(id, wid).await });
             }
             Err(e) => {

@@ -261,6 +261,15 @@ impl Store {
         Ok(())
     }
 
+    /// Records the lease's billing start as the chain has it (the provider's confirmation).
+    pub fn set_start(&self, id: u64, start: u64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE leases SET start = ?2 WHERE id = ?1",
+            params![to_i64(id), to_i64(start)],
+        )?;
+        Ok(())
+    }
+
     /// Records the node the GPUs were reserved on.
     pub fn set_node(&self, id: u64, node: &str) -> Result<()> {
         self.conn().execute(

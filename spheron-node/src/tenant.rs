@@ -23,6 +23,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use spheron_chain::bindings::{SpheronMarket, TestToken};
+use spheron_chain::registry::order_state;
 use spheron_chain::{Chain, registry};
 use spheron_core::proof::{ChallengeVerifier, run_challenge};
 use spheron_core::{
@@ -152,13 +153,6 @@ pub fn to_core(e: Error) -> spheron_core::Error {
     }
 }
 
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    // OS randomness; a failure here leaves zeros and the contract refuses a reused id.
-    let _ = getrandom::fill(&mut b);
-    u64::from_le_bytes(b) >> 1
-}
-
 fn entropy() -> [[u8; 32]; 2] {
     let mut out = [[0u8; 32]; 2];
     for e in &mut out {
@@ -201,6 +195,8 @@ async fn get_logs(
 struct Unwind {
     inner: Arc<Inner>,
     order: Option<u64>,
+    /// The last order this attempt published (kept after the undo, for the report).
+    last: u64,
     leased: bool,
     gateway: Option<GatewayClient>,
 }
@@ -256,13 +252,13 @@ async fn undo(inner: &Inner, id: u64, leased: bool, gateway: Option<GatewayClien
                 return;
             }
             match inner.market.getOrder(id).call().await.map(|o| o.state) {
-                Ok(2) => {
+                Ok(order_state::MATCHED | order_state::LEASED) => {
                     if let Err(e) = close_with_retries(inner, id).await {
                         tracing::error!(lease = id, error = %e, "closing an abandoned lease failed");
                     }
                     return;
                 }
-                Ok(1) | Err(_) => {
+                Ok(order_state::OPEN) | Err(_) => {
                     tracing::warn!(
                         order = id,
                         attempt,
@@ -288,15 +284,13 @@ async fn close_with_retries(inner: &Inner, id: u64) -> spheron_core::Result<()> 
             .await
         {
             Ok(_) => return Ok(()),
-            Err(spheron_chain::Error::Revert { name, .. })
-                if name.starts_with("LeaseNotActive") =>
-            {
+            Err(spheron_chain::Error::Revert { name, .. }) if name.starts_with("WrongState") => {
                 return Ok(());
             }
             Err(e) => {
                 // Closed meanwhile by its provider (our transaction then reverts when mined)?
                 if let Ok(o) = inner.market.getOrder(id).call().await
-                    && (o.state == 3 || o.state == 4)
+                    && (o.state == order_state::CLOSED || o.state == order_state::CANCELLED)
                 {
                     return Ok(());
                 }
@@ -480,13 +474,14 @@ impl NetworkMarket {
         let i = &self.inner;
         let o = i.market.getOrder(id).call().await.map_err(chain_err)?;
         let state = match o.state {
-            1 => "open",
-            2 => "leased",
-            3 => "closed",
-            4 => "cancelled",
+            order_state::OPEN => "open",
+            order_state::MATCHED => "matched",
+            order_state::LEASED => "leased",
+            order_state::CLOSED => "closed",
+            order_state::CANCELLED => "cancelled",
             _ => return Err(spheron_core::Error::UnknownOrder(OrderId(id))),
         };
-        let settlement = if o.state == 3 {
+        let settlement = if o.state == order_state::CLOSED {
             self.settlement(id).await?
         } else {
             None
@@ -539,7 +534,7 @@ impl NetworkMarket {
     /// chain, tells the provider's gateway, and returns the settlement.
     pub async fn stop_lease(&self, id: u64) -> spheron_core::Result<Settlement> {
         let summary = self.lease(id).await?;
-        if summary.state != "leased" {
+        if summary.state != "leased" && summary.state != "matched" {
             return Err(spheron_core::Error::LeaseClosed(LeaseId(id)));
         }
         close_with_retries(&self.inner, id).await?;
@@ -634,17 +629,15 @@ impl NetworkMarket {
         let attempts = i.config.max_attempts.max(1);
         let mut last_order = 0;
         for attempt in 1..=attempts {
-            let id = random_u64();
-            last_order = id;
             let mut unwind = Unwind {
                 inner: i.clone(),
-                order: Some(id),
+                order: None,
+                last: last_order,
                 leased: false,
                 gateway: None,
             };
             let outcome = self
                 .attempt(
-                    id,
                     attempt,
                     &request,
                     &workload,
@@ -652,8 +645,9 @@ impl NetworkMarket {
                     &mut unwind,
                     &mut skipped,
                 )
-                .await?;
-            match outcome {
+                .await;
+            last_order = unwind.last;
+            match outcome? {
                 Attempt::Running(handle) => {
                     unwind.disarm();
                     return Ok(handle);
@@ -686,7 +680,6 @@ impl NetworkMarket {
     #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
-        id: u64,
         attempt: usize,
         request: &GpuRequest,
         workload: &Workload,
@@ -702,7 +695,6 @@ impl NetworkMarket {
         let duration = u32::try_from(request.duration_secs)
             .map_err(|_| spheron_core::Error::invalid("duration", "too long for the chain"))?;
         let params = registry::OrderParams {
-            id,
             token: i.net.payment.address,
             max_price_per_gpu_hour: request.max_price_per_gpu_hour.0,
             gpus: request.count,
@@ -710,7 +702,11 @@ impl NetworkMarket {
             bid_window_secs: window,
             spec,
         };
-        let created_block = registry::create_order(&i.chain, i.net.market, i.me, &params).await?;
+        let created = registry::create_order(&i.chain, i.net.market, i.me, &params).await?;
+        // The contract assigned the id: from here on, dropping the rent cancels this order.
+        let id = created.id;
+        unwind.order = Some(id);
+        unwind.last = id;
         self.emit(id, progress, Step::Published { budget });
         self.emit(id, progress, Step::EscrowLocked { amount: budget });
 
@@ -722,7 +718,10 @@ impl NetworkMarket {
             let mut bids_announced = false;
             loop {
                 let o = i.market.getOrder(id).call().await.map_err(chain_err)?;
-                if !bids_announced && o.state == 1 && i.chain.block_time().await? >= deadline {
+                if !bids_announced
+                    && o.state == order_state::OPEN
+                    && i.chain.block_time().await? >= deadline
+                {
                     bids_announced = true;
                     self.emit(
                         id,
@@ -732,7 +731,7 @@ impl NetworkMarket {
                         },
                     );
                 }
-                if o.state == 2 {
+                if order_state::is_live(o.state) {
                     if !bids_announced {
                         self.emit(
                             id,
@@ -744,15 +743,14 @@ impl NetworkMarket {
                     }
                     return Ok::<_, spheron_core::Error>(o);
                 }
-                if o.state != 1 {
+                if o.state != order_state::OPEN {
                     return Err(spheron_core::Error::UnknownOrder(OrderId(id)));
                 }
                 tokio::time::sleep(i.config.poll).await;
             }
         })
         .await;
-        let bids = self.chain_bids(id, created_block).await.unwrap_or_default();
-        let round = self.explain(id, request, deadline, &bids).await;
+        let (bids, round) = self.explain(id, created.block, request, deadline).await;
         let o = match matched {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => return Err(e),
@@ -957,52 +955,51 @@ impl NetworkMarket {
         Ok(Attempt::Running(LeaseHandle::new(shared)))
     }
 
-    async fn chain_bids(&self, id: u64, from_block: u64) -> spheron_core::Result<Vec<ChainBid>> {
-        let i = &self.inner;
-        let filter = Filter::new()
-            .address(i.net.market)
-            .event_signature(SpheronMarket::BidPlaced::SIGNATURE_HASH)
-            .topic1(B256::from(U256::from(id)))
-            .from_block(from_block);
-        let logs = get_logs(&i.chain, &filter).await?;
-        let mut bids: Vec<ChainBid> = Vec::new();
-        for l in logs {
-            if let Ok(ev) = SpheronMarket::BidPlaced::decode_log(&l.inner) {
-                let d = ev.data;
-                bids.retain(|b| b.provider != d.provider);
-                bids.push(ChainBid {
-                    index: u64::try_from(d.bidIndex).unwrap_or(u64::MAX),
-                    provider: d.provider,
-                    price: u128::try_from(d.pricePerGpuHour).unwrap_or(u128::MAX),
-                    model: crate::registry::model_from_bytes(d.model),
-                });
-            }
-        }
-        Ok(bids)
-    }
-
-    /// Re-runs the operator's deterministic round on the chain's inputs, for the report.
+    /// Re-runs the operators' deterministic round on the chain's inputs (the bids and the
+    /// registry at the order's reference block, the chain's seed), for the report.
     async fn explain(
         &self,
         id: u64,
+        created_block: u64,
         request: &GpuRequest,
         deadline: u64,
-        bids: &[ChainBid],
-    ) -> Option<Round> {
+    ) -> (Vec<ChainBid>, Option<Round>) {
         let i = &self.inner;
-        let m = matching::matcher(id).ok()?;
-        let input = matching::RoundInput {
-            id,
-            tenant: i.me,
-            request,
-            deadline,
-            bids,
+        let run = async {
+            let at = crate::operator::reference_block(&i.chain, created_block, deadline).await?;
+            let digest = i
+                .market
+                .getOrder(id)
+                .block(alloy::eips::BlockId::number(at))
+                .call()
+                .await
+                .map_err(|e| crate::error::Error::Chain(spheron_chain::client::decode(e)))?
+                .bidsDigest;
+            let seed = i
+                .market
+                .seedOf(id, digest)
+                .call()
+                .await
+                .map_err(|e| crate::error::Error::Chain(spheron_chain::client::decode(e)))?;
+            let bids =
+                crate::operator::bids_at(&i.chain, i.net.market, id, created_block, at).await?;
+            let m = matching::matcher(seed)?;
+            let input = matching::RoundInput {
+                id,
+                tenant: i.me,
+                request,
+                deadline,
+                bids: &bids,
+                block: Some(at),
+            };
+            let r = matching::rank(&i.chain, i.net.market, &m, input).await?;
+            Ok::<_, crate::error::Error>((bids, r))
         };
-        match matching::rank(&i.chain, i.net.market, &m, input).await {
-            Ok(r) => Some(r),
+        match run.await {
+            Ok((bids, r)) => (bids, Some(r)),
             Err(e) => {
                 tracing::warn!(order = id, error = %e, "could not re-run the match");
-                None
+                (Vec::new(), None)
             }
         }
     }
@@ -1202,9 +1199,9 @@ async fn supervise(
         }
         let state = match i.market.getOrder(id).call().await {
             Ok(o) => o.state,
-            Err(_) => 2,
+            Err(_) => order_state::LEASED,
         };
-        if state != 2 {
+        if !order_state::is_live(state) {
             break;
         }
         if failures >= i.config.gateway_failures {
