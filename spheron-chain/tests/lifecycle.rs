@@ -1,16 +1,17 @@
-//! The full order lifecycle on anvil: deposit, order, three bids, match, lease, close
-//! mid-way, exact payouts and refund, fee in the stable token and none in SPHN, earnings
-//! withdrawn.
+//! The full order lifecycle on anvil: deposit, order, three bids, a quorum match, the
+//! provider's start, close mid-way, exact payouts and refund, fee in the stable token and
+//! none in SPHN, earnings withdrawn.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 
 use alloy::primitives::U256;
+use common::{MIN_STAKE, OP_STAKE, SPHN};
 use spheron_chain::MarketConfig;
 use spheron_chain::bindings::SpheronMarket;
+use spheron_chain::quorum::Kind;
 
 const USDS: u128 = 1_000_000; // 6 decimals
-const SPHN: u128 = 1_000_000_000_000_000_000; // 18 decimals
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_bids_match_close_pays_exactly() {
@@ -30,53 +31,39 @@ async fn order_bids_match_close_pays_exactly() {
     let m = common::market(&tc);
     let t0 = common::freeze(&tc).await + 10;
 
+    let ops = common::register_parties(&tc, &[10, 11, 12, 13], Kind::Operator, OP_STAKE).await;
     common::register_providers(&tc, &p, 1_000 * SPHN).await;
     common::fund(&tc, usds, &[tenant], 100 * USDS).await;
     common::fund(&tc, sphn, &[tenant], 100 * SPHN).await;
 
-    for (id, token, unit) in [(1u64, usds, USDS), (2u64, sphn, SPHN)] {
-        let start = t0 + id * 10_000;
-        common::at(&tc, start - 100).await;
+    for (n, (token, unit)) in [(usds, USDS), (sphn, SPHN)].into_iter().enumerate() {
+        let start = t0 + (n as u64 + 1) * 10_000;
         // 2 GPUs for an hour at most 3.00 per GPU-hour: 6.00 locked.
-        tc.chain
-            .send(tenant, m.createOrder(id, token, 3 * unit, 2, 3600, 60))
-            .await
-            .unwrap();
+        let id = common::order_at(&tc, start - 100, tenant, token, 3 * unit, 2, 3600, 60).await;
+        assert_eq!(id, n as u64 + 1, "ids are assigned in sequence");
         let acc = m.accountOf(token, tenant).call().await.unwrap();
         assert_eq!((acc.available, acc.locked), (94 * unit, 6 * unit));
         let prices = [5 * unit / 2, 2 * unit, 14 * unit / 5];
         for (provider, price) in p.iter().zip(prices) {
-            let r = tc
-                .chain
-                .send(
-                    *provider,
-                    m.placeBid(id, price.try_into().unwrap(), Default::default()),
-                )
-                .await
-                .unwrap();
-            assert!(r.status());
+            common::bid(&tc, *provider, id, price).await;
         }
+        // Three of four operators sign the cheapest bid; anyone submits.
         common::at(&tc, start).await;
-        // The matcher operator picks the cheapest bid (index 1).
-        tc.chain
-            .send(tc.operator(), m.matchBid(id, U256::from(1)))
+        let r = common::submit(&tc, &ops, id, p[1], 3, tc.accounts[9])
             .await
             .unwrap();
+        let ev = common::event::<SpheronMarket::LeaseMatched>(&r).unwrap();
+        assert_eq!(ev.signedWeight, U256::from(3 * OP_STAKE));
+        assert_eq!(ev.totalWeight, U256::from(4 * OP_STAKE));
         let o = m.getOrder(id).call().await.unwrap();
         assert_eq!((o.provider, o.price, o.state), (p[1], 2 * unit, 2));
+        // The provider confirms the start 10 s later: billing starts there.
+        common::at(&tc, start + 10).await;
+        tc.chain.send(p[1], m.confirmStart(id)).await.unwrap();
         // Closed by the tenant after 30 minutes: 2.00 x 2 GPUs x 0.5 h = 2.00.
-        common::at(&tc, start + 1800).await;
+        common::at(&tc, start + 10 + 1800).await;
         let r = tc.chain.send(tenant, m.closeLease(id)).await.unwrap();
-        let ev = r
-            .inner
-            .logs()
-            .iter()
-            .find_map(|l| {
-                alloy::sol_types::SolEvent::decode_log_data(l.data())
-                    .ok()
-                    .map(|e: SpheronMarket::LeaseClosed| e)
-            })
-            .unwrap();
+        let ev = common::event::<SpheronMarket::LeaseClosed>(&r).unwrap();
         let fee = if token == usds { 2 * unit / 100 } else { 0 };
         assert_eq!(ev.secondsBilled, U256::from(1800));
         assert_eq!(ev.fee, U256::from(fee));
@@ -125,7 +112,7 @@ async fn order_bids_match_close_pays_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exhausted_leases_are_settled_by_anyone_in_a_batch() {
+async fn ended_leases_are_settled_by_anyone_in_a_batch() {
     let Some(tc) = common::chain(&MarketConfig::default()).await else {
         return;
     };
@@ -133,30 +120,28 @@ async fn exhausted_leases_are_settled_by_anyone_in_a_batch() {
     let sphn = tc.addresses.sphn;
     let m = common::market(&tc);
     let t0 = common::freeze(&tc).await + 10;
-    common::register_providers(&tc, &[provider], 10 * SPHN).await;
+    let ops = common::register_parties(&tc, &[10, 11, 12], Kind::Operator, OP_STAKE).await;
+    common::register_providers(&tc, &[provider], MIN_STAKE).await;
     common::fund(&tc, sphn, &[tenant], 100 * SPHN).await;
-    common::at(&tc, t0).await;
-    for id in 1..=3u64 {
-        tc.chain
-            .send(tenant, m.createOrder(id, sphn, SPHN, 1, 3600, 60))
-            .await
-            .unwrap();
-        tc.chain
-            .send(
-                provider,
-                m.placeBid(id, alloy::primitives::Uint::from(SPHN), Default::default()),
-            )
-            .await
-            .unwrap();
-        tc.chain
-            .send(tenant, m.matchBid(id, U256::ZERO))
-            .await
-            .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = common::order_at(&tc, t0, tenant, sphn, SPHN, 1, 3600, 60).await;
+        common::bid(&tc, provider, id, SPHN).await;
+        ids.push(id);
     }
-    // Two hours later every lease ran out of funds: a stranger settles all three.
+    common::at(&tc, t0 + 61).await;
+    for id in &ids {
+        common::submit(&tc, &ops, *id, provider, 2, provider)
+            .await
+            .unwrap();
+        tc.chain.send(provider, m.confirmStart(*id)).await.unwrap();
+    }
+    // Two hours later every lease has ended: a stranger settles all three.
     common::at(&tc, t0 + 7200).await;
-    let ids = vec![1u64, 2, 3];
-    tc.chain.send(stranger, m.settleBatch(ids)).await.unwrap();
+    tc.chain
+        .send(stranger, m.settleBatch(ids.clone()))
+        .await
+        .unwrap();
     let acc = m.accountOf(sphn, provider).call().await.unwrap();
     assert_eq!(acc.available, 3 * SPHN);
     let acc = m.accountOf(sphn, tenant).call().await.unwrap();

@@ -10,6 +10,7 @@ use alloy::signers::local::PrivateKeySigner;
 use spheron_chain::anvil::{AnvilOptions, TestChain};
 use spheron_chain::follow::{self, ChainEvent, Follower, Logged};
 use spheron_chain::registry::{self, OrderParams, Registration};
+use spheron_chain::quorum::Kind;
 use spheron_chain::{Chain, MarketConfig};
 use spheron_core::GpuModel;
 use std::collections::BTreeSet;
@@ -88,9 +89,9 @@ async fn registry_enumerates_reads_back_and_updates_in_place() {
             .unwrap();
     }
     // p[1] stakes and gets a tier; p[2] registers with a zero certificate hash (plain HTTP).
-    common::fund(&tc, tc.addresses.sphn, &[p[1]], 10 * SPHN).await;
-    tc.chain.send(p[1], m.stake(4 * SPHN)).await.unwrap();
-    tc.chain.send(p[1], m.requestUnstake(SPHN)).await.unwrap();
+    common::fund(&tc, tc.addresses.sphn, &[p[1]], 1_000 * SPHN).await;
+    tc.chain.send(p[1], m.stake(400 * SPHN)).await.unwrap();
+    tc.chain.send(p[1], m.requestUnstake(100 * SPHN)).await.unwrap();
     tc.chain
         .send(tc.operator(), m.setTier(p[1], 5))
         .await
@@ -117,7 +118,7 @@ async fn registry_enumerates_reads_back_and_updates_in_place() {
     assert_eq!(one.cert_hash, r1.cert_hash);
     assert_eq!(one.meta, r1.meta);
     assert_eq!(one.tier, 5);
-    assert_eq!((one.staked, one.unbonding), (3 * SPHN, SPHN));
+    assert_eq!((one.staked, one.unbonding), (300 * SPHN, 100 * SPHN));
     assert!(one.can_bid);
     let zero = registry::provider(&tc.chain, market, p[0])
         .await
@@ -238,8 +239,7 @@ async fn meta_and_spec_caps_revert_with_their_names() {
     assert_eq!(back.meta.len(), 4096);
 
     common::fund(&tc, tc.addresses.sphn, &[tenant], 100 * SPHN).await;
-    let order = |id: u64, spec_len: usize| OrderParams {
-        id,
+    let order = |spec_len: usize| OrderParams {
         token: tc.addresses.sphn,
         max_price_per_gpu_hour: SPHN,
         gpus: 1,
@@ -247,7 +247,7 @@ async fn meta_and_spec_caps_revert_with_their_names() {
         bid_window_secs: 60,
         spec: vec![b'{'; spec_len],
     };
-    let e = registry::create_order(&tc.chain, market, tenant, &order(1, 8193))
+    let e = registry::create_order(&tc.chain, market, tenant, &order(8193))
         .await
         .unwrap_err();
     assert_eq!(e.revert_name(), Some("SpecTooLong"), "{e}");
@@ -257,22 +257,24 @@ async fn meta_and_spec_caps_revert_with_their_names() {
         0,
         "nothing was created"
     );
-    registry::create_order(&tc.chain, market, tenant, &order(1, 8192))
+    let created = registry::create_order(&tc.chain, market, tenant, &order(8192))
         .await
         .unwrap();
+    assert_eq!(created.id, 1, "the contract assigns ids from 1");
     assert_eq!(m.getOrder(1).call().await.unwrap().state, 1);
-    // The shared checks of createOrder apply too.
-    let e = registry::create_order(&tc.chain, market, tenant, &order(1, 2))
+    let again = registry::create_order(&tc.chain, market, tenant, &order(2))
         .await
-        .unwrap_err();
-    assert_eq!(e.revert_name(), Some("OrderExists"), "{e}");
+        .unwrap();
+    assert_eq!(again.id, 2);
+    assert!(again.block > created.block);
+    // The shared checks of createOrder apply too.
     let e = registry::create_order(
         &tc.chain,
         market,
         tenant,
         &OrderParams {
             gpus: 0,
-            ..order(2, 2)
+            ..order(2)
         },
     )
     .await
@@ -288,11 +290,17 @@ async fn follower_decodes_a_whole_lifecycle_in_order() {
     let market = tc.addresses.market;
     let (tenant, provider) = (tc.accounts[2], tc.accounts[3]);
     let m = common::market(&tc);
-    common::fund(&tc, tc.addresses.sphn, &[tenant, provider], 100 * SPHN).await;
+    let t0 = common::freeze(&tc).await + 10;
+    let ops = common::register_parties(&tc, &[10, 11, 12], Kind::Operator, common::OP_STAKE).await;
+    common::fund(&tc, tc.addresses.sphn, &[tenant, provider], 200 * SPHN).await;
     registry::register(&tc.chain, market, provider, &reg(7))
         .await
         .unwrap();
-    tc.chain.send(provider, m.stake(10 * SPHN)).await.unwrap();
+    tc.chain
+        .send(provider, m.stake(common::MIN_STAKE))
+        .await
+        .unwrap();
+    common::at(&tc, t0).await;
 
     let spec = br#"{"gpu":["h100-sxm"],"count":2,"regions":["eu-west"],"min_tier":0}"#.to_vec();
     let mined = registry::create_order(
@@ -300,7 +308,6 @@ async fn follower_decodes_a_whole_lifecycle_in_order() {
         market,
         tenant,
         &OrderParams {
-            id: 42,
             token: tc.addresses.sphn,
             max_price_per_gpu_hour: SPHN,
             gpus: 2,
@@ -311,18 +318,23 @@ async fn follower_decodes_a_whole_lifecycle_in_order() {
     )
     .await
     .unwrap();
+    let id = mined.id;
+    assert_eq!(id, 1);
     tc.chain
         .send(
             provider,
-            m.placeBid(42, Uint::from(SPHN / 2), model32("h100-sxm")),
+            m.placeBid(id, Uint::from(SPHN / 2), model32("h100-sxm")),
         )
         .await
         .unwrap();
-    tc.chain
-        .send(tc.operator(), m.matchBid(42, U256::ZERO))
+    common::at(&tc, t0 + 601).await;
+    common::submit(&tc, &ops, id, provider, 2, tc.operator())
         .await
         .unwrap();
-    tc.chain.send(tenant, m.closeLease(42)).await.unwrap();
+    common::at(&tc, t0 + 611).await;
+    tc.chain.send(provider, m.confirmStart(id)).await.unwrap();
+    common::at(&tc, t0 + 611 + 900).await;
+    tc.chain.send(tenant, m.closeLease(id)).await.unwrap();
 
     let mut f = Follower::new(market, tc.deploy_block, 0, 1_000);
     let (logged, _) = drain(&mut f, &tc.chain).await;
@@ -332,7 +344,7 @@ async fn follower_decodes_a_whole_lifecycle_in_order() {
         "not in chain order: {pos:?}"
     );
     let events: Vec<&ChainEvent> = logged.iter().map(|l| &l.event).collect();
-    assert_eq!(events.len(), 6, "{events:#?}");
+    assert_eq!(events.len(), 7, "{events:#?}");
     let r7 = reg(7);
     assert_eq!(
         events[0],
@@ -345,7 +357,7 @@ async fn follower_decodes_a_whole_lifecycle_in_order() {
         }
     );
     let ChainEvent::OrderCreated {
-        id: 42,
+        id: 1,
         tenant: t,
         token,
         max_price_per_gpu_hour: SPHN,
@@ -359,40 +371,60 @@ async fn follower_decodes_a_whole_lifecycle_in_order() {
     };
     assert_eq!((t, token, locked), (tenant, tc.addresses.sphn, 2 * SPHN));
     assert!(bid_deadline > 0);
-    assert_eq!(logged[1].block, mined);
-    assert_eq!(events[2], &ChainEvent::OrderSpec { id: 42, spec });
+    assert_eq!(bid_deadline, t0 + 600);
+    assert_eq!(logged[1].block, mined.block);
+    assert_eq!(events[2], &ChainEvent::OrderSpec { id: 1, spec });
     assert_eq!(
         (logged[2].block, logged[2].tx),
-        (mined, logged[1].tx),
+        (mined.block, logged[1].tx),
         "same transaction"
     );
     assert_eq!(
         events[3],
         &ChainEvent::BidPlaced {
-            id: 42,
-            bid_index: 0,
+            id: 1,
             provider,
             price_per_gpu_hour: SPHN / 2,
             model: Some(GpuModel::H100Sxm),
         }
     );
-    let ChainEvent::LeaseStarted {
-        id: 42,
-        provider: lp,
-        matched_by,
-        price_per_gpu_hour,
+    let ChainEvent::LeaseMatched {
+        id: 1,
+        provider: mp,
+        price_per_gpu_hour: mprice,
         gpus: 2,
-        start,
+        seed,
+        signed_weight,
+        total_weight,
+        start_deadline,
     } = events[4].clone()
     else {
-        panic!("expected LeaseStarted, got {:?}", events[4]);
+        panic!("expected LeaseMatched, got {:?}", events[4]);
     };
+    assert_eq!((mp, mprice), (provider, SPHN / 2));
     assert_eq!(
-        (lp, matched_by, price_per_gpu_hour),
-        (provider, tc.operator(), SPHN / 2)
+        seed,
+        common::match_result(&tc, id, provider).await.seed,
+        "the seed is the chain's"
+    );
+    assert_eq!(
+        (signed_weight, total_weight),
+        (2 * common::OP_STAKE, 3 * common::OP_STAKE)
+    );
+    assert_eq!(start_deadline, t0 + 601 + 300);
+    assert_eq!(
+        events[5],
+        &ChainEvent::LeaseStarted {
+            id: 1,
+            provider,
+            price_per_gpu_hour: SPHN / 2,
+            gpus: 2,
+            start: t0 + 611,
+            end: t0 + 611 + 3600,
+        }
     );
     let ChainEvent::LeaseClosed {
-        id: 42,
+        id: 1,
         provider: cp,
         closed_by,
         seconds_billed,
@@ -400,56 +432,53 @@ async fn follower_decodes_a_whole_lifecycle_in_order() {
         fee: 0,
         refunded,
         funds_exhausted: false,
-    } = events[5].clone()
+    } = events[6].clone()
     else {
-        panic!("expected LeaseClosed, got {:?}", events[5]);
+        panic!("expected LeaseClosed, got {:?}", events[6]);
     };
     assert_eq!((cp, closed_by), (provider, tenant));
     assert_eq!(paid, SPHN / 2 * 2 * u128::from(seconds_billed) / 3600);
+    assert_eq!(seconds_billed, 900);
     assert_eq!(paid + refunded, 2 * SPHN);
-    assert!(start > 0);
 
     // A bid with a model name spheron does not know decodes with no model.
-    tc.chain
-        .send(
-            tenant,
-            m.createOrder(43, tc.addresses.sphn, SPHN, 1, 3600, 600),
-        )
-        .await
-        .unwrap();
+    let id2 = common::order_at(&tc, t0 + 3000, tenant, tc.addresses.sphn, SPHN, 1, 3600, 600).await;
+    assert_eq!(id2, 2);
     tc.chain
         .send(
             provider,
-            m.placeBid(43, Uint::from(1u8), model32("quantum-9000")),
+            m.placeBid(id2, Uint::from(1u8), model32("quantum-9000")),
         )
         .await
         .unwrap();
-    tc.chain.send(tenant, m.cancelOrder(43)).await.unwrap();
+    tc.chain.send(provider, m.withdrawBid(id2)).await.unwrap();
+    tc.chain.send(tenant, m.cancelOrder(id2)).await.unwrap();
     let (more, _) = drain(&mut f, &tc.chain).await;
     let more: Vec<ChainEvent> = more.into_iter().map(|l| l.event).collect();
     assert!(
-        matches!(more[0], ChainEvent::OrderCreated { id: 43, .. }),
+        matches!(more[0], ChainEvent::OrderCreated { id: 2, .. }),
         "{more:?}"
     );
     assert!(
         matches!(
             more[1],
             ChainEvent::BidPlaced {
-                id: 43,
+                id: 2,
                 model: None,
                 ..
             }
         ),
         "{more:?}"
     );
+    assert_eq!(more[2], ChainEvent::BidWithdrawn { id: 2, provider });
     assert_eq!(
-        more[2],
+        more[3],
         ChainEvent::OrderCancelled {
-            id: 43,
+            id: 2,
             refunded: SPHN
         }
     );
-    assert_eq!(more.len(), 3);
+    assert_eq!(more.len(), 4);
 }
 
 /// Ten blocks, each with one `ProviderRegistered` (anvil mines a block per transaction).

@@ -6,11 +6,11 @@ mod common;
 
 use alloy::primitives::{Address, U256, Uint};
 use alloy::sol_types::SolCall;
+use common::{MIN_STAKE, OP_STAKE, Parties, SPHN};
 use spheron_chain::MarketConfig;
 use spheron_chain::anvil::TestChain;
 use spheron_chain::bindings::{ReentrantToken, SpheronMarket};
-
-const SPHN: u128 = 1_000_000_000_000_000_000;
+use spheron_chain::quorum::Kind;
 
 struct World {
     tc: TestChain,
@@ -18,6 +18,7 @@ struct World {
     provider: Address,
     unstaked: Address,
     stranger: Address,
+    ops: Parties,
     t0: u64,
 }
 
@@ -34,8 +35,9 @@ impl World {
     }
 }
 
-/// A market with one staked provider, one registered but unstaked provider, a funded tenant
-/// and order 1 (1 GPU, 1 h, ceiling 1 SPHN, bid window 60 s) with a bid from the provider.
+/// A market with four operators, one staked provider, one registered but unstaked provider,
+/// a funded tenant and order 1 (1 GPU, 1 h, ceiling 1 SPHN, bid window 60 s) with a bid from
+/// the provider.
 async fn world() -> Option<World> {
     let tc = common::chain(&MarketConfig::default()).await?;
     let (tenant, provider, unstaked, stranger) = (
@@ -46,7 +48,8 @@ async fn world() -> Option<World> {
     );
     let m = common::market(&tc);
     let t0 = common::freeze(&tc).await + 10;
-    common::register_providers(&tc, &[provider], 10 * SPHN).await;
+    let ops = common::register_parties(&tc, &[10, 11, 12, 13], Kind::Operator, OP_STAKE).await;
+    common::register_providers(&tc, &[provider], MIN_STAKE).await;
     tc.chain
         .send(
             unstaked,
@@ -61,27 +64,16 @@ async fn world() -> Option<World> {
         .await
         .unwrap();
     common::fund(&tc, tc.addresses.sphn, &[tenant, stranger], 100 * SPHN).await;
-    common::at(&tc, t0).await;
-    tc.chain
-        .send(
-            tenant,
-            m.createOrder(1, tc.addresses.sphn, SPHN, 1, 3600, 60),
-        )
-        .await
-        .unwrap();
-    tc.chain
-        .send(
-            provider,
-            m.placeBid(1, Uint::from(SPHN / 2), Default::default()),
-        )
-        .await
-        .unwrap();
+    let id = common::order_at(&tc, t0, tenant, tc.addresses.sphn, SPHN, 1, 3600, 60).await;
+    assert_eq!(id, 1);
+    common::bid(&tc, provider, 1, SPHN / 2).await;
     Some(World {
         tc,
         tenant,
         provider,
         unstaked,
         stranger,
+        ops,
         t0,
     })
 }
@@ -104,22 +96,23 @@ macro_rules! refused {
 async fn unauthorized_calls_revert_with_named_errors() {
     let Some(w) = world().await else { return };
     let m = common::market(&w.tc);
+    refused!(w, w.stranger, m.pause(), "AccessControlUnauthorizedAccount");
     refused!(
         w,
         w.stranger,
-        m.matchBid(1, U256::ZERO),
-        "NotTenantOrMatcher"
-    );
-    refused!(
-        w,
-        w.provider,
-        m.matchBid(1, U256::ZERO),
-        "NotTenantOrMatcher"
+        m.grantRole(spheron_chain::deploy::roles::tier(), w.stranger),
+        "AccessControlUnauthorizedAccount"
     );
     refused!(
         w,
         w.stranger,
-        m.slash(w.provider, SPHN, w.stranger),
+        m.withdrawFees(w.tc.addresses.sphn, w.stranger),
+        "AccessControlUnauthorizedAccount"
+    );
+    refused!(
+        w,
+        w.stranger,
+        m.setHardwareClass(Default::default(), 1, MIN_STAKE),
         "AccessControlUnauthorizedAccount"
     );
     refused!(
@@ -185,7 +178,16 @@ async fn bad_bids_revert_with_named_errors() {
         m.placeBid(1, Uint::from(SPHN / 2), Default::default()),
         "BidWindowClosed"
     );
-    refused!(w, w.tenant, m.matchBid(1, U256::from(5)), "UnknownBid");
+    // A match for someone who never bid.
+    let mut r = common::match_result(&w.tc, 1, w.provider).await;
+    r.winner = w.unstaked;
+    let sigs = common::sign(&w.ops, &r, 4).await;
+    let before = common::snapshot(&w.tc, &w.everyone()).await;
+    let e = spheron_chain::quorum::submit_match(&w.tc.chain, w.tc.addresses.market, w.tenant, &r, &sigs)
+        .await
+        .unwrap_err();
+    assert_eq!(e.revert_name(), Some("UnknownBid"), "{e}");
+    assert_eq!(before, common::snapshot(&w.tc, &w.everyone()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,31 +195,41 @@ async fn double_close_and_settlement_rules() {
     let Some(w) = world().await else { return };
     let m = common::market(&w.tc);
     common::at(&w.tc, w.t0 + 100).await;
-    w.tc.chain
-        .send(w.tenant, m.matchBid(1, U256::ZERO))
+    common::submit(&w.tc, &w.ops, 1, w.provider, 3, w.stranger)
         .await
         .unwrap();
-    refused!(w, w.tenant, m.matchBid(1, U256::ZERO), "OrderNotOpen");
-    refused!(w, w.tenant, m.cancelOrder(1), "OrderNotOpen");
-    // Half-way, a stranger may not close a lease that still has funds.
+    let e = common::submit(&w.tc, &w.ops, 1, w.provider, 3, w.stranger)
+        .await
+        .unwrap_err();
+    assert_eq!(e.revert_name(), Some("WrongState"), "{e}");
+    refused!(w, w.tenant, m.cancelOrder(1), "WrongState");
+    refused!(w, w.stranger, m.confirmStart(1), "NotProvider");
+    w.tc.chain.send(w.provider, m.confirmStart(1)).await.unwrap();
+    refused!(w, w.provider, m.confirmStart(1), "WrongState");
+    // Half-way, a stranger may not close a lease that still runs.
     common::at(&w.tc, w.t0 + 100 + 1800).await;
-    refused!(w, w.stranger, m.closeLease(1), "FundsNotExhausted");
-    // Past exhaustion anyone may settle it, once.
+    refused!(w, w.stranger, m.closeLease(1), "NotClosable");
+    // After its end anyone may settle it, once: the whole hour is paid.
     common::at(&w.tc, w.t0 + 100 + 7300).await;
     w.tc.chain.send(w.stranger, m.closeLease(1)).await.unwrap();
     let o = m.getOrder(1).call().await.unwrap();
-    assert_eq!(o.state, 3);
+    assert_eq!(o.state, 4);
     assert_eq!(
         m.accountOf(w.tc.addresses.sphn, w.provider)
             .call()
             .await
             .unwrap()
             .available,
-        SPHN
+        SPHN / 2
     );
-    refused!(w, w.tenant, m.closeLease(1), "LeaseNotActive");
-    refused!(w, w.stranger, m.closeLease(1), "LeaseNotActive");
-    refused!(w, w.provider, m.settleBatch(vec![1]), "LeaseNotActive");
+    refused!(w, w.tenant, m.closeLease(1), "WrongState");
+    refused!(w, w.stranger, m.closeLease(1), "WrongState");
+    // A batch with the closed lease skips it and changes nothing.
+    let before = common::snapshot(&w.tc, &w.everyone()).await;
+    let r = w.tc.chain.send(w.provider, m.settleBatch(vec![1])).await.unwrap();
+    let skipped = common::event::<SpheronMarket::SettleSkipped>(&r).unwrap();
+    assert_eq!(skipped.id, 1);
+    assert_eq!(before, common::snapshot(&w.tc, &w.everyone()).await);
     common::assert_solvent(&w.tc, &w.everyone()).await;
 }
 
@@ -230,7 +242,7 @@ async fn amount_overflow_and_overdraw_revert() {
     refused!(
         w,
         w.tenant,
-        m.createOrder(2, sphn, u128::MAX, 64, 3600 * 24, 60),
+        m.createOrder(sphn, u128::MAX, 64, 3600 * 24, 60),
         "AmountOverflow"
     );
     // A deposit that would take a balance past 2^128 - 1.
@@ -257,14 +269,20 @@ async fn amount_overflow_and_overdraw_revert() {
     refused!(
         w,
         w.tenant,
-        m.createOrder(2, sphn, 1_000 * SPHN, 1, 3600, 60),
+        m.createOrder(sphn, 1_000 * SPHN, 1, 3600, 60),
         "InsufficientBalance"
     );
     refused!(
         w,
         w.tenant,
-        m.createOrder(1, sphn, SPHN, 1, 3600, 60),
-        "OrderExists"
+        m.createOrder(sphn, SPHN, 1, 90 * 86_400 + 1, 60),
+        "InvalidDuration"
+    );
+    refused!(
+        w,
+        w.tenant,
+        m.createOrder(sphn, SPHN, 1, 3600, 86_401),
+        "InvalidDuration"
     );
     refused!(
         w,
@@ -276,7 +294,7 @@ async fn amount_overflow_and_overdraw_revert() {
     refused!(
         w,
         w.provider,
-        m.requestUnstake(11 * SPHN),
+        m.requestUnstake(MIN_STAKE + 1),
         "InsufficientStake"
     );
 }

@@ -338,7 +338,9 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
             address: key.address(),
             pid: op.id().unwrap_or(0),
             endpoint: format!("http://{listen}"),
-            restart: args,
+            restart: std::iter::once(bin.display().to_string())
+                .chain(args)
+                .collect(),
         });
         children.push((name, op));
     }

@@ -719,6 +719,13 @@ impl ProviderNode {
                 Err(e) => {
                     last = e.to_string();
                     if matches!(e, spheron_chain::Error::Revert { .. }) {
+                        // Closed meanwhile (the workload ended first, or the tenant stopped
+                        // it): nothing to fail.
+                        if let Ok(o) = i.market.getOrder(id).call().await
+                            && o.state != order_state::MATCHED
+                        {
+                            return;
+                        }
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;

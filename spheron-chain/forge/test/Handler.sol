@@ -1064,7 +1064,14 @@ contract Handler is ITransferHook {
             seed: 7,
             matcherVersion: 1
         });
-        SpheronOperators.Match memory b = a;
+        SpheronOperators.Match memory b = SpheronOperators.Match({
+            orderId: a.orderId,
+            bidsDigest: a.bidsDigest,
+            winner: a.winner,
+            price: a.price,
+            seed: a.seed,
+            matcherVersion: a.matcherVersion
+        }); // a copy: memory assignment would alias
         if (mode != 6) b.winner = providers[1 + orderSeed % 2];
         if (mode == 7) b.orderId = a.orderId + 1;
         bytes memory sa = _sign(key, ops.matchDigest(a));
@@ -1302,54 +1309,45 @@ contract Handler is ITransferHook {
 
     /// @notice Every invariant; reverts with the first one broken.
     function check() external view {
-        require(unexpectedReverts == 0, string.concat("unexpected revert: ", lastBad));
-        require(unexpectedSuccesses == 0, string.concat("unexpected success: ", lastBad));
-        require(wrongErrors == 0, string.concat("wrong error: ", lastBad));
-        require(!strangerSucceeded, string.concat("a stranger's gated call succeeded: ", strangerWhat));
+        if (!(unexpectedReverts == 0)) revert(string.concat("unexpected revert: ", lastBad));
+        if (!(unexpectedSuccesses == 0)) revert(string.concat("unexpected success: ", lastBad));
+        if (!(wrongErrors == 0)) revert(string.concat("wrong error: ", lastBad));
+        if (!(!strangerSucceeded)) revert(string.concat("a stranger's gated call succeeded: ", strangerWhat));
         require(!overBilled, "a lease billed more than price x gpus x duration");
 
         // 1. the market's balance of each token is exactly what it owes; accounts match the model
         for (uint256 t = 0; t < 4; ++t) {
             address token = pay[t];
             uint256 owed = market.fees(token);
-            require(owed == mFees[token], string.concat("fees differ from the model, token ", _u(t)));
+            if (!(owed == mFees[token])) revert(string.concat("fees differ from the model, token ", _u(t)));
             for (uint256 i = 0; i < tracked.length; ++i) {
                 address acct = tracked[i];
                 SpheronMarket.Account memory a = market.accountOf(token, acct);
-                require(
-                    a.available == mAv[token][acct] && a.locked == mLk[token][acct],
-                    string.concat("account differs from the model: token ", _u(t), " account ", _u(i))
-                );
+                if (!(a.available == mAv[token][acct] && a.locked == mLk[token][acct])) revert(string.concat("account differs from the model: token ", _u(t), " account ", _u(i)));
                 owed += uint256(a.available) + a.locked;
                 if (token == address(sphn)) {
                     ProviderRegistry.Stake memory s = market.stakeOf(acct);
                     owed += uint256(s.staked) + s.unbonding;
                 }
             }
-            require(
-                PlainToken(token).balanceOf(address(market)) == owed,
-                string.concat("market balance != what it owes, token ", _u(t))
-            );
+            if (!(PlainToken(token).balanceOf(address(market)) == owed)) revert(string.concat("market balance != what it owes, token ", _u(t)));
         }
         // 2. provider stakes match the model
         for (uint256 i = 0; i < tracked.length; ++i) {
             address acct = tracked[i];
             ProviderRegistry.Stake memory s = market.stakeOf(acct);
             MStake storage m = ms[acct];
-            require(
-                s.staked == m.staked && s.unbonding == m.unbonding && s.activeLeases == m.active
-                    && s.frauds == m.frauds && s.banned == m.banned,
-                string.concat("stake differs from the model, account ", _u(i))
-            );
+            if (!(s.staked == m.staked && s.unbonding == m.unbonding && s.activeLeases == m.active
+                    && s.frauds == m.frauds && s.banned == m.banned)) revert(string.concat("stake differs from the model, account ", _u(i)));
         }
         // 3. orders: state and lock match the model; a lock never exceeds what the tenant locked
         require(market.nextOrderId() == mNext, "nextOrderId differs from the model");
         for (uint64 id = 1; id < mNext; ++id) {
             SpheronMarket.OrderView memory v = market.getOrder(id);
             MOrder storage o = mo[id];
-            require(uint8(v.state) == o.state, string.concat("order state differs, order ", _u(id)));
-            require(v.locked == o.locked, string.concat("order lock differs, order ", _u(id)));
-            require(v.locked <= o.everLocked, string.concat("order holds more than its tenant locked ", _u(id)));
+            if (!(uint8(v.state) == o.state)) revert(string.concat("order state differs, order ", _u(id)));
+            if (!(v.locked == o.locked)) revert(string.concat("order lock differs, order ", _u(id)));
+            if (!(v.locked <= o.everLocked)) revert(string.concat("order holds more than its tenant locked ", _u(id)));
             if (o.state >= 2 && o.state <= 4) require(v.provider == o.provider, "lease provider differs");
         }
         // 4. SpheronOperators holds at least every party's stake and unbonding stake
@@ -1359,10 +1357,7 @@ contract Handler is ITransferHook {
             address who = parties[i];
             SpheronOperators.Party memory p = ops.partyOf(who);
             MParty storage m = mp[who];
-            require(
-                uint8(p.kind) == m.kind && p.staked == m.staked && p.unbonding == m.unbonding,
-                string.concat("party differs from the model ", _u(i))
-            );
+            if (!(uint8(p.kind) == m.kind && p.staked == m.staked && p.unbonding == m.unbonding)) revert(string.concat("party differs from the model ", _u(i)));
             require(ops.weightAt(who, uint48(block.timestamp)) == m.staked, "party weight differs from its stake");
             sum += uint256(p.staked) + p.unbonding;
             if (m.kind == 1) opTotal += m.staked;

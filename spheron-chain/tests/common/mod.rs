@@ -1,5 +1,5 @@
 //! Shared setup of the anvil tests.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, clippy::unwrap_used, missing_docs)]
 
 use alloy::primitives::{Address, U256};
 use spheron_chain::anvil::{AnvilOptions, TestChain, find_anvil};
@@ -56,7 +56,7 @@ pub fn accounts(tc: &TestChain) -> Accounts {
 /// A fresh market (new deployment on the running node) and an SPHN escrow on it with a
 /// warped dev clock; the conformance accounts hold 2^130 SPHN in their wallets.
 pub async fn fresh_sphn_escrow(tc: &TestChain) -> Arc<dyn Escrow> {
-    let market = deploy::deploy_market(
+    let (market, _operators) = deploy::deploy_market(
         &tc.chain,
         tc.admin(),
         tc.addresses.sphn,
@@ -64,29 +64,15 @@ pub async fn fresh_sphn_escrow(tc: &TestChain) -> Arc<dyn Escrow> {
     )
     .await
     .unwrap();
-    let m = spheron_chain::bindings::SpheronMarket::new(market, tc.chain.provider().clone());
-    tc.chain
-        .send(
-            tc.admin(),
-            m.grantRole(deploy::roles::slasher(), tc.operator()),
-        )
-        .await
-        .unwrap();
     let accts: Vec<Address> = tc.accounts[2..6].to_vec();
     mint(tc, tc.addresses.sphn, &accts, U256::from(1u8) << 130).await;
     let chain = Arc::new(spheron_chain::Chain::connect(&tc.endpoint(), tc.keys.clone()).unwrap());
-    let e = EvmEscrow::new(
-        chain,
-        market,
-        tc.addresses.sphn,
-        Token::sphn(),
-        tc.operator(),
-    )
-    .await
-    .unwrap()
-    .with_dev_clock()
-    .await
-    .unwrap();
+    let e = EvmEscrow::new(chain, market, tc.addresses.sphn, Token::sphn())
+        .await
+        .unwrap()
+        .with_dev_clock()
+        .await
+        .unwrap();
     Arc::new(e)
 }
 
@@ -144,6 +130,13 @@ pub async fn fund(tc: &TestChain, t: Address, who: &[Address], amount: u128) {
             .unwrap();
     }
 }
+
+/// One SPHN (18 decimals).
+pub const SPHN: u128 = 1_000_000_000_000_000_000;
+/// The default minimum provider stake (`MarketConfig::default().min_stake`).
+pub const MIN_STAKE: u128 = 100 * SPHN;
+/// What each test operator stakes (`MarketConfig::default().operator_min_stake`).
+pub const OP_STAKE: u128 = 1_000 * SPHN;
 
 /// Registers and stakes `stake` SPHN for each provider.
 pub async fn register_providers(tc: &TestChain, providers: &[Address], stake: u128) {
@@ -222,4 +215,167 @@ pub async fn expect_revert<D: alloy::contract::CallDecoder + Unpin>(
         ),
         Err(e) => assert_eq!(e.revert_name(), Some(name), "wrong revert: {e}"),
     }
+}
+
+/// Sends `call` and returns the revert name, or `None` when it succeeded.
+pub async fn try_send<D: alloy::contract::CallDecoder + Unpin>(
+    tc: &TestChain,
+    from: Address,
+    call: alloy::contract::CallBuilder<&alloy::providers::DynProvider, D>,
+) -> Result<alloy::rpc::types::TransactionReceipt, String> {
+    tc.chain
+        .send(from, call)
+        .await
+        .map_err(|e| e.revert_name().map(str::to_string).unwrap_or(e.to_string()))
+}
+
+/// The first event of type `E` in a receipt.
+pub fn event<E: alloy::sol_types::SolEvent>(r: &alloy::rpc::types::TransactionReceipt) -> Option<E> {
+    r.inner
+        .logs()
+        .iter()
+        .find_map(|l| E::decode_log_data(l.data()).ok())
+}
+
+// ---------------------------------------------------------------- the operator quorum
+
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::Eip712Domain;
+use spheron_chain::quorum::{self, Kind, MatchResult, VerdictClaim};
+
+/// Registered parties (operators or verifiers) with their keys, sorted by address.
+pub struct Parties {
+    /// Their keys, by ascending address.
+    pub keys: Vec<PrivateKeySigner>,
+    /// The EIP-712 domain of the operators contract.
+    pub domain: Eip712Domain,
+}
+
+impl Parties {
+    /// The parties' addresses, ascending.
+    pub fn addresses(&self) -> Vec<Address> {
+        self.keys.iter().map(|k| k.address()).collect()
+    }
+}
+
+/// The EIP-712 domain of `tc`'s operators contract.
+pub async fn domain(tc: &TestChain) -> Eip712Domain {
+    use alloy::providers::Provider;
+    let chain_id = tc.chain.provider().get_chain_id().await.unwrap();
+    quorum::domain(chain_id, tc.addresses.operators)
+}
+
+/// Mints `stake` SPHN to each of the dev accounts `idx` and registers them as `kind`.
+pub async fn register_parties(tc: &TestChain, idx: &[usize], kind: Kind, stake: u128) -> Parties {
+    let who: Vec<Address> = idx.iter().map(|i| tc.accounts[*i]).collect();
+    mint(tc, tc.addresses.sphn, &who, U256::from(stake)).await;
+    for (n, a) in who.iter().enumerate() {
+        quorum::register_party(
+            &tc.chain,
+            tc.addresses.operators,
+            tc.addresses.sphn,
+            *a,
+            kind,
+            &format!("http://127.0.0.1:{}", 9000 + n),
+            stake,
+        )
+        .await
+        .unwrap();
+    }
+    let mut keys: Vec<PrivateKeySigner> = idx.iter().map(|i| tc.keys[*i].clone()).collect();
+    keys.sort_by_key(|k| k.address());
+    Parties {
+        keys,
+        domain: domain(tc).await,
+    }
+}
+
+/// The match result every honest operator computes for `winner` on order `id`: the chain's
+/// digest and seed, the winner's bid price.
+pub async fn match_result(tc: &TestChain, id: u64, winner: Address) -> MatchResult {
+    let m = market(tc);
+    let o = m.getOrder(id).call().await.unwrap();
+    let bid = m.getBid(id, winner).call().await.unwrap();
+    let seed = m.seedOf(id, o.bidsDigest).call().await.unwrap();
+    MatchResult {
+        order_id: id,
+        bids_digest: o.bidsDigest,
+        winner,
+        price: bid.price.to::<u128>(),
+        seed,
+        matcher_version: 1,
+    }
+}
+
+/// Signatures of `m` by the first `n` of `ps`.
+pub async fn sign(ps: &Parties, m: &MatchResult, n: usize) -> Vec<(Address, Vec<u8>)> {
+    let mut out = Vec::new();
+    for k in ps.keys.iter().take(n) {
+        out.push((
+            k.address(),
+            quorum::sign_match(k, &ps.domain, m).await.unwrap(),
+        ));
+    }
+    out
+}
+
+/// Submits the match of order `id` to `winner` signed by the first `n` operators, from `from`.
+pub async fn submit(
+    tc: &TestChain,
+    ops: &Parties,
+    id: u64,
+    winner: Address,
+    n: usize,
+    from: Address,
+) -> spheron_chain::Result<alloy::rpc::types::TransactionReceipt> {
+    let m = match_result(tc, id, winner).await;
+    let sigs = sign(ops, &m, n).await;
+    quorum::submit_match(&tc.chain, tc.addresses.market, from, &m, &sigs).await
+}
+
+/// Signatures of verdict `v` by the first `n` of `vs`.
+pub async fn sign_verdict(vs: &Parties, v: &VerdictClaim, n: usize) -> Vec<(Address, Vec<u8>)> {
+    let mut out = Vec::new();
+    for k in vs.keys.iter().take(n) {
+        out.push((
+            k.address(),
+            quorum::sign_verdict(k, &vs.domain, v).await.unwrap(),
+        ));
+    }
+    out
+}
+
+/// Creates an order (ids come from the contract) at block time `t`; returns its id.
+#[allow(clippy::too_many_arguments)]
+pub async fn order_at(
+    tc: &TestChain,
+    t: u64,
+    tenant: Address,
+    token: Address,
+    ceiling: u128,
+    gpus: u32,
+    duration: u32,
+    window: u32,
+) -> u64 {
+    at(tc, t).await;
+    let r = tc
+        .chain
+        .send(
+            tenant,
+            market(tc).createOrder(token, ceiling, gpus, duration, window),
+        )
+        .await
+        .unwrap();
+    event::<SpheronMarket::OrderCreated>(&r).unwrap().id
+}
+
+/// Places a bid at `price` (no model) from `provider`.
+pub async fn bid(tc: &TestChain, provider: Address, id: u64, price: u128) {
+    tc.chain
+        .send(
+            provider,
+            market(tc).placeBid(id, alloy::primitives::Uint::from(price), Default::default()),
+        )
+        .await
+        .unwrap();
 }
