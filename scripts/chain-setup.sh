@@ -44,3 +44,21 @@ fi
 
 say "recompiling contracts and comparing with the committed artifacts"
 (cd "$chain" && node scripts/compile.js --check)
+
+# forge (the invariant suite, scripts/invariants.sh) comes from the same npm install; it
+# compiles through spheron-chain/forge/tools/solc (solc-js), as native solc builds are not on
+# any package registry. Cached beside anvil.
+forge_src="$chain/node_modules/@foundry-rs/forge-linux-amd64/bin/forge"
+mkdir -p "$cache/forge/bin"
+if [[ -x "$forge_src" ]]; then
+  if ! cmp -s "$forge_src" "$cache/forge/bin/forge"; then
+    say "installing forge to $cache/forge/bin/forge"
+    cp "$forge_src" "$cache/forge/bin/forge.tmp" && mv "$cache/forge/bin/forge.tmp" "$cache/forge/bin/forge"
+    chmod +x "$cache/forge/bin/forge"
+  fi
+  say "forge: $("$cache/forge/bin/forge" --version | head -1)"
+elif command -v forge >/dev/null; then
+  say "no npm forge for this platform; using $(command -v forge)"
+else
+  say "forge is not available for $(uname -sm) from npm: the invariant suite (scripts/invariants.sh) cannot run"
+fi

@@ -9,8 +9,8 @@ use alloy::providers::ext::AnvilApi;
 use alloy::signers::local::PrivateKeySigner;
 use spheron_chain::anvil::{AnvilOptions, TestChain};
 use spheron_chain::follow::{self, ChainEvent, Follower, Logged};
-use spheron_chain::registry::{self, OrderParams, Registration};
 use spheron_chain::quorum::Kind;
+use spheron_chain::registry::{self, OrderParams, Registration};
 use spheron_chain::{Chain, MarketConfig};
 use spheron_core::GpuModel;
 use std::collections::BTreeSet;
@@ -91,7 +91,10 @@ async fn registry_enumerates_reads_back_and_updates_in_place() {
     // p[1] stakes and gets a tier; p[2] registers with a zero certificate hash (plain HTTP).
     common::fund(&tc, tc.addresses.sphn, &[p[1]], 1_000 * SPHN).await;
     tc.chain.send(p[1], m.stake(400 * SPHN)).await.unwrap();
-    tc.chain.send(p[1], m.requestUnstake(100 * SPHN)).await.unwrap();
+    tc.chain
+        .send(p[1], m.requestUnstake(100 * SPHN))
+        .await
+        .unwrap();
     tc.chain
         .send(tc.operator(), m.setTier(p[1], 5))
         .await
@@ -327,6 +330,7 @@ async fn follower_decodes_a_whole_lifecycle_in_order() {
         )
         .await
         .unwrap();
+    let expected_seed = common::match_result(&tc, id, provider).await.seed;
     common::at(&tc, t0 + 601).await;
     common::submit(&tc, &ops, id, provider, 2, tc.operator())
         .await
@@ -402,11 +406,7 @@ async fn follower_decodes_a_whole_lifecycle_in_order() {
         panic!("expected LeaseMatched, got {:?}", events[4]);
     };
     assert_eq!((mp, mprice), (provider, SPHN / 2));
-    assert_eq!(
-        seed,
-        common::match_result(&tc, id, provider).await.seed,
-        "the seed is the chain's"
-    );
+    assert_eq!(seed, expected_seed, "the seed is the chain's");
     assert_eq!(
         (signed_weight, total_weight),
         (2 * common::OP_STAKE, 3 * common::OP_STAKE)
@@ -442,7 +442,17 @@ async fn follower_decodes_a_whole_lifecycle_in_order() {
     assert_eq!(paid + refunded, 2 * SPHN);
 
     // A bid with a model name spheron does not know decodes with no model.
-    let id2 = common::order_at(&tc, t0 + 3000, tenant, tc.addresses.sphn, SPHN, 1, 3600, 600).await;
+    let id2 = common::order_at(
+        &tc,
+        t0 + 3000,
+        tenant,
+        tc.addresses.sphn,
+        SPHN,
+        1,
+        3600,
+        600,
+    )
+    .await;
     assert_eq!(id2, 2);
     tc.chain
         .send(

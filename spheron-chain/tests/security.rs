@@ -183,9 +183,15 @@ async fn bad_bids_revert_with_named_errors() {
     r.winner = w.unstaked;
     let sigs = common::sign(&w.ops, &r, 4).await;
     let before = common::snapshot(&w.tc, &w.everyone()).await;
-    let e = spheron_chain::quorum::submit_match(&w.tc.chain, w.tc.addresses.market, w.tenant, &r, &sigs)
-        .await
-        .unwrap_err();
+    let e = spheron_chain::quorum::submit_match(
+        &w.tc.chain,
+        w.tc.addresses.market,
+        w.tenant,
+        &r,
+        &sigs,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.revert_name(), Some("UnknownBid"), "{e}");
     assert_eq!(before, common::snapshot(&w.tc, &w.everyone()).await);
 }
@@ -204,7 +210,10 @@ async fn double_close_and_settlement_rules() {
     assert_eq!(e.revert_name(), Some("WrongState"), "{e}");
     refused!(w, w.tenant, m.cancelOrder(1), "WrongState");
     refused!(w, w.stranger, m.confirmStart(1), "NotProvider");
-    w.tc.chain.send(w.provider, m.confirmStart(1)).await.unwrap();
+    w.tc.chain
+        .send(w.provider, m.confirmStart(1))
+        .await
+        .unwrap();
     refused!(w, w.provider, m.confirmStart(1), "WrongState");
     // Half-way, a stranger may not close a lease that still runs.
     common::at(&w.tc, w.t0 + 100 + 1800).await;
@@ -226,7 +235,11 @@ async fn double_close_and_settlement_rules() {
     refused!(w, w.stranger, m.closeLease(1), "WrongState");
     // A batch with the closed lease skips it and changes nothing.
     let before = common::snapshot(&w.tc, &w.everyone()).await;
-    let r = w.tc.chain.send(w.provider, m.settleBatch(vec![1])).await.unwrap();
+    let r =
+        w.tc.chain
+            .send(w.provider, m.settleBatch(vec![1]))
+            .await
+            .unwrap();
     let skipped = common::event::<SpheronMarket::SettleSkipped>(&r).unwrap();
     assert_eq!(skipped.id, 1);
     assert_eq!(before, common::snapshot(&w.tc, &w.everyone()).await);

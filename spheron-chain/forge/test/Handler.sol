@@ -329,8 +329,12 @@ contract Handler is ITransferHook {
         return pay[i % 4];
     }
 
+    /// @dev Mostly one of the three newest orders; sometimes any id up to one past the last.
     function _id(uint256 s) internal view returns (uint64) {
-        return uint64(s % (uint256(mNext) + 1));
+        uint256 n = uint256(mNext) - 1;
+        if (n == 0 || s % 4 == 0) return uint64((s >> 2) % (n + 2));
+        uint256 k = n < 3 ? n : 3;
+        return uint64(n - (s >> 2) % k);
     }
 
     function _lookup(uint48[] storage ts, uint256[] storage vs, uint256 at) internal view returns (uint256) {
@@ -467,7 +471,7 @@ contract Handler is ITransferHook {
         uint256 d = (shape >> 8) % 100;
         uint32 dur = d == 99 ? uint32(91 days) : uint32(d * 1 hours);
         uint256 w = (shape >> 40) % 50;
-        uint32 window = w == 49 ? uint32(1 days + 1) : uint32(w * 10 minutes);
+        uint32 window = w == 49 ? uint32(1 days + 1) : w < 25 ? uint32(w * 1 minutes) : uint32((w - 24) * 20 minutes);
         uint256 s = (shape >> 80) % 20;
         bytes memory spec = new bytes(s == 19 ? 8193 : s * 10);
         bool withSpec = s != 0;
@@ -659,6 +663,16 @@ contract Handler is ITransferHook {
         c.id = _id(idSeed);
         MOrder storage o = mo[c.id];
         c.winner = winnerSeed % 8 == 7 ? attacker : providers[winnerSeed % 3];
+        if (winnerSeed % 8 < 6) {
+            // usually a provider that has a live bid
+            for (uint256 i = 0; i < 3; ++i) {
+                address p = providers[(winnerSeed + i) % 3];
+                if (mb[c.id][p].price != 0) {
+                    c.winner = p;
+                    break;
+                }
+            }
+        }
         c.version = uint32(winnerSeed >> 128) % 3;
         MBid memory b = mb[c.id][c.winner];
         bytes4 want = OK;

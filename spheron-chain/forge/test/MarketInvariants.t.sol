@@ -67,10 +67,17 @@ abstract contract MarketInvariantSetup is InvariantBase {
         s[23] = Handler.partyRequestExit.selector;
         s[24] = Handler.partyWithdrawExit.selector;
         s[25] = Handler.warp.selector;
-        bytes4[] memory all = new bytes4[](s.length + 2);
+        // the lifecycle's steps weigh double (forge picks a selector uniformly from the list)
+        bytes4[] memory all = new bytes4[](s.length + 8);
         for (uint256 i = 0; i < s.length; ++i) all[i] = s[i];
         all[s.length] = Handler.pauseToggle.selector;
         all[s.length + 1] = Handler.attack.selector;
+        all[s.length + 2] = Handler.createOrder.selector;
+        all[s.length + 3] = Handler.placeBid.selector;
+        all[s.length + 4] = Handler.submitMatch.selector;
+        all[s.length + 5] = Handler.confirmStart.selector;
+        all[s.length + 6] = Handler.warp.selector;
+        all[s.length + 7] = Handler.closeLease.selector;
         _targetSelectors.push(FuzzSelector({addr: address(handler), selectors: all}));
     }
 }

@@ -230,7 +230,9 @@ pub async fn try_send<D: alloy::contract::CallDecoder + Unpin>(
 }
 
 /// The first event of type `E` in a receipt.
-pub fn event<E: alloy::sol_types::SolEvent>(r: &alloy::rpc::types::TransactionReceipt) -> Option<E> {
+pub fn event<E: alloy::sol_types::SolEvent>(
+    r: &alloy::rpc::types::TransactionReceipt,
+) -> Option<E> {
     r.inner
         .logs()
         .iter()
