@@ -60,6 +60,7 @@ pub struct LocalBuilder {
     launcher: Option<Arc<dyn WorkloadLauncher>>,
     verifier: Option<Arc<dyn ChallengeVerifier>>,
     tiers: Option<Arc<dyn TierPolicy>>,
+    stake: Option<Arc<MemoryEscrow>>,
     fleet: SimFleet,
     simulation: Simulation,
     seed: Option<u64>,
@@ -78,6 +79,7 @@ impl Marketplace {
             token: Token::usd(),
             clock: None,
             matcher: None,
+            stake: None,
             launcher: None,
             verifier: None,
             tiers: None,
@@ -179,6 +181,13 @@ impl Drop for Marketplace {
 }
 
 impl LocalBuilder {
+    /// A ledger of its own for provider stake (default: stake sits in the payment ledger).
+    /// Stake and payment are apart in the flow ([`spheron_core::StakeVault`] beside
+    /// [`Escrow`]): the fleet stakes here, and penalties slash here, whatever token pays.
+    pub fn stake_ledger(mut self, ledger: Arc<MemoryEscrow>) -> Self {
+        self.stake = Some(ledger);
+        self
+    }
     /// The payment token (default: a 6-decimal USD token).
     pub fn token(mut self, token: Token) -> Self {
         self.token = token;
@@ -268,14 +277,16 @@ impl LocalBuilder {
         let stake_decimals = self.token.decimals;
         let ledger = Arc::new(MemoryEscrow::new(self.token));
         let escrow: Arc<dyn Escrow> = ledger.clone();
+        let stake_ledger = self.stake.unwrap_or_else(|| ledger.clone());
+        let stake: Arc<dyn spheron_core::StakeVault> = stake_ledger.clone();
         let registry = Arc::new(Registry::new());
         let market = Arc::new(LocalMarket::new(clock.clone()));
         let provers = Arc::new(Provers::new());
         for sim in self.fleet.providers {
             let p = &sim.provider;
             if p.stake.0 > 0 {
-                escrow.deposit(p.id, p.stake).await?;
-                escrow.stake(p.id, p.stake).await?;
+                Escrow::deposit(&*stake_ledger, p.id, p.stake).await?;
+                stake.stake(p.id, p.stake).await?;
             }
             provers.insert(p.id, Arc::new(sim.prover(&self.simulation)));
             market.add_agent(Arc::new(StrategyAgent::new(
@@ -308,6 +319,7 @@ impl LocalBuilder {
             market,
             matcher,
             escrow: escrow.clone(),
+            stake: stake.clone(),
             launcher: self
                 .launcher
                 .unwrap_or_else(|| Arc::new(LocalLauncher::new())),
@@ -325,6 +337,7 @@ impl LocalBuilder {
             },
             tiers,
             escrow.clone(),
+            stake,
             registry.clone(),
         )?);
         // Subscribed before any rent, so the processor sees every event.

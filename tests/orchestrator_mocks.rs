@@ -77,6 +77,7 @@ async fn world_with(
         market,
         matcher: Arc::new(WeightedMatcher::default()),
         escrow: wrap(escrow.clone()),
+        stake: escrow.clone(),
         launcher: Arc::new(launcher),
         verifier: Arc::new(RecomputeVerifier::default()),
         provers: directory,

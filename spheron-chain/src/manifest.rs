@@ -99,7 +99,7 @@ pub async fn verify(chain: &Chain, market: Address, m: &SignedManifest) -> Resul
         .call()
         .await
         .map_err(decode)?;
-    if o.state != 2 {
+    if !crate::registry::order_state::is_live(o.state) {
         return Err(Error::Invalid {
             field: "manifest.lease",
             reason: format!("lease {} is not active on chain", m.header.lease),

@@ -50,6 +50,7 @@ fn loaded(rt: &tokio::runtime::Runtime, n: usize) -> EpochProcessor {
     let p = EpochProcessor::new(
         config,
         Arc::new(ReputationTierPolicy::default()),
+        escrow.clone(),
         escrow,
         registry.clone(),
     )

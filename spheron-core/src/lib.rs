@@ -47,6 +47,7 @@ pub mod proof;
 pub mod provider;
 pub mod registry;
 pub mod request;
+pub mod stake;
 pub mod tier;
 
 #[cfg(any(test, feature = "test-utils"))]
@@ -85,6 +86,7 @@ pub use proof::{
 pub use provider::{GpuNode, Inventory, Provider, ProviderProfile, ProviderStats, TrustTier};
 pub use registry::Registry;
 pub use request::{GpuRequest, GpuRequestBuilder};
+pub use stake::StakeVault;
 pub use tier::{
     EpochConfig, EpochProcessor, EpochReport, Penalty, PenaltyRecord, ProviderEpoch,
     RecheckOutcome, ReputationTierPolicy, Standing, TierConfig, TierDecision, TierHistory,

@@ -74,6 +74,8 @@ pub struct Parts {
     pub matcher: Arc<dyn Matcher>,
     /// Where money waits.
     pub escrow: Arc<dyn Escrow>,
+    /// Where provider stake is held and slashed (apart from payment).
+    pub stake: Arc<dyn crate::stake::StakeVault>,
     /// Where workloads run.
     pub launcher: Arc<dyn WorkloadLauncher>,
     /// Who checks GPUs.
@@ -636,10 +638,10 @@ impl Orchestrator {
         let p = &self.parts;
         let prior = p.registry.get(provider)?.stats.challenges_failed;
         let penalty = p.tiers.penalty(v, prior);
-        let stake = p.escrow.balance(provider).await?.staked;
+        let stake = p.stake.staked(provider).await?;
         let amount = penalty.slash_amount(stake);
         let slashed = if amount.0 > 0 {
-            p.escrow
+            p.stake
                 .slash(provider, amount, self.config.verifier_account)
                 .await?
         } else {

@@ -44,6 +44,7 @@ async fn setup() -> (Arc<Registry>, Arc<MemoryEscrow>, EpochProcessor, AccountId
         config,
         Arc::new(ReputationTierPolicy::default()),
         escrow.clone(),
+        escrow.clone(),
         registry.clone(),
     )
     .unwrap();
@@ -285,6 +286,7 @@ fn bad_configs_are_named() {
         EpochProcessor::new(
             c,
             Arc::new(ReputationTierPolicy::default()),
+            escrow.clone(),
             escrow.clone(),
             registry.clone(),
         )

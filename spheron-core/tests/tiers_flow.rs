@@ -157,6 +157,7 @@ async fn the_rent_flow_feeds_the_epoch_processor() {
         market,
         matcher: Arc::new(spheron_core::WeightedMatcher::default()),
         escrow: escrow.clone(),
+        stake: escrow.clone(),
         launcher: Arc::new(IdleLauncher),
         verifier: Arc::new(AcceptingVerifier),
         provers,
@@ -183,7 +184,7 @@ async fn the_rent_flow_feeds_the_epoch_processor() {
         .await
         .unwrap();
     let epochs =
-        Arc::new(EpochProcessor::new(config, policy, escrow.clone(), registry.clone()).unwrap());
+        Arc::new(EpochProcessor::new(config, policy, escrow.clone(), escrow.clone(), registry.clone()).unwrap());
     // The wiring the facade does: subscribe before renting, run the processor in a task.
     let events = orchestrator.subscribe();
     let task = tokio::spawn({

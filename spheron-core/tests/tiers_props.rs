@@ -196,6 +196,7 @@ proptest! {
                 EpochConfig::default(),
                 Arc::new(ReputationTierPolicy::default()),
                 escrow.clone(),
+                escrow.clone(),
                 registry.clone(),
             )
             .unwrap();
@@ -252,6 +253,7 @@ proptest! {
             let epochs = EpochProcessor::new(
                 config,
                 Arc::new(ReputationTierPolicy::default()),
+                escrow.clone(),
                 escrow.clone(),
                 registry.clone(),
             )

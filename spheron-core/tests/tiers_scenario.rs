@@ -60,6 +60,7 @@ async fn world(providers: Vec<Provider>, config: EpochConfig, treasury_funds: u1
         config,
         Arc::new(ReputationTierPolicy::default()),
         escrow.clone(),
+        escrow.clone(),
         registry.clone(),
     )
     .unwrap();

@@ -903,6 +903,23 @@ impl NetworkMarket {
             Ok(Err(why)) => return Ok(launch_failed(why, skipped)),
             Err(e) => return Ok(launch_failed(e.to_string(), skipped)),
         }
+        // Billing starts when the provider confirms the start on chain: wait for it (or for
+        // the close of a workload that ended first), so the lease reads as leased.
+        let confirmed = within(i.clock.as_ref(), i.config.launch_timeout, "start confirmation", async {
+            loop {
+                let o = i.market.getOrder(id).call().await.map_err(chain_err)?;
+                if o.state != order_state::MATCHED {
+                    return Ok::<_, spheron_core::Error>(o);
+                }
+                tokio::time::sleep(i.config.poll).await;
+            }
+        })
+        .await;
+        let started = match confirmed {
+            Ok(Ok(c)) => u64::try_from(c.start).unwrap_or(0),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Ok(launch_failed(e.to_string(), skipped)),
+        };
         self.emit(id, progress, Step::Running { lease });
 
         skipped.append(&mut rejected);
@@ -917,7 +934,7 @@ impl NetworkMarket {
             ),
             None => (provider.to_string(), String::new(), TrustTier(0)),
         };
-        let start = u64::try_from(o.start).unwrap_or(0);
+        let start = started;
         let report = LeaseReport {
             lease,
             order: OrderId(id),

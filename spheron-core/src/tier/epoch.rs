@@ -332,6 +332,7 @@ pub struct EpochProcessor {
     config: EpochConfig,
     policy: Arc<dyn TierPolicy>,
     escrow: Arc<dyn Escrow>,
+    stake: Arc<dyn crate::stake::StakeVault>,
     registry: Arc<Registry>,
     state: Mutex<State>,
     /// Serialises the operations that await the escrow (penalties, closes).
@@ -347,11 +348,13 @@ impl std::fmt::Debug for EpochProcessor {
 }
 
 impl EpochProcessor {
-    /// A processor over `registry`, paying and slashing through `escrow`, with `policy`.
+    /// A processor over `registry`, paying rewards through `escrow` and slashing through
+    /// `stake`, with `policy`.
     pub fn new(
         config: EpochConfig,
         policy: Arc<dyn TierPolicy>,
         escrow: Arc<dyn Escrow>,
+        stake: Arc<dyn crate::stake::StakeVault>,
         registry: Arc<Registry>,
     ) -> Result<Self> {
         config.validate()?;
@@ -360,6 +363,7 @@ impl EpochProcessor {
             config,
             policy,
             escrow,
+            stake,
             registry,
             state: Mutex::new(State {
                 next: 0,
@@ -751,7 +755,7 @@ impl EpochProcessor {
             self.open_epoch_of(&s, at)?
         };
         let penalty = self.policy.penalty(violation, p.stats.challenges_failed);
-        let stake = self.escrow.balance(provider).await?.staked;
+        let stake = self.stake.staked(provider).await?;
         let amount = penalty.slash_amount(stake);
         let bounty_share = match reporter {
             Some(_) => Amount(
@@ -766,14 +770,14 @@ impl EpochProcessor {
         };
         let mut bounty = Amount::ZERO;
         if let (Some(r), true) = (reporter, bounty_share.0 > 0) {
-            bounty = self.escrow.slash(provider, bounty_share, r).await?;
+            bounty = self.stake.slash(provider, bounty_share, r).await?;
         }
         let rest = Amount(amount.0 - bounty_share.0);
         let mut failure = None;
         let mut to_treasury = Amount::ZERO;
         if rest.0 > 0 {
             match self
-                .escrow
+                .stake
                 .slash(provider, rest, self.config.treasury)
                 .await
             {
