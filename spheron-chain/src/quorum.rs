@@ -218,7 +218,10 @@ pub fn match_signer(domain: &Eip712Domain, m: &MatchResult, signature: &[u8]) ->
         .map_err(|e| Error::Signature(e.to_string()))
 }
 
-fn operators(chain: &Chain, at: Address) -> SpheronOperators::SpheronOperatorsInstance<DynProvider> {
+fn operators(
+    chain: &Chain,
+    at: Address,
+) -> SpheronOperators::SpheronOperatorsInstance<DynProvider> {
     SpheronOperators::new(at, chain.provider().clone())
 }
 
@@ -250,10 +253,7 @@ pub async fn register_party(
     }
     let o = operators(chain, operators_at);
     chain
-        .send(
-            from,
-            o.register(kind.code(), endpoint.to_string(), amount),
-        )
+        .send(from, o.register(kind.code(), endpoint.to_string(), amount))
         .await?;
     Ok(())
 }
@@ -372,4 +372,129 @@ pub async fn slash_with_verdict(
     chain
         .send(from, mk.slashWithVerdict(verdict, signers, sigs))
         .await
+}
+
+/// [`spheron_core::StakeVault`] on chain: provider stake in SPHN on the market, slashed only
+/// on a verdict signed by registered verifiers. The vault holds those verifiers' keys (they
+/// observed the violation the caller reports) and sends the slash from the beneficiary,
+/// which is paid the market's reporter share; the treasury gets the rest.
+pub struct EvmStakeVault {
+    chain: std::sync::Arc<Chain>,
+    market: Address,
+    sphn: crate::EvmEscrow,
+    domain: Eip712Domain,
+    verifiers: Vec<alloy::signers::local::PrivateKeySigner>,
+}
+
+impl std::fmt::Debug for EvmStakeVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvmStakeVault")
+            .field("market", &self.market)
+            .field("verifiers", &self.verifiers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EvmStakeVault {
+    /// A vault on the market at `market` (with operators contract `operators_at` on chain
+    /// `chain_id`), staking through `sphn` (an [`crate::EvmEscrow`] of the SPHN token) and
+    /// slashing with verdicts signed by `verifiers` (registered as [`Kind::Verifier`]).
+    pub fn new(
+        chain: std::sync::Arc<Chain>,
+        market: Address,
+        operators_at: Address,
+        chain_id: u64,
+        sphn: crate::EvmEscrow,
+        verifiers: Vec<alloy::signers::local::PrivateKeySigner>,
+    ) -> Self {
+        EvmStakeVault {
+            chain,
+            market,
+            sphn,
+            domain: domain(chain_id, operators_at),
+            verifiers,
+        }
+    }
+}
+
+fn core_err(e: Error) -> spheron_core::Error {
+    crate::escrow::core_error(e)
+}
+
+#[async_trait::async_trait]
+impl spheron_core::StakeVault for EvmStakeVault {
+    fn token(&self) -> spheron_core::Token {
+        spheron_core::Escrow::token(&self.sphn)
+    }
+
+    async fn stake(
+        &self,
+        provider: spheron_core::ProviderId,
+        amount: spheron_core::Amount,
+    ) -> spheron_core::Result<()> {
+        spheron_core::Escrow::stake(&self.sphn, provider, amount).await
+    }
+
+    async fn staked(
+        &self,
+        provider: spheron_core::ProviderId,
+    ) -> spheron_core::Result<spheron_core::Amount> {
+        Ok(spheron_core::Escrow::balance(&self.sphn, provider)
+            .await?
+            .staked)
+    }
+
+    async fn slash(
+        &self,
+        provider: spheron_core::ProviderId,
+        amount: spheron_core::Amount,
+        beneficiary: spheron_core::AccountId,
+    ) -> spheron_core::Result<spheron_core::Amount> {
+        amount.non_zero("amount")?;
+        if self.verifiers.len() < 2 {
+            return Err(spheron_core::Error::invalid(
+                "verifiers",
+                "a verdict needs the signatures of at least two registered verifiers",
+            ));
+        }
+        let mut session = [0u8; 32];
+        getrandom::fill(&mut session)
+            .map_err(|e| spheron_core::Error::invalid("session", e.to_string()))?;
+        let v = VerdictClaim {
+            market: self.market,
+            provider: crate::address(provider),
+            session: B256::from(session),
+            model: B256::ZERO,
+            amount: amount.0,
+            issued_at: self.chain.block_time().await.map_err(core_err)?,
+        };
+        let mut sigs = Vec::with_capacity(self.verifiers.len());
+        for k in &self.verifiers {
+            sigs.push((
+                k.address(),
+                sign_verdict(k, &self.domain, &v).await.map_err(core_err)?,
+            ));
+        }
+        let r = slash_with_verdict(
+            &self.chain,
+            self.market,
+            crate::address(beneficiary),
+            &v,
+            &sigs,
+        )
+        .await
+        .map_err(core_err)?;
+        let slashed = r
+            .inner
+            .logs()
+            .iter()
+            .find_map(|l| {
+                <SpheronMarket::Slashed as alloy::sol_types::SolEvent>::decode_log_data(l.data())
+                    .ok()
+            })
+            .ok_or_else(|| spheron_core::Error::invalid("receipt", "no Slashed event"))?;
+        u128::try_from(slashed.amount)
+            .map(spheron_core::Amount)
+            .map_err(|_| spheron_core::Error::Overflow { what: "slashed" })
+    }
 }
