@@ -1,10 +1,12 @@
 //! # spheron-chain
 //!
-//! The EVM backend of spheron: Solidity contracts (escrow, order book and provider registry
-//! in `SpheronMarket`, built on OpenZeppelin) driven through alloy.
+//! The EVM backend of spheron: Solidity contracts (escrow, order book, leases and provider
+//! registry in `SpheronMarket`; the operator quorum and verifiers in `SpheronOperators`; built
+//! on OpenZeppelin) driven through alloy.
 //!
-//! - [`EvmEscrow`] implements `spheron_core::Escrow` on the contract, to the last base unit
-//!   like the in-memory ledger (the same conformance suite runs on both);
+//! - [`EvmEscrow`] implements `spheron_core::Escrow` on the contract (direct deals), to the
+//!   last base unit like the in-memory ledger (the same conformance suite runs on both);
+//!   [`EvmStakeVault`] implements `spheron_core::StakeVault`: SPHN stake, slashed on evidence;
 //! - [`quorum`]: the operator quorum that decides matches (2/3 of operator stake, EIP-712
 //!   signatures, equivocation proofs) and the verifiers' signed verdicts that slashing needs;
 //! - [`manifest`]: EIP-712 signed workload manifests, checked against the lease's tenant on
@@ -29,7 +31,7 @@
 //! let chain = Arc::new(Chain::connect("http://127.0.0.1:8545", [key])?);
 //! let market = "0x5FbDB2315678afecb367f032d93F642f64180aa3".parse()?;
 //! let sphn = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512".parse()?;
-//! let escrow = EvmEscrow::new(chain, market, sphn, Token::sphn(), me).await?;
+//! let escrow = EvmEscrow::new(chain, market, sphn, Token::sphn()).await?;
 //! escrow.deposit(AccountId(me.into_array()), Amount(10u128.pow(18))).await?;
 //! # Ok(()) }
 //! ```
