@@ -75,6 +75,7 @@ contract Handler is ITransferHook {
         uint256 paid;
         address provider;
         uint8 bidCount;
+        bool extended;
     }
 
     struct MBid {
@@ -141,6 +142,8 @@ contract Handler is ITransferHook {
     uint256 public closes;
     uint256 public slashes;
     uint256 public reentries;
+    /// every order that became a lease (quorum match or openLease), oldest first
+    uint64[] public leases;
 
     // transfer hook state
     uint8 internal hookMode;
@@ -338,6 +341,20 @@ contract Handler is ITransferHook {
         return uint64(n - (s >> 2) % k);
     }
 
+    /// @dev Most of the time the newest lease (or the one before it); otherwise `_id`.
+    function _leaseId(uint256 s) internal view returns (uint64) {
+        uint256 n = leases.length;
+        if (n == 0 || s % 4 == 0) return _id(s >> 2);
+        return leases[n - 1 - (s >> 2) % (n < 2 ? 1 : 2)];
+    }
+
+    /// @dev Moves the handler clock forward to `t` (never back; never inside a hook).
+    function _warpTo(uint256 t) internal {
+        if (inHook || t <= clock) return;
+        clock = t;
+        vm.warp(t);
+    }
+
     function _lookup(uint48[] storage ts, uint256[] storage vs, uint256 at) internal view returns (uint256) {
         for (uint256 i = ts.length; i > 0; --i) {
             if (ts[i - 1] <= at) return vs[i - 1];
@@ -479,8 +496,22 @@ contract Handler is ITransferHook {
         uint256 w = (shape >> 40) % 50;
         uint32 window = w == 49 ? uint32(1 days + 1) : w < 25 ? uint32(w * 1 minutes) : uint32((w - 24) * 20 minutes);
         uint256 s = (shape >> 80) % 20;
-        bytes memory spec = new bytes(s == 19 ? 8193 : s * 10);
-        bool withSpec = s != 0;
+        _createOrderWith(who, token, price, gpus, dur, window, s == 19 ? 8193 : s * 10);
+    }
+
+    /// @dev Creates an order (specLen 0: createOrder, else createOrderWithSpec); returns its
+    /// id, or 0 where the call reverted as predicted.
+    function _createOrderWith(
+        address who,
+        address token,
+        uint128 price,
+        uint32 gpus,
+        uint32 dur,
+        uint32 window,
+        uint256 specLen
+    ) internal returns (uint64) {
+        bytes memory spec = new bytes(specLen);
+        bool withSpec = specLen != 0;
 
         uint256 budget = uint256(price) * gpus * dur / 3600;
         bytes4 want = OK;
@@ -495,7 +526,7 @@ contract Handler is ITransferHook {
             ? abi.encodeCall(SpheronMarket.createOrderWithSpec, (token, price, gpus, dur, window, spec))
             : abi.encodeCall(SpheronMarket.createOrder, (token, price, gpus, dur, window));
         (bool ok, bytes memory ret) = _exec("createOrder", who, address(market), data, want);
-        if (!ok) return;
+        if (!ok) return 0;
         uint64 id = mNext++;
         if (abi.decode(ret, (uint64)) != id) {
             unexpectedReverts++;
@@ -514,6 +545,7 @@ contract Handler is ITransferHook {
         o.everLocked = uint128(budget);
         mAv[token][who] -= budget;
         mLk[token][who] += budget;
+        return id;
     }
 
     function lockFunds(uint256 actorSeed, uint256 tokenSeed, uint256 amount) external counted {
@@ -567,6 +599,7 @@ contract Handler is ITransferHook {
         o.start = uint40(block.timestamp);
         o.price = price;
         o.provider = provider;
+        leases.push(id);
     }
 
     function cancelOrder(uint256 idSeed, uint256 actorSeed) external counted {
@@ -613,7 +646,11 @@ contract Handler is ITransferHook {
         MOrder storage o = mo[id];
         uint256 ceiling = o.state == 0 ? 1e9 : (o.price > 4e9 ? 4e9 : o.price);
         uint96 price = uint96(priceSeed % 11 == 0 ? 0 : priceSeed % (ceiling + ceiling / 10 + 2));
-        bytes32 model = [A100, H100, TPU][modelSeed % 3];
+        _bidAt(who, id, price, [A100, H100, TPU][modelSeed % 3]);
+    }
+
+    function _bidAt(address who, uint64 id, uint96 price, bytes32 model) internal returns (bool) {
+        MOrder storage o = mo[id];
         uint8 cls = mClass[model];
         bytes4 want = OK;
         if (mPaused) want = Pausable.EnforcedPause.selector;
@@ -626,9 +663,10 @@ contract Handler is ITransferHook {
         else if (!mb[id][who].placed && o.bidCount == 64) want = SpheronMarket.TooManyBids.selector;
         (bool ok,) =
             _exec("placeBid", who, address(market), abi.encodeCall(SpheronMarket.placeBid, (id, price, model)), want);
-        if (!ok) return;
+        if (!ok) return false;
         if (!mb[id][who].placed) o.bidCount++;
         mb[id][who] = MBid({price: price, cls: cls, placed: true});
+        return true;
     }
 
     function withdrawBid(uint256 provSeed, uint256 idSeed) external counted {
@@ -665,8 +703,12 @@ contract Handler is ITransferHook {
     }
 
     function _submitMatch(uint256 idSeed, uint256 winnerSeed, uint256 sigSeed) internal {
+        _submitMatchAt(_id(idSeed), winnerSeed, sigSeed);
+    }
+
+    function _submitMatchAt(uint64 id, uint256 winnerSeed, uint256 sigSeed) internal returns (bool) {
         MatchCall memory c;
-        c.id = _id(idSeed);
+        c.id = id;
         MOrder storage o = mo[c.id];
         c.winner = winnerSeed % 8 == 7 ? attacker : providers[winnerSeed % 3];
         if (winnerSeed % 8 < 6) {
@@ -681,6 +723,11 @@ contract Handler is ITransferHook {
         }
         c.version = uint32(winnerSeed >> 128) % 3;
         MBid memory b = mb[c.id][c.winner];
+        if (!inHook && (sigSeed >> 4) % 4 != 0 && o.state == 1 && block.timestamp <= o.bidDeadline) {
+            // usually wait for the bid deadline first (a time warp inside the operation)
+            clock = uint256(o.bidDeadline) + 1 + (sigSeed >> 8) % 30 minutes;
+            vm.warp(clock);
+        }
         bytes4 want = OK;
         if (mPaused) want = Pausable.EnforcedPause.selector;
         else if (o.state == 0) want = SpheronMarket.UnknownOrder.selector;
@@ -698,13 +745,15 @@ contract Handler is ITransferHook {
             abi.encodeCall(SpheronMarket.submitMatch, (c.id, c.winner, c.version, c.signers, c.sigs)),
             want
         );
-        if (!ok) return;
+        if (!ok) return false;
         matches++;
         o.state = 2;
         o.start = uint40(block.timestamp);
         o.price = b.price;
         o.provider = c.winner;
         ms[c.winner].active += 1;
+        leases.push(c.id);
+        return true;
     }
 
     function _signMatch(MatchCall memory c, MOrder storage o, MBid memory b, uint256 sigSeed) internal view {
@@ -784,7 +833,10 @@ contract Handler is ITransferHook {
     }
 
     function _confirmStart(uint256 idSeed, uint256 actorSeed) internal {
-        uint64 id = _id(idSeed);
+        _confirmStartAt(_leaseId(idSeed), actorSeed);
+    }
+
+    function _confirmStartAt(uint64 id, uint256 actorSeed) internal returns (bool) {
         MOrder storage o = mo[id];
         address who = (actorSeed % 4 != 0 && o.provider != address(0)) ? o.provider : _actor(actorSeed);
         bytes4 want = OK;
@@ -793,15 +845,20 @@ contract Handler is ITransferHook {
         else if (who != o.provider) want = SpheronMarket.NotProvider.selector;
         else if (block.timestamp > uint256(o.start) + START_WINDOW) want = SpheronMarket.StartWindow.selector;
         (bool ok,) = _exec("confirmStart", who, address(market), abi.encodeCall(SpheronMarket.confirmStart, (id)), want);
-        if (!ok) return;
+        if (!ok) return false;
         o.state = 3;
         o.start = uint40(block.timestamp);
+        return true;
     }
 
     function cancelUnstarted(uint256 idSeed, uint256 actorSeed) external counted {
-        uint64 id = _id(idSeed);
+        uint64 id = _leaseId(idSeed);
         MOrder storage o = mo[id];
         address who = _actor(actorSeed);
+        if (o.state == 2 && (actorSeed >> 8) % 3 != 0 && block.timestamp <= uint256(o.start) + START_WINDOW) {
+            // usually let the start window lapse first (a time warp inside the operation)
+            _warpTo(uint256(o.start) + START_WINDOW + 1 + (actorSeed >> 16) % 1 hours);
+        }
         bytes4 want = OK;
         if (o.state == 0) want = SpheronMarket.UnknownOrder.selector;
         else if (o.state != 2) want = SpheronMarket.WrongState.selector;
@@ -811,10 +868,14 @@ contract Handler is ITransferHook {
         if (!ok) return;
         ms[o.provider].active -= 1;
         _refund(o);
+        okCount["cancelled.matched"]++;
     }
 
     function extendLease(uint256 idSeed, uint256 actorSeed, uint256 extraSeed) external counted {
-        uint64 id = _id(idSeed);
+        _extendLeaseAt(_leaseId(idSeed), actorSeed, extraSeed);
+    }
+
+    function _extendLeaseAt(uint64 id, uint256 actorSeed, uint256 extraSeed) internal {
         MOrder storage o = mo[id];
         address who = (actorSeed % 4 != 0 && o.state != 0) ? o.tenant : _actor(actorSeed);
         uint32 extra = uint32(extraSeed % 17 == 0 ? (extraSeed % 2 == 0 ? 0 : 91 days) : extraSeed % 48 hours);
@@ -835,6 +896,72 @@ contract Handler is ITransferHook {
         o.locked += uint128(added);
         o.everLocked += uint128(added);
         o.duration += extra;
+        o.extended = true;
+        okCount[o.state == 3 ? "extended.started" : "extended.matched"]++;
+    }
+
+    /// @notice The lifecycle in one operation: an open order with live bids (the newest one,
+    /// or a fresh valid order that 1-3 providers bid on), the clock past its bid deadline, a
+    /// quorum match signed by every active operator, then usually the winner's confirmStart
+    /// and sometimes the tenant's extension. Every step goes through the same predictions as
+    /// the single operations, so a step that must fail (paused market, an unstaked or banned
+    /// provider, a tenant short of funds, no active operator) is checked as such.
+    function matchFlow(uint256 orderSeed, uint256 priceSeed, uint256 bidSeed, uint256 sigSeed) external counted {
+        okCount["matchFlow"]++;
+        uint64 id = mNext - 1;
+        MOrder storage o = mo[id];
+        bool reuse = id != 0 && o.state == 1 && o.gpus != 0 && o.bidCount != 0 && orderSeed % 4 == 0
+            && block.timestamp <= uint256(o.bidDeadline) + MATCH_WINDOW;
+        if (!reuse) {
+            id = _createOrderWith(
+                tenants[(orderSeed >> 8) % 3],
+                pay[(orderSeed >> 16) % 4],
+                uint128(1e4 + priceSeed % 5e8),
+                uint32(1 + (orderSeed >> 24) % 4),
+                uint32((1 + (orderSeed >> 32) % 48) * 1 hours),
+                uint32((1 + (orderSeed >> 40) % 30) * 1 minutes),
+                (orderSeed >> 48) % 4 == 0 ? 64 : 0
+            );
+            if (id == 0) return;
+            o = mo[id];
+        }
+        if (block.timestamp <= o.bidDeadline) {
+            uint256 ceiling = o.price > 4e9 ? 4e9 : o.price;
+            uint256 nb = 1 + bidSeed % 3;
+            for (uint256 i = 0; i < nb; ++i) {
+                uint256 r = uint256(keccak256(abi.encode(bidSeed, i)));
+                _bidAt(providers[(r >> 8) % 3], id, uint96(1 + r % ceiling), (r >> 16) % 3 == 0 ? H100 : A100);
+            }
+            _warpTo(uint256(o.bidDeadline) + 1 + (sigSeed >> 8) % 30 minutes);
+        }
+        // mode 0 or 1: every active operator signs; the winner has a live bid where any does
+        uint256 w = (bidSeed >> 32) / 8 * 8 + (bidSeed >> 32) % 6;
+        if (!_submitMatchAt(id, w, sigSeed / 8 * 8 + sigSeed % 2)) return;
+        uint256 next = (sigSeed >> 64) % 4;
+        if (next == 3) return;
+        if (!_confirmStartAt(id, 1)) return;
+        if (next == 2) _extendLeaseAt(id, 1, (sigSeed >> 72) % 24 hours + 1);
+    }
+
+    /// @notice One line of `name=count` for every operation and path that succeeded in this
+    /// sequence (scripts/invariants.sh adds them up over all sequences).
+    function coverageLine() external view returns (string memory line) {
+        string[36] memory names = [
+            "deposit", "withdraw", "transferBalance", "withdrawFees", "createOrder", "lockFunds",
+            "openLease", "cancelOrder", "expireOrder", "placeBid", "withdrawBid", "submitMatch",
+            "confirmStart", "cancelUnstarted", "extendLease", "closeLease", "settleBatch", "stake",
+            "requestUnstake", "withdrawUnstaked", "slashWithVerdict", "reportEquivocation",
+            "partyRegister", "partyRequestExit", "partyWithdrawExit", "pause", "unpause", "matchFlow",
+            "extended.matched", "extended.started", "closed.matched", "closed.started", "closed.extended",
+            "closed.ended", "closed.paid", "closed.openLease"
+        ];
+        line = string.concat("calls=", vm.toString(calls), " expectedReverts=", vm.toString(expectedReverts));
+        line = string.concat(line, " reentries=", vm.toString(reentries), " cancelled.matched=", vm.toString(okCount["cancelled.matched"]));
+        line = string.concat(line, " slashed.withLeases=", vm.toString(okCount["slashed.withLeases"]));
+        for (uint256 i = 0; i < names.length; ++i) {
+            uint256 n = okCount[names[i]];
+            if (n != 0) line = string.concat(line, " ", names[i], "=", vm.toString(n));
+        }
     }
 
     // ------------------------------------------------------------ settlement
@@ -858,6 +985,10 @@ contract Handler is ITransferHook {
             if (cost >= o.locked) cost = o.locked;
         }
         if (o.bidDeadline != 0) ms[o.provider].active -= 1;
+        okCount[o.state == 3 ? (o.bidDeadline == 0 ? "closed.openLease" : "closed.started") : "closed.matched"]++;
+        if (o.extended) okCount["closed.extended"]++;
+        if (cost != 0) okCount["closed.paid"]++;
+        if (o.state == 3 && block.timestamp >= uint256(o.start) + o.duration) okCount["closed.ended"]++;
         uint256 fee = cost * o.feeBps / 10_000;
         uint128 locked = o.locked;
         o.state = 4;
@@ -872,8 +1003,13 @@ contract Handler is ITransferHook {
     }
 
     function closeLease(uint256 idSeed, uint256 actorSeed) external counted {
-        uint64 id = _id(idSeed);
+        uint64 id = _leaseId(idSeed);
         MOrder storage o = mo[id];
+        if (o.state == 3 && (actorSeed >> 128) % 4 == 0) {
+            // sometimes let a started lease run out first (a time warp inside the operation)
+            uint256 end = uint256(o.start) + o.duration;
+            if (end > block.timestamp && end - block.timestamp <= 3 days) _warpTo(end + (actorSeed >> 136) % 1 hours);
+        }
         uint256 r = actorSeed % 4;
         address who = r == 0 ? o.tenant : r == 1 ? o.provider : _actor(actorSeed >> 2);
         if (who == address(0)) who = _actor(actorSeed >> 2);
@@ -982,6 +1118,8 @@ contract Handler is ITransferHook {
             v = lastVerdict;
         } else {
             v.provider = provSeed % 7 == 6 ? attacker : providers[provSeed % 3];
+            // often the provider of the newest lease (slashing a provider with live leases)
+            if (provSeed % 7 < 3 && leases.length != 0) v.provider = mo[leases[leases.length - 1]].provider;
             v.session = keccak256(abi.encode(modeSeed, nonce++));
             v.model = H100;
             v.amount = uint128(mode == 8 ? 0 : amountSeed % 100e18);
@@ -1053,6 +1191,7 @@ contract Handler is ITransferHook {
         mAv[address(sphn)][reporter] += share;
         mFees[address(sphn)] += slashed - share;
         slashes++;
+        if (s.active != 0) okCount["slashed.withLeases"]++;
         if (abi.decode(ret, (uint256)) != slashed) {
             unexpectedSuccesses++;
             lastBad = "slashWithVerdict: slashed amount differs from the model";

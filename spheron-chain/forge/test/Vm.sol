@@ -9,6 +9,9 @@ interface Vm {
     function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
     function addr(uint256 privateKey) external pure returns (address);
     function label(address account, string calldata newLabel) external;
+    function toString(uint256 value) external pure returns (string memory);
+    function writeLine(string calldata path, string calldata data) external;
+    function envOr(string calldata name, string calldata defaultValue) external view returns (string memory);
 }
 
 /// @notice What forge's invariant fuzzer reads from a test contract.
