@@ -142,7 +142,7 @@ async fn run(tc: &spheron_chain::anvil::TestChain, seed: u64) {
             .orders
             .iter()
             .rev()
-            .find(|(_, o)| wanted(o.state) && (pick >= 65 || pick < 50 || !o.bids.is_empty()))
+            .find(|(_, o)| wanted(o.state) && (!(50..65).contains(&pick) || !o.bids.is_empty()))
             .map(|(id, _)| *id);
         let any_id = match (steered, rng.next_u64() % 10 < 7) {
             (Some(id), true) => id,

@@ -947,7 +947,7 @@ contract Handler is ITransferHook {
     /// sequence (scripts/invariants.sh adds them up over all sequences).
     function coverageLine() external view returns (string memory line) {
         string[36] memory names = [
-            "deposit", "withdraw", "transferBalance", "withdrawFees", "createOrder", "lockFunds",
+            string("deposit"), "withdraw", "transferBalance", "withdrawFees", "createOrder", "lockFunds",
             "openLease", "cancelOrder", "expireOrder", "placeBid", "withdrawBid", "submitMatch",
             "confirmStart", "cancelUnstarted", "extendLease", "closeLease", "settleBatch", "stake",
             "requestUnstake", "withdrawUnstaked", "slashWithVerdict", "reportEquivocation",
