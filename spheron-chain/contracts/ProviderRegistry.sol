@@ -42,6 +42,8 @@ abstract contract ProviderRegistry is AccessControlDefaultAdminRules {
     struct Stake {
         uint128 staked;
         uint128 unbonding;
+        // at least 1 once the provider staked, so this slot never returns to zero: each
+        // match's activeLeases increment then costs 2.9k gas, not a zero-to-non-zero 20k
         uint40 releaseAt;
         // leases matched or running: unbonding cannot complete while any is
         uint32 activeLeases;
@@ -172,6 +174,7 @@ abstract contract ProviderRegistry is AccessControlDefaultAdminRules {
         Stake storage s = _stakes[msg.sender];
         if (s.banned) revert Banned(msg.sender);
         _debitAvailable(sphn, msg.sender, amount);
+        if (s.releaseAt == 0) s.releaseAt = 1;
         uint256 total = uint256(s.staked) + amount;
         if (total > type(uint128).max) revert AmountOverflow();
         s.staked = uint128(total);

@@ -459,17 +459,15 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
         if (b.price == 0) revert UnknownBid(id, winner);
         if (!canBidClass(winner, b.hwClass)) revert ProviderNotStaked(winner);
         uint64 seed = seedOf(id, o.digestOrProvider);
-        bytes32 signed = operators.matchDigest(
-            SpheronOperators.Match({
-                orderId: id,
-                bidsDigest: o.digestOrProvider,
-                winner: winner,
-                price: b.price,
-                seed: seed,
-                matcherVersion: matcherVersion
-            })
-        );
-        _match(id, o, winner, b.price, seed, _quorum(signed, o.bidDeadline, signers, signatures));
+        SpheronOperators.Match memory m = SpheronOperators.Match({
+            orderId: id,
+            bidsDigest: o.digestOrProvider,
+            winner: winner,
+            price: b.price,
+            seed: seed,
+            matcherVersion: matcherVersion
+        });
+        _match(id, o, winner, b.price, seed, _quorum(m, o.bidDeadline, signers, signatures));
     }
 
     /// @notice The tenant opens a lease on a direct deal (`lockFunds`) with a provider it chose;
@@ -715,13 +713,13 @@ contract SpheronMarket is ProviderRegistry, ReentrancyGuard, Pausable {
     }
 
     /// @dev The signers' weight, checked to be at least 2/3 of the operator stake at `at`.
-    function _quorum(bytes32 digest, uint40 at, address[] calldata signers, bytes[] calldata signatures)
-        internal
-        view
-        returns (uint256[2] memory weights)
-    {
-        (uint256 signed, uint256 total) =
-            operators.checkSignatures(SpheronOperators.Kind.Operator, digest, uint48(at), signers, signatures);
+    function _quorum(
+        SpheronOperators.Match memory m,
+        uint40 at,
+        address[] calldata signers,
+        bytes[] calldata signatures
+    ) internal view returns (uint256[2] memory weights) {
+        (uint256 signed, uint256 total) = operators.checkMatch(m, uint48(at), signers, signatures);
         if (total == 0 || signed * 3 < total * 2) revert QuorumNotReached(signed, total);
         weights = [signed, total];
     }

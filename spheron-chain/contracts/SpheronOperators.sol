@@ -78,8 +78,17 @@ contract SpheronOperators is EIP712, ReentrancyGuard {
     uint16 public immutable reporterBps;
 
     mapping(address => Party) internal _parties;
-    mapping(address => Checkpoints.Trace208) internal _weights;
+    /// @dev Weights per kind, so a signer's kind needs no separate read.
+    mapping(Kind => mapping(address => Checkpoints.Trace208)) internal _weights;
     mapping(Kind => Checkpoints.Trace208) internal _totals;
+    /// @dev A party's weight and when it last changed, in one slot: a signature check at a
+    /// time after that change reads only this (the checkpoints serve older times).
+    struct Latest {
+        uint48 since;
+        uint208 weight;
+    }
+
+    mapping(Kind => mapping(address => Latest)) internal _latest;
     mapping(Kind => address[]) internal _lists;
     /// @notice Whether `operator` was already slashed for equivocating on `orderId`.
     mapping(address => mapping(uint64 => bool)) public equivocationSlashed;
@@ -229,20 +238,17 @@ contract SpheronOperators is EIP712, ReentrancyGuard {
         address[] calldata signers,
         bytes[] calldata signatures
     ) external view returns (uint256 signed, uint256 total) {
-        if (signers.length != signatures.length) revert LengthMismatch(signers.length, signatures.length);
-        address last = address(0);
-        for (uint256 i = 0; i < signers.length; ++i) {
-            address s = signers[i];
-            if (s <= last) revert SignersNotSorted(i);
-            last = s;
-            (address got, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signatures[i]);
-            if (err != ECDSA.RecoverError.NoError || got != s) revert BadSignature(i);
-            if (_parties[s].kind != kind) revert SignerNotRegistered(i, s);
-            uint256 w = _weights[s].upperLookupRecent(at);
-            if (w == 0) revert SignerNotRegistered(i, s);
-            signed += w;
-        }
-        total = _totals[kind].upperLookupRecent(at);
+        return _checkSignatures(kind, digest, at, signers, signatures);
+    }
+
+    /// @notice `checkSignatures` by operators over the digest of `m`, in one call (what the
+    /// market's `submitMatch` uses).
+    function checkMatch(Match calldata m, uint48 at, address[] calldata signers, bytes[] calldata signatures)
+        external
+        view
+        returns (uint256 signed, uint256 total)
+    {
+        return _checkSignatures(Kind.Operator, matchDigest(m), at, signers, signatures);
     }
 
     // ---------------------------------------------------------------- slashing
@@ -272,7 +278,7 @@ contract SpheronOperators is EIP712, ReentrancyGuard {
 
     /// @notice A party's weight (stake of its kind) at time `at`.
     function weightAt(address party, uint48 at) external view returns (uint256) {
-        return _weights[party].upperLookupRecent(at);
+        return _weights[_parties[party].kind][party].upperLookupRecent(at);
     }
 
     /// @notice The total weight of `kind` at time `at`.
@@ -291,6 +297,41 @@ contract SpheronOperators is EIP712, ReentrancyGuard {
     }
 
     // ---------------------------------------------------------------- internals
+
+    function _checkSignatures(
+        Kind kind,
+        bytes32 digest,
+        uint48 at,
+        address[] calldata signers,
+        bytes[] calldata signatures
+    ) internal view returns (uint256 signed, uint256 total) {
+        if (signers.length != signatures.length) revert LengthMismatch(signers.length, signatures.length);
+        mapping(address => Latest) storage latest = _latest[kind];
+        address last = address(0);
+        for (uint256 i = 0; i < signers.length; ++i) {
+            address s = signers[i];
+            if (s <= last) revert SignersNotSorted(i);
+            last = s;
+            bytes calldata sig = signatures[i];
+            if (sig.length != 65) revert BadSignature(i);
+            bytes32 r;
+            bytes32 sv;
+            uint8 v;
+            assembly ("memory-safe") {
+                r := calldataload(sig.offset)
+                sv := calldataload(add(sig.offset, 0x20))
+                v := byte(0, calldataload(add(sig.offset, 0x40)))
+            }
+            (address got, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, v, r, sv);
+            if (err != ECDSA.RecoverError.NoError || got != s) revert BadSignature(i);
+            // Only parties of `kind` have weights of that kind.
+            Latest memory l = latest[s];
+            uint256 w = l.since <= at ? l.weight : _weights[kind][s].upperLookupRecent(at);
+            if (w == 0) revert SignerNotRegistered(i, s);
+            signed += w;
+        }
+        total = _totals[kind].upperLookupRecent(at);
+    }
 
     function _recover(bytes32 digest, bytes calldata sig, uint256 index) internal pure returns (address) {
         (address got, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, sig);
@@ -325,8 +366,9 @@ contract SpheronOperators is EIP712, ReentrancyGuard {
 
     function _setWeight(address party, Kind kind, uint256 weight) internal {
         uint48 now_ = uint48(block.timestamp);
-        uint256 old = _weights[party].latest();
-        _weights[party].push(now_, uint208(weight));
+        uint256 old = _weights[kind][party].latest();
+        _weights[kind][party].push(now_, uint208(weight));
+        _latest[kind][party] = Latest({since: now_, weight: uint208(weight)});
         uint256 total = _totals[kind].latest();
         _totals[kind].push(now_, uint208(total - old + weight));
     }
