@@ -133,6 +133,9 @@ pub struct Capacity {
     /// Sessions held at once (commits in progress plus commitments awaiting their reveal);
     /// beyond that a commit is answered with [`Error::ProverBusy`].
     pub sessions: usize,
+    /// Commits computed at once (at most `sessions`); a further commit is answered
+    /// [`Error::ProverBusy`]. A GPU computes one at a time.
+    pub commits: usize,
     /// How long a committed session waits for its reveal before it is dropped.
     pub ttl: Duration,
     /// The wait a busy answer asks for.
@@ -140,10 +143,11 @@ pub struct Capacity {
 }
 
 impl Default for Capacity {
-    /// 4 sessions, 120 s to reveal, retry after 500 ms.
+    /// 4 sessions, 4 concurrent commits (CPU threads), 120 s to reveal, retry after 500 ms.
     fn default() -> Self {
         Capacity {
             sessions: 4,
+            commits: 4,
             ttl: Duration::from_secs(120),
             retry_after: Duration::from_millis(500),
         }
@@ -193,7 +197,9 @@ impl<S> Sessions<S> {
         if t.pending.contains_key(&session) || t.ready.contains_key(&session) {
             return Err(Error::Prover("session already in use".into()));
         }
-        if t.pending.len() + t.ready.len() >= self.capacity.sessions {
+        if t.pending.len() + t.ready.len() >= self.capacity.sessions
+            || t.pending.len() >= self.capacity.commits.max(1)
+        {
             return Err(Error::ProverBusy {
                 retry_after_ms: self.capacity.retry_after.as_millis() as u64,
             });
@@ -326,6 +332,7 @@ impl CpuProver {
     #[must_use]
     pub fn with_capacity(mut self, mut capacity: Capacity) -> Self {
         capacity.sessions = capacity.sessions.max(1);
+        capacity.commits = capacity.commits.clamp(1, capacity.sessions);
         self.sessions = Sessions::new(capacity);
         self
     }
