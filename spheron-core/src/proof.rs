@@ -145,7 +145,8 @@ pub struct ProofTiming {
 pub enum FailReason {
     /// Slower than the claimed model can be.
     TooSlow {
-        /// Achieved rate in TFLOP/s.
+        /// Achieved rate in tera-operations per second (INT8 multiply-adds count 2; the
+        /// field keeps its pre-v3 name).
         achieved_tflops: f64,
         /// Rate the claimed model must reach.
         required_tflops: f64,
@@ -194,14 +195,14 @@ impl fmt::Display for FailReason {
                 required_tflops,
             } => write!(
                 f,
-                "too slow: {achieved_tflops:.3} TFLOP/s, the claimed model needs {required_tflops:.3}"
+                "too slow: {achieved_tflops:.3} TOPS, the claimed model needs {required_tflops:.3}"
             ),
             FailReason::ImpossibleSpeed {
                 achieved_tflops,
                 peak_tflops,
             } => write!(
                 f,
-                "impossible speed: {achieved_tflops:.3} TFLOP/s is above the claimed peak {peak_tflops:.3}"
+                "impossible speed: {achieved_tflops:.3} TOPS is above the claimed peak {peak_tflops:.3}"
             ),
             FailReason::BadRow(s) => {
                 write!(f, "row {} of product {} disagrees with C·r", s.row, s.k)
@@ -235,7 +236,8 @@ impl fmt::Display for FailReason {
 pub enum Verdict {
     /// The proof holds.
     Pass {
-        /// Achieved rate in TFLOP/s on the verifier's clock, when timing was checked.
+        /// Achieved rate in tera-operations per second (TOPS) on the verifier's clock, when
+        /// timing was checked. Under a simulation this is a simulated figure.
         achieved_tflops: Option<f64>,
     },
     /// The proof failed.
@@ -254,7 +256,7 @@ impl fmt::Display for Verdict {
         match self {
             Verdict::Pass {
                 achieved_tflops: Some(t),
-            } => write!(f, "passed ({t:.3} TFLOP/s)"),
+            } => write!(f, "passed ({t:.3} TOPS)"),
             Verdict::Pass {
                 achieved_tflops: None,
             } => f.write_str("passed"),

@@ -297,6 +297,12 @@ impl HttpProver {
             .send()
             .await
             .map_err(|e| self.err(PING_PATH, e))?;
+        if resp.status().is_redirection() {
+            return Err(self.err(
+                PING_PATH,
+                format!("status {}: redirects are not followed", resp.status()),
+            ));
+        }
         if !resp.status().is_success() {
             return Err(self.err(PING_PATH, format!("status {}", resp.status())));
         }
