@@ -154,6 +154,30 @@ impl Default for Capacity {
     }
 }
 
+/// A session reserved by [`Sessions::begin`].
+#[derive(Debug)]
+pub struct Reservation<'a, S> {
+    table: &'a Sessions<S>,
+    session: [u8; 16],
+    done: bool,
+}
+
+impl<S> Reservation<'_, S> {
+    /// Stores the committed state, for the reveal.
+    pub fn finish(mut self, state: S) {
+        self.done = true;
+        self.table.store(self.session, Some(state));
+    }
+}
+
+impl<S> Drop for Reservation<'_, S> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.table.store(self.session, None);
+        }
+    }
+}
+
 /// A session table with a TTL and a capacity: the prover side of concurrent challenges.
 /// `S` is what a prover keeps per committed session.
 #[derive(Debug)]
@@ -186,8 +210,10 @@ impl<S> Sessions<S> {
     }
 
     /// Reserves `session` for a commit: [`Error::ProverBusy`] at capacity, an error for a
-    /// session id seen before (a replayed challenge).
-    pub fn begin(&self, session: [u8; 16]) -> Result<()> {
+    /// session id seen before (a replayed challenge). The reservation is released when the
+    /// guard drops (a failed or abandoned commit) unless [`Reservation::finish`] stores the
+    /// session's state.
+    pub fn begin(&self, session: [u8; 16]) -> Result<Reservation<'_, S>> {
         let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let ttl = self.capacity.ttl;
@@ -205,12 +231,14 @@ impl<S> Sessions<S> {
             });
         }
         t.pending.insert(session, now);
-        Ok(())
+        Ok(Reservation {
+            table: self,
+            session,
+            done: false,
+        })
     }
 
-    /// Stores the committed state of a session reserved by [`Sessions::begin`] (or releases
-    /// the reservation with `None` when the commit failed).
-    pub fn finish(&self, session: [u8; 16], state: Option<S>) {
+    fn store(&self, session: [u8; 16], state: Option<S>) {
         let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if t.pending.remove(&session).is_some()
             && let Some(s) = state
@@ -475,18 +503,11 @@ impl ChallengeProver for CpuProver {
                 "challenge of {values} product entries; the CPU prover holds at most {CPU_MAX_VALUES}"
             )));
         }
-        self.sessions.begin(ch.session)?;
-        let root = match self.commit_reserved(ch).await {
-            Ok(s) => {
-                let root = s.tree.root();
-                self.sessions.finish(ch.session, Some(s));
-                root
-            }
-            Err(e) => {
-                self.sessions.finish(ch.session, None);
-                return Err(e);
-            }
-        };
+        let reserved = self.sessions.begin(ch.session)?;
+        // An error or an abandoned future drops the reservation, which frees the slot.
+        let session = self.commit_reserved(ch).await?;
+        let root = session.tree.root();
+        reserved.finish(session);
         Ok(Commitment {
             version: PROTOCOL_VERSION,
             session: ch.session,
@@ -522,5 +543,109 @@ impl ChallengeProver for CpuProver {
             session: reveal.session,
             rows,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(sessions: usize, commits: usize, ttl: Duration) -> Capacity {
+        Capacity {
+            sessions,
+            commits,
+            ttl,
+            retry_after: Duration::from_millis(7),
+        }
+    }
+
+    #[test]
+    fn sessions_are_bounded_unique_and_released_when_abandoned() {
+        let t: Sessions<u8> = Sessions::new(cap(2, 1, Duration::from_secs(60)));
+        let a = t.begin([1; 16]).expect("first");
+        // One commit at a time: the second is busy, typed, with the asked wait.
+        assert!(matches!(
+            t.begin([2; 16]),
+            Err(Error::ProverBusy { retry_after_ms: 7 })
+        ));
+        a.finish(10);
+        // The same session id again is refused (a replayed challenge), not busy.
+        assert!(matches!(t.begin([1; 16]), Err(Error::Prover(_))));
+        // An abandoned commit frees its slot.
+        drop(t.begin([2; 16]).expect("second"));
+        assert_eq!(t.len(), 1);
+        let b = t.begin([3; 16]).expect("third");
+        b.finish(30);
+        // Two sessions held: full.
+        assert!(matches!(t.begin([4; 16]), Err(Error::ProverBusy { .. })));
+        // Each session opens once.
+        assert_eq!(*t.take(&[1; 16]).expect("open"), 10);
+        assert!(t.take(&[1; 16]).is_err());
+        assert_eq!(*t.take(&[3; 16]).expect("open"), 30);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn sessions_expire_after_their_ttl() {
+        let t: Sessions<u8> = Sessions::new(cap(1, 1, Duration::ZERO));
+        t.begin([1; 16]).expect("begin").finish(1);
+        assert!(matches!(t.take(&[1; 16]), Err(Error::Prover(m)) if m.contains("expired")));
+        // An expired session no longer takes capacity.
+        t.begin([2; 16]).expect("begin").finish(2);
+        t.begin([3; 16])
+            .expect("the expired one was dropped")
+            .finish(3);
+    }
+
+    #[test]
+    fn bad_challenges_and_reveals_are_typed_errors() {
+        let ch = Challenge {
+            version: PROTOCOL_VERSION,
+            session: [0; 16],
+            seed: [0; 32],
+            claimed: spheron_core::GpuModel::T4,
+            n: 8,
+            batch: 2,
+            dtype: Dtype::Int8,
+            deadline_us: 1,
+            provider: None,
+        };
+        assert!(check_challenge(&ch, CPU_MAX_N).is_ok());
+        for bad in [
+            Challenge { n: 0, ..ch.clone() },
+            Challenge {
+                n: CPU_MAX_N + 1,
+                ..ch.clone()
+            },
+            Challenge {
+                batch: 0,
+                ..ch.clone()
+            },
+            Challenge {
+                batch: MAX_BATCH + 1,
+                ..ch.clone()
+            },
+            Challenge {
+                dtype: Dtype::F16,
+                ..ch.clone()
+            },
+            Challenge {
+                version: 2,
+                ..ch.clone()
+            },
+        ] {
+            assert!(check_challenge(&bad, CPU_MAX_N).is_err(), "{bad:?}");
+        }
+        let sample = |k, row| spheron_core::proof::Sample { k, row };
+        let reveal = |samples: Vec<_>| Reveal {
+            version: PROTOCOL_VERSION,
+            session: [0; 16],
+            r_seed: [0; 32],
+            samples,
+        };
+        assert!(check_reveal(&ch, &reveal(vec![sample(1, 7)])).is_ok());
+        assert!(check_reveal(&ch, &reveal(vec![sample(2, 0)])).is_err());
+        assert!(check_reveal(&ch, &reveal(vec![sample(0, 8)])).is_err());
+        assert!(check_reveal(&ch, &reveal(vec![sample(0, 0); MAX_SAMPLES as usize + 1])).is_err());
     }
 }

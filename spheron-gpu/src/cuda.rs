@@ -417,38 +417,24 @@ impl CudaProver {
 #[async_trait]
 impl ChallengeProver for CudaProver {
     async fn commit(&self, ch: &Challenge) -> spheron_core::Result<Commitment> {
-        self.sessions.begin(ch.session)?;
+        // Released on every error path when it drops.
+        let reserved = self.sessions.begin(ch.session)?;
         // The device work blocks this thread; a proof holds the GPU anyway, so
         // `block_in_place` keeps the code simple on multi-thread runtimes.
-        let result = block(|| self.commit_blocking(ch));
-        let session = match result {
-            Ok(s) => s,
-            Err(e) => {
-                self.sessions.finish(ch.session, None);
-                return Err(e.into());
-            }
-        };
-        let root = session
+        let session = block(|| self.commit_blocking(ch))?;
+        let top = session
             .levels
             .last()
-            .ok_or_else(|| cuda_err("root")(&"empty tree"))
-            .and_then(|top| self.node(top, 0));
-        match root {
-            Ok(root) => {
-                self.sessions.finish(ch.session, Some(session));
-                Ok(Commitment {
-                    version: PROTOCOL_VERSION,
-                    session: ch.session,
-                    root,
-                    device: Some(self.device.clone()),
-                    signature: None,
-                })
-            }
-            Err(e) => {
-                self.sessions.finish(ch.session, None);
-                Err(e.into())
-            }
-        }
+            .ok_or_else(|| cuda_err("root")(&"empty tree"))?;
+        let root = self.node(top, 0)?;
+        reserved.finish(session);
+        Ok(Commitment {
+            version: PROTOCOL_VERSION,
+            session: ch.session,
+            root,
+            device: Some(self.device.clone()),
+            signature: None,
+        })
     }
 
     async fn open(&self, reveal: &Reveal) -> spheron_core::Result<Opening> {
