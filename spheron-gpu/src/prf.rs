@@ -171,45 +171,87 @@ pub fn r_vector(r_seed: &[u8; 32], n: usize) -> Vec<i32> {
         .collect()
 }
 
-/// Words per block of the streamed product: 32 words = 128 entries, whose partial sum
-/// `|sum| <= 128 * 128 * 2^16 = 2^30` fits an i32.
-const BLOCK_WORDS: usize = 32;
+/// Words per block of the streamed product: 64 words = 256 entries, whose partial sum
+/// `|sum| <= 256 * 128 * (2^16 - 1) < 2^31` fits an i32.
+const BLOCK_WORDS: usize = 64;
+
+/// `r` split into four byte planes, `planes[t][w] = r[4 w + t]`, for the words that are
+/// whole (`n / 4`): then the product loop reads four contiguous arrays and vectorises.
+fn planes(r: &[i32], n: usize) -> [Vec<i32>; 4] {
+    let full = n / ENTRIES_PER_WORD;
+    let plane = |t: usize| (0..full).map(|w| r[w * ENTRIES_PER_WORD + t]).collect();
+    [plane(0), plane(1), plane(2), plane(3)]
+}
+
+/// Words processed together (one vector of 16 u32 lanes).
+const LANES: usize = 16;
 
 #[inline(always)]
-fn row_times_r(key: (u32, u32), n: usize, r: &[i32]) -> i64 {
-    let full_blocks = n / (BLOCK_WORDS * ENTRIES_PER_WORD);
+fn sign_bytes(x: u32) -> [i32; 4] {
+    [
+        ((x << 24) as i32) >> 24,
+        ((x << 16) as i32) >> 24,
+        ((x << 8) as i32) >> 24,
+        (x as i32) >> 24,
+    ]
+}
+
+#[inline(always)]
+fn row_times_r(key: (u32, u32), n: usize, r: &[i32], p: &[Vec<i32>; 4]) -> i64 {
+    let full = n / ENTRIES_PER_WORD;
+    let vec_words = full - full % LANES;
     let mut acc: i64 = 0;
-    let mut xs = [0u32; BLOCK_WORDS];
-    for b in 0..full_blocks {
-        let w0 = (b * BLOCK_WORDS) as u32;
-        for (t, x) in xs.iter_mut().enumerate() {
-            *x = row_word(key, w0 + t as u32);
+    let mut w0 = 0;
+    while w0 < vec_words {
+        let w1 = (w0 + BLOCK_WORDS).min(vec_words);
+        // One i32 accumulator per lane: each sums at most BLOCK_WORDS / LANES words.
+        let mut lanes = [0i32; LANES];
+        let mut w = w0;
+        while w < w1 {
+            let mut xs = [0u32; LANES];
+            for (t, x) in xs.iter_mut().enumerate() {
+                *x = row_word(key, (w + t) as u32);
+            }
+            for plane in 0..ENTRIES_PER_WORD {
+                let q: &[i32; LANES] =
+                    match p[plane].get(w..w + LANES).map(<&[i32; LANES]>::try_from) {
+                        Some(Ok(q)) => q,
+                        _ => return 0,
+                    };
+                for t in 0..LANES {
+                    lanes[t] += sign_bytes(xs[t])[plane] * q[t];
+                }
+            }
+            w += LANES;
         }
-        let rr = &r[b * BLOCK_WORDS * ENTRIES_PER_WORD..(b + 1) * BLOCK_WORDS * ENTRIES_PER_WORD];
-        let mut part: i32 = 0;
-        for (t, &x) in xs.iter().enumerate() {
-            let e = x.to_le_bytes();
-            let q = &rr[t * 4..t * 4 + 4];
-            part += i32::from(e[0] as i8) * q[0]
-                + i32::from(e[1] as i8) * q[1]
-                + i32::from(e[2] as i8) * q[2]
-                + i32::from(e[3] as i8) * q[3];
-        }
-        acc += i64::from(part);
+        acc += lanes.iter().map(|&v| i64::from(v)).sum::<i64>();
+        w0 = w1;
     }
     // The ragged tail, entry by entry.
-    let start = full_blocks * BLOCK_WORDS * ENTRIES_PER_WORD;
-    for (j, &rv) in r.iter().enumerate().take(n).skip(start) {
+    for (j, &rv) in r
+        .iter()
+        .enumerate()
+        .take(n)
+        .skip(vec_words * ENTRIES_PER_WORD)
+    {
         let x = row_word(key, (j / ENTRIES_PER_WORD) as u32).to_le_bytes();
         acc += i64::from(x[j % ENTRIES_PER_WORD] as i8) * i64::from(rv);
     }
     acc
 }
 
+// Inlined into the feature-enabled wrappers below, so that they compile it with their
+// instruction sets.
+#[inline(always)]
 fn matvec_generic(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
-    (0..n)
-        .map(|i| row_times_r(row_key(s, id, i), n, r))
-        .collect()
+    let p = planes(r, n);
+    // A plain loop (no iterator adapters, whose generic code would not inherit the target
+    // features of the caller).
+    let mut out = vec![0i64; n];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = row_times_r(row_key(s, id, i), n, r, &p);
+    }
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -219,13 +261,115 @@ fn matvec_avx2(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
     matvec_generic(s, n, id, r)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+fn matvec_avx512(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
+    // The same code, compiled with 16-lane 32-bit multiplies.
+    matvec_generic(s, n, id, r)
+}
+
+/// The AVX-512 VNNI kernel: 16 words (64 entries) per step; the four signed bytes of each
+/// PRF word are multiplied by the low and the high bytes of `r` with `vpdpbusd` (unsigned x
+/// signed bytes, four products summed into each i32 lane), no unpacking. Per lane and word the
+/// sum is at most `4 * 255 * 128 < 2^17`, and a lane sees `n / 64` words, so the i32 lanes
+/// cannot overflow for `n <= MAX_EXACT_N`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+#[allow(unsafe_code)]
+fn matvec_vnni(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
+    use std::arch::x86_64::*;
+    let full = n / ENTRIES_PER_WORD;
+    let vec_words = full - full % LANES;
+    let pack = |shift: u32| -> Vec<u32> {
+        (0..vec_words)
+            .map(|w| {
+                let b = |t: usize| (r[w * ENTRIES_PER_WORD + t] >> shift) as u8;
+                u32::from_le_bytes([b(0), b(1), b(2), b(3)])
+            })
+            .collect()
+    };
+    let (lo, hi) = (pack(0), pack(8));
+    let lane_ids = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let c1 = _mm512_set1_epi32(0x85EB_CA6Bu32 as i32);
+    let c2 = _mm512_set1_epi32(0xC2B2_AE35u32 as i32);
+    let fmix = |mut h: __m512i| {
+        h = _mm512_xor_si512(h, _mm512_srli_epi32::<16>(h));
+        h = _mm512_mullo_epi32(h, c1);
+        h = _mm512_xor_si512(h, _mm512_srli_epi32::<13>(h));
+        h = _mm512_mullo_epi32(h, c2);
+        _mm512_xor_si512(h, _mm512_srli_epi32::<16>(h))
+    };
+    let mut out = vec![0i64; n];
+    for (i, o) in out.iter_mut().enumerate() {
+        let (k0, k1) = row_key(s, id, i);
+        let (k0, k1) = (_mm512_set1_epi32(k0 as i32), _mm512_set1_epi32(k1 as i32));
+        let mut acc_lo = _mm512_setzero_si512();
+        let mut acc_hi = _mm512_setzero_si512();
+        let mut w = 0;
+        while w + LANES <= vec_words {
+            let wv = _mm512_add_epi32(_mm512_set1_epi32(w as i32), lane_ids);
+            let x = fmix(_mm512_xor_si512(fmix(_mm512_xor_si512(wv, k0)), k1));
+            // SAFETY: w + 16 <= vec_words = lo.len() = hi.len(): 16 u32 words in bounds.
+            let (l, h) = unsafe {
+                (
+                    _mm512_loadu_si512(lo.as_ptr().add(w).cast()),
+                    _mm512_loadu_si512(hi.as_ptr().add(w).cast()),
+                )
+            };
+            acc_lo = _mm512_dpbusd_epi32(acc_lo, l, x);
+            acc_hi = _mm512_dpbusd_epi32(acc_hi, h, x);
+            w += LANES;
+        }
+        let mut lanes_lo = [0i32; LANES];
+        let mut lanes_hi = [0i32; LANES];
+        // SAFETY: each array holds exactly 16 i32.
+        unsafe {
+            _mm512_storeu_si512(lanes_lo.as_mut_ptr().cast(), acc_lo);
+            _mm512_storeu_si512(lanes_hi.as_mut_ptr().cast(), acc_hi);
+        }
+        let mut acc: i64 = lanes_lo.iter().map(|&v| i64::from(v)).sum::<i64>()
+            + 256 * lanes_hi.iter().map(|&v| i64::from(v)).sum::<i64>();
+        let key = row_key(s, id, i);
+        for (j, &rv) in r
+            .iter()
+            .enumerate()
+            .take(n)
+            .skip(vec_words * ENTRIES_PER_WORD)
+        {
+            let x = row_word(key, (j / ENTRIES_PER_WORD) as u32).to_le_bytes();
+            acc += i64::from(x[j % ENTRIES_PER_WORD] as i8) * i64::from(rv);
+        }
+        *o = acc;
+    }
+    out
+}
+
 /// `M r` for matrix `id` regenerated row by row from the seed, never stored: the verifier's
 /// `O(n^2)` half of a Freivalds probe. `r` must hold `n` entries in `[0, 2^16)` (as
-/// [`r_vector`] makes); results are exact for `n <= MAX_EXACT_N`. Uses AVX2 where the CPU has
-/// it.
+/// [`r_vector`] makes); results are exact for `n <= MAX_EXACT_N`. Uses AVX-512 VNNI, AVX-512
+/// or AVX2 where the CPU has them.
 pub fn matrix_times_vector(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
     if r.len() < n {
         return Vec::new();
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+    {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports AVX-512F and VNNI (checked just above); the function has
+        // no other precondition.
+        return unsafe { matvec_vnni(s, n, id, r) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+    {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports the enabled features (checked just above); the function
+        // has no other precondition.
+        return unsafe { matvec_avx512(s, n, id, r) };
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
@@ -285,7 +429,7 @@ mod tests {
     #[test]
     fn streamed_matvec_equals_dense() {
         let s = seed_words(&[9u8; 32]);
-        for n in [1usize, 15, 16, 33, 64, 128, 129, 300] {
+        for n in [1usize, 15, 16, 33, 64, 128, 129, 300, 1031] {
             let r = r_vector(&[4u8; 32], n);
             let m = matrix(&s, n, B_ID);
             let dense: Vec<i64> = m
@@ -299,6 +443,27 @@ mod tests {
                 .collect();
             assert_eq!(matrix_times_vector(&s, n, B_ID, &r), dense, "n={n}");
             assert_eq!(matvec_generic(&s, n, B_ID, &r), dense, "n={n}");
+            #[cfg(target_arch = "x86_64")]
+            #[allow(unsafe_code)]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: feature checked.
+                    assert_eq!(unsafe { matvec_avx2(&s, n, B_ID, &r) }, dense, "n={n}");
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: features checked.
+                    assert_eq!(unsafe { matvec_avx512(&s, n, B_ID, &r) }, dense, "n={n}");
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+                {
+                    // SAFETY: features checked.
+                    assert_eq!(unsafe { matvec_vnni(&s, n, B_ID, &r) }, dense, "n={n}");
+                }
+            }
             let wide: Vec<i64> = r.iter().map(|&v| i64::from(v)).collect();
             for (i, d) in dense.iter().enumerate() {
                 assert_eq!(row_dot(&s, n, B_ID, i, &wide), i128::from(*d));
@@ -308,9 +473,9 @@ mod tests {
 
     #[test]
     fn extreme_entries_do_not_overflow_a_block() {
-        // The largest block sum the streamed product can meet: 128 entries of -128 times
+        // The largest block sum the streamed product can meet: 256 entries of -128 times
         // r = 2^16 - 1.
-        let worst: i64 = 128 * 128 * ((1 << R_BITS) - 1);
+        let worst: i64 = (BLOCK_WORDS * ENTRIES_PER_WORD) as i64 * 128 * ((1 << R_BITS) - 1);
         assert!(worst < i64::from(i32::MAX));
     }
 
