@@ -287,14 +287,38 @@ impl FreivaldsVerifier {
         if br.len() != n {
             return malformed("internal: B r has the wrong length".into());
         }
+        // Up to n = 2^15 both dot products fit an i64 (values were bounded above: |C| <= 2^29,
+        // r < 2^16, |B r| <= 2^38, |A| <= 2^7: every sum stays below 2^61); beyond, i128.
+        let narrow = n <= 1 << 15;
+        let mut a_row = vec![0i8; n];
         for row in &opening.rows {
-            let want = prf::row_dot(&s, n, prf::a_id(row.sample.k), row.sample.row as usize, &br);
-            let got: i128 = row
-                .values
-                .iter()
-                .zip(&r)
-                .map(|(&a, &b)| i128::from(a) * i128::from(b))
-                .sum();
+            let (want, got) = if narrow {
+                prf::fill_row(
+                    &s,
+                    n,
+                    prf::a_id(row.sample.k),
+                    row.sample.row as usize,
+                    &mut a_row,
+                );
+                let want: i64 = a_row.iter().zip(&br).map(|(&a, &b)| i64::from(a) * b).sum();
+                let got: i64 = row
+                    .values
+                    .iter()
+                    .zip(&r)
+                    .map(|(&a, &b)| i64::from(a) * i64::from(b))
+                    .sum();
+                (i128::from(want), i128::from(got))
+            } else {
+                let want =
+                    prf::row_dot(&s, n, prf::a_id(row.sample.k), row.sample.row as usize, &br);
+                let got: i128 = row
+                    .values
+                    .iter()
+                    .zip(&r)
+                    .map(|(&a, &b)| i128::from(a) * i128::from(b))
+                    .sum();
+                (want, got)
+            };
             if got != want {
                 return Some(FailReason::BadRow(row.sample));
             }
