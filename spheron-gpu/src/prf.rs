@@ -212,14 +212,11 @@ fn row_times_r(key: (u32, u32), n: usize, r: &[i32], p: &[Vec<i32>; 4]) -> i64 {
             for (t, x) in xs.iter_mut().enumerate() {
                 *x = row_word(key, (w + t) as u32);
             }
-            for plane in 0..ENTRIES_PER_WORD {
-                let q: &[i32; LANES] =
-                    match p[plane].get(w..w + LANES).map(<&[i32; LANES]>::try_from) {
-                        Some(Ok(q)) => q,
-                        _ => return 0,
-                    };
-                for t in 0..LANES {
-                    lanes[t] += sign_bytes(xs[t])[plane] * q[t];
+            for (plane, pv) in p.iter().enumerate() {
+                // In bounds: w + LANES <= vec_words <= pv.len() (planes hold n / 4 words).
+                let q = &pv[w..w + LANES];
+                for ((l, &x), &qv) in lanes.iter_mut().zip(&xs).zip(q) {
+                    *l += sign_bytes(x)[plane] * qv;
                 }
             }
             w += LANES;
