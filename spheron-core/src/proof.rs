@@ -280,7 +280,10 @@ pub trait ChallengeProver: Send + Sync {
     }
 }
 
-/// The verifier side: pure functions of the messages, the entropy given and the timings.
+/// The verifier side: `verify` is a pure function of the messages and the timings; `issue` and
+/// `reveal` derive the challenge and the reveal from the entropy given, and implementations
+/// should mix in entropy of their own from the operating system (the default verifier does) so
+/// that a caller's predictable entropy never makes a challenge predictable.
 #[cfg_attr(any(test, feature = "test-utils"), mockall::automock)]
 pub trait ChallengeVerifier: Send + Sync {
     /// A fresh challenge for a provider claiming `claimed`, from 32 bytes of fresh entropy.
