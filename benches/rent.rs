@@ -19,15 +19,16 @@ fn rent_to_running(c: &mut Criterion) {
         Marketplace::local()
             .bid_window(Duration::ZERO)
             // Provers paced like their GPUs at the 1e-8 simulation scale; with K = 3 the commit takes
-            // ~24 ms instead of the default ~250 ms. At such short phases the
+            // ~13 ms instead of the default ~250 ms. At such short phases the
             // timing check would judge scheduling noise on a busy 2-core machine, and a false
             // "too slow" slashes and eventually bans an honest provider over thousands of
             // iterations, so the bench verifies products and paths without judging speed.
             .verifier(std::sync::Arc::new(spheron::gpu::RecomputeVerifier {
                 n: 32,
-                batch: 3, // 2 n^3 K = 197 kFLOP: ~24 ms at a simulated H100's pace
+                batch: 3, // 2 n^3 K = 197 k int8 ops: ~13 ms at a simulated H100's INT8 pace
                 samples: 16,
                 deadline_us: 10_000_000,
+                require_signature: false, // in-process provers have no keys
             }))
             .seed(3)
             .tenant_funds(Amount(u128::from(u64::MAX)))

@@ -48,7 +48,12 @@ async fn main() -> spheron::Result<()> {
     let mut events = market.events();
     let progress = tokio::spawn(async move {
         while let Some(e) = events.next().await {
-            println!("  [{}] {}", e.order, e.step);
+            if matches!(e.step, Step::Verified { .. }) {
+                // The embedded fleet's GPUs are CPUs paced at a tiny fraction of a GPU's rate.
+                println!("  [{}] {} [simulated rate]", e.order, e.step);
+            } else {
+                println!("  [{}] {}", e.order, e.step);
+            }
             if matches!(e.step, Step::Settled { .. }) {
                 break;
             }
@@ -107,8 +112,13 @@ async fn main() -> spheron::Result<()> {
         );
     }
     println!(
-        "proof of GPU   {} (n={}, K={}, commit in {} us)",
-        report.proof.verdict, report.proof.n, report.proof.batch, report.proof.timing.commit_us
+        "proof of GPU   {} (SIMULATED: CPU provers paced at {:e} of each GPU's INT8 rate; \
+         n={}, K={}, commit in {} us)",
+        report.proof.verdict,
+        spheron::gpu::Simulation::standard().scale,
+        report.proof.n,
+        report.proof.batch,
+        report.proof.timing.commit_us
     );
     let failed: Vec<_> = report
         .skipped

@@ -230,7 +230,8 @@ impl LocalBuilder {
         self.simulation = simulation;
         self
     }
-    /// Seeds the matcher's random term and the challenge entropy, for reproducible runs.
+    /// Seeds the matcher's random term, for reproducible matches. Challenge entropy never
+    /// comes from this seed (it is always drawn from the operating system).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
@@ -309,7 +310,6 @@ impl LocalBuilder {
         let config = FlowConfig {
             bid_window: self.bid_window,
             max_attempts: self.max_attempts,
-            entropy_seed: self.seed,
             ..FlowConfig::default()
         };
         let verifier_account = config.verifier_account;

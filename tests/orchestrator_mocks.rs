@@ -87,7 +87,6 @@ async fn world_with(
     };
     let config = FlowConfig {
         bid_window: Duration::ZERO,
-        entropy_seed: Some(5),
         ..FlowConfig::default()
     };
     World {

@@ -117,7 +117,10 @@ fn describe(step: &Step, token: &Token) -> String {
             provider, attempt, ..
         } => format!("matched {} (attempt {attempt})", provider.short()),
         Step::Verifying { claimed, .. } => format!("proof of GPU: challenging the {claimed}"),
-        Step::Verified { verdict, .. } => format!("proof of GPU passed: {verdict}"),
+        // The network tenant judges with `Simulation::network()`: rates are simulated ones.
+        Step::Verified { verdict, .. } => {
+            format!("proof of GPU passed: {verdict} [simulated rate, 1e-8 scale]")
+        }
         Step::ChallengeFailed { reason, .. } => format!("proof of GPU failed: {reason}"),
         Step::Launching { lease } => format!("manifest sent for {lease}; launching"),
         Step::Running { lease } => format!("{lease} running"),

@@ -110,6 +110,13 @@ pub enum Error {
     /// The prover side failed to answer (transport, device, malformed message).
     #[error("prover error: {0}")]
     Prover(String),
+    /// The prover is at capacity (other challenges in flight): ask again later. Not a
+    /// failure of the proof.
+    #[error("prover busy: retry after {retry_after_ms} ms")]
+    ProverBusy {
+        /// The wait the prover asks for, in milliseconds.
+        retry_after_ms: u64,
+    },
     /// The workload launcher failed.
     #[error("launch failed: {0}")]
     Launch(String),
@@ -157,6 +164,7 @@ impl Error {
             Error::Backend { .. }
                 | Error::NoMatch { .. }
                 | Error::Prover(_)
+                | Error::ProverBusy { .. }
                 | Error::Timeout { .. }
         )
     }

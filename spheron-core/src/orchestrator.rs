@@ -99,8 +99,6 @@ pub struct FlowConfig {
     pub max_attempts: usize,
     /// The verifier's account: receives slashed stake.
     pub verifier_account: AccountId,
-    /// Seed of challenge entropy; `None` draws from the operating system.
-    pub entropy_seed: Option<u64>,
     /// The first order id this orchestrator assigns (then +1 per order). Markets that outlive
     /// one process (a chain) need ids that no earlier run used.
     pub first_order_id: u64,
@@ -112,7 +110,6 @@ impl Default for FlowConfig {
             bid_window: Duration::from_secs(2),
             max_attempts: 3,
             verifier_account: AccountId::from_label("spheron.verifier"),
-            entropy_seed: None,
             first_order_id: 1,
         }
     }
@@ -310,10 +307,9 @@ impl Orchestrator {
     /// Wires `parts` with `config`.
     pub fn new(parts: Parts, config: FlowConfig) -> Self {
         let first_id = config.first_order_id.max(1);
-        let rng = match config.entropy_seed {
-            Some(s) => rand_chacha::ChaCha20Rng::seed_from_u64(s),
-            None => rand_chacha::ChaCha20Rng::from_os_rng(),
-        };
+        // Challenge entropy always comes from the operating system, never from a configured
+        // seed (the matcher's round seed is public to every operator).
+        let rng = rand_chacha::ChaCha20Rng::from_os_rng();
         let (events, _) = broadcast::channel(4096);
         Orchestrator {
             parts,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The protocol version carried by every message.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Input element type of the challenge products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -24,6 +24,10 @@ pub enum Dtype {
     F16,
     /// bfloat16 inputs, FP32 accumulation.
     Bf16,
+    /// Signed 8-bit integer inputs over the full range `[-128, 127]`, 32-bit integer
+    /// accumulation (INT8 tensor cores; the only exact path for such entries). Protocol
+    /// version 3 challenges use this dtype.
+    Int8,
 }
 
 /// Step 1: what the verifier asks.
@@ -47,6 +51,10 @@ pub struct Challenge {
     pub dtype: Dtype,
     /// Time allowed from sending to receiving the commitment, in microseconds of the verifier's clock.
     pub deadline_us: u64,
+    /// The provider challenged, whose registered key must sign the commitment. Set by
+    /// [`run_challenge`] (the verifier's own record of whom it asked); a prover ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderId>,
 }
 
 /// Step 3: the prover's commitment.
@@ -62,6 +70,12 @@ pub struct Commitment {
     pub root: [u8; 32],
     /// The device name the prover's driver reports: a hint only, never trusted.
     pub device: Option<String>,
+    /// The provider's signature (65 bytes `r || s || v`, secp256k1, EIP-191) over the
+    /// commitment message that binds the session, the challenge seed and the root (see
+    /// `spheron_gpu::binding`). Verifiers that require binding refuse a commitment whose
+    /// signature does not recover to the challenged provider.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_hex65")]
+    pub signature: Option<[u8; 65]>,
 }
 
 /// One sampled row: product `k`, row `row`.
@@ -131,7 +145,8 @@ pub struct ProofTiming {
 pub enum FailReason {
     /// Slower than the claimed model can be.
     TooSlow {
-        /// Achieved rate in TFLOP/s.
+        /// Achieved rate in tera-operations per second (INT8 multiply-adds count 2; the
+        /// field keeps its pre-v3 name).
         achieved_tflops: f64,
         /// Rate the claimed model must reach.
         required_tflops: f64,
@@ -154,6 +169,15 @@ pub enum FailReason {
     },
     /// An answer was structurally wrong (lengths, sessions, versions, values out of range).
     Malformed(String),
+    /// The commitment is not signed by the challenged provider's key (missing signature,
+    /// a signature that does not recover, or one by another key: a relayed answer).
+    BadSignature(String),
+    /// The prover answered that it is at capacity, on every attempt: a missed challenge,
+    /// not a failed proof.
+    Busy {
+        /// The wait the prover asked for, in milliseconds.
+        retry_after_ms: u64,
+    },
     /// The commitment arrived after the deadline.
     Late {
         /// Measured time in microseconds.
@@ -171,14 +195,14 @@ impl fmt::Display for FailReason {
                 required_tflops,
             } => write!(
                 f,
-                "too slow: {achieved_tflops:.3} TFLOP/s, the claimed model needs {required_tflops:.3}"
+                "too slow: {achieved_tflops:.3} TOPS, the claimed model needs {required_tflops:.3}"
             ),
             FailReason::ImpossibleSpeed {
                 achieved_tflops,
                 peak_tflops,
             } => write!(
                 f,
-                "impossible speed: {achieved_tflops:.3} TFLOP/s is above the claimed peak {peak_tflops:.3}"
+                "impossible speed: {achieved_tflops:.3} TOPS is above the claimed peak {peak_tflops:.3}"
             ),
             FailReason::BadRow(s) => {
                 write!(f, "row {} of product {} disagrees with C·r", s.row, s.k)
@@ -190,6 +214,10 @@ impl fmt::Display for FailReason {
             ),
             FailReason::WrongProduct { k } => write!(f, "product {k} is wrong (Freivalds check)"),
             FailReason::Malformed(m) => write!(f, "malformed answer: {m}"),
+            FailReason::BadSignature(m) => write!(f, "commitment not bound to the provider: {m}"),
+            FailReason::Busy { retry_after_ms } => {
+                write!(f, "prover busy (asked to retry after {retry_after_ms} ms)")
+            }
             FailReason::Late {
                 elapsed_us,
                 deadline_us,
@@ -208,7 +236,8 @@ impl fmt::Display for FailReason {
 pub enum Verdict {
     /// The proof holds.
     Pass {
-        /// Achieved rate in TFLOP/s on the verifier's clock, when timing was checked.
+        /// Achieved rate in tera-operations per second (TOPS) on the verifier's clock, when
+        /// timing was checked. Under a simulation this is a simulated figure.
         achieved_tflops: Option<f64>,
     },
     /// The proof failed.
@@ -227,7 +256,7 @@ impl fmt::Display for Verdict {
         match self {
             Verdict::Pass {
                 achieved_tflops: Some(t),
-            } => write!(f, "passed ({t:.3} TFLOP/s)"),
+            } => write!(f, "passed ({t:.3} TOPS)"),
             Verdict::Pass {
                 achieved_tflops: None,
             } => f.write_str("passed"),
@@ -251,7 +280,10 @@ pub trait ChallengeProver: Send + Sync {
     }
 }
 
-/// The verifier side: pure functions of the messages, the entropy given and the timings.
+/// The verifier side: `verify` is a pure function of the messages and the timings; `issue` and
+/// `reveal` derive the challenge and the reveal from the entropy given, and implementations
+/// should mix in entropy of their own from the operating system (the default verifier does) so
+/// that a caller's predictable entropy never makes a challenge predictable.
 #[cfg_attr(any(test, feature = "test-utils"), mockall::automock)]
 pub trait ChallengeVerifier: Send + Sync {
     /// A fresh challenge for a provider claiming `claimed`, from 32 bytes of fresh entropy.
@@ -286,14 +318,26 @@ pub struct ProofReport {
     pub verdict: Verdict,
 }
 
+/// How many times [`run_challenge`] asks a busy prover before recording a missed challenge.
+pub const BUSY_ATTEMPTS: u32 = 3;
+
+/// Longest wait between attempts at a busy prover, whatever it asks for.
+pub const BUSY_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs one full exchange between `verifier` and `prover`, timing the commitment with a
 /// monotonic clock on the verifier's side. When the prover has a transport
-/// ([`ChallengeProver::round_trip`]), the round trip is measured before and after the commit
-/// and the smaller one is reported, for the verifier to subtract.
+/// ([`ChallengeProver::round_trip`]), the round trip is timed on the verifier's own clock (the
+/// prover's own figure is ignored) before and after the commit and the smaller one is
+/// reported, for the verifier to subtract up to its (small) cap.
 ///
-/// Transport failures from the prover become a [`Verdict::Fail`]: [`FailReason::Late`] when
-/// the failure came after the deadline, else [`FailReason::Malformed`], so a provider cannot
-/// escape a failing verdict by erroring.
+/// The challenge records `provider` ([`Challenge::provider`]) so that the verifier can check
+/// whose key signed the commitment. A prover that answers [`crate::Error::ProverBusy`] is
+/// asked again with a fresh challenge, up to [`BUSY_ATTEMPTS`] times; then the verdict is
+/// [`FailReason::Busy`] (a missed challenge).
+///
+/// Other transport failures from the prover become a [`Verdict::Fail`]: [`FailReason::Late`]
+/// when the failure came after the deadline, else [`FailReason::Malformed`], so a provider
+/// cannot escape a failing verdict by erroring.
 pub async fn run_challenge(
     verifier: &dyn ChallengeVerifier,
     prover: &dyn ChallengeProver,
@@ -301,7 +345,45 @@ pub async fn run_challenge(
     claimed: GpuModel,
     entropy: [[u8; 32]; 2],
 ) -> ProofReport {
-    let challenge = verifier.issue(claimed, entropy[0]);
+    let mut attempt = 0u32;
+    loop {
+        let mut e = entropy;
+        // A fresh challenge per attempt (verifiers also mix in OS entropy of their own).
+        e[0][31] ^= attempt as u8;
+        e[1][31] ^= attempt as u8;
+        match exchange(verifier, prover, provider, claimed, e).await {
+            Exchange::Done(r) => return r,
+            Exchange::Busy(r, retry_after_ms) => {
+                attempt += 1;
+                if attempt >= BUSY_ATTEMPTS {
+                    return r;
+                }
+                let wait = std::time::Duration::from_millis(retry_after_ms).min(BUSY_MAX_WAIT);
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+enum Exchange {
+    Done(ProofReport),
+    Busy(ProofReport, u64),
+}
+
+async fn timed_round_trip(prover: &dyn ChallengeProver) -> Result<Option<std::time::Duration>> {
+    let started = std::time::Instant::now();
+    Ok(prover.round_trip().await?.map(|_| started.elapsed()))
+}
+
+async fn exchange(
+    verifier: &dyn ChallengeVerifier,
+    prover: &dyn ChallengeProver,
+    provider: ProviderId,
+    claimed: GpuModel,
+    entropy: [[u8; 32]; 2],
+) -> Exchange {
+    let mut challenge = verifier.issue(claimed, entropy[0]);
+    challenge.provider = Some(provider);
     let report = |timing: ProofTiming, verdict: Verdict| ProofReport {
         provider,
         claimed,
@@ -313,9 +395,11 @@ pub async fn run_challenge(
     let malformed =
         |what: &str, e: &crate::Error| Verdict::Fail(FailReason::Malformed(format!("{what}: {e}")));
     let us = |d: std::time::Duration| d.as_micros().min(u128::from(u64::MAX)) as u64;
-    let rtt_before = match prover.round_trip().await {
+    let rtt_before = match timed_round_trip(prover).await {
         Ok(r) => r,
-        Err(e) => return report(ProofTiming::default(), malformed("ping failed", &e)),
+        Err(e) => {
+            return Exchange::Done(report(ProofTiming::default(), malformed("ping failed", &e)));
+        }
     };
     let started = std::time::Instant::now();
     let commitment = prover.commit(&challenge).await;
@@ -326,29 +410,58 @@ pub async fn run_challenge(
     };
     let commitment = match commitment {
         Ok(c) => c,
+        Err(crate::Error::ProverBusy { retry_after_ms }) => {
+            let r = report(timing, Verdict::Fail(FailReason::Busy { retry_after_ms }));
+            return Exchange::Busy(r, retry_after_ms);
+        }
         Err(e) if commit_us > challenge.deadline_us => {
             tracing::debug!(%provider, error = %e, "commit failed after the deadline");
-            return report(
+            return Exchange::Done(report(
                 timing,
                 Verdict::Fail(FailReason::Late {
                     elapsed_us: commit_us,
                     deadline_us: challenge.deadline_us,
                 }),
-            );
+            ));
         }
-        Err(e) => return report(timing, malformed("commit failed", &e)),
+        Err(e) => return Exchange::Done(report(timing, malformed("commit failed", &e))),
     };
     if let Some(before) = rtt_before {
-        let after = prover.round_trip().await.ok().flatten().unwrap_or(before);
+        let after = timed_round_trip(prover)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(before);
         timing.rtt_us = us(before.min(after));
     }
     let reveal = verifier.reveal(&challenge, &commitment, entropy[1]);
     let opening = match prover.open(&reveal).await {
         Ok(o) => o,
-        Err(e) => return report(timing, malformed("open failed", &e)),
+        Err(e) => return Exchange::Done(report(timing, malformed("open failed", &e))),
     };
     let verdict = verifier.verify(&challenge, &commitment, &reveal, &opening, &timing);
-    report(timing, verdict)
+    Exchange::Done(report(timing, verdict))
+}
+
+mod opt_hex65 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Option<[u8; 65]>, s: S) -> Result<S::Ok, S::Error> {
+        match b {
+            Some(b) => s.serialize_some(&hex::encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 65]>, D::Error> {
+        let Some(s) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let v = hex::decode(&s).map_err(serde::de::Error::custom)?;
+        v.try_into()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("expected 65 bytes of hex"))
+    }
 }
 
 mod hex_bytes {

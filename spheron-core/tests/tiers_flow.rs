@@ -37,6 +37,7 @@ impl ChallengeProver for ScriptedProver {
             session: c.session,
             root: [7; 32],
             device: None,
+            signature: None,
         })
     }
 
@@ -63,6 +64,7 @@ impl ChallengeVerifier for AcceptingVerifier {
             batch: 1,
             dtype: Dtype::F16,
             deadline_us: 1_000_000,
+            provider: None,
         }
     }
 
@@ -169,7 +171,6 @@ async fn the_rent_flow_feeds_the_epoch_processor() {
         parts,
         FlowConfig {
             bid_window: Duration::ZERO,
-            entropy_seed: Some(1),
             ..FlowConfig::default()
         },
     );

@@ -1,15 +1,23 @@
-//! The CUDA prover (feature `cuda`): NVRTC kernels for the matrix PRF and BLAKE3 hashing
-//! (`cuda_kernels.cu`), cuBLAS `GemmEx` with FP16 or BF16 inputs and FP32 accumulation.
+//! The CUDA prover (feature `cuda`): NVRTC kernels for the matrix PRF and keyed BLAKE3 hashing
+//! (`cuda_kernels.cu`), cuBLAS `cublasGemmEx` with `CUDA_R_8I` inputs, `CUDA_R_32I` outputs
+//! and `CUBLAS_COMPUTE_32I` (INT8 tensor cores, exact int32 accumulation).
 //!
 //! CUDA is loaded dynamically (cudarc `dynamic-loading`): this module builds on machines with
 //! no GPU and no CUDA toolkit, and [`CudaProver::new`] returns
 //! [`Error::CudaUnavailable`] where the driver, NVRTC or cuBLAS libraries or a device are
 //! missing. Nothing here panics on a missing library: presence is checked before first use.
 //!
-//! Per challenge the device holds `B` (FP16, shared by every product), one `A_k` and one `C_k`
-//! (FP32) at a time, the leaf hashes of one product and every level of the row-hash tree.
-//! `C_k` is not kept: an opening recomputes each sampled row as `A_k[i, :] B` with a one-column
-//! GEMM. Device-to-host traffic is the root, the sampled rows and their path nodes only.
+//! Per challenge the device holds `B` (int8, shared by every product), one `A_k` (int8) and one
+//! `C_k` (int32) at a time, the leaf hashes of one product and every level of the row-hash
+//! tree. `C_k` is not kept: an opening recomputes each sampled row as `A_k[i, :] B` with a
+//! small exact kernel. Device-to-host traffic is the root, the sampled rows and their path
+//! nodes only. `n` must be a multiple of 4 (cuBLAS int8 leading dimensions).
+//!
+//! Sessions: a table with a TTL ([`crate::cpu::Sessions`]); one commit runs at a time (the
+//! device does one GEMM stream), a second concurrent challenge is answered
+//! [`spheron_core::Error::ProverBusy`] and retried by the verifier, and up to
+//! [`CUDA_SESSIONS`] commitments wait for their reveal. The provider node signs commitments
+//! ([`crate::binding::SignedProver`]).
 //!
 //! **Not measured.** This SDK was built without GPU access: the kernels' logic is checked on the
 //! CPU (`tests/cuda_kernels_on_cpu.rs` compiles the same source as C++ and reproduces the CPU
@@ -18,9 +26,10 @@
 //! throughput has been observed yet.
 #![allow(unsafe_code)] // kernel launches and cuBLAS calls are `unsafe` in cudarc.
 
-use crate::cpu::check_challenge;
+use crate::binding;
+use crate::cpu::{Capacity, Sessions, check_challenge, check_reveal};
 use crate::error::{Error, Result};
-use crate::merkle::Hash;
+use crate::merkle::{Hash, TreeKey};
 use crate::prf;
 use async_trait::async_trait;
 use cudarc::cublas::CudaBlas;
@@ -30,7 +39,7 @@ use cudarc::driver::{
     PushKernelArg,
 };
 use spheron_core::proof::{
-    Challenge, ChallengeProver, Commitment, Dtype, OpenedRow, Opening, PROTOCOL_VERSION, Reveal,
+    Challenge, ChallengeProver, Commitment, OpenedRow, Opening, PROTOCOL_VERSION, Reveal,
 };
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +48,9 @@ pub const KERNELS: &str = include_str!("cuda_kernels.cu");
 
 /// Largest `n` the CUDA prover accepts.
 pub const CUDA_MAX_N: u32 = 32_768;
+
+/// Sessions a CUDA prover holds at once (one computing, the others awaiting their reveal).
+pub const CUDA_SESSIONS: usize = 3;
 
 const THREADS: u32 = 256;
 
@@ -74,6 +86,7 @@ pub fn libraries_present() -> bool {
 
 struct Kernels {
     gen_matrix: CudaFunction,
+    row_times_b: CudaFunction,
     hash_leaves: CudaFunction,
     fold_rows: CudaFunction,
     tree_level: CudaFunction,
@@ -81,20 +94,22 @@ struct Kernels {
 
 struct Session {
     challenge: Challenge,
-    /// `B` as FP16/BF16 bit patterns, kept for openings.
-    b: CudaSlice<u16>,
+    /// `B` as int8 entries, four per u32 word, kept for openings.
+    b: CudaSlice<u32>,
     /// Every level of the tree over row hashes (8 words per node), leaves first.
     levels: Vec<CudaSlice<u32>>,
     widths: Vec<u64>,
 }
 
-/// The CUDA prover. One challenge at a time per prover (a mutex serialises them).
+/// The CUDA prover.
 pub struct CudaProver {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     kernels: Kernels,
     device: String,
-    session: Mutex<Option<Session>>,
+    /// Serialises device work (the handle and stream are shared).
+    device_lock: Mutex<()>,
+    sessions: Sessions<Session>,
 }
 
 impl std::fmt::Debug for CudaProver {
@@ -103,6 +118,14 @@ impl std::fmt::Debug for CudaProver {
             .field("device", &self.device)
             .finish()
     }
+}
+
+fn key_words(key: &TreeKey) -> Vec<u32> {
+    key.leaf
+        .chunks(4)
+        .chain(key.node.chunks(4))
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 impl CudaProver {
@@ -147,6 +170,7 @@ impl CudaProver {
         };
         let kernels = Kernels {
             gen_matrix: f("gen_matrix")?,
+            row_times_b: f("row_times_b")?,
             hash_leaves: f("hash_leaves")?,
             fold_rows: f("fold_rows")?,
             tree_level: f("tree_level")?,
@@ -158,7 +182,12 @@ impl CudaProver {
             blas,
             kernels,
             device,
-            session: Mutex::new(None),
+            device_lock: Mutex::new(()),
+            sessions: Sessions::new(Capacity {
+                sessions: CUDA_SESSIONS,
+                commits: 1,
+                ..Capacity::default()
+            }),
         })
     }
 
@@ -170,15 +199,14 @@ impl CudaProver {
     #[allow(clippy::too_many_arguments)] // mirrors the kernel's signature
     fn generate(
         &self,
-        out: &mut CudaSlice<u16>,
+        out: &mut CudaSlice<u32>,
         s: &[u64; 4],
         n: u32,
         id: u64,
         row0: u32,
         rows: u32,
-        bf16: u32,
     ) -> Result<()> {
-        let words = prf::words_per_row(n as usize) as u64 * u64::from(rows);
+        let words = u64::from(n / 4) * u64::from(rows);
         let mut b = self.stream.launch_builder(&self.kernels.gen_matrix);
         b.arg(out)
             .arg(&s[0])
@@ -188,56 +216,51 @@ impl CudaProver {
             .arg(&n)
             .arg(&id)
             .arg(&row0)
-            .arg(&rows)
-            .arg(&bf16);
-        // SAFETY: the kernel writes rows * n u16 values; `out` holds at least that many
+            .arg(&rows);
+        // SAFETY: the kernel writes rows * n / 4 u32 words; `out` holds at least that many
         // (checked by the callers' allocations) and every argument matches the signature.
         unsafe { b.launch(grid(words)?) }.map_err(|e| cuda_err("gen_matrix")(&e))?;
         Ok(())
     }
 
-    /// Column-major `out (m x 1 or m x m) = lhs (m x m) * rhs (m x cols)`, FP16/BF16 in,
-    /// FP32 out and accumulation. With row-major buffers this computes `rhs_rows * lhs`.
+    /// Column-major `out (n x n) = lhs (n x n) * rhs (n x n)`, int8 in, int32 out and
+    /// accumulation (`CUBLAS_COMPUTE_32I`). With row-major buffers this computes `rhs * lhs`.
     fn gemm(
         &self,
-        lhs: &CudaSlice<u16>,
-        rhs: &CudaSlice<u16>,
-        out: &mut CudaSlice<f32>,
+        lhs: &CudaSlice<u32>,
+        rhs: &CudaSlice<u32>,
+        out: &mut CudaSlice<i32>,
         n: u32,
-        cols: u32,
-        dtype: Dtype,
     ) -> Result<()> {
-        let in_type = match dtype {
-            Dtype::Bf16 => blas_sys::cudaDataType::CUDA_R_16BF,
-            _ => blas_sys::cudaDataType::CUDA_R_16F,
-        };
-        let (alpha, beta) = (1.0f32, 0.0f32);
+        let (alpha, beta) = (1i32, 0i32);
         let ni = n as i32;
         let (a, _ga) = lhs.device_ptr(&self.stream);
         let (b, _gb) = rhs.device_ptr(&self.stream);
         let (c, _gc) = out.device_ptr_mut(&self.stream);
-        // SAFETY: `lhs` is n x n, `rhs` n x cols and `out` n x cols elements of the stated
-        // types (allocated by the callers); pointers stay valid while the guards live.
+        // SAFETY: `lhs` and `rhs` hold n x n int8 entries (n * n / 4 words), `out` n x n
+        // int32 values (allocated by the callers); n is a multiple of 4 as cuBLAS requires for
+        // int8 leading dimensions; alpha and beta are int32 as CUBLAS_COMPUTE_32I requires;
+        // pointers stay valid while the guards live.
         unsafe {
             cudarc::cublas::result::gemm_ex(
                 *self.blas.handle(),
                 blas_sys::cublasOperation_t::CUBLAS_OP_N,
                 blas_sys::cublasOperation_t::CUBLAS_OP_N,
                 ni,
-                cols as i32,
                 ni,
-                (&alpha) as *const f32 as *const _,
+                ni,
+                (&alpha) as *const i32 as *const _,
                 a as *const _,
-                in_type,
+                blas_sys::cudaDataType::CUDA_R_8I,
                 ni,
                 b as *const _,
-                in_type,
+                blas_sys::cudaDataType::CUDA_R_8I,
                 ni,
-                (&beta) as *const f32 as *const _,
+                (&beta) as *const i32 as *const _,
                 c as *mut _,
-                blas_sys::cudaDataType::CUDA_R_32F,
+                blas_sys::cudaDataType::CUDA_R_32I,
                 ni,
-                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32I,
                 blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT_TENSOR_OP,
             )
         }
@@ -250,19 +273,28 @@ impl CudaProver {
             reason: e.to_string(),
         })?;
         let n = ch.n;
+        if !n.is_multiple_of(4) {
+            return Err(Error::Cuda {
+                op: "challenge",
+                reason: format!("n = {n} is not a multiple of 4 (cuBLAS int8 GEMM)"),
+            });
+        }
+        let _device = self.device_lock.lock().unwrap_or_else(|p| p.into_inner());
         let nn = u64::from(n) * u64::from(n);
-        let bf16 = u32::from(ch.dtype == Dtype::Bf16);
         let s = prf::seed_words(&ch.seed);
         let st = &self.stream;
         let alloc = |what: &'static str| move |e: cudarc::driver::DriverError| cuda_err(what)(&e);
+        let keys = st
+            .clone_htod(&key_words(&binding::tree_key(ch)))
+            .map_err(alloc("copy keys"))?;
         let mut b = st
-            .alloc_zeros::<u16>(nn as usize)
+            .alloc_zeros::<u32>((nn / 4) as usize)
             .map_err(alloc("alloc B"))?;
         let mut a = st
-            .alloc_zeros::<u16>(nn as usize)
+            .alloc_zeros::<u32>((nn / 4) as usize)
             .map_err(alloc("alloc A"))?;
         let mut c = st
-            .alloc_zeros::<f32>(nn as usize)
+            .alloc_zeros::<i32>(nn as usize)
             .map_err(alloc("alloc C"))?;
         let lpr = u64::from(n).div_ceil(256);
         let mut leaves = st
@@ -272,19 +304,20 @@ impl CudaProver {
         let mut rows = st
             .alloc_zeros::<u32>((total_rows * 8) as usize)
             .map_err(alloc("alloc rows"))?;
-        self.generate(&mut b, &s, n, prf::B_ID, 0, n, bf16)?;
+        self.generate(&mut b, &s, n, prf::B_ID, 0, n)?;
         for k in 0..ch.batch {
-            self.generate(&mut a, &s, n, prf::a_id(k), 0, n, bf16)?;
+            self.generate(&mut a, &s, n, prf::a_id(k), 0, n)?;
             // Row-major C = A B is column-major C^T = B^T A^T: lhs = B's buffer, rhs = A's.
-            self.gemm(&b, &a, &mut c, n, n, ch.dtype)?;
+            self.gemm(&b, &a, &mut c, n)?;
             let mut l = st.launch_builder(&self.kernels.hash_leaves);
-            l.arg(&c).arg(&mut leaves).arg(&n).arg(&n);
-            // SAFETY: c holds n * n floats, leaves lpr * n * 8 words.
+            l.arg(&keys).arg(&c).arg(&mut leaves).arg(&n).arg(&n);
+            // SAFETY: keys holds 16 words, c n * n int32 values, leaves lpr * n * 8 words.
             unsafe { l.launch(grid(lpr * u64::from(n))?) }
                 .map_err(|e| cuda_err("hash_leaves")(&e))?;
             let first_row = u64::from(k) * u64::from(n);
             let mut f = st.launch_builder(&self.kernels.fold_rows);
-            f.arg(&mut leaves)
+            f.arg(&keys)
+                .arg(&mut leaves)
                 .arg(&mut rows)
                 .arg(&n)
                 .arg(&n)
@@ -301,7 +334,7 @@ impl CudaProver {
                 .map_err(alloc("alloc tree"))?;
             let prev = levels.last().ok_or_else(|| cuda_err("tree")(&"empty"))?;
             let mut t = st.launch_builder(&self.kernels.tree_level);
-            t.arg(prev).arg(&mut next).arg(&w);
+            t.arg(&keys).arg(prev).arg(&mut next).arg(&w);
             // SAFETY: prev holds w nodes, next (w + 1) / 2 nodes of 8 words.
             unsafe { t.launch(grid(parents)?) }.map_err(|e| cuda_err("tree_level")(&e))?;
             levels.push(next);
@@ -331,41 +364,30 @@ impl CudaProver {
 
     fn open_blocking(&self, s: &Session, reveal: &Reveal) -> Result<Opening> {
         let ch = &s.challenge;
+        check_reveal(ch, reveal).map_err(|e| Error::Cuda {
+            op: "open",
+            reason: e.to_string(),
+        })?;
+        let _device = self.device_lock.lock().unwrap_or_else(|p| p.into_inner());
         let n = ch.n;
-        let bf16 = u32::from(ch.dtype == Dtype::Bf16);
         let seed = prf::seed_words(&ch.seed);
         let st = &self.stream;
         let mut a_row = st
-            .alloc_zeros::<u16>(n as usize)
+            .alloc_zeros::<u32>((n / 4) as usize)
             .map_err(|e| cuda_err("alloc row")(&e))?;
         let mut c_row = st
-            .alloc_zeros::<f32>(n as usize)
+            .alloc_zeros::<i32>(n as usize)
             .map_err(|e| cuda_err("alloc row")(&e))?;
         let mut rows = Vec::with_capacity(reveal.samples.len());
         for sample in &reveal.samples {
-            if sample.k >= ch.batch || sample.row >= n {
-                return Err(Error::Cuda {
-                    op: "open",
-                    reason: format!("sample {sample:?} outside batch {} x n {n}", ch.batch),
-                });
-            }
-            self.generate(
-                &mut a_row,
-                &seed,
-                n,
-                prf::a_id(sample.k),
-                sample.row,
-                1,
-                bf16,
-            )?;
-            // Row-major a_row (1 x n) * B is column-major B^T a: lhs = B's buffer, one column.
-            self.gemm(&s.b, &a_row, &mut c_row, n, 1, ch.dtype)?;
+            self.generate(&mut a_row, &seed, n, prf::a_id(sample.k), sample.row, 1)?;
+            let mut l = st.launch_builder(&self.kernels.row_times_b);
+            l.arg(&a_row).arg(&s.b).arg(&mut c_row).arg(&n);
+            // SAFETY: a_row holds n int8 entries, B n * n, c_row n int32 values.
+            unsafe { l.launch(grid(u64::from(n))?) }.map_err(|e| cuda_err("row_times_b")(&e))?;
             let values: Vec<i32> = st
                 .clone_dtoh(&c_row)
-                .map_err(|e| cuda_err("copy row")(&e))?
-                .into_iter()
-                .map(|v| v as i32)
-                .collect();
+                .map_err(|e| cuda_err("copy row")(&e))?;
             let mut index = u64::from(sample.k) * u64::from(n) + u64::from(sample.row);
             let mut path = Vec::new();
             for (level, &width) in s.levels.iter().zip(&s.widths) {
@@ -395,39 +417,29 @@ impl CudaProver {
 #[async_trait]
 impl ChallengeProver for CudaProver {
     async fn commit(&self, ch: &Challenge) -> spheron_core::Result<Commitment> {
-        // The device work blocks this thread; challenges are rare and a proof holds the GPU
-        // anyway, so `block_in_place` keeps the code simple on multi-thread runtimes.
-        let run = || -> Result<Commitment> {
-            let session = self.commit_blocking(ch)?;
-            let top = session
-                .levels
-                .last()
-                .ok_or_else(|| cuda_err("root")(&"empty tree"))?;
-            let root = self.node(top, 0)?;
-            *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
-            Ok(Commitment {
-                version: PROTOCOL_VERSION,
-                session: ch.session,
-                root,
-                device: Some(self.device.clone()),
-            })
-        };
-        Ok(block(run)?)
+        // Released on every error path when it drops.
+        let reserved = self.sessions.begin(ch.session)?;
+        // The device work blocks this thread; a proof holds the GPU anyway, so
+        // `block_in_place` keeps the code simple on multi-thread runtimes.
+        let session = block(|| self.commit_blocking(ch))?;
+        let top = session
+            .levels
+            .last()
+            .ok_or_else(|| cuda_err("root")(&"empty tree"))?;
+        let root = self.node(top, 0)?;
+        reserved.finish(session);
+        Ok(Commitment {
+            version: PROTOCOL_VERSION,
+            session: ch.session,
+            root,
+            device: Some(self.device.clone()),
+            signature: None,
+        })
     }
 
     async fn open(&self, reveal: &Reveal) -> spheron_core::Result<Opening> {
-        let run = || -> Result<Opening> {
-            let guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
-            let s = guard
-                .as_ref()
-                .filter(|s| s.challenge.session == reveal.session)
-                .ok_or_else(|| Error::Cuda {
-                    op: "open",
-                    reason: "reveal for an unknown session".into(),
-                })?;
-            self.open_blocking(s, reveal)
-        };
-        Ok(block(run)?)
+        let s = self.sessions.take(&reveal.session)?;
+        Ok(block(|| self.open_blocking(&s, reveal))?)
     }
 }
 

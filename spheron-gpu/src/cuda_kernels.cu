@@ -32,14 +32,18 @@ DEV u64 prf_word(u64 s0, u64 s1, u64 s2, u64 s3, u64 c) {
     return mix(mix(mix(mix(c ^ s0) ^ s1) ^ s2) ^ s3);
 }
 
-// Bit patterns of the integers -4..3 (index = value + 4).
-CONSTANT u16 F16_OF[8] = {0xC400, 0xC200, 0xC000, 0xBC00, 0x0000, 0x3C00, 0x4000, 0x4200};
-CONSTANT u16 BF16_OF[8] = {0xC080, 0xC040, 0xC000, 0xBF80, 0x0000, 0x3F80, 0x4000, 0x4040};
+DEV u32 fmix32(u32 h) {
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    return h ^ (h >> 16);
+}
 
-// Rows [row0, row0 + rows) of matrix `id` (n x n, row-major) as FP16 (bf16 = 0) or BF16
-// (bf16 = 1) bit patterns into out[(i - row0) * n + j]. One thread per 16-entry word.
-KERNEL void gen_matrix(u16* out, u64 s0, u64 s1, u64 s2, u64 s3, u32 n, u64 id, u32 row0,
-                       u32 rows, u32 bf16
+// Rows [row0, row0 + rows) of matrix `id` (n x n, row-major, n a multiple of 4) as int8
+// entries, four per little-endian u32 word: out[(i - row0) * n / 4 + w]. One thread per word.
+KERNEL void gen_matrix(u32* out, u64 s0, u64 s1, u64 s2, u64 s3, u32 n, u64 id, u32 row0,
+                       u32 rows
 #ifdef SPHERON_HOST_TEST
                        , u64 gid
 #endif
@@ -47,18 +51,31 @@ KERNEL void gen_matrix(u16* out, u64 s0, u64 s1, u64 s2, u64 s3, u32 n, u64 id, 
 #ifndef SPHERON_HOST_TEST
     u64 gid = GLOBAL_ID;
 #endif
-    u64 wpr = ((u64)n + 15) / 16;
+    u64 wpr = (u64)n / 4;
     if (gid >= wpr * (u64)rows) return;
     u64 r = gid / wpr;
-    u64 w = gid % wpr;
+    u32 w = (u32)(gid % wpr);
     u64 i = (u64)row0 + r;
-    u64 c = (id * (u64)n + i) * wpr + w;
-    u64 x = prf_word(s0, s1, s2, s3, c);
-    const u16* table = bf16 ? BF16_OF : F16_OF;
-    for (u32 t = 0; t < 16; t++) {
-        u64 j = w * 16 + t;
-        if (j < n) out[r * (u64)n + j] = table[(x >> (4 * t)) & 7];
-    }
+    u64 key = prf_word(s0, s1, s2, s3, (id << 32) | (i & 0xFFFFFFFFULL));
+    u32 k0 = (u32)key;
+    u32 k1 = (u32)(key >> 32);
+    out[gid] = fmix32(fmix32(w ^ k0) ^ k1);
+}
+
+// c_row[j] = sum_l a_row[l] * B[l][j] (int8 in, int32 out): one row of a product, for
+// openings. One thread per column j.
+KERNEL void row_times_b(const signed char* a_row, const signed char* b, int* c_row, u32 n
+#ifdef SPHERON_HOST_TEST
+                        , u64 gid
+#endif
+) {
+#ifndef SPHERON_HOST_TEST
+    u64 gid = GLOBAL_ID;
+#endif
+    if (gid >= n) return;
+    int acc = 0;
+    for (u32 l = 0; l < n; l++) acc += (int)a_row[l] * (int)b[(u64)l * n + gid];
+    c_row[gid] = acc;
 }
 
 // ------------------------------------------------------------- BLAKE3 ----
@@ -69,6 +86,10 @@ CONSTANT u32 IV[8] = {0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A,
 #define CHUNK_START 1u
 #define CHUNK_END 2u
 #define ROOT 8u
+#define KEYED_HASH 16u
+
+// Tree keys (spheron-gpu/src/merkle.rs): keys[0..8] the leaf key, keys[8..16] the node key,
+// as little-endian words. Every hash is BLAKE3 keyed_hash of one chunk.
 
 DEV u32 rotr(u32 x, u32 k) { return (x >> k) | (x << (32 - k)); }
 
@@ -116,23 +137,23 @@ DEV void compress(u32* cv, const u32* block, u32 block_len, u32 flags) {
     for (int i = 0; i < 8; i++) cv[i] = s[i] ^ s[i + 8];
 }
 
-// parent = blake3(left || right), both 8 words.
-DEV void parent_hash(const u32* l, const u32* r, u32* out) {
+// parent = keyed_hash(node key, left || right), both 8 words.
+DEV void parent_hash(const u32* keys, const u32* l, const u32* r, u32* out) {
     u32 block[16];
     for (int i = 0; i < 8; i++) {
         block[i] = l[i];
         block[8 + i] = r[i];
     }
     u32 cv[8];
-    for (int i = 0; i < 8; i++) cv[i] = IV[i];
-    compress(cv, block, 64, CHUNK_START | CHUNK_END | ROOT);
+    for (int i = 0; i < 8; i++) cv[i] = keys[8 + i];
+    compress(cv, block, 64, CHUNK_START | CHUNK_END | ROOT | KEYED_HASH);
     for (int i = 0; i < 8; i++) out[i] = cv[i];
 }
 
-// Leaf hashes of `rows` rows of an FP32 product (row-major, n columns): leaf `l` of row `i`
-// covers values [256 l, min(256 l + 256, n)), hashed as little-endian int32. One thread per
-// leaf; out[(i * leaves_per_row + l) * 8 ..].
-KERNEL void hash_leaves(const float* c, u32* out, u32 n, u32 rows
+// Leaf hashes of `rows` rows of an int32 product (row-major, n columns): leaf `l` of row `i`
+// covers values [256 l, min(256 l + 256, n)), keyed_hash(leaf key, little-endian int32). One
+// thread per leaf; out[(i * leaves_per_row + l) * 8 ..].
+KERNEL void hash_leaves(const u32* keys, const int* c, u32* out, u32 n, u32 rows
 #ifdef SPHERON_HOST_TEST
                         , u64 gid
 #endif
@@ -146,17 +167,18 @@ KERNEL void hash_leaves(const float* c, u32* out, u32 n, u32 rows
     u64 l = gid % lpr;
     u64 start = l * 256;
     u32 len = (u32)(((u64)n - start) < 256 ? ((u64)n - start) : 256);
-    const float* src = c + i * (u64)n + start;
-    // BLAKE3 of one chunk, reading the block words straight from the FP32 product.
+    const int* src = c + i * (u64)n + start;
+    // BLAKE3 of one chunk, reading the block words straight from the int32 product.
     u32 cv[8];
-    for (int k = 0; k < 8; k++) cv[k] = IV[k];
+    for (int k = 0; k < 8; k++) cv[k] = keys[k];
     u32 blocks = (len + 15) / 16;
     for (u32 b = 0; b < blocks; b++) {
         u32 block[16];
         u32 have = len - b * 16;
         if (have > 16) have = 16;
-        for (u32 k = 0; k < 16; k++) block[k] = k < have ? (u32)(int)src[b * 16 + k] : 0;
-        u32 flags = (b == 0 ? CHUNK_START : 0) | (b + 1 == blocks ? (CHUNK_END | ROOT) : 0);
+        for (u32 k = 0; k < 16; k++) block[k] = k < have ? (u32)src[b * 16 + k] : 0;
+        u32 flags = KEYED_HASH | (b == 0 ? CHUNK_START : 0) |
+                    (b + 1 == blocks ? (CHUNK_END | ROOT) : 0);
         compress(cv, block, have * 4, flags);
     }
     for (int k = 0; k < 8; k++) out[gid * 8 + k] = cv[k];
@@ -164,7 +186,8 @@ KERNEL void hash_leaves(const float* c, u32* out, u32 n, u32 rows
 
 // Folds each row's leaf hashes (in place, promoting an odd last node) to the row hash and
 // writes it to row_hashes[(first_row + i) * 8 ..]. One thread per row.
-KERNEL void fold_rows(u32* leaves, u32* row_hashes, u32 n, u32 rows, u64 first_row
+KERNEL void fold_rows(const u32* keys, u32* leaves, u32* row_hashes, u32 n, u32 rows,
+                      u64 first_row
 #ifdef SPHERON_HOST_TEST
                       , u64 gid
 #endif
@@ -178,7 +201,8 @@ KERNEL void fold_rows(u32* leaves, u32* row_hashes, u32 n, u32 rows, u64 first_r
     u64 width = lpr;
     while (width > 1) {
         u64 half = width / 2;
-        for (u64 p = 0; p < half; p++) parent_hash(h + 2 * p * 8, h + (2 * p + 1) * 8, h + p * 8);
+        for (u64 p = 0; p < half; p++)
+            parent_hash(keys, h + 2 * p * 8, h + (2 * p + 1) * 8, h + p * 8);
         if (width % 2 == 1)
             for (int k = 0; k < 8; k++) h[half * 8 + k] = h[(width - 1) * 8 + k];
         width = (width + 1) / 2;
@@ -187,7 +211,7 @@ KERNEL void fold_rows(u32* leaves, u32* row_hashes, u32 n, u32 rows, u64 first_r
 }
 
 // One level of the tree over row hashes: out[p] = H(in[2p] || in[2p+1]), or in[2p] promoted.
-KERNEL void tree_level(const u32* in, u32* out, u64 width
+KERNEL void tree_level(const u32* keys, const u32* in, u32* out, u64 width
 #ifdef SPHERON_HOST_TEST
                        , u64 gid
 #endif
@@ -198,7 +222,7 @@ KERNEL void tree_level(const u32* in, u32* out, u64 width
     u64 parents = (width + 1) / 2;
     if (gid >= parents) return;
     if (2 * gid + 1 < width) {
-        parent_hash(in + 2 * gid * 8, in + (2 * gid + 1) * 8, out + gid * 8);
+        parent_hash(keys, in + 2 * gid * 8, in + (2 * gid + 1) * 8, out + gid * 8);
     } else {
         for (int k = 0; k < 8; k++) out[gid * 8 + k] = in[2 * gid * 8 + k];
     }

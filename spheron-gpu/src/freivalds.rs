@@ -1,19 +1,31 @@
-//! The default verifier: sampled row openings checked against a Freivalds probe, plus timing
-//! against the claimed model's calibrated rate.
+//! The default verifier: sampled row openings checked against a Freivalds probe, a signature
+//! binding the commitment to the challenged provider, and timing against the claimed model's
+//! calibrated INT8 rate.
 //!
-//! Cost per challenge: one pass over the regenerated `B` (`n^2` entries, 16 per PRF call) for
-//! `B r`, then `O(n)` per opened row (regenerate row `i` of `A_k`, dot with `B r`, dot the opened
-//! row with `r`). Independent of `K`, so every product can be sampled.
+//! Cost per challenge: one pass over `B` regenerated row by row into `B r` without storing it
+//! (`n^2` entries, 4 per 32-bit PRF word, vectorised), then `O(n)` per opened row (regenerate
+//! row `i` of `A_k`, dot with `B r`, dot the opened row with `r`). Independent of `K`.
 //!
 //! Soundness: the prover commits to all `K n` rows before it learns `r` and the samples.
 //! Samples are uniform over all rows of all products; a committed row that differs from the
-//! true one survives the check `row · r = A_k[i, :] (B r)` with probability at most `2^-20`
-//! (`r` has 20-bit entries). A prover that did not compute a fraction `f` of the rows (or of the
-//! products) therefore passes with probability at most `(1 - f)^samples` (plus `2^-20` per
+//! true one survives the check `row · r = A_k[i, :] (B r)` with probability at most `2^-16`
+//! (`r` has 16-bit entries). A prover that did not compute a fraction `f` of the rows (or of the
+//! products) therefore passes with probability at most `(1 - f)^samples` (plus `2^-16` per
 //! sample).
+//!
+//! Entropy: [`FreivaldsVerifier::issue`] and [`FreivaldsVerifier::reveal`] hash the entropy
+//! they are given together with 32 fresh bytes from the operating system, so a caller that
+//! passes predictable entropy (a configured seed) still gets unpredictable challenges.
+//!
+//! Timing: the commit phase lasts [`VerifierConfig::target_ms`] on the claimed model (seconds
+//! by default); the verifier subtracts the round trip it measured itself, capped at
+//! [`VerifierConfig::max_rtt_us`], at most [`crate::catalog::MAX_CREDIT_FRACTION`] of the
+//! phase, so a prover that delays its pings buys at most that much time, which the
+//! catalog's separation already allows for.
 
-use crate::catalog::spec;
-use crate::cpu::{MAX_BATCH, challenge_flops};
+use crate::binding;
+use crate::catalog::{MAX_CREDIT_FRACTION, spec};
+use crate::cpu::{MAX_BATCH, MAX_SAMPLES, challenge_flops};
 use crate::error::{Error, Result};
 use crate::merkle;
 use crate::prf;
@@ -30,7 +42,7 @@ pub enum TimingPolicy {
     /// Correctness only: the deadline is [`VerifierConfig::untimed_deadline_ms`] and no rate is
     /// checked. For tests of correctness and for provers of unknown speed.
     Off,
-    /// Rates from the [catalog](crate::catalog), multiplied by `scale`: `1.0` for real GPUs; a
+    /// INT8 rates from the [catalog](crate::catalog), multiplied by `scale`: `1.0` for real GPUs; a
     /// small scale for simulated fleets whose CPU provers are paced at
     /// `calibrated rate x scale` (see [`crate::Simulation`]).
     Catalog {
@@ -44,9 +56,7 @@ pub enum TimingPolicy {
 pub struct VerifierConfig {
     /// Matrix size `n`.
     pub n: u32,
-    /// Input dtype asked for (F16 is used for models without BF16).
-    pub dtype: Dtype,
-    /// Rows opened per challenge.
+    /// Rows opened per challenge (at most [`MAX_SAMPLES`]).
     pub samples: u32,
     /// How long the commit phase should take on the claimed model; sets the batch `K`.
     pub target_ms: u32,
@@ -57,26 +67,31 @@ pub struct VerifierConfig {
     /// Commit deadline when timing is off.
     pub untimed_deadline_ms: u64,
     /// Largest round-trip time subtracted from the commit time (caps what a prover gains by
-    /// answering pings slowly) and added to the deadline.
+    /// answering pings slowly) and added to the deadline; at most
+    /// [`MAX_CREDIT_FRACTION`] of `target_ms`.
     pub max_rtt_us: u64,
     /// The timing policy.
     pub timing: TimingPolicy,
+    /// Accept only commitments signed by the challenged provider's key (see
+    /// [`crate::binding`]). Off only for in-process simulated fleets, whose providers have
+    /// no keys.
+    pub require_signature: bool,
 }
 
 impl Default for VerifierConfig {
-    /// Real GPUs: `n = 16384`, 64 samples, a 1 s commit phase on the claimed model, datasheet
-    /// rates (scale 1).
+    /// Real GPUs: `n = 16384`, 64 samples, a 4 s commit phase on the claimed model, a 30 ms
+    /// round-trip cap, datasheet INT8 rates (scale 1), signatures required.
     fn default() -> Self {
         VerifierConfig {
             n: 16_384,
-            dtype: Dtype::F16,
             samples: 64,
-            target_ms: 1_000,
+            target_ms: 4_000,
             max_batch: MAX_BATCH,
             untimed_batch: 4,
             untimed_deadline_ms: 60_000,
-            max_rtt_us: 250_000,
+            max_rtt_us: 30_000,
             timing: TimingPolicy::Catalog { scale: 1.0 },
+            require_signature: true,
         }
     }
 }
@@ -103,6 +118,28 @@ fn derive(label: &str, entropy: &[u8; 32]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// `entropy` hashed with 32 fresh bytes from the operating system. Should the OS fail to
+/// answer (it does not on supported platforms), a process-wide counter and the wall clock
+/// stand in and the failure is logged: the result is then only as unpredictable as those.
+pub fn with_os_entropy(entropy: &[u8; 32]) -> [u8; 32] {
+    static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut os = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut os) {
+        tracing::error!(error = %e, "no OS entropy for a proof-of-GPU challenge");
+        let c = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        os[..8].copy_from_slice(&c.to_le_bytes());
+        os[8..24].copy_from_slice(&t.to_le_bytes());
+    }
+    let mut h = blake3::Hasher::new_derive_key("spheron 2026 proof-of-gpu challenge entropy");
+    h.update(entropy);
+    h.update(&os);
+    *h.finalize().as_bytes()
+}
+
 impl FreivaldsVerifier {
     /// A verifier with `config`, validated.
     pub fn new(config: VerifierConfig) -> Result<Self> {
@@ -111,14 +148,17 @@ impl FreivaldsVerifier {
             return bad(
                 "n",
                 format!(
-                    "{} is outside 1..={} (FP32 exactness)",
+                    "{} is outside 1..={} (int32 exactness)",
                     config.n,
                     prf::MAX_EXACT_N
                 ),
             );
         }
-        if config.samples == 0 || config.samples > 4096 {
-            return bad("samples", format!("{} is outside 1..=4096", config.samples));
+        if config.samples == 0 || config.samples > MAX_SAMPLES {
+            return bad(
+                "samples",
+                format!("{} is outside 1..={MAX_SAMPLES}", config.samples),
+            );
         }
         if config.max_batch == 0 || config.max_batch > MAX_BATCH {
             return bad(
@@ -138,6 +178,17 @@ impl FreivaldsVerifier {
         if config.target_ms == 0 {
             return bad("target_ms", "must be positive".into());
         }
+        let credit_cap = f64::from(config.target_ms) * 1e3 * MAX_CREDIT_FRACTION;
+        if config.max_rtt_us as f64 > credit_cap {
+            return bad(
+                "max_rtt_us",
+                format!(
+                    "{} µs is above {MAX_CREDIT_FRACTION} of the {} ms commit phase ({credit_cap} µs): \
+                     a prover delaying its pings could then bridge the separation between models",
+                    config.max_rtt_us, config.target_ms
+                ),
+            );
+        }
         if let TimingPolicy::Catalog { scale } = config.timing
             && !(scale.is_finite() && scale > 0.0)
         {
@@ -154,15 +205,7 @@ impl FreivaldsVerifier {
         &self.config
     }
 
-    fn dtype_for(&self, claimed: GpuModel) -> Dtype {
-        if spec(claimed).is_some_and(|s| s.peak_tflops(self.config.dtype).is_some()) {
-            self.config.dtype
-        } else {
-            Dtype::F16
-        }
-    }
-
-    /// Rates in FLOP/s (already scaled) for a claim: (calibrated, required, peak).
+    /// Rates in OP/s (already scaled) for a claim: (calibrated, required, peak).
     fn rates(&self, claimed: GpuModel, dtype: Dtype) -> Option<(f64, f64, f64)> {
         let TimingPolicy::Catalog { scale } = self.config.timing else {
             return None;
@@ -179,7 +222,7 @@ impl FreivaldsVerifier {
     /// The batch `K` a challenge for `claimed` gets.
     pub fn batch_for(&self, claimed: GpuModel) -> u32 {
         let c = &self.config;
-        match self.rates(claimed, self.dtype_for(claimed)) {
+        match self.rates(claimed, Dtype::Int8) {
             None => c.untimed_batch,
             Some((cal, _, _)) => {
                 let per_product = 2.0 * f64::from(c.n).powi(3);
@@ -207,7 +250,8 @@ impl FreivaldsVerifier {
             ));
         }
         let leaves = ch.batch as usize * n;
-        let bound = 16 * i64::from(ch.n);
+        let bound = i64::from(prf::MAX_ENTRY * prf::MAX_ENTRY) * i64::from(ch.n);
+        let key = binding::tree_key(ch);
         for (row, sample) in opening.rows.iter().zip(&reveal.samples) {
             if sample.k >= ch.batch || sample.row >= ch.n {
                 return malformed(format!("sample {sample:?} outside the challenge"));
@@ -227,12 +271,12 @@ impl FreivaldsVerifier {
             }
             if let Some(v) = row.values.iter().find(|v| i64::from(**v).abs() > bound) {
                 return malformed(format!(
-                    "value {v} in row {sample:?} is outside ±16n = ±{bound}"
+                    "value {v} in row {sample:?} is outside ±2^14 n = ±{bound}"
                 ));
             }
             let idx = sample.k as usize * n + sample.row as usize;
-            let h = merkle::row_hash(&row.values);
-            if merkle::root_from_path(h, idx, leaves, &row.path) != Some(commitment.root) {
+            let h = merkle::row_hash(&key, &row.values);
+            if merkle::root_from_path(&key, h, idx, leaves, &row.path) != Some(commitment.root) {
                 return Some(FailReason::BadPath(*sample));
             }
         }
@@ -240,14 +284,41 @@ impl FreivaldsVerifier {
         let s = prf::seed_words(&ch.seed);
         let r = prf::r_vector(&reveal.r_seed, n);
         let br = prf::matrix_times_vector(&s, n, prf::B_ID, &r);
+        if br.len() != n {
+            return malformed("internal: B r has the wrong length".into());
+        }
+        // Up to n = 2^15 both dot products fit an i64 (values were bounded above: |C| <= 2^29,
+        // r < 2^16, |B r| <= 2^38, |A| <= 2^7: every sum stays below 2^61); beyond, i128.
+        let narrow = n <= 1 << 15;
+        let mut a_row = vec![0i8; n];
         for row in &opening.rows {
-            let want = prf::row_dot(&s, n, prf::a_id(row.sample.k), row.sample.row as usize, &br);
-            let got: i128 = row
-                .values
-                .iter()
-                .zip(&r)
-                .map(|(&a, &b)| i128::from(a) * i128::from(b))
-                .sum();
+            let (want, got) = if narrow {
+                prf::fill_row(
+                    &s,
+                    n,
+                    prf::a_id(row.sample.k),
+                    row.sample.row as usize,
+                    &mut a_row,
+                );
+                let want: i64 = a_row.iter().zip(&br).map(|(&a, &b)| i64::from(a) * b).sum();
+                let got: i64 = row
+                    .values
+                    .iter()
+                    .zip(&r)
+                    .map(|(&a, &b)| i64::from(a) * i64::from(b))
+                    .sum();
+                (i128::from(want), i128::from(got))
+            } else {
+                let want =
+                    prf::row_dot(&s, n, prf::a_id(row.sample.k), row.sample.row as usize, &br);
+                let got: i128 = row
+                    .values
+                    .iter()
+                    .zip(&r)
+                    .map(|(&a, &b)| i128::from(a) * i128::from(b))
+                    .sum();
+                (want, got)
+            };
             if got != want {
                 return Some(FailReason::BadRow(row.sample));
             }
@@ -258,9 +329,10 @@ impl FreivaldsVerifier {
 
 impl ChallengeVerifier for FreivaldsVerifier {
     fn issue(&self, claimed: GpuModel, entropy: [u8; 32]) -> Challenge {
+        let entropy = with_os_entropy(&entropy);
         let mut session = [0u8; 16];
         session.copy_from_slice(&derive("spheron.session", &entropy)[..16]);
-        let dtype = self.dtype_for(claimed);
+        let dtype = Dtype::Int8;
         let batch = self.batch_for(claimed);
         let mut ch = Challenge {
             version: PROTOCOL_VERSION,
@@ -271,6 +343,7 @@ impl ChallengeVerifier for FreivaldsVerifier {
             batch,
             dtype,
             deadline_us: 0,
+            provider: None,
         };
         ch.deadline_us = match self.rates(claimed, dtype) {
             Some((_, required, _)) => {
@@ -282,6 +355,7 @@ impl ChallengeVerifier for FreivaldsVerifier {
     }
 
     fn reveal(&self, challenge: &Challenge, _c: &Commitment, entropy: [u8; 32]) -> Reveal {
+        let entropy = with_os_entropy(&entropy);
         let mut xof = blake3::Hasher::new_derive_key("spheron 2026 proof-of-gpu samples")
             .update(&entropy)
             .update(&challenge.session)
@@ -335,6 +409,12 @@ impl ChallengeVerifier for FreivaldsVerifier {
                 "session does not match the challenge".into(),
             ));
         }
+        if ch.dtype != Dtype::Int8 {
+            return fail(FailReason::Malformed(format!(
+                "challenge dtype {:?}; protocol v{PROTOCOL_VERSION} challenges are Int8",
+                ch.dtype
+            )));
+        }
         if ch.n == 0 || ch.n > prf::MAX_EXACT_N || ch.batch == 0 {
             return fail(FailReason::Malformed(format!(
                 "challenge n = {}, batch = {} out of range",
@@ -346,6 +426,11 @@ impl ChallengeVerifier for FreivaldsVerifier {
                 elapsed_us: timing.commit_us,
                 deadline_us: ch.deadline_us,
             });
+        }
+        if self.config.require_signature
+            && let Some(why) = binding::check(ch, commitment)
+        {
+            return fail(FailReason::BadSignature(why));
         }
         if let Some(reason) = self.check_rows(ch, commitment, reveal, opening) {
             return fail(reason);

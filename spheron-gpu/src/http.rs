@@ -7,12 +7,20 @@
 //! | method and path | body | answer |
 //! |---|---|---|
 //! | `GET /v2/ping` | | `204 No Content` (round-trip probe) |
-//! | `POST /v2/commit` | [`Challenge`] | [`Commitment`], or `422` with the prover's error |
-//! | `POST /v2/open` | [`Reveal`] | [`Opening`], or `422` |
+//! | `POST /v2/commit` | [`Challenge`] | [`Commitment`]; `503` + [`BusyReply`] at capacity; `422` with the prover's error; `504` past the server's time limit |
+//! | `POST /v2/open` | [`Reveal`] | [`Opening`], or `422` / `504` |
 //!
-//! [`challenge`] runs a whole exchange against an [`HttpProver`]: it measures the round trip
-//! with a ping before and after, times the commitment from sending the challenge to receiving
-//! the root, and hands `min(rtt before, rtt after)` to the verifier, which subtracts it (capped).
+//! The server bounds every request ([`ServerLimits`]: body size, time per commit and per
+//! open); the prover behind it bounds `n`, `K`, samples and sessions. The client never follows
+//! redirects (a redirect is a failed answer: otherwise a cheater could point the verifier at
+//! another provider), caps response bodies, and turns a `503` busy reply into
+//! [`spheron_core::Error::ProverBusy`], which
+//! [`run_challenge`](spheron_core::proof::run_challenge) retries with a fresh challenge.
+//!
+//! [`challenge`] runs a whole exchange against an [`HttpProver`]: the round trip is timed with
+//! a ping before and after on the verifier's clock, the commitment from sending the challenge
+//! to receiving the root, and `min(rtt before, rtt after)` goes to the verifier, which
+//! subtracts it capped at a small fraction of the commit phase.
 //!
 //! ```
 //! use spheron_core::{GpuModel, ProviderId};
@@ -24,7 +32,7 @@
 //! let sim = Simulation::standard();
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! let url = format!("http://{}", listener.local_addr().unwrap());
-//! let prover = Arc::new(sim.prover(GpuModel::L4, None, Fault::None));
+//! let prover = Arc::new(sim.prover(GpuModel::L4, None, Fault::None)); // in-process, unsigned
 //! tokio::spawn(serve(listener, prover));
 //!
 //! let remote = HttpProver::new(&url).unwrap();
@@ -60,35 +68,97 @@ pub const COMMIT_PATH: &str = "/v2/commit";
 /// Path answering a [`Reveal`] with an [`Opening`].
 pub const OPEN_PATH: &str = "/v2/open";
 
-type Shared = Arc<dyn ChallengeProver>;
-
-async fn commit_handler(
-    State(p): State<Shared>,
-    Json(ch): Json<Challenge>,
-) -> std::result::Result<Json<Commitment>, (StatusCode, String)> {
-    p.commit(&ch)
-        .await
-        .map(Json)
-        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+/// The body of a `503` answer: the prover is at capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BusyReply {
+    /// How long to wait before asking again, in milliseconds.
+    pub retry_after_ms: u64,
 }
 
-async fn open_handler(
-    State(p): State<Shared>,
-    Json(r): Json<Reveal>,
-) -> std::result::Result<Json<Opening>, (StatusCode, String)> {
-    p.open(&r)
-        .await
-        .map(Json)
-        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+/// Server-side bounds on the proof-of-GPU endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Longest a commit may run before the server answers `504`.
+    pub commit_timeout: Duration,
+    /// Longest an open may run.
+    pub open_timeout: Duration,
+    /// Largest request body in bytes.
+    pub max_body: usize,
 }
 
-/// The provider-side routes for `prover`.
+impl Default for ServerLimits {
+    /// 300 s per commit, 30 s per open, 64 KiB bodies (a reveal with 256 samples is ~10 KiB).
+    fn default() -> Self {
+        ServerLimits {
+            commit_timeout: Duration::from_secs(300),
+            open_timeout: Duration::from_secs(30),
+            max_body: 64 << 10,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    prover: Arc<dyn ChallengeProver>,
+    limits: ServerLimits,
+}
+
+type Reply<T> = std::result::Result<Json<T>, axum::response::Response>;
+
+fn error_reply(e: spheron_core::Error) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match e {
+        spheron_core::Error::ProverBusy { retry_after_ms } => {
+            let secs = retry_after_ms.div_ceil(1000).max(1).to_string();
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(axum::http::header::RETRY_AFTER, secs)],
+                Json(BusyReply { retry_after_ms }),
+            )
+                .into_response()
+        }
+        other => (StatusCode::UNPROCESSABLE_ENTITY, other.to_string()).into_response(),
+    }
+}
+
+fn timeout_reply(what: &str, limit: Duration) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        StatusCode::GATEWAY_TIMEOUT,
+        format!("{what} ran past the server's {} s limit", limit.as_secs()),
+    )
+        .into_response()
+}
+
+async fn commit_handler(State(s): State<Shared>, Json(ch): Json<Challenge>) -> Reply<Commitment> {
+    let limit = s.limits.commit_timeout;
+    match tokio::time::timeout(limit, s.prover.commit(&ch)).await {
+        Ok(r) => r.map(Json).map_err(error_reply),
+        Err(_) => Err(timeout_reply("commit", limit)),
+    }
+}
+
+async fn open_handler(State(s): State<Shared>, Json(r): Json<Reveal>) -> Reply<Opening> {
+    let limit = s.limits.open_timeout;
+    match tokio::time::timeout(limit, s.prover.open(&r)).await {
+        Ok(r) => r.map(Json).map_err(error_reply),
+        Err(_) => Err(timeout_reply("open", limit)),
+    }
+}
+
+/// The provider-side routes for `prover`, with [`ServerLimits::default`].
 pub fn router(prover: Arc<dyn ChallengeProver>) -> axum::Router {
+    router_with(prover, ServerLimits::default())
+}
+
+/// The provider-side routes for `prover` under `limits`.
+pub fn router_with(prover: Arc<dyn ChallengeProver>, limits: ServerLimits) -> axum::Router {
     axum::Router::new()
         .route(PING_PATH, get(|| async { StatusCode::NO_CONTENT }))
         .route(COMMIT_PATH, post(commit_handler))
         .route(OPEN_PATH, post(open_handler))
-        .with_state(prover)
+        .layer(axum::extract::DefaultBodyLimit::max(limits.max_body))
+        .with_state(Shared { prover, limits })
 }
 
 /// Serves `prover` on `listener` until the task is dropped or the listener fails.
@@ -96,6 +166,30 @@ pub async fn serve(listener: tokio::net::TcpListener, prover: Arc<dyn ChallengeP
     let addr = listener.local_addr().ok();
     if let Err(e) = axum::serve(listener, router(prover)).await {
         tracing::warn!(?addr, error = %e, "proof-of-GPU endpoint stopped");
+    }
+}
+
+/// Why a request failed: a transport error, or a typed busy reply.
+#[derive(Debug)]
+enum Failure {
+    Transport(Error),
+    Busy(BusyReply),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Transport(e)
+    }
+}
+
+impl From<Failure> for spheron_core::Error {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Transport(e) => e.into(),
+            Failure::Busy(b) => spheron_core::Error::ProverBusy {
+                retry_after_ms: b.retry_after_ms,
+            },
+        }
     }
 }
 
@@ -123,14 +217,14 @@ impl HttpProver {
                 reason: "expected an http:// or https:// URL".into(),
             });
         }
-        let client =
-            reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .map_err(|e| Error::Transport {
-                    url: base.clone(),
-                    reason: e.to_string(),
-                })?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Transport {
+                url: base.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(HttpProver {
             base,
             client,
@@ -203,6 +297,12 @@ impl HttpProver {
             .send()
             .await
             .map_err(|e| self.err(PING_PATH, e))?;
+        if resp.status().is_redirection() {
+            return Err(self.err(
+                PING_PATH,
+                format!("status {}: redirects are not followed", resp.status()),
+            ));
+        }
         if !resp.status().is_success() {
             return Err(self.err(PING_PATH, format!("status {}", resp.status())));
         }
@@ -214,7 +314,7 @@ impl HttpProver {
         path: &str,
         body: &T,
         timeout: Duration,
-    ) -> Result<R> {
+    ) -> std::result::Result<R, Failure> {
         let resp = self
             .client
             .post(format!("{}{path}", self.base))
@@ -225,11 +325,21 @@ impl HttpProver {
             .map_err(|e| self.err(path, e))?;
         let status = resp.status();
         let bytes = self.read_capped(path, resp).await?;
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+            && let Ok(b) = serde_json::from_slice::<BusyReply>(&bytes)
+        {
+            return Err(Failure::Busy(b));
+        }
+        if status.is_redirection() {
+            return Err(self
+                .err(path, format!("status {status}: redirects are not followed"))
+                .into());
+        }
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes);
-            return Err(self.err(path, format!("status {status}: {text}")));
+            return Err(self.err(path, format!("status {status}: {text}")).into());
         }
-        serde_json::from_slice(&bytes).map_err(|e| self.err(path, format!("bad body: {e}")))
+        serde_json::from_slice(&bytes).map_err(|e| self.err(path, format!("bad body: {e}")).into())
     }
 }
 

@@ -5,8 +5,10 @@
 //!
 //! * [`catalog`]: datasheet peak rates, memory and bandwidth per model, calibrated rates and
 //!   the timing thresholds derived from them;
-//! * [`prf`]: the counter-based PRF generating the challenge matrices (same on CPU and GPU);
-//! * [`merkle`]: BLAKE3 row commitments (leaves of one 1 KiB chunk, parents `H(l || r)`);
+//! * [`prf`]: the counter-based PRF generating the full-range int8 challenge matrices (same on
+//!   CPU and GPU);
+//! * [`merkle`]: BLAKE3 row commitments keyed by the session, leaves separated from nodes;
+//! * [`binding`]: commitments signed by the provider's key, [`binding::SignedProver`];
 //! * [`CpuProver`]: the CPU reference prover (with pacing and [`Fault`]s for simulation and
 //!   attack tests); [`FreivaldsVerifier`]: the default verifier, `O(n^2)` per challenge;
 //!   [`RecomputeVerifier`]: full recomputation, for small `n`;
@@ -14,7 +16,7 @@
 //! * `http` (feature, default): [`http::serve`] answers challenges over HTTP, [`http::HttpProver`]
 //!   and [`http::challenge`] verify a remote provider with real timing;
 //! * `cuda` (feature): `cuda::CudaProver`, NVRTC generation and hashing kernels with cuBLAS
-//!   FP16 GEMM, loaded dynamically (absence of CUDA is a typed error at run time).
+//!   INT8 GEMM (int32 accumulation), loaded dynamically (absence of CUDA is a typed error at run time).
 //!
 //! ```
 //! use spheron_core::proof::run_challenge;
@@ -26,6 +28,7 @@
 //! let verifier = FreivaldsVerifier::new(VerifierConfig {
 //!     n: 48,
 //!     timing: TimingPolicy::Off,
+//!     require_signature: false, // an in-process prover without a key
 //!     ..VerifierConfig::default()
 //! })
 //! .unwrap();
@@ -41,6 +44,7 @@
 //! # });
 //! ```
 
+pub mod binding;
 pub mod catalog;
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -54,8 +58,9 @@ pub mod prf;
 pub mod recompute;
 pub mod simulation;
 
+pub use binding::SignedProver;
 pub use catalog::{GpuSpec, spec};
-pub use cpu::{CpuProver, Fault};
+pub use cpu::{Capacity, CpuProver, Fault};
 pub use error::{Error, Result};
 pub use freivalds::{FreivaldsVerifier, TimingPolicy, VerifierConfig};
 pub use recompute::RecomputeVerifier;

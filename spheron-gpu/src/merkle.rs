@@ -1,10 +1,42 @@
-//! BLAKE3 Merkle commitments over product rows.
+//! BLAKE3 Merkle commitments over product rows, keyed by the session and with leaves
+//! domain-separated from internal nodes.
+//!
+//! Every hash is BLAKE3 in keyed mode with one of two keys derived from the session id
+//! ([`TreeKey::for_session`]): the *leaf key* for data, the *node key* for parents. A parent can
+//! therefore never be passed off as a leaf (or the reverse), and a tree built for one session
+//! says nothing about another (no precomputed or replayed trees). Separate keys replace the
+//! usual prefix byte (`0x00` leaf, `0x01` node) with the same effect, and keep every leaf a
+//! whole number of 32-bit words, which the GPU kernels hash straight from the product.
 //!
 //! A row of `n` i32 values (little-endian) is cut into leaves of at most 1 KiB (one BLAKE3
-//! chunk, 256 values); a leaf's hash is `blake3(bytes)`. A parent is `blake3(left || right)`
-//! (64 bytes); an odd node at the end of a level is promoted unchanged. A row's hash is the root
-//! of its leaves; the commitment is the root over the row hashes of all products in order
-//! (product 0's rows, then product 1's, ...).
+//! chunk, 256 values); a leaf's hash is `keyed(leaf_key, bytes)`. A parent is
+//! `keyed(node_key, left || right)` (64 bytes); an odd node at the end of a level is promoted
+//! unchanged. A row's hash is the root of its leaves; the commitment is the root over the row
+//! hashes of all products in order (product 0's rows, then product 1's, ...).
+
+/// Context string of the leaf key.
+pub const LEAF_CONTEXT: &str = "spheron 2026 proof-of-gpu merkle leaf";
+/// Context string of the node key.
+pub const NODE_CONTEXT: &str = "spheron 2026 proof-of-gpu merkle node";
+
+/// The two keys of one session's tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeKey {
+    /// Key of leaf (data) hashes.
+    pub leaf: [u8; 32],
+    /// Key of parent (node) hashes.
+    pub node: [u8; 32],
+}
+
+impl TreeKey {
+    /// The keys of the tree committed in session `session`.
+    pub fn for_session(session: &[u8; 16]) -> Self {
+        TreeKey {
+            leaf: blake3::derive_key(LEAF_CONTEXT, session),
+            node: blake3::derive_key(NODE_CONTEXT, session),
+        }
+    }
+}
 
 /// Values per leaf: 256 i32 = 1 KiB, one BLAKE3 chunk.
 pub const LEAF_VALUES: usize = 256;
@@ -13,53 +45,47 @@ pub const LEAF_VALUES: usize = 256;
 pub type Hash = [u8; 32];
 
 /// Hash of two children.
-pub fn parent(l: &Hash, r: &Hash) -> Hash {
+pub fn parent(key: &TreeKey, l: &Hash, r: &Hash) -> Hash {
     let mut buf = [0u8; 64];
     buf[..32].copy_from_slice(l);
     buf[32..].copy_from_slice(r);
-    *blake3::hash(&buf).as_bytes()
+    *blake3::keyed_hash(&key.node, &buf).as_bytes()
+}
+
+fn next_level(key: &TreeKey, level: &[Hash]) -> Vec<Hash> {
+    level
+        .chunks(2)
+        .map(|p| {
+            if p.len() == 2 {
+                parent(key, &p[0], &p[1])
+            } else {
+                p[0]
+            }
+        })
+        .collect()
 }
 
 /// Root over `nodes` (empty → all-zero hash).
-pub fn root(nodes: &[Hash]) -> Hash {
-    if nodes.is_empty() {
+pub fn root(key: &TreeKey, nodes: &[Hash]) -> Hash {
+    let Some(first) = nodes.first() else {
         return [0u8; 32];
-    }
+    };
     let mut level = nodes.to_vec();
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|p| {
-                if p.len() == 2 {
-                    parent(&p[0], &p[1])
-                } else {
-                    p[0]
-                }
-            })
-            .collect();
+        level = next_level(key, &level);
     }
-    level[0]
+    level.first().copied().unwrap_or(*first)
 }
 
 /// Sibling path from leaf `index` to the root. Promoted levels contribute no sibling.
-pub fn path(nodes: &[Hash], mut index: usize) -> Vec<Hash> {
+pub fn path(key: &TreeKey, nodes: &[Hash], mut index: usize) -> Vec<Hash> {
     let mut out = Vec::new();
     let mut level = nodes.to_vec();
     while level.len() > 1 {
-        let sib = index ^ 1;
-        if sib < level.len() {
-            out.push(level[sib]);
+        if let Some(s) = level.get(index ^ 1) {
+            out.push(*s);
         }
-        level = level
-            .chunks(2)
-            .map(|p| {
-                if p.len() == 2 {
-                    parent(&p[0], &p[1])
-                } else {
-                    p[0]
-                }
-            })
-            .collect();
+        level = next_level(key, &level);
         index /= 2;
     }
     out
@@ -73,23 +99,10 @@ pub struct Tree {
 
 impl Tree {
     /// Builds the tree over `leaves` with the same rules as [`root`].
-    pub fn new(leaves: Vec<Hash>) -> Self {
+    pub fn new(key: &TreeKey, leaves: Vec<Hash>) -> Self {
         let mut levels = vec![leaves];
-        while levels.last().is_some_and(|l| l.len() > 1) {
-            let next = levels
-                .last()
-                .map(|l| {
-                    l.chunks(2)
-                        .map(|p| {
-                            if p.len() == 2 {
-                                parent(&p[0], &p[1])
-                            } else {
-                                p[0]
-                            }
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+        while let Some(l) = levels.last().filter(|l| l.len() > 1) {
+            let next = next_level(key, l);
             levels.push(next);
         }
         Tree { levels }
@@ -126,7 +139,13 @@ impl Tree {
 
 /// Recomputes the root from a leaf, its index, the number of leaves and its path.
 /// Returns `None` if the path has the wrong length.
-pub fn root_from_path(leaf: Hash, mut index: usize, leaves: usize, path: &[Hash]) -> Option<Hash> {
+pub fn root_from_path(
+    key: &TreeKey,
+    leaf: Hash,
+    mut index: usize,
+    leaves: usize,
+    path: &[Hash],
+) -> Option<Hash> {
     if index >= leaves {
         return None;
     }
@@ -138,9 +157,9 @@ pub fn root_from_path(leaf: Hash, mut index: usize, leaves: usize, path: &[Hash]
         if sib < width {
             let s = it.next()?;
             h = if index.is_multiple_of(2) {
-                parent(&h, s)
+                parent(key, &h, s)
             } else {
-                parent(s, &h)
+                parent(key, s, &h)
             };
         }
         index /= 2;
@@ -150,15 +169,15 @@ pub fn root_from_path(leaf: Hash, mut index: usize, leaves: usize, path: &[Hash]
 }
 
 /// The hash of one row of values.
-pub fn row_hash(values: &[i32]) -> Hash {
+pub fn row_hash(key: &TreeKey, values: &[i32]) -> Hash {
     let leaves: Vec<Hash> = values
         .chunks(LEAF_VALUES)
         .map(|c| {
             let bytes: Vec<u8> = c.iter().flat_map(|v| v.to_le_bytes()).collect();
-            *blake3::hash(&bytes).as_bytes()
+            *blake3::keyed_hash(&key.leaf, &bytes).as_bytes()
         })
         .collect();
-    root(&leaves)
+    root(key, &leaves)
 }
 
 #[cfg(test)]
@@ -167,27 +186,48 @@ mod tests {
 
     #[test]
     fn paths_verify_for_every_leaf_and_size() {
+        let key = TreeKey::for_session(&[3; 16]);
         for n in 1..20usize {
             let leaves: Vec<Hash> = (0..n)
                 .map(|i| *blake3::hash(&[i as u8]).as_bytes())
                 .collect();
-            let r = root(&leaves);
-            assert_eq!(Tree::new(leaves.clone()).root(), r);
+            let r = root(&key, &leaves);
+            assert_eq!(Tree::new(&key, leaves.clone()).root(), r);
             for i in 0..n {
-                let p = path(&leaves, i);
-                assert_eq!(root_from_path(leaves[i], i, n, &p), Some(r), "n={n} i={i}");
-                assert_eq!(Tree::new(leaves.clone()).path(i), Some(p.clone()));
+                let p = path(&key, &leaves, i);
+                assert_eq!(
+                    root_from_path(&key, leaves[i], i, n, &p),
+                    Some(r),
+                    "n={n} i={i}"
+                );
+                assert_eq!(Tree::new(&key, leaves.clone()).path(i), Some(p.clone()));
                 let mut bad = leaves[i];
                 bad[0] ^= 1;
-                assert_ne!(root_from_path(bad, i, n, &p), Some(r));
+                assert_ne!(root_from_path(&key, bad, i, n, &p), Some(r));
             }
         }
     }
 
     #[test]
-    fn row_hash_of_small_row_is_plain_blake3() {
+    fn leaves_are_keyed_and_separated_from_nodes() {
+        let key = TreeKey::for_session(&[1; 16]);
         let v = [1i32, -2, 3];
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        assert_eq!(row_hash(&v), *blake3::hash(&bytes).as_bytes());
+        assert_eq!(
+            row_hash(&key, &v),
+            *blake3::keyed_hash(&key.leaf, &bytes).as_bytes()
+        );
+        // The same 64 bytes hash differently as a leaf and as a node.
+        let (l, r) = ([5u8; 32], [6u8; 32]);
+        let as_values: Vec<i32> = l
+            .chunks(4)
+            .chain(r.chunks(4))
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_ne!(row_hash(&key, &as_values), parent(&key, &l, &r));
+        // Another session, another tree.
+        let other = TreeKey::for_session(&[2; 16]);
+        assert_ne!(row_hash(&key, &v), row_hash(&other, &v));
+        assert_ne!(parent(&key, &l, &r), parent(&other, &l, &r));
     }
 }

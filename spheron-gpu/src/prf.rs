@@ -3,37 +3,61 @@
 //! A challenge of size `n` and batch `K` has one shared right factor `B` and `K` left factors
 //! `A_0 .. A_{K-1}`; product `k` is `C_k = A_k B`. Matrix id `0` is `B`, id `k + 1` is `A_k`.
 //!
-//! Each row is cut into words of 16 entries (`wpr = ceil(n / 16)` words per row). Word `w` of
-//! row `i` of matrix `id` is
+//! Entries are signed 8-bit integers over the **full** range `[-128, 127]`, four per 32-bit
+//! word (`wpr = ceil(n / 4)` words per row). Row `i` of matrix `id` has a 64-bit row key from a
+//! strong keyed mix of the seed; word `w` of that row is two rounds of the MurmurHash3
+//! finaliser keyed by the row key:
 //!
 //! ```text
-//! c = (id * n + i) * wpr + w                          // u64, wrapping
-//! x = mix(mix(mix(mix(c ^ s0) ^ s1) ^ s2) ^ s3)       // s = seed as 4 little-endian u64
-//! entry(i, 16 w + t) = ((x >> 4 t) & 7) - 4           // t = 0..16, value in [-4, 3]
+//! key  = word(s, (id << 32) | i)                       // u64; s = seed as 4 LE u64
+//! k0, k1 = low and high 32 bits of key
+//! x    = fmix32(fmix32(w ^ k0) ^ k1)                   // u32, w = word index in the row
+//! entry(i, 4 w + t) = (x >> 8 t) as u8 as i8           // t = 0..4, value in [-128, 127]
+//! word(s, c) = mix(mix(mix(mix(c ^ s0) ^ s1) ^ s2) ^ s3)
 //! mix(z) = splitmix64 finaliser: z += 0x9E3779B97F4A7C15;
 //!          z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
 //!          z = (z ^ (z >> 27)) * 0x94D049BB133111EB;
-//!          z ^ (z >> 31)                              // all arithmetic wrapping mod 2^64
+//!          z ^ (z >> 31)                              // wrapping mod 2^64
+//! fmix32(h) = h ^= h >> 16; h *= 0x85EBCA6B; h ^= h >> 13; h *= 0xC2B2AE35; h ^ (h >> 16)
 //! ```
 //!
-//! Entries in `[-4, 3]` are exact in FP16 and BF16; every product term is at most 16 in
-//! magnitude, so a dot product of length `n` stays below `16 n`, exact in FP32 accumulation
-//! while `16 n < 2^24` ([`MAX_EXACT_N`]). Sixteen entries per PRF call keep regeneration cheap
-//! for the verifier (one call per 16 entries instead of one per entry).
+//! ## Why full-range int8
+//! The exact product needs INT8 inputs with INT32 accumulation, so INT8 tensor cores are the
+//! honest path on every catalogued model and the verifier prices the work at each model's
+//! datasheet dense INT8 peak ([`crate::catalog`]). No faster exact path exists on a lower model:
+//! * INT4 (2x the INT8 rate on Ampere/Ada/Turing) cannot hold an entry; splitting each entry
+//!   into two 4-bit halves costs 4 INT4 products (3 with Karatsuba, whose middle sums no longer
+//!   fit 4 bits), i.e. at least 2x the INT8 time;
+//! * FP8 (E4M3/E5M2) holds integers exactly only up to 16 / 8 in magnitude;
+//! * FP16/BF16 with FP32 accumulation is no longer exact: `|C_ij| <= 2^14 n = 2^28` at
+//!   n = 16384, above FP32's 24-bit mantissa; block-wise FP32 partial sums restored to int32
+//!   would be exact but FP16 tensor rates are half the INT8 rates on every catalogued model;
+//! * Strassen-like schemes add entries first: sums leave `[-128, 127]` (9 bits), so the
+//!   sub-products no longer run on INT8 tensor cores.
+//!
+//! ## Why this PRF
+//! The verifier regenerates all `n^2` entries of `B` per challenge, so generation must be cheap
+//! on one CPU core: one 32-bit word per four entries, two 32-bit multiplies per round, which
+//! vectorises (8 lanes with AVX2). It is not a cryptographic PRF and need not be: the prover
+//! knows the seed anyway. What matters is that the matrices carry no structure that helps
+//! multiplying them (low rank, shifts, repeated rows): row keys come from the strong 64-bit
+//! mix, and within a row the map `w -> x` is a keyed bijection with full avalanche.
 //!
 //! Why one shared `B`: the verifier then checks any opened row `(k, i)` against
 //! `A_k[i, :] (B r)` in `O(n)` after computing `B r` once in `O(n^2)`, so it can sample rows
-//! from *every* product at the cost of one Freivalds probe; the prover's work is unchanged
-//! (`K` dense `n x n x n` GEMMs, equivalently one `Kn x n x n` GEMM).
+//! from *every* product at the cost of one Freivalds probe.
 
-/// Largest entry magnitude.
-pub const MAX_ENTRY: i32 = 4;
+/// Largest entry magnitude (`-128` is the most negative entry).
+pub const MAX_ENTRY: i32 = 128;
 
 /// Entries per PRF word.
-pub const ENTRIES_PER_WORD: usize = 16;
+pub const ENTRIES_PER_WORD: usize = 4;
 
-/// Largest `n` for which FP32 accumulation of a row stays exact: `16 n < 2^24`.
-pub const MAX_EXACT_N: u32 = (1 << 20) - 1;
+/// Largest `n` for which int32 accumulation of a row stays exact: `2^14 n < 2^31`.
+pub const MAX_EXACT_N: u32 = (1 << 17) - 1;
+
+/// Bits of each entry of the random vector `r` of the reveal.
+pub const R_BITS: u32 = 16;
 
 /// Matrix id of the shared right factor `B`.
 pub const B_ID: u64 = 0;
@@ -62,10 +86,32 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The keyed PRF on one 64-bit counter.
+/// The keyed 64-bit PRF on one counter (row keys, the vector `r`).
 #[inline(always)]
 pub fn word(s: &[u64; 4], c: u64) -> u64 {
     mix(mix(mix(mix(c ^ s[0]) ^ s[1]) ^ s[2]) ^ s[3])
+}
+
+#[inline(always)]
+fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xC2B2_AE35);
+    h ^ (h >> 16)
+}
+
+/// The key `(k0, k1)` of row `i` of matrix `id`.
+#[inline]
+pub fn row_key(s: &[u64; 4], id: u64, i: usize) -> (u32, u32) {
+    let k = word(s, (id << 32) | (i as u64 & 0xFFFF_FFFF));
+    (k as u32, (k >> 32) as u32)
+}
+
+/// Word `w` of the row with key `key`: four entries, little-endian bytes.
+#[inline(always)]
+pub fn row_word(key: (u32, u32), w: u32) -> u32 {
+    fmix32(fmix32(w ^ key.0) ^ key.1)
 }
 
 /// Words per row for size `n`.
@@ -74,37 +120,28 @@ pub const fn words_per_row(n: usize) -> usize {
     n.div_ceil(ENTRIES_PER_WORD)
 }
 
-/// Counter of the first word of row `i` of matrix `id`.
-#[inline]
-pub fn row_counter(n: usize, id: u64, i: usize) -> u64 {
-    (id.wrapping_mul(n as u64).wrapping_add(i as u64)).wrapping_mul(words_per_row(n) as u64)
-}
-
-/// Raw 3-bit values (entry + 4, in `0..8`) of row `i` of matrix `id`, written to `out[..n]`.
-pub fn fill_row_raw(s: &[u64; 4], n: usize, id: u64, i: usize, out: &mut [u8]) {
-    let c0 = row_counter(n, id, i);
+/// Row `i` of matrix `id` as int8 entries, written to `out[..n]`.
+pub fn fill_row(s: &[u64; 4], n: usize, id: u64, i: usize, out: &mut [i8]) {
+    let key = row_key(s, id, i);
     for (w, chunk) in out[..n].chunks_mut(ENTRIES_PER_WORD).enumerate() {
-        let x = word(s, c0.wrapping_add(w as u64));
-        for (t, v) in chunk.iter_mut().enumerate() {
-            *v = ((x >> (4 * t)) & 7) as u8;
+        let x = row_word(key, w as u32).to_le_bytes();
+        for (v, b) in chunk.iter_mut().zip(x) {
+            *v = b as i8;
         }
     }
 }
 
-/// Row `i` of matrix `id` as entries in `[-4, 3]`.
+/// Row `i` of matrix `id` as entries in `[-128, 127]`.
 pub fn row(s: &[u64; 4], n: usize, id: u64, i: usize) -> Vec<i32> {
-    let mut raw = vec![0u8; n];
-    fill_row_raw(s, n, id, i, &mut raw);
-    raw.into_iter().map(|v| i32::from(v) - MAX_ENTRY).collect()
+    let mut raw = vec![0i8; n];
+    fill_row(s, n, id, i, &mut raw);
+    raw.into_iter().map(i32::from).collect()
 }
 
 /// One entry.
-pub fn entry(s: &[u64; 4], n: usize, id: u64, i: usize, j: usize) -> i32 {
-    let x = word(
-        s,
-        row_counter(n, id, i).wrapping_add((j / ENTRIES_PER_WORD) as u64),
-    );
-    ((x >> (4 * (j % ENTRIES_PER_WORD))) & 7) as i32 - MAX_ENTRY
+pub fn entry(s: &[u64; 4], id: u64, i: usize, j: usize) -> i32 {
+    let x = row_word(row_key(s, id, i), (j / ENTRIES_PER_WORD) as u32);
+    i32::from(x.to_le_bytes()[j % ENTRIES_PER_WORD] as i8)
 }
 
 /// Matrix `id`, row-major, `n * n` entries.
@@ -116,55 +153,239 @@ pub fn matrix(s: &[u64; 4], n: usize, id: u64) -> Vec<i32> {
     out
 }
 
-/// The random vector `r` of the reveal: entries in `[0, 2^20)`, `r_j = word(s', j) >> 44`
-/// with `s'` the reveal seed.
-pub fn r_vector(r_seed: &[u8; 32], n: usize) -> Vec<i64> {
-    let s = seed_words(r_seed);
-    (0..n as u64).map(|j| (word(&s, j) >> 44) as i64).collect()
+/// Matrix `id`, row-major, as int8 (what the GPU's INT8 GEMM reads).
+pub fn matrix_i8(s: &[u64; 4], n: usize, id: u64) -> Vec<i8> {
+    let mut out = vec![0i8; n * n];
+    for (i, r) in out.chunks_mut(n.max(1)).enumerate().take(n) {
+        fill_row(s, n, id, i, r);
+    }
+    out
 }
 
-/// `M r` for matrix `id` regenerated row by row from the seed, without storing it: the
-/// verifier's `O(n^2)` half of a Freivalds probe. `r` must have length `n` with entries below
-/// `2^20`; results are exact for `n <= 2^20`.
-pub fn matrix_times_vector(s: &[u64; 4], n: usize, id: u64, r: &[i64]) -> Vec<i64> {
-    debug_assert_eq!(r.len(), n);
-    // entry = raw - 4, so M r = raw · r - 4 Σ r.
-    let sum_r: i64 = r.iter().sum();
-    let wpr = words_per_row(n);
-    let full = n / ENTRIES_PER_WORD;
-    (0..n)
-        .map(|i| {
-            let c0 = row_counter(n, id, i);
-            let mut acc: i64 = 0;
-            for w in 0..full {
-                let x = word(s, c0.wrapping_add(w as u64));
-                let rr = &r[w * ENTRIES_PER_WORD..(w + 1) * ENTRIES_PER_WORD];
-                // 16 terms below 2^23 each: the partial sum fits comfortably.
-                let mut part: i64 = 0;
-                for (t, &rv) in rr.iter().enumerate() {
-                    part += ((x >> (4 * t)) & 7) as i64 * rv;
-                }
-                acc += part;
-            }
-            if full < wpr {
-                let x = word(s, c0.wrapping_add(full as u64));
-                for (t, &rv) in r[full * ENTRIES_PER_WORD..].iter().enumerate() {
-                    acc += ((x >> (4 * t)) & 7) as i64 * rv;
-                }
-            }
-            acc - 4 * sum_r
-        })
+/// The random vector `r` of the reveal: entries in `[0, 2^16)`, `r_j = word(s', j) >> 48`
+/// with `s'` the reveal seed.
+pub fn r_vector(r_seed: &[u8; 32], n: usize) -> Vec<i32> {
+    let s = seed_words(r_seed);
+    (0..n as u64)
+        .map(|j| (word(&s, j) >> (64 - R_BITS)) as i32)
         .collect()
+}
+
+/// Words per block of the streamed product: 64 words = 256 entries, whose partial sum
+/// `|sum| <= 256 * 128 * (2^16 - 1) < 2^31` fits an i32.
+const BLOCK_WORDS: usize = 64;
+
+/// `r` split into four byte planes, `planes[t][w] = r[4 w + t]`, for the words that are
+/// whole (`n / 4`): then the product loop reads four contiguous arrays and vectorises.
+fn planes(r: &[i32], n: usize) -> [Vec<i32>; 4] {
+    let full = n / ENTRIES_PER_WORD;
+    let plane = |t: usize| (0..full).map(|w| r[w * ENTRIES_PER_WORD + t]).collect();
+    [plane(0), plane(1), plane(2), plane(3)]
+}
+
+/// Words processed together (one vector of 16 u32 lanes).
+const LANES: usize = 16;
+
+#[inline(always)]
+fn sign_bytes(x: u32) -> [i32; 4] {
+    [
+        ((x << 24) as i32) >> 24,
+        ((x << 16) as i32) >> 24,
+        ((x << 8) as i32) >> 24,
+        (x as i32) >> 24,
+    ]
+}
+
+#[inline(always)]
+fn row_times_r(key: (u32, u32), n: usize, r: &[i32], p: &[Vec<i32>; 4]) -> i64 {
+    let full = n / ENTRIES_PER_WORD;
+    let vec_words = full - full % LANES;
+    let mut acc: i64 = 0;
+    let mut w0 = 0;
+    while w0 < vec_words {
+        let w1 = (w0 + BLOCK_WORDS).min(vec_words);
+        // One i32 accumulator per lane: each sums at most BLOCK_WORDS / LANES words.
+        let mut lanes = [0i32; LANES];
+        let mut w = w0;
+        while w < w1 {
+            let mut xs = [0u32; LANES];
+            for (t, x) in xs.iter_mut().enumerate() {
+                *x = row_word(key, (w + t) as u32);
+            }
+            for (plane, pv) in p.iter().enumerate() {
+                // In bounds: w + LANES <= vec_words <= pv.len() (planes hold n / 4 words).
+                let q = &pv[w..w + LANES];
+                for ((l, &x), &qv) in lanes.iter_mut().zip(&xs).zip(q) {
+                    *l += sign_bytes(x)[plane] * qv;
+                }
+            }
+            w += LANES;
+        }
+        acc += lanes.iter().map(|&v| i64::from(v)).sum::<i64>();
+        w0 = w1;
+    }
+    // The ragged tail, entry by entry.
+    for (j, &rv) in r
+        .iter()
+        .enumerate()
+        .take(n)
+        .skip(vec_words * ENTRIES_PER_WORD)
+    {
+        let x = row_word(key, (j / ENTRIES_PER_WORD) as u32).to_le_bytes();
+        acc += i64::from(x[j % ENTRIES_PER_WORD] as i8) * i64::from(rv);
+    }
+    acc
+}
+
+// Inlined into the feature-enabled wrappers below, so that they compile it with their
+// instruction sets.
+#[inline(always)]
+fn matvec_generic(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
+    let p = planes(r, n);
+    // A plain loop (no iterator adapters, whose generic code would not inherit the target
+    // features of the caller).
+    let mut out = vec![0i64; n];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = row_times_r(row_key(s, id, i), n, r, &p);
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn matvec_avx2(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
+    // The same code, compiled with 8-lane 32-bit multiplies.
+    matvec_generic(s, n, id, r)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+fn matvec_avx512(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
+    // The same code, compiled with 16-lane 32-bit multiplies.
+    matvec_generic(s, n, id, r)
+}
+
+/// The AVX-512 VNNI kernel: 16 words (64 entries) per step; the four signed bytes of each
+/// PRF word are multiplied by the low and the high bytes of `r` with `vpdpbusd` (unsigned x
+/// signed bytes, four products summed into each i32 lane), no unpacking. Per lane and word the
+/// sum is at most `4 * 255 * 128 < 2^17`, and a lane sees `n / 64` words, so the i32 lanes
+/// cannot overflow for `n <= MAX_EXACT_N`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+#[allow(unsafe_code)]
+fn matvec_vnni(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
+    use std::arch::x86_64::*;
+    let full = n / ENTRIES_PER_WORD;
+    let vec_words = full - full % LANES;
+    let pack = |shift: u32| -> Vec<u32> {
+        (0..vec_words)
+            .map(|w| {
+                let b = |t: usize| (r[w * ENTRIES_PER_WORD + t] >> shift) as u8;
+                u32::from_le_bytes([b(0), b(1), b(2), b(3)])
+            })
+            .collect()
+    };
+    let (lo, hi) = (pack(0), pack(8));
+    let lane_ids = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let c1 = _mm512_set1_epi32(0x85EB_CA6Bu32 as i32);
+    let c2 = _mm512_set1_epi32(0xC2B2_AE35u32 as i32);
+    let fmix = |mut h: __m512i| {
+        h = _mm512_xor_si512(h, _mm512_srli_epi32::<16>(h));
+        h = _mm512_mullo_epi32(h, c1);
+        h = _mm512_xor_si512(h, _mm512_srli_epi32::<13>(h));
+        h = _mm512_mullo_epi32(h, c2);
+        _mm512_xor_si512(h, _mm512_srli_epi32::<16>(h))
+    };
+    let mut out = vec![0i64; n];
+    for (i, o) in out.iter_mut().enumerate() {
+        let (k0, k1) = row_key(s, id, i);
+        let (k0, k1) = (_mm512_set1_epi32(k0 as i32), _mm512_set1_epi32(k1 as i32));
+        let mut acc_lo = _mm512_setzero_si512();
+        let mut acc_hi = _mm512_setzero_si512();
+        let mut w = 0;
+        while w + LANES <= vec_words {
+            let wv = _mm512_add_epi32(_mm512_set1_epi32(w as i32), lane_ids);
+            let x = fmix(_mm512_xor_si512(fmix(_mm512_xor_si512(wv, k0)), k1));
+            // SAFETY: w + 16 <= vec_words = lo.len() = hi.len(): 16 u32 words in bounds.
+            let (l, h) = unsafe {
+                (
+                    _mm512_loadu_si512(lo.as_ptr().add(w).cast()),
+                    _mm512_loadu_si512(hi.as_ptr().add(w).cast()),
+                )
+            };
+            acc_lo = _mm512_dpbusd_epi32(acc_lo, l, x);
+            acc_hi = _mm512_dpbusd_epi32(acc_hi, h, x);
+            w += LANES;
+        }
+        let mut lanes_lo = [0i32; LANES];
+        let mut lanes_hi = [0i32; LANES];
+        // SAFETY: each array holds exactly 16 i32.
+        unsafe {
+            _mm512_storeu_si512(lanes_lo.as_mut_ptr().cast(), acc_lo);
+            _mm512_storeu_si512(lanes_hi.as_mut_ptr().cast(), acc_hi);
+        }
+        let mut acc: i64 = lanes_lo.iter().map(|&v| i64::from(v)).sum::<i64>()
+            + 256 * lanes_hi.iter().map(|&v| i64::from(v)).sum::<i64>();
+        let key = row_key(s, id, i);
+        for (j, &rv) in r
+            .iter()
+            .enumerate()
+            .take(n)
+            .skip(vec_words * ENTRIES_PER_WORD)
+        {
+            let x = row_word(key, (j / ENTRIES_PER_WORD) as u32).to_le_bytes();
+            acc += i64::from(x[j % ENTRIES_PER_WORD] as i8) * i64::from(rv);
+        }
+        *o = acc;
+    }
+    out
+}
+
+/// `M r` for matrix `id` regenerated row by row from the seed, never stored: the verifier's
+/// `O(n^2)` half of a Freivalds probe. `r` must hold `n` entries in `[0, 2^16)` (as
+/// [`r_vector`] makes); results are exact for `n <= MAX_EXACT_N`. Uses AVX-512 VNNI, AVX-512
+/// or AVX2 where the CPU has them.
+pub fn matrix_times_vector(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
+    if r.len() < n {
+        return Vec::new();
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+    {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports AVX-512F and VNNI (checked just above); the function has
+        // no other precondition.
+        return unsafe { matvec_vnni(s, n, id, r) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+    {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports the enabled features (checked just above); the function
+        // has no other precondition.
+        return unsafe { matvec_avx512(s, n, id, r) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports AVX2 (checked just above); the function has no other
+        // precondition.
+        return unsafe { matvec_avx2(s, n, id, r) };
+    }
+    matvec_generic(s, n, id, r)
 }
 
 /// The dot product of row `i` of matrix `id` with `v` (any i64 vector of length `n`), in
 /// i128 so no `n` or `v` can overflow it.
 pub fn row_dot(s: &[u64; 4], n: usize, id: u64, i: usize, v: &[i64]) -> i128 {
-    let mut raw = vec![0u8; n];
-    fill_row_raw(s, n, id, i, &mut raw);
+    let mut raw = vec![0i8; n];
+    fill_row(s, n, id, i, &mut raw);
     raw.iter()
         .zip(v)
-        .map(|(&a, &b)| i128::from(i64::from(a) - 4) * i128::from(b))
+        .map(|(&a, &b)| i128::from(a) * i128::from(b))
         .sum()
 }
 
@@ -173,16 +394,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_are_small_and_spread() {
+    fn entries_cover_the_int8_range() {
         let s = seed_words(&[7u8; 32]);
-        let a = matrix(&s, 32, a_id(0));
-        assert!(a.iter().all(|v| (-4..=3).contains(v)));
-        for v in -4..=3 {
-            assert!(a.contains(&v), "value {v} never drawn");
-        }
-        assert_ne!(a, matrix(&s, 32, B_ID));
-        assert_ne!(a, matrix(&s, 32, a_id(1)));
-        assert_ne!(a, matrix(&seed_words(&[8u8; 32]), 32, a_id(0)));
+        let a = matrix(&s, 64, a_id(0));
+        assert!(a.iter().all(|v| (-128..=127).contains(v)));
+        assert!(a.contains(&-128) || a.iter().any(|&v| v < -120));
+        assert!(a.iter().any(|&v| v > 120));
+        // Most values occur (4096 draws of 256 values).
+        let distinct: std::collections::BTreeSet<i32> = a.iter().copied().collect();
+        assert!(distinct.len() > 240, "{}", distinct.len());
+        assert_ne!(a, matrix(&s, 64, B_ID));
+        assert_ne!(a, matrix(&s, 64, a_id(1)));
+        assert_ne!(a, matrix(&seed_words(&[8u8; 32]), 64, a_id(0)));
     }
 
     #[test]
@@ -190,9 +413,11 @@ mod tests {
         let s = seed_words(&[3u8; 32]);
         for n in [1usize, 5, 16, 17, 40] {
             let m = matrix(&s, n, a_id(2));
+            let m8 = matrix_i8(&s, n, a_id(2));
             for i in 0..n {
                 for j in 0..n {
-                    assert_eq!(m[i * n + j], entry(&s, n, a_id(2), i, j));
+                    assert_eq!(m[i * n + j], entry(&s, a_id(2), i, j));
+                    assert_eq!(m[i * n + j], i32::from(m8[i * n + j]));
                 }
             }
         }
@@ -201,38 +426,75 @@ mod tests {
     #[test]
     fn streamed_matvec_equals_dense() {
         let s = seed_words(&[9u8; 32]);
-        for n in [1usize, 15, 16, 33, 64] {
+        for n in [1usize, 15, 16, 33, 64, 128, 129, 300, 1031] {
             let r = r_vector(&[4u8; 32], n);
             let m = matrix(&s, n, B_ID);
             let dense: Vec<i64> = m
                 .chunks(n)
-                .map(|row| row.iter().zip(&r).map(|(&a, &b)| i64::from(a) * b).sum())
+                .map(|row| {
+                    row.iter()
+                        .zip(&r)
+                        .map(|(&a, &b)| i64::from(a) * i64::from(b))
+                        .sum()
+                })
                 .collect();
             assert_eq!(matrix_times_vector(&s, n, B_ID, &r), dense, "n={n}");
+            assert_eq!(matvec_generic(&s, n, B_ID, &r), dense, "n={n}");
+            #[cfg(target_arch = "x86_64")]
+            #[allow(unsafe_code)]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: feature checked.
+                    assert_eq!(unsafe { matvec_avx2(&s, n, B_ID, &r) }, dense, "n={n}");
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: features checked.
+                    assert_eq!(unsafe { matvec_avx512(&s, n, B_ID, &r) }, dense, "n={n}");
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+                {
+                    // SAFETY: features checked.
+                    assert_eq!(unsafe { matvec_vnni(&s, n, B_ID, &r) }, dense, "n={n}");
+                }
+            }
+            let wide: Vec<i64> = r.iter().map(|&v| i64::from(v)).collect();
             for (i, d) in dense.iter().enumerate() {
-                assert_eq!(row_dot(&s, n, B_ID, i, &r), i128::from(*d));
+                assert_eq!(row_dot(&s, n, B_ID, i, &wide), i128::from(*d));
             }
         }
     }
 
     #[test]
-    fn r_is_20_bits() {
+    fn extreme_entries_do_not_overflow_a_block() {
+        // The largest block sum the streamed product can meet: 256 entries of -128 times
+        // r = 2^16 - 1.
+        let worst: i64 = (BLOCK_WORDS * ENTRIES_PER_WORD) as i64 * 128 * ((1 << R_BITS) - 1);
+        assert!(worst < i64::from(i32::MAX));
+    }
+
+    #[test]
+    fn r_is_16_bits() {
         let r = r_vector(&[1u8; 32], 1000);
-        assert!(r.iter().all(|&v| (0..1 << 20).contains(&v)));
-        assert!(r.iter().any(|&v| v > 1 << 19));
+        assert!(r.iter().all(|&v| (0..1 << R_BITS).contains(&v)));
+        assert!(r.iter().any(|&v| v > 1 << (R_BITS - 1)));
     }
 
     #[test]
     fn known_answer() {
         // Pinned so that the CUDA generation kernel can be checked against these numbers.
         let s = seed_words(&[0u8; 32]);
-        assert_eq!(row(&s, 20, B_ID, 0), KNOWN_B_ROW0.to_vec());
         assert_eq!(word(&s, 0), KNOWN_WORD0);
+        assert_eq!(row_word(row_key(&s, B_ID, 0), 0), KNOWN_B_ROW0_WORD0);
+        assert_eq!(row(&s, 8, B_ID, 0), KNOWN_B_ROW0.to_vec());
     }
 
-    // Computed independently (a Python transcription of the module docs).
+    // KNOWN_WORD0 is unchanged from protocol v2 (a Python transcription of the module docs);
+    // the row values below come from the same transcription of the v3 row PRF.
     const KNOWN_WORD0: u64 = 0x2130_748a_aac8_0268;
-    const KNOWN_B_ROW0: [i32; 20] = [
-        -4, 2, -2, -4, -4, 0, -2, -2, -2, -4, 0, 3, -4, -1, -3, -2, 2, 1, -3, 0,
-    ];
+    const KNOWN_B_ROW0_WORD0: u32 = 0xd411_98c0;
+    const KNOWN_B_ROW0: [i32; 8] = [-64, -104, 17, -44, -50, 103, 42, -110];
 }

@@ -2,6 +2,7 @@
 //! full and compares the whole commitment. A real check, only not a cheap one (O(K n^3)); use
 //! it with small `n`. It never looks at timing beyond the challenge's deadline.
 
+use crate::binding;
 use crate::cpu::{products, row_hashes};
 use crate::freivalds::{FreivaldsVerifier, TimingPolicy, VerifierConfig};
 use crate::merkle;
@@ -22,6 +23,8 @@ pub struct RecomputeVerifier {
     pub samples: u32,
     /// Commit deadline in microseconds.
     pub deadline_us: u64,
+    /// Accept only commitments signed by the challenged provider ([`crate::binding`]).
+    pub require_signature: bool,
 }
 
 impl Default for RecomputeVerifier {
@@ -31,6 +34,7 @@ impl Default for RecomputeVerifier {
             batch: 2,
             samples: 4,
             deadline_us: 5_000_000,
+            require_signature: false,
         }
     }
 }
@@ -44,6 +48,7 @@ impl RecomputeVerifier {
             untimed_batch: self.batch.max(1),
             untimed_deadline_ms: self.deadline_us / 1000,
             timing: TimingPolicy::Off,
+            require_signature: self.require_signature,
             ..VerifierConfig::default()
         };
         FreivaldsVerifier::new(config).unwrap_or_default()
@@ -87,6 +92,12 @@ impl ChallengeVerifier for RecomputeVerifier {
                 deadline_us: ch.deadline_us,
             });
         }
+        if self.require_signature
+            && let Some(why) = binding::check(ch, commitment)
+        {
+            return Verdict::Fail(FailReason::BadSignature(why));
+        }
+        let key = binding::tree_key(ch);
         let n = ch.n as usize;
         if opening.rows.len() != reveal.samples.len() {
             return malformed("wrong number of opened rows");
@@ -98,8 +109,8 @@ impl ChallengeVerifier for RecomputeVerifier {
                 return malformed("opened row does not match the sample or has the wrong length");
             }
             let idx = sample.k as usize * n + sample.row as usize;
-            let h = merkle::row_hash(&row.values);
-            if merkle::root_from_path(h, idx, leaves, &row.path) != Some(commitment.root) {
+            let h = merkle::row_hash(&key, &row.values);
+            if merkle::root_from_path(&key, h, idx, leaves, &row.path) != Some(commitment.root) {
                 return Verdict::Fail(FailReason::BadPath(*sample));
             }
             let start = sample.row as usize * n;
@@ -107,8 +118,8 @@ impl ChallengeVerifier for RecomputeVerifier {
                 return Verdict::Fail(FailReason::BadRow(*sample));
             }
         }
-        let hashes = row_hashes(&truth, n);
-        if merkle::root(&hashes) != commitment.root {
+        let hashes = row_hashes(&key, &truth, n);
+        if merkle::root(&key, &hashes) != commitment.root {
             // The opened rows were right but some unopened row is wrong; a root cannot say
             // which product, so the first is named.
             return Verdict::Fail(FailReason::WrongProduct { k: 0 });

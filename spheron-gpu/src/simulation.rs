@@ -1,19 +1,24 @@
 //! Simulated fleets: CPU provers that behave like GPUs at a scaled-down rate, and the verifier
 //! configuration that judges them with the same catalog and thresholds as real GPUs.
 //!
-//! A simulated GPU of model `M` is a [`CpuProver`] paced at `cal(M) x headroom x scale` FLOP/s
-//! (its calibrated rate, scaled); the verifier runs [`TimingPolicy::Catalog`] with the same
-//! `scale`. A paced prover can only be slower than its pace, never faster, so with `headroom`
-//! below `1/sqrt(SEPARATION)` (≈ 1.118) every weaker, distinguishable model fails its claim
-//! deterministically, while `headroom = 1.1` gives honest simulated GPUs at least 23 % of slack
-//! against scheduling noise on a busy machine.
+//! **Every rate a simulation prints is simulated**: a CPU paced at `scale` times a GPU's rate,
+//! not a measurement of any GPU (reports label them so).
+//!
+//! A simulated GPU of model `M` is a [`CpuProver`] paced at `cal(M) x headroom x scale` OP/s
+//! (its calibrated INT8 rate, scaled); the verifier runs [`TimingPolicy::Catalog`] with the same
+//! `scale`. A cheater on its *fastest exact path* is simulated at its datasheet INT8 **peak**
+//! ([`Simulation::fastest_path_prover`]): a paced prover can only be slower than its pace, never
+//! faster, so every model that [`GpuSpec::separates`](crate::GpuSpec::separates) from the claim
+//! fails it deterministically, even with the largest round-trip credit, while honest simulated
+//! GPUs (`headroom = 1.1`) keep at least 23 % of slack against scheduling noise.
 //! So an honest simulated H100 passes as an H100, a simulated A10 claiming an H100 is too slow,
 //! an unpaced CPU prover (answering at the CPU's full speed, far above a scaled peak) is flagged
 //! as impossibly fast, and a prover on a CPU too slow for its pace fails, as a real slow
 //! device would.
 //!
 //! [`Simulation::standard`] (`scale = 1e-8`, `n = 32`, ~250 ms per challenge on the claimed
-//! model) is what the embedded marketplace uses:
+//! model, unsigned in-process provers) is what the embedded marketplace uses; the network
+//! (provider nodes with keys) uses [`Simulation::network`], which requires signatures:
 //!
 //! ```
 //! use spheron_core::proof::run_challenge;
@@ -55,8 +60,10 @@ pub struct Simulation {
     /// Factor by which simulated GPUs beat their calibrated rate (see the module docs);
     /// `1.0..1.118`.
     pub headroom: f64,
-    /// Round-trip allowance in microseconds.
+    /// Round-trip allowance in microseconds (at most 1 % of `target_ms`).
     pub max_rtt_us: u64,
+    /// Whether the verifier requires commitments signed by the challenged provider.
+    pub require_signature: bool,
 }
 
 impl Default for Simulation {
@@ -68,8 +75,9 @@ impl Default for Simulation {
 impl Simulation {
     /// The embedded marketplace's setting: `scale = 1e-8` (a simulated H100 does ~7.6 MFLOP/s,
     /// a T4 ~0.39 MFLOP/s, both far below what any CPU manages at `n = 32`), `n = 32`,
-    /// 16 samples, a 250 ms commit phase on the claimed model, headroom 1.1, 20 ms round-trip
-    /// allowance.
+    /// 16 samples, a 250 ms commit phase on the claimed model, headroom 1.1, 2 ms round-trip
+    /// allowance (0.8 % of the phase, as 30 ms is of the 4 s phase on real GPUs), no
+    /// signatures (in-process providers have no keys).
     pub const fn standard() -> Self {
         Simulation {
             scale: 1e-8,
@@ -77,19 +85,28 @@ impl Simulation {
             samples: 16,
             target_ms: 250,
             headroom: 1.1,
-            max_rtt_us: 20_000,
+            max_rtt_us: 2_000,
+            require_signature: false,
         }
+    }
+
+    /// [`Simulation::standard`] with signatures required: provider nodes sign with their
+    /// registered keys ([`crate::binding::SignedProver`]).
+    pub const fn network() -> Self {
+        let mut s = Simulation::standard();
+        s.require_signature = true;
+        s
     }
 
     /// The verifier configuration for this simulation.
     pub fn config(&self) -> VerifierConfig {
         VerifierConfig {
             n: self.n,
-            dtype: Dtype::F16,
             samples: self.samples,
             target_ms: self.target_ms,
             max_rtt_us: self.max_rtt_us,
             timing: TimingPolicy::Catalog { scale: self.scale },
+            require_signature: self.require_signature,
             ..VerifierConfig::default()
         }
     }
@@ -116,14 +133,26 @@ impl Simulation {
         FreivaldsVerifier::new(self.config())
     }
 
-    /// Simulated FLOP/s of `model`: its calibrated FP16 rate times headroom and scale.
+    /// Simulated OP/s of an honest `model`: its calibrated INT8 rate times headroom and scale.
     pub fn rate(&self, model: GpuModel) -> f64 {
         spec(model)
-            .and_then(|s| s.calibrated_tflops(Dtype::F16))
+            .and_then(|s| s.calibrated_tflops(Dtype::Int8))
             .unwrap_or(0.0)
             * 1e12
             * self.headroom
             * self.scale
+    }
+
+    /// Simulated OP/s of `model` on its fastest exact path for the challenge's data: its
+    /// datasheet dense INT8 peak (no real kernel reaches it), times scale.
+    pub fn fastest_path_rate(&self, model: GpuModel) -> f64 {
+        spec(model).map_or(0.0, |s| s.int8_tops) * 1e12 * self.scale
+    }
+
+    /// A CPU prover playing `actual` at [`Simulation::fastest_path_rate`]: the strongest a
+    /// cheater with that GPU can be.
+    pub fn fastest_path_prover(&self, actual: GpuModel, fault: Fault) -> CpuProver {
+        CpuProver::with_fault(None, fault).paced(self.fastest_path_rate(actual))
     }
 
     /// A CPU prover that behaves like a `actual` GPU (paced at [`Simulation::rate`]),

@@ -19,6 +19,7 @@ fn verifier() -> FreivaldsVerifier {
         samples: SAMPLES,
         untimed_batch: K,
         timing: TimingPolicy::Off,
+        require_signature: false,
         ..VerifierConfig::default()
     })
     .expect("valid config")
@@ -178,7 +179,7 @@ async fn malformed_answers_are_always_caught() {
         ),
         (
             "value out of range",
-            |_, o| o.rows[0].values[0] = 16 * N as i32 + 1,
+            |_, o| o.rows[0].values[0] = (1 << 14) * N as i32 + 1,
             |r| matches!(r, FailReason::Malformed(_)),
         ),
         (
@@ -249,4 +250,183 @@ async fn a_changed_value_with_a_rebuilt_path_is_a_bad_path_or_bad_row() {
         v.verify(&ch, &c, &r, &o, &ProofTiming::default()),
         Verdict::Fail(FailReason::BadPath(_))
     ));
+}
+
+// ------------------------------------------------------------------ binding ----
+
+use alloy_signer_local::PrivateKeySigner;
+use async_trait::async_trait;
+use spheron_core::proof::{Challenge, Commitment, Reveal};
+use spheron_gpu::SignedProver;
+use spheron_gpu::binding::{self, provider_id};
+use std::sync::Arc;
+
+fn signing_verifier() -> FreivaldsVerifier {
+    FreivaldsVerifier::new(VerifierConfig {
+        require_signature: true,
+        ..*verifier().config()
+    })
+    .expect("valid config")
+}
+
+fn honest_signed(key: &PrivateKeySigner) -> Arc<SignedProver> {
+    Arc::new(SignedProver::new(
+        Arc::new(CpuProver::new(None)),
+        key.clone(),
+    ))
+}
+
+/// How a cheater relays its challenge to an honest provider.
+#[derive(Clone, Copy, Debug)]
+enum Relay {
+    /// Forwards the challenge unchanged.
+    AsIs,
+    /// Re-addresses it to the honest provider and forwards the signed answer.
+    Readdressed,
+    /// Re-addresses it, then signs the honest provider's root with its own key.
+    ReaddressedAndResigned,
+}
+
+struct Relayer {
+    mode: Relay,
+    own: PrivateKeySigner,
+    honest_id: spheron_core::ProviderId,
+    to: Arc<SignedProver>,
+}
+
+#[async_trait]
+impl ChallengeProver for Relayer {
+    async fn commit(&self, ch: &Challenge) -> spheron_core::Result<Commitment> {
+        let mut fwd = ch.clone();
+        if !matches!(self.mode, Relay::AsIs) {
+            fwd.provider = Some(self.honest_id);
+        }
+        let mut c = self.to.commit(&fwd).await?;
+        if let Relay::ReaddressedAndResigned = self.mode {
+            c.signature = Some(binding::sign(&self.own, ch, &c.root)?);
+        }
+        Ok(c)
+    }
+    async fn open(&self, r: &Reveal) -> spheron_core::Result<Opening> {
+        self.to.open(r).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_signed_provider_always_passes() {
+    let key = PrivateKeySigner::random();
+    let p = honest_signed(&key);
+    let v = signing_verifier();
+    let trials = 100;
+    for t in 0..trials {
+        let r = run_challenge(&v, p.as_ref(), provider_id(&key), GpuModel::L4, entropy(t)).await;
+        assert!(r.verdict.passed(), "{}", r.verdict);
+    }
+    println!("honest signed provider: 0/{trials} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaying_to_an_honest_provider_is_always_caught() {
+    let v = signing_verifier();
+    let honest_key = PrivateKeySigner::random();
+    let honest = honest_signed(&honest_key);
+    for mode in [
+        Relay::AsIs,
+        Relay::Readdressed,
+        Relay::ReaddressedAndResigned,
+    ] {
+        let own = PrivateKeySigner::random();
+        let cheater = Relayer {
+            mode,
+            own: own.clone(),
+            honest_id: provider_id(&honest_key),
+            to: honest.clone(),
+        };
+        let trials = 50;
+        let mut caught = 0;
+        for t in 0..trials {
+            let r = run_challenge(&v, &cheater, provider_id(&own), GpuModel::L4, entropy(t)).await;
+            let ok = match mode {
+                // The honest provider refuses a challenge addressed to someone else.
+                Relay::AsIs => matches!(r.verdict, Verdict::Fail(FailReason::Malformed(_))),
+                // Signed by the wrong key.
+                Relay::Readdressed => {
+                    matches!(r.verdict, Verdict::Fail(FailReason::BadSignature(_)))
+                }
+                // Signed by the right key, but the tree was keyed for the other provider.
+                Relay::ReaddressedAndResigned => {
+                    matches!(r.verdict, Verdict::Fail(FailReason::BadPath(_)))
+                }
+            };
+            assert!(ok, "{mode:?}: {}", r.verdict);
+            caught += 1;
+        }
+        println!("relay ({mode:?}): detection {caught}/{trials}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_an_old_session_is_always_caught() {
+    let v = signing_verifier();
+    let key = PrivateKeySigner::random();
+    let me = provider_id(&key);
+    let honest = honest_signed(&key);
+    let trials = 50;
+    let (mut as_is, mut relabelled, mut resigned) = (0, 0, 0);
+    for t in 0..trials {
+        // An honest, signed exchange, recorded.
+        let [e1, e2] = entropy(t);
+        let mut ch1 = v.issue(GpuModel::L4, e1);
+        ch1.provider = Some(me);
+        let c1 = honest.commit(&ch1).await.expect("commit");
+        let r1 = v.reveal(&ch1, &c1, e2);
+        let o1 = honest.open(&r1).await.expect("open");
+        assert!(
+            v.verify(&ch1, &c1, &r1, &o1, &ProofTiming::default())
+                .passed()
+        );
+        // A new challenge answered with the old commitment and opening.
+        let mut ch2 = v.issue(GpuModel::L4, e1);
+        ch2.provider = Some(me);
+        let r2 = v.reveal(&ch2, &c1, e2);
+        let mut o = o1.clone();
+        o.session = ch2.session;
+        if matches!(
+            v.verify(&ch2, &c1, &r2, &o, &ProofTiming::default()),
+            Verdict::Fail(FailReason::Malformed(_))
+        ) {
+            as_is += 1;
+        }
+        let mut c = c1.clone();
+        c.session = ch2.session;
+        if matches!(
+            v.verify(&ch2, &c, &r2, &o, &ProofTiming::default()),
+            Verdict::Fail(FailReason::BadSignature(_))
+        ) {
+            relabelled += 1;
+        }
+    }
+    // The provider itself re-signs its earlier products for a new session (no new work).
+    let replayer = SignedProver::new(
+        Arc::new(CpuProver::with_fault(None, Fault::Replay)),
+        key.clone(),
+    );
+    for t in 0..trials {
+        let r = run_challenge(&v, &replayer, me, GpuModel::L4, entropy(t + 1000)).await;
+        if t == 0 {
+            assert!(
+                r.verdict.passed(),
+                "the first exchange is honest: {}",
+                r.verdict
+            );
+        } else if matches!(r.verdict, Verdict::Fail(FailReason::BadRow(_))) {
+            resigned += 1;
+        }
+    }
+    println!(
+        "replay of an old signed session: as is {as_is}/{trials}, relabelled {relabelled}/{trials}, \
+         re-signed old products {resigned}/{}",
+        trials - 1
+    );
+    assert_eq!((as_is, relabelled, resigned), (trials, trials, trials - 1));
 }

@@ -108,3 +108,147 @@ async fn oversized_answers_are_refused_unread() {
         other => panic!("expected a malformed verdict, got {other}"),
     }
 }
+
+// ------------------------------------------------ binding, redirects, capacity ----
+
+use alloy_signer_local::PrivateKeySigner;
+use spheron_gpu::binding::provider_id;
+use spheron_gpu::http::{BusyReply, router};
+use spheron_gpu::{Capacity, SignedProver};
+use std::time::Duration;
+
+async fn signed_provider(
+    actual: GpuModel,
+    capacity: Capacity,
+) -> (String, ProviderId, Arc<SignedProver>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let key = PrivateKeySigner::random();
+    let inner = Simulation::network()
+        .prover(actual, None, Fault::None)
+        .with_capacity(capacity);
+    let prover = Arc::new(SignedProver::new(Arc::new(inner), key.clone()));
+    tokio::spawn(serve(listener, prover.clone()));
+    (url, provider_id(&key), prover)
+}
+
+async fn network_verdict(url: &str, id: ProviderId, claimed: GpuModel, seed: u8) -> Verdict {
+    let remote = HttpProver::new(url).expect("url");
+    challenge(
+        &Simulation::network()
+            .try_verifier()
+            .expect("valid simulation"),
+        &remote,
+        id,
+        claimed,
+        [[seed; 32], [seed ^ 0xff; 32]],
+    )
+    .await
+    .verdict
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_verifiers_challenging_one_signed_provider_at_once_both_pass() {
+    let _g = SERIAL.lock().await;
+    let (url, id, _) = signed_provider(GpuModel::H100Sxm, Capacity::default()).await;
+    let rounds = 4;
+    let mut passed = 0;
+    for t in 0..rounds {
+        let (a, b) = tokio::join!(
+            network_verdict(&url, id, GpuModel::H100Sxm, 2 * t),
+            network_verdict(&url, id, GpuModel::H100Sxm, 2 * t + 1),
+        );
+        assert!(a.passed(), "{a}");
+        assert!(b.passed(), "{b}");
+        passed += 2;
+    }
+    println!(
+        "two verifiers at once over HTTP (signed): {passed}/{} passed",
+        2 * rounds
+    );
+    // Another provider's id: the signature does not match.
+    let other = ProviderId::from_label("someone else");
+    let v = network_verdict(&url, other, GpuModel::H100Sxm, 99).await;
+    assert!(matches!(v, Verdict::Fail(FailReason::Malformed(_))), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_prover_answers_a_typed_busy_reply_and_is_retried() {
+    let _g = SERIAL.lock().await;
+    // One session at a time (a GPU prover's shape): a second challenge meets a busy reply.
+    let capacity = Capacity {
+        sessions: 1,
+        commits: 1,
+        retry_after: Duration::from_millis(1000),
+        ..Capacity::default()
+    };
+    let (url, id, prover) = signed_provider(GpuModel::L4, capacity).await;
+    // Fill the only session with a commitment that is never opened ...
+    let sim = Simulation::network();
+    let v = sim.try_verifier().expect("valid simulation");
+    let mut held = spheron_core::proof::ChallengeVerifier::issue(&v, GpuModel::L4, [1; 32]);
+    held.provider = Some(id);
+    spheron_core::proof::ChallengeProver::commit(prover.as_ref(), &held)
+        .await
+        .expect("first commit");
+    // ... so the next commit gets 503 with a typed body, not a failure.
+    let mut next = spheron_core::proof::ChallengeVerifier::issue(&v, GpuModel::L4, [2; 32]);
+    next.provider = Some(id);
+    let resp = reqwest::Client::new()
+        .post(format!("{url}{COMMIT_PATH}"))
+        .json(&next)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let busy: BusyReply = resp.json().await.expect("busy body");
+    assert_eq!(busy.retry_after_ms, 1000);
+    // Through the client, every attempt meets the held session: a typed Busy verdict.
+    let v = network_verdict(&url, id, GpuModel::L4, 3).await;
+    assert!(matches!(v, Verdict::Fail(FailReason::Busy { .. })), "{v}");
+    // Two challenges at once to the one-session prover: the second is retried after the
+    // first is opened, and both pass.
+    let (url, id, _) = signed_provider(GpuModel::L4, capacity).await;
+    let (a, b) = tokio::join!(
+        network_verdict(&url, id, GpuModel::L4, 4),
+        network_verdict(&url, id, GpuModel::L4, 5),
+    );
+    assert!(a.passed() && b.passed(), "{a} / {b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed() {
+    let _g = SERIAL.lock().await;
+    let (target, id, _) = signed_provider(GpuModel::H100Sxm, Capacity::default()).await;
+    // The target answers directly ...
+    assert!(
+        network_verdict(&target, id, GpuModel::H100Sxm, 1)
+            .await
+            .passed()
+    );
+    // ... but a front that redirects every request to it (307 keeps the method and body)
+    // is a failed answer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let front = format!("http://{}", listener.local_addr().expect("addr"));
+    let to = target.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let to = to.clone();
+        async move { axum::response::Redirect::temporary(&format!("{to}{}", uri.path())) }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let trials = 5;
+    let mut caught = 0;
+    for t in 0..trials {
+        match network_verdict(&front, id, GpuModel::H100Sxm, 10 + t).await {
+            Verdict::Fail(FailReason::Malformed(m)) if m.contains("redirect") => caught += 1,
+            other => panic!("redirect: {other}"),
+        }
+    }
+    println!("redirect to an honest provider: detection {caught}/{trials}");
+    // The plain router is still usable on its own.
+    let _ = router(Arc::new(spheron_gpu::CpuProver::new(None)));
+}

@@ -278,6 +278,10 @@ impl ProviderNode {
         })?;
         let key: PrivateKeySigner = parse_key(&key_text)?;
         let me = key.address();
+        // Commitments are signed with the provider's registered key and only challenges
+        // addressed to it are answered (proof-of-GPU binding).
+        let prover: Arc<dyn ChallengeProver> =
+            Arc::new(spheron_gpu::SignedProver::new(prover, key.clone()));
         let token = net.payment.token();
         let (inventory, prices) = cfg.inventory_and_prices(&token)?;
         let stake = Token::sphn().parse("stake", &cfg.stake)?;

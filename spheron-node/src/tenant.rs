@@ -335,7 +335,8 @@ impl NetworkMarket {
             ));
         }
         let market = SpheronMarket::new(net.market, chain.provider().clone());
-        let verifier = spheron_gpu::Simulation::standard()
+        // Provider nodes sign their commitments: require it (relays and replays fail).
+        let verifier = spheron_gpu::Simulation::network()
             .try_verifier()
             .map_err(|e| Error::config("verifier", e.to_string()))?;
         let (events, _) = broadcast::channel(1024);

@@ -73,7 +73,9 @@ impl Violation {
             FailReason::BadRow(_)
             | FailReason::BadPath(_)
             | FailReason::WrongProduct { .. }
-            | FailReason::ImpossibleSpeed { .. } => Violation::Fraud,
+            | FailReason::ImpossibleSpeed { .. }
+            | FailReason::BadSignature(_) => Violation::Fraud,
+            FailReason::Busy { .. } => Violation::MissedChallenge,
             FailReason::TooSlow { .. } | FailReason::Late { .. } | FailReason::Malformed(_) => {
                 Violation::FailedProof
             }
