@@ -54,6 +54,6 @@ pub use inventory::{KubeInventory, KubeProviderAgent, inventory_from};
 /// The Kubernetes client and API types this crate is built on, so users need not match versions.
 pub use k8s_openapi;
 pub use kube;
-pub use launcher::{KubeLauncher, KubeLauncherBuilder};
-pub use render::{LeaseObjects, WorkloadObjects, render};
+pub use launcher::{KubeLauncher, KubeLauncherBuilder, Reconciled};
+pub use render::{LeaseObjects, LeaseOptions, PerGpu, RenderOptions, WorkloadObjects, render};
 pub use spheron_core::WorkloadLauncher;
