@@ -45,6 +45,7 @@ pub mod inventory;
 pub mod labels;
 pub mod launcher;
 pub mod names;
+pub mod rbac;
 pub mod render;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
