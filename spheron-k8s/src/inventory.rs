@@ -4,11 +4,11 @@
 
 use crate::error::{Error, Result};
 use crate::labels::{GPU_PRODUCT_LABEL, GPU_RESOURCE, model_from_product};
+use crate::labels::{MANAGED_BY, MANAGED_BY_LABEL};
 use async_trait::async_trait;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use crate::labels::{MANAGED_BY, MANAGED_BY_LABEL};
-use futures::StreamExt;
 use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
@@ -153,7 +153,10 @@ fn affinity_of(p: &Pod) -> (Vec<String>, Vec<String>) {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .map(|s| s.node_selector_terms.as_slice())
         .unwrap_or_default();
     for e in terms
@@ -214,8 +217,8 @@ impl ReservationTracker {
             let held = match reg_used {
                 // Reservations (positive) and releases (negative) made since the last sync.
                 Some(r) if self.nodes.contains_key(&n.name) => {
-                    (i64::from(held) + i64::from(r) - i64::from(written)).clamp(0, i64::from(n.total))
-                        as u32
+                    (i64::from(held) + i64::from(r) - i64::from(written))
+                        .clamp(0, i64::from(n.total)) as u32
                 }
                 _ => 0,
             };
@@ -264,9 +267,18 @@ impl std::fmt::Debug for KubeInventory {
 /// Pods that hold GPUs: not finished (the API server filters the rest out of the watch).
 const HOLDING: &str = "status.phase!=Succeeded,status.phase!=Failed";
 
-fn cache_of<K>(api: Api<K>, cfg: watcher::Config) -> (reflector::Store<K>, tokio::task::JoinHandle<()>)
+fn cache_of<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+) -> (reflector::Store<K>, tokio::task::JoinHandle<()>)
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store();
@@ -312,8 +324,10 @@ impl KubeInventory {
     async fn caches(&self) -> Result<&Caches> {
         self.cache
             .get_or_try_init(|| async {
-                let (nodes, t1) =
-                    cache_of(Api::<Node>::all(self.client.clone()), watcher::Config::default());
+                let (nodes, t1) = cache_of(
+                    Api::<Node>::all(self.client.clone()),
+                    watcher::Config::default(),
+                );
                 let (pods, t2) = cache_of(
                     Api::<Pod>::all(self.client.clone()),
                     watcher::Config::default().fields(HOLDING),
@@ -346,14 +360,16 @@ impl KubeInventory {
         let leases: Vec<Pod> = pods
             .iter()
             .filter(|p| {
-                p.metadata
-                    .labels
-                    .as_ref()
-                    .is_some_and(|l| l.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY))
+                p.metadata.labels.as_ref().is_some_and(|l| {
+                    l.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+                })
             })
             .cloned()
             .collect();
-        Ok((inventory_from(&nodes, &pods), inventory_from(&nodes, &leases)))
+        Ok((
+            inventory_from(&nodes, &pods),
+            inventory_from(&nodes, &leases),
+        ))
     }
 
     /// Writes the cluster's inventory into `registry` for `provider`, keeping the GPUs the
@@ -538,7 +554,13 @@ mod tests {
         assert_eq!(third.free(GpuModel::H100Sxm), 8);
         // The lease ends: released in the registry and gone from the cluster.
         let mut released = third.clone();
-        let n = third.nodes.iter().find(|n| n.free == 0).unwrap().name.clone();
+        let n = third
+            .nodes
+            .iter()
+            .find(|n| n.free == 0)
+            .unwrap()
+            .name
+            .clone();
         released
             .nodes
             .iter_mut()

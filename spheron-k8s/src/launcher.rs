@@ -9,14 +9,12 @@
 
 use crate::error::{Error, Result};
 use crate::labels::{
-    ENDS_AT_ANNOTATION, GPU_PRODUCT_LABEL, GPU_RESOURCE, LEASE_LABEL, MANAGED_BY,
-    MANAGED_BY_LABEL, TENANT_LABEL, WORKLOAD_KIND_ANNOTATION, WORKLOAD_NAME_ANNOTATION,
-    model_from_product,
+    ENDS_AT_ANNOTATION, GPU_PRODUCT_LABEL, GPU_RESOURCE, LEASE_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
+    TENANT_LABEL, WORKLOAD_KIND_ANNOTATION, WORKLOAD_NAME_ANNOTATION, model_from_product,
 };
 use crate::names::validate_dns_label;
 use crate::render::{
-    CONTAINER_NAME, LeaseObjects, LeaseOptions, PerGpu, RenderOptions, WorkloadObjects,
-    render_with,
+    CONTAINER_NAME, LeaseObjects, LeaseOptions, PerGpu, RenderOptions, WorkloadObjects, render_with,
 };
 use async_trait::async_trait;
 use futures::{AsyncBufReadExt, StreamExt};
@@ -1057,6 +1055,8 @@ impl PodSet {
     }
 }
 
+// One short-lived stream item at a time: boxing each event would cost more than the size.
+#[allow(clippy::large_enum_variant)]
 enum Watched {
     Pod(watcher::Result<watcher::Event<Pod>>),
     Job(watcher::Result<watcher::Event<Job>>),
@@ -1094,9 +1094,12 @@ async fn watch_lease(inner: Arc<Inner>, run: Arc<LeaseRun>, follow: Follow) {
     let ns = run.namespace.clone();
     let pod_api = Api::<Pod>::namespaced(c.clone(), &ns);
     let selector = format!("{LEASE_LABEL}={}", follow.lease);
-    let pods = watcher(pod_api.clone(), watcher::Config::default().labels(&selector))
-        .map(Watched::Pod)
-        .boxed();
+    let pods = watcher(
+        pod_api.clone(),
+        watcher::Config::default().labels(&selector),
+    )
+    .map(Watched::Pod)
+    .boxed();
     let jobs = if follow.batch {
         watcher(
             Api::<Job>::namespaced(c.clone(), &ns),
@@ -1149,7 +1152,8 @@ async fn watch_lease(inner: Arc<Inner>, run: Arc<LeaseRun>, follow: Follow) {
             Watched::Job(Ok(watcher::Event::Apply(j) | watcher::Event::InitApply(j))) => {
                 if let Some((st, why)) = job_outcome(&j) {
                     if job_end.is_none() {
-                        run.logs.push(LogSource::System, format!("job ended: {why}"));
+                        run.logs
+                            .push(LogSource::System, format!("job ended: {why}"));
                     }
                     job_end.get_or_insert(st);
                 }
@@ -1432,7 +1436,11 @@ mod tests {
         // The watch fails with 410 Gone; the watcher relists, and `a` was deleted meanwhile.
         assert!(s.apply(watcher::Event::Init).is_empty());
         assert!(s.apply(watcher::Event::InitApply(pod("b"))).is_empty());
-        assert_eq!(s.pods().len(), 2, "the old set holds until the relist is done");
+        assert_eq!(
+            s.pods().len(),
+            2,
+            "the old set holds until the relist is done"
+        );
         let changes = s.apply(watcher::Event::InitDone);
         assert_eq!(
             changes,

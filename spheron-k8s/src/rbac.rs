@@ -29,16 +29,28 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
 /// (nodes and pods, watched) call, and nothing else.
 pub fn rules() -> Vec<PolicyRule> {
     vec![
-        rule(&[""], &["namespaces"], &["create", "get", "list", "watch", "delete"]),
+        rule(
+            &[""],
+            &["namespaces"],
+            &["create", "get", "list", "watch", "delete"],
+        ),
         rule(&[""], &["nodes"], &["get", "list", "watch"]),
         rule(&[""], &["pods"], &["get", "list", "watch"]),
         rule(&[""], &["pods/log"], &["get"]),
         rule(&[""], &["events"], &["list", "watch"]),
-        rule(&[""], &["resourcequotas", "limitranges", "services"], &["create"]),
+        rule(
+            &[""],
+            &["resourcequotas", "limitranges", "services"],
+            &["create"],
+        ),
         rule(&[""], &["secrets"], &["create"]),
         rule(&["networking.k8s.io"], &["networkpolicies"], &["create"]),
         rule(&["batch"], &["jobs"], &["create", "get", "list", "watch"]),
-        rule(&["apps"], &["deployments"], &["create", "get", "list", "watch"]),
+        rule(
+            &["apps"],
+            &["deployments"],
+            &["create", "get", "list", "watch"],
+        ),
     ]
 }
 

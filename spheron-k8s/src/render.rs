@@ -222,7 +222,12 @@ fn config(field: &'static str, reason: impl Into<String>) -> Error {
 /// Whether `cidr` is an IPv4 (`Some(false)`) or IPv6 (`Some(true)`) range; a typed error naming
 /// `cidr` otherwise.
 pub fn cidr_is_v6(cidr: &str) -> Result<bool> {
-    let bad = |why: &str| config("blocked_cidrs", format!("`{cidr}` is not a CIDR range: {why}"));
+    let bad = |why: &str| {
+        config(
+            "blocked_cidrs",
+            format!("`{cidr}` is not a CIDR range: {why}"),
+        )
+    };
     let (addr, len) = cidr
         .split_once('/')
         .ok_or_else(|| bad("expected <address>/<prefix length>"))?;
@@ -280,7 +285,9 @@ impl RenderOptions {
             if !["privileged", "baseline", "restricted"].contains(&level.as_str()) {
                 return Err(config(
                     field,
-                    format!("`{level}` is not a PodSecurity level (privileged, baseline, restricted)"),
+                    format!(
+                        "`{level}` is not a PodSecurity level (privileged, baseline, restricted)"
+                    ),
                 ));
             }
         }
@@ -308,7 +315,7 @@ fn validate_runtime_class(rc: &str) -> Result<()> {
 
 /// A CPU quantity in the API server's canonical form (`8`, `500m`).
 pub fn cpu_quantity(millis: u64) -> Quantity {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         Quantity((millis / 1000).to_string())
     } else {
         Quantity(format!("{millis}m"))
@@ -319,7 +326,7 @@ pub fn cpu_quantity(millis: u64) -> Quantity {
 pub fn mib_quantity(mib: u64) -> Quantity {
     let mut v = mib;
     let mut unit = 0;
-    while v % 1024 == 0 && v > 0 && unit < 3 {
+    while v > 0 && v.is_multiple_of(1024) && unit < 3 {
         v /= 1024;
         unit += 1;
     }

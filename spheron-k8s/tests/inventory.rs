@@ -216,7 +216,11 @@ async fn inventory_against_a_real_api_server() {
     let node = registry.reserve(provider, GpuModel::A100_80G, 8).unwrap();
     assert_eq!(node, "a100-1");
     let synced = inv.sync(&registry, provider).await.unwrap();
-    assert_eq!(synced.free(GpuModel::A100_80G), 0, "the reservation is kept");
+    assert_eq!(
+        synced.free(GpuModel::A100_80G),
+        0,
+        "the reservation is kept"
+    );
     assert!(
         agent
             .on_order(&order(7, "a100", 1, ceiling))

@@ -204,8 +204,14 @@ async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clo
     assert_eq!(blocks[0].cidr, "0.0.0.0/0");
     assert_eq!(
         blocks[0].except.as_deref().unwrap(),
-        ["169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"]
-            .map(String::from)
+        [
+            "169.254.0.0/16",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10"
+        ]
+        .map(String::from)
     );
     assert_eq!(blocks[1].cidr, "::/0");
     assert_eq!(
@@ -271,10 +277,7 @@ async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clo
     let sc = ctr.security_context.clone().unwrap();
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.privileged, Some(false));
-    assert_eq!(
-        sc.capabilities.unwrap().drop,
-        Some(vec!["ALL".to_string()])
-    );
+    assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
     assert_eq!(sc.run_as_non_root, Some(true));
     assert_eq!(sc.run_as_user, Some(1000));
     assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
@@ -399,12 +402,18 @@ async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clo
         .create(&Default::default(), &privileged)
         .await
         .expect_err("the provider role creates no pods");
-    assert!(matches!(direct, kube::Error::Api(ref s) if s.code == 403), "{direct}");
+    assert!(
+        matches!(direct, kube::Error::Api(ref s) if s.code == 403),
+        "{direct}"
+    );
     let read = Api::<Secret>::namespaced(lc, ns)
         .get("workload-secrets")
         .await
         .expect_err("the provider role reads no secrets");
-    assert!(matches!(read, kube::Error::Api(ref s) if s.code == 403), "{read}");
+    assert!(
+        matches!(read, kube::Error::Api(ref s) if s.code == 403),
+        "{read}"
+    );
 
     // Stop removes everything.
     l.stop(&id).await.expect("stop");
@@ -669,7 +678,10 @@ async fn start_failures_and_races(c: &TestCluster, clock: &Arc<SimClock>) {
     assert!(!namespace_exists(c, "spheron-lease-20").await);
     // Through the trait, the typed core error.
     let core: spheron_core::Error = e.into();
-    assert!(matches!(core, spheron_core::Error::NotStarted { .. }), "{core}");
+    assert!(
+        matches!(core, spheron_core::Error::NotStarted { .. }),
+        "{core}"
+    );
 
     // Two leases race for all 8 GPUs of the node: exactly one runs, the other fails to start
     // with the scheduler's reason.
@@ -745,7 +757,10 @@ async fn reconcile_after_a_restart(c: &TestCluster, l: &KubeLauncher, clock: &Ar
     assert_eq!(r.reattached, vec![live.clone()]);
     assert_eq!(
         r.deleted,
-        vec!["spheron-lease-31".to_string(), "spheron-lease-32".to_string()]
+        vec![
+            "spheron-lease-31".to_string(),
+            "spheron-lease-32".to_string()
+        ]
     );
     assert!(!namespace_exists(c, "spheron-lease-31").await);
     assert!(!namespace_exists(c, "spheron-lease-32").await);
