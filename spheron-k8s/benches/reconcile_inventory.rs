@@ -18,8 +18,8 @@ use spheron_core::{
     Amount, Clock, GeoPoint, GpuModel, Inventory, LaunchSpec, LeaseId, Provider, ProviderId,
     ProviderStats, Registry, SystemClock, Timestamp, TrustTier, Workload,
 };
-use spheron_k8s::KubeLauncher;
 use spheron_k8s::KubeInventory;
+use spheron_k8s::KubeLauncher;
 use spheron_k8s::test_utils::{HarnessError, TestCluster};
 use std::time::{Duration, Instant};
 
@@ -131,7 +131,10 @@ async fn run(cluster: &TestCluster) {
         "inventory: first sync (fills the watch caches): {:.1} ms",
         ms(start.elapsed())
     );
-    for (what, cached) in [("sync (cached, per bid)", true), ("fetch (fresh lists)", false)] {
+    for (what, cached) in [
+        ("sync (cached, per bid)", true),
+        ("fetch (fresh lists)", false),
+    ] {
         let mut v = Vec::new();
         for _ in 0..50 {
             let start = Instant::now();
