@@ -68,12 +68,42 @@ async fn rent_runs_on_kubernetes() {
     });
     let market = Marketplace::local()
         .fleet(fleet)
-        .launcher(Arc::new(KubeLauncher::new(c.client())))
+        .launcher(Arc::new(
+            // The provider's least-privilege role; a pod that does not run within 8 s fails.
+            KubeLauncher::builder(c.provider_client())
+                .start_timeout(Duration::from_secs(8))
+                .build()
+                .unwrap(),
+        ))
         .tenant_funds(Amount(50_000_000))
         .bid_window(Duration::from_millis(200))
         .build()
         .await
         .unwrap();
+
+    // A pod that never starts (its image cannot be pulled) fails the rent with the waiting
+    // reason within the start timeout, nothing is billed and the tenant is refunded in full.
+    let before = market.balance(market.tenant()).await.unwrap();
+    let stuck = Workload::command(["python", "train.py"])
+        .image("registry.invalid/missing:1")
+        .env("SPHERON_FAKE_WAITING", "ImagePullBackOff");
+    let err = tokio::time::timeout(Duration::from_secs(60), market.rent(request(), stuck))
+        .await
+        .expect("the start timeout ends the rent")
+        .expect_err("the workload never ran");
+    assert!(
+        matches!(&err, spheron::Error::NotStarted { reason, .. } if reason.contains("ImagePullBackOff")),
+        "{err}"
+    );
+    let after = market.balance(market.tenant()).await.unwrap();
+    assert_eq!(after, before, "refunded in full, nothing locked");
+    assert!(
+        c.namespaces_with("app.kubernetes.io/managed-by=spheron")
+            .await
+            .unwrap()
+            .is_empty(),
+        "the failed launch left no namespace"
+    );
 
     // Completes when the pod succeeds; the logs come through the API server.
     let lease = market.rent(request(), job("0")).await.unwrap();
@@ -92,6 +122,10 @@ async fn rent_runs_on_kubernetes() {
         .unwrap();
     assert_eq!(report.state, LeaseState::Closed(CloseReason::Completed));
     assert!(!namespace_exists(&c, &ns).await, "{ns} must be gone");
+    // Billed from the container's start to its end: the 2 s run (kwok's script), not the
+    // launch before it nor the log drain and namespace deletion after it.
+    let billed = report.settlement.as_ref().unwrap().seconds;
+    assert!((1..=6).contains(&billed), "billed {billed} s for a 2 s run");
 
     // Fails with the pod's exit code.
     let lease = market.rent(request(), job("2")).await.unwrap();

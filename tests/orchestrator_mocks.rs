@@ -154,6 +154,8 @@ async fn prover_transport_error_fails_the_challenge_and_fails_over() {
     launcher
         .expect_wait()
         .returning(|_| Ok(spheron::WorkloadStatus::Succeeded));
+    // The rent flow stops the clock when the workload ends, then lets the launcher clean up.
+    launcher.expect_stop().times(1).returning(|_| Ok(()));
     let w = world(
         launcher,
         vec![

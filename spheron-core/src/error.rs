@@ -120,6 +120,18 @@ pub enum Error {
     /// The workload launcher failed.
     #[error("launch failed: {0}")]
     Launch(String),
+    /// The workload was accepted but never started running (its image could not be pulled, no
+    /// node could take it, its pods could not be created, ...) within the launcher's start
+    /// timeout; the launcher removed what it had created. Nothing was billed: the rent flow
+    /// refunds the lock, and another provider may succeed.
+    #[error("workload did not start within {after_ms} ms: {reason}")]
+    NotStarted {
+        /// The last reason the launcher saw (for Kubernetes, the waiting reason and message,
+        /// such as `ImagePullBackOff: ...` or `Unschedulable: ...`).
+        reason: String,
+        /// How long the launcher waited, in milliseconds.
+        after_ms: u64,
+    },
     /// A backend (chain RPC, Kubernetes API, ...) failed.
     #[error("{backend} backend error: {message}")]
     Backend {
@@ -162,6 +174,7 @@ impl Error {
         matches!(
             self,
             Error::Backend { .. }
+                | Error::NotStarted { .. }
                 | Error::NoMatch { .. }
                 | Error::Prover(_)
                 | Error::ProverBusy { .. }

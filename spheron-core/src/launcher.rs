@@ -199,15 +199,21 @@ pub type LogStream = BoxStream<'static, LogLine>;
 #[cfg_attr(any(test, feature = "test-utils"), mockall::automock)]
 #[async_trait]
 pub trait WorkloadLauncher: Send + Sync {
-    /// Starts `workload` for a lease.
+    /// Starts `workload` for a lease and resolves once it **runs** (its process or container
+    /// has started; a workload that already finished also counts), because the caller starts
+    /// billing when this returns. A workload that cannot start within the launcher's own start
+    /// timeout fails with [`crate::Error::NotStarted`] naming the last reason seen, after the
+    /// launcher removed everything it created; so does a launch whose future is dropped.
     async fn launch(&self, spec: &LaunchSpec, workload: &Workload) -> Result<WorkloadId>;
     /// The current status.
     async fn status(&self, id: &WorkloadId) -> Result<WorkloadStatus>;
-    /// Resolves with the terminal status once the workload has finished.
+    /// Resolves with the terminal status as soon as the workload has finished, before any
+    /// clean-up (log drain, object deletion), so that the caller stops the clock there.
     async fn wait(&self, id: &WorkloadId) -> Result<WorkloadStatus>;
     /// All output from the beginning, then new lines as they come, ending when the workload ends.
     fn logs(&self, id: &WorkloadId) -> Result<LogStream>;
-    /// Stops the workload and releases what it used; resolves once it is gone.
+    /// Stops the workload and releases what it used; resolves once it is gone. Also called
+    /// after the workload finished by itself, to finish its clean-up; then it must succeed.
     async fn stop(&self, id: &WorkloadId) -> Result<()>;
 }
 

@@ -675,15 +675,14 @@ async fn supervise(
         _ = p.clock.sleep_until(ends_at) => Ending::Expire,
         status = p.launcher.wait(&wid) => Ending::Exit(status),
     };
+    // The clock stops here, before any teardown (log drain, object deletion) that the
+    // tenant must not pay for; never bill past the paid duration.
+    let at = p.clock.now().min(ends_at);
+    // Every ending tears the workload down (a finished one finishes its clean-up).
+    stop_quietly(p.launcher.as_ref(), &wid).await;
     let reason = match ending {
-        Ending::Stop => {
-            stop_quietly(p.launcher.as_ref(), &wid).await;
-            CloseReason::TenantStopped
-        }
-        Ending::Expire => {
-            stop_quietly(p.launcher.as_ref(), &wid).await;
-            CloseReason::Expired
-        }
+        Ending::Stop => CloseReason::TenantStopped,
+        Ending::Expire => CloseReason::Expired,
         Ending::Exit(Ok(WorkloadStatus::Succeeded)) => CloseReason::Completed,
         Ending::Exit(Ok(WorkloadStatus::Failed { exit_code })) => {
             CloseReason::WorkloadFailed { exit_code }
@@ -696,8 +695,6 @@ async fn supervise(
             detail: e.to_string(),
         },
     };
-    // Never bill past the paid duration.
-    let at = p.clock.now().min(ends_at);
     let (lease, provider, gpus) = {
         let r = shared.report.lock().unwrap_or_else(|p| p.into_inner());
         (r.lease, r.provider, r.gpus)

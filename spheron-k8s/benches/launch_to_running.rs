@@ -44,7 +44,8 @@ fn main() {
                 .expect("node");
         }
     });
-    let launcher = KubeLauncher::new(cluster.client());
+    // As the shipped least-privilege role.
+    let launcher = KubeLauncher::new(cluster.provider_client());
     let clock = SystemClock;
     let provider = ProviderId::from_label("bench-provider");
     let workload =

@@ -72,6 +72,18 @@ pub enum Error {
         /// How long.
         seconds: u64,
     },
+    /// The workload's container did not start within the start timeout; the lease's namespace
+    /// was deleted again.
+    #[error("workload in `{namespace}` did not start within {}s: {reason}", waited.as_secs())]
+    NotStarted {
+        /// The lease's namespace.
+        namespace: String,
+        /// How long the launcher waited.
+        waited: std::time::Duration,
+        /// The last waiting reason seen (`ImagePullBackOff: ...`, `Unschedulable: ...`,
+        /// `FailedCreate: ...`).
+        reason: String,
+    },
     /// The launcher was built with an invalid configuration.
     #[error("invalid launcher configuration `{field}`: {reason}")]
     Config {
@@ -105,7 +117,7 @@ impl Error {
     /// Whether retrying later may succeed (API unavailable, timeouts).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Timeout { .. } => true,
+            Error::Timeout { .. } | Error::NotStarted { .. } => true,
             Error::Api { source, .. } => match source.as_ref() {
                 kube::Error::Api(s) => s.code == 429 || s.code >= 500,
                 _ => true,
@@ -129,6 +141,10 @@ impl From<Error> for spheron_core::Error {
             Error::UnknownWorkload(_) | Error::AlreadyLaunched(_) | Error::Config { .. } => {
                 spheron_core::Error::Launch(e.to_string())
             }
+            Error::NotStarted { waited, reason, .. } => spheron_core::Error::NotStarted {
+                reason,
+                after_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+            },
             Error::Api { .. } | Error::Timeout { .. } => spheron_core::Error::Backend {
                 backend: "kubernetes",
                 message: e.to_string(),

@@ -17,6 +17,19 @@ pub const PROVIDER_LABEL: &str = "spheron.io/provider";
 pub const TENANT_LABEL: &str = "spheron.io/tenant";
 /// Label on pods: the workload's name within the lease.
 pub const WORKLOAD_LABEL: &str = "spheron.io/workload";
+/// Annotation on a lease's namespace: when the paid time runs out, in milliseconds on the
+/// launcher's clock (the start-up reconcile reads it to expire or reattach the lease).
+pub const ENDS_AT_ANNOTATION: &str = "spheron.io/ends-at";
+/// Annotation on a lease's namespace: the name of its Job or Deployment.
+pub const WORKLOAD_NAME_ANNOTATION: &str = "spheron.io/workload-name";
+/// Annotation on a lease's namespace: `batch` (a Job) or `service` (a Deployment).
+pub const WORKLOAD_KIND_ANNOTATION: &str = "spheron.io/workload-kind";
+/// Annotation on a lease's namespace: the node the provider reserved for it, if any.
+pub const NODE_ANNOTATION: &str = "spheron.io/node";
+/// Annotation on a lease's namespace: the GPU model's catalog name.
+pub const MODEL_ANNOTATION: &str = "spheron.io/model";
+/// Annotation on a lease's namespace: how many GPUs the lease holds.
+pub const GPUS_ANNOTATION: &str = "spheron.io/gpus";
 /// `app.kubernetes.io/managed-by`.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].

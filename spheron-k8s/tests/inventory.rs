@@ -41,7 +41,8 @@ async fn inventory_against_a_real_api_server() {
         .await
         .unwrap();
 
-    let inv = KubeInventory::new(c.client());
+    // Inventory and launcher run as the shipped least-privilege role.
+    let inv = KubeInventory::new(c.provider_client());
     let now = inv.fetch().await.unwrap();
     // Mixed models, per node; the MIG-partitioned node is not whole GPUs and is left out.
     assert_eq!(
@@ -119,7 +120,7 @@ async fn inventory_against_a_real_api_server() {
     // Running pods hold GPUs; pods that finish free them.
     let clock = Arc::new(SimClock::new(Timestamp(1_800_000_000_000)));
     // Keep finished pods around: a Succeeded pod must not count against its node.
-    let launcher = KubeLauncher::builder(c.client())
+    let launcher = KubeLauncher::builder(c.provider_client())
         .clock(clock.clone())
         .finished_retention(None)
         .build()
@@ -197,4 +198,42 @@ async fn inventory_against_a_real_api_server() {
     launcher.stop(&a100).await.unwrap();
     launcher.stop(&job).await.unwrap();
     assert_eq!(inv.fetch().await.unwrap(), now);
+
+    // A reservation the registry holds for a lease whose pod does not exist yet survives the
+    // next sync (the same GPUs are never sold twice).
+    let settle = async {
+        loop {
+            let synced = inv.sync(&registry, provider).await.unwrap();
+            if synced == now {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), settle)
+        .await
+        .expect("the cache catches up");
+    let node = registry.reserve(provider, GpuModel::A100_80G, 8).unwrap();
+    assert_eq!(node, "a100-1");
+    let synced = inv.sync(&registry, provider).await.unwrap();
+    assert_eq!(
+        synced.free(GpuModel::A100_80G),
+        0,
+        "the reservation is kept"
+    );
+    assert!(
+        agent
+            .on_order(&order(7, "a100", 1, ceiling))
+            .await
+            .is_none(),
+        "reserved GPUs are not offered again"
+    );
+    registry.release(provider, &node, 8).unwrap();
+    assert_eq!(
+        inv.sync(&registry, provider)
+            .await
+            .unwrap()
+            .free(GpuModel::A100_80G),
+        8
+    );
 }

@@ -72,7 +72,9 @@ async fn launcher_against_a_real_api_server() {
         .await
         .expect("L4 node");
     let clock = Arc::new(SimClock::new(Timestamp(1_800_000_000_000)));
-    let launcher = KubeLauncher::builder(cluster.client())
+    let _ = PROVIDER_CLIENT.set(cluster.provider_client());
+    // The launcher runs as the shipped least-privilege role, not as a cluster admin.
+    let launcher = KubeLauncher::builder(cluster.provider_client())
         .clock(clock.clone())
         .expiry_grace(Duration::ZERO)
         .deletion_timeout(Duration::from_secs(90))
@@ -85,6 +87,15 @@ async fn launcher_against_a_real_api_server() {
     expiry_tears_down(&cluster, &launcher, &clock).await;
     bad_input_is_rejected_before_anything_is_created(&cluster, &launcher, &clock).await;
     services_get_a_deployment_and_a_service(&cluster, &launcher, &clock).await;
+    start_failures_and_races(&cluster, &clock).await;
+    reconcile_after_a_restart(&cluster, &launcher, &clock).await;
+}
+
+static PROVIDER_CLIENT: std::sync::OnceLock<kube::Client> = std::sync::OnceLock::new();
+
+/// The least-privilege client the launchers of this file use.
+fn l_client(_: &KubeLauncher) -> kube::Client {
+    PROVIDER_CLIENT.get().cloned().expect("set at start")
 }
 
 async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clock: &SimClock) {
@@ -122,13 +133,20 @@ async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clo
         ("services.nodeports", "0"),
         ("services.loadbalancers", "0"),
         ("secrets", "1"),
+        ("requests.cpu", "16"),
+        ("limits.cpu", "16"),
+        ("requests.memory", "128Gi"),
+        ("limits.memory", "128Gi"),
+        ("requests.ephemeral-storage", "200Gi"),
+        ("limits.ephemeral-storage", "200Gi"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
     .collect();
     assert_eq!(hard, want);
 
-    // Network policy: ingress only from this namespace's pods and non-tenant namespaces.
+    // Network policy: ingress from this namespace's pods and the ingress namespace only;
+    // egress to the own pods, cluster DNS, and the internet minus link-local and cluster ranges.
     let np = Api::<NetworkPolicy>::namespaced(client.clone(), ns)
         .get("tenant-isolation")
         .await
@@ -137,14 +155,16 @@ async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clo
         .unwrap();
     assert_eq!(
         np.policy_types.as_deref(),
-        Some(&["Ingress".to_string()][..])
+        Some(&["Ingress".to_string(), "Egress".to_string()][..])
     );
     assert_eq!(np.pod_selector, Some(Default::default()));
-    let from = np.ingress.unwrap()[0].from.clone().unwrap();
-    assert_eq!(from.len(), 2);
-    assert_eq!(from[0].pod_selector, Some(Default::default()));
-    assert!(from[0].namespace_selector.is_none());
-    let req = &from[1]
+    let ingress = np.ingress.unwrap();
+    assert_eq!(ingress.len(), 2);
+    assert_eq!(
+        ingress[0].from.as_ref().unwrap()[0].pod_selector,
+        Some(Default::default())
+    );
+    let req = &ingress[1].from.as_ref().unwrap()[0]
         .namespace_selector
         .as_ref()
         .unwrap()
@@ -152,9 +172,57 @@ async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clo
         .as_ref()
         .unwrap()[0];
     assert_eq!(
-        (req.key.as_str(), req.operator.as_str()),
-        ("spheron.io/tenant", "DoesNotExist")
+        (req.key.as_str(), req.operator.as_str(), req.values.clone()),
+        (
+            "kubernetes.io/metadata.name",
+            "In",
+            Some(vec!["ingress-nginx".to_string()])
+        )
     );
+    let egress = np.egress.unwrap();
+    assert_eq!(egress.len(), 3);
+    let dns_ports: Vec<(i32, String)> = egress[1]
+        .ports
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|p| match p.port {
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
+                (n, p.protocol.unwrap())
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(dns_ports, [(53, "UDP".into()), (53, "TCP".into())]);
+    let blocks: Vec<_> = egress[2]
+        .to
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.ip_block.unwrap())
+        .collect();
+    assert_eq!(blocks[0].cidr, "0.0.0.0/0");
+    assert_eq!(
+        blocks[0].except.as_deref().unwrap(),
+        [
+            "169.254.0.0/16",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10"
+        ]
+        .map(String::from)
+    );
+    assert_eq!(blocks[1].cidr, "::/0");
+    assert_eq!(
+        blocks[1].except.as_deref().unwrap(),
+        ["fe80::/10", "fc00::/7"].map(String::from)
+    );
+
+    // PodSecurity: enforce baseline, warn and audit restricted.
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "baseline");
+    assert_eq!(labels["pod-security.kubernetes.io/warn"], "restricted");
+    assert_eq!(labels["pod-security.kubernetes.io/audit"], "restricted");
 
     // Secret holds the value; the pod spec only refers to it.
     let secret = Api::<Secret>::namespaced(client.clone(), ns)
@@ -176,6 +244,7 @@ async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clo
         "lease-1"
     );
     let js = job.spec.unwrap();
+    let js_deadline = js.active_deadline_seconds;
     assert_eq!(js.backoff_limit, Some(0));
     assert_eq!(js.completions, Some(1));
     let tmpl = js.template;
@@ -193,9 +262,50 @@ async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clo
         Some(&["python", "train.py", "--epochs", "3"].map(String::from)[..])
     );
     let res = ctr.resources.clone().unwrap();
-    let gpus = BTreeMap::from([("nvidia.com/gpu".to_string(), Quantity("2".into()))]);
-    assert_eq!(res.limits, Some(gpus.clone()));
-    assert_eq!(res.requests, Some(gpus));
+    let share: BTreeMap<String, Quantity> = [
+        ("nvidia.com/gpu", "2"),
+        ("cpu", "16"),
+        ("memory", "128Gi"),
+        ("ephemeral-storage", "200Gi"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+    .collect();
+    assert_eq!(res.limits, Some(share.clone()));
+    assert_eq!(res.requests, Some(share));
+    // Hardened: no privilege escalation, no capabilities, seccomp, non-root.
+    let sc = ctr.security_context.clone().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.privileged, Some(false));
+    assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.run_as_user, Some(1000));
+    assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let psc = pod.security_context.clone().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    // /dev/shm is memory-backed and sized per GPU (8 GiB each by default).
+    let shm = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "dshm")
+        .unwrap()
+        .empty_dir
+        .clone()
+        .unwrap();
+    assert_eq!(shm.medium.as_deref(), Some("Memory"));
+    assert_eq!(shm.size_limit, Some(Quantity("16Gi".into())));
+    assert!(
+        ctr.volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "dshm" && m.mount_path == "/dev/shm")
+    );
+    // The Job's own deadline backs the launcher's expiry up: the paid hour plus the grace.
+    assert_eq!(js_deadline, Some(3600));
     let env = ctr.env.clone().unwrap();
     assert_eq!(env[0].name, "EPOCHS");
     assert_eq!(env[0].value.as_deref(), Some("3"));
@@ -253,6 +363,57 @@ async fn exact_objects_for_a_two_h100_job(c: &TestCluster, l: &KubeLauncher, clo
         pods.items[0].spec.as_ref().unwrap().node_name.as_deref(),
         Some("h100-node-a")
     );
+    // Requests equal limits for every resource: the API server classes the pod Guaranteed.
+    assert_eq!(
+        pods.items[0].status.as_ref().unwrap().qos_class.as_deref(),
+        Some("Guaranteed")
+    );
+    // The tenant pod was admitted; a pod asking for privileges (host network, added
+    // capabilities) in the same namespace is refused by PodSecurity admission, even for a
+    // cluster admin. (`privileged: true` itself is refused earlier by this API server's
+    // `--allow-privileged=false`.)
+    let privileged: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "escape"},
+        "spec": {"hostNetwork": true, "containers": [{
+            "name": "x",
+            "image": "busybox",
+            "securityContext": {"capabilities": {"add": ["SYS_ADMIN", "NET_ADMIN"]}}
+        }]}
+    }))
+    .unwrap();
+    let refused = Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&Default::default(), &privileged)
+        .await
+        .expect_err("a privileged pod must be refused");
+    match refused {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 403, "{s:?}");
+            assert!(s.message.contains("PodSecurity"), "{}", s.message);
+            assert!(s.message.contains("baseline"), "{}", s.message);
+            assert!(s.message.contains("hostNetwork"), "{}", s.message);
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    // The launcher's own role cannot create pods directly, nor read secrets.
+    let lc = l_client(l);
+    let direct = Api::<Pod>::namespaced(lc.clone(), ns)
+        .create(&Default::default(), &privileged)
+        .await
+        .expect_err("the provider role creates no pods");
+    assert!(
+        matches!(direct, kube::Error::Api(ref s) if s.code == 403),
+        "{direct}"
+    );
+    let read = Api::<Secret>::namespaced(lc, ns)
+        .get("workload-secrets")
+        .await
+        .expect_err("the provider role reads no secrets");
+    assert!(
+        matches!(read, kube::Error::Api(ref s) if s.code == 403),
+        "{read}"
+    );
 
     // Stop removes everything.
     l.stop(&id).await.expect("stop");
@@ -296,12 +457,8 @@ async fn state_follows_pods_and_logs_arrive(c: &TestCluster, l: &KubeLauncher, c
         .expect("terminal status");
     assert_eq!(
         seen,
-        vec![
-            WorkloadStatus::Pending,
-            WorkloadStatus::Running,
-            WorkloadStatus::Succeeded
-        ],
-        "status must follow the pod: Pending, Running, Succeeded"
+        vec![WorkloadStatus::Running, WorkloadStatus::Succeeded],
+        "launch resolves once the container runs; then the status follows the pod"
     );
     assert_eq!(l.wait(&id).await.unwrap(), WorkloadStatus::Succeeded);
     let lines: Vec<String> =
@@ -335,8 +492,13 @@ async fn failed_pods_fail_the_workload(c: &TestCluster, l: &KubeLauncher, clock:
         .expect("ends")
         .unwrap();
     assert_eq!(st, WorkloadStatus::Failed { exit_code: Some(3) });
-    assert!(!namespace_exists(c, "spheron-lease-3").await);
+    // `wait` resolves when the pod ends (the clock stops there); `stop` finishes the clean-up.
     l.stop(&id).await.expect("stop");
+    assert!(!namespace_exists(c, "spheron-lease-3").await);
+    assert_eq!(
+        l.status(&id).await.unwrap(),
+        WorkloadStatus::Failed { exit_code: Some(3) }
+    );
 }
 
 async fn expiry_tears_down(c: &TestCluster, l: &KubeLauncher, clock: &SimClock) {
@@ -485,4 +647,132 @@ async fn services_get_a_deployment_and_a_service(
     );
     l.stop(&id).await.expect("stop");
     assert!(!namespace_exists(c, ns).await);
+}
+
+async fn start_failures_and_races(c: &TestCluster, clock: &Arc<SimClock>) {
+    let quick = KubeLauncher::builder(c.provider_client())
+        .clock(clock.clone())
+        .start_timeout(Duration::from_secs(6))
+        .build()
+        .expect("launcher");
+
+    // A pod that never starts (its image cannot be pulled) fails the launch with the reason,
+    // and leaves nothing behind.
+    let stuck = Workload::command(["python", "train.py"])
+        .image("registry.invalid/nothing:here")
+        .env("SPHERON_FAKE_WAITING", "ImagePullBackOff");
+    let e = quick
+        .launch_named(&spec(clock, 20, GpuModel::H100Sxm, 1), &stuck, "workload")
+        .await
+        .unwrap_err();
+    match &e {
+        Error::NotStarted {
+            namespace, reason, ..
+        } => {
+            assert_eq!(namespace, "spheron-lease-20");
+            assert!(reason.contains("ImagePullBackOff"), "{reason}");
+        }
+        other => panic!("expected NotStarted, got {other}"),
+    }
+    assert!(e.is_retryable());
+    assert!(!namespace_exists(c, "spheron-lease-20").await);
+    // Through the trait, the typed core error.
+    let core: spheron_core::Error = e.into();
+    assert!(
+        matches!(core, spheron_core::Error::NotStarted { .. }),
+        "{core}"
+    );
+
+    // Two leases race for all 8 GPUs of the node: exactly one runs, the other fails to start
+    // with the scheduler's reason.
+    let w = Workload::command(["python", "serve.py"]).image(image());
+    let (sa, sb) = (
+        spec(clock, 21, GpuModel::H100Sxm, 8),
+        spec(clock, 22, GpuModel::H100Sxm, 8),
+    );
+    let (a, b) = tokio::join!(quick.launch(&sa, &w), quick.launch(&sb, &w));
+    let (won, lost) = match (a, b) {
+        (Ok(id), Err(e)) | (Err(e), Ok(id)) => (id, e),
+        (a, b) => panic!("exactly one may win: {a:?} {b:?}"),
+    };
+    assert_eq!(quick.status(&won).await.unwrap(), WorkloadStatus::Running);
+    match &lost {
+        spheron_core::Error::NotStarted { reason, .. } => assert!(
+            reason.contains("Insufficient nvidia.com/gpu") || reason.contains("FailedScheduling"),
+            "{reason}"
+        ),
+        other => panic!("expected NotStarted, got {other}"),
+    }
+
+    // A launch whose future is dropped (the tenant gave up) leaves no objects.
+    let cancelled = tokio::time::timeout(
+        Duration::from_secs(2),
+        quick.launch(&spec(clock, 23, GpuModel::L4, 1), &stuck),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the launch was still waiting");
+    let gone = async {
+        while namespace_exists(c, "spheron-lease-23").await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, gone)
+        .await
+        .expect("a cancelled launch's namespace is deleted");
+    quick.stop(&won).await.expect("stop");
+}
+
+async fn reconcile_after_a_restart(c: &TestCluster, l: &KubeLauncher, clock: &Arc<SimClock>) {
+    // A live lease of the launcher that "crashes".
+    let w = Workload::command(["python", "serve.py"]).image(image());
+    let live = l
+        .launch(&spec(clock, 30, GpuModel::L4, 1), &w)
+        .await
+        .expect("launch");
+    // An orphan: a lease namespace whose launch died before its workload was created.
+    let objects = l
+        .render(&spec(clock, 31, GpuModel::L4, 1), &w)
+        .expect("render");
+    Api::<Namespace>::all(c.client())
+        .create(&Default::default(), &objects.namespace)
+        .await
+        .expect("orphan namespace");
+    // An expired lease (its paid time ended an hour ago).
+    let mut old = spec(clock, 32, GpuModel::L4, 1);
+    old.ends_at = Timestamp(clock.now().0 - 3_600_000);
+    let expired = l.render(&old, &w).expect("render");
+    Api::<Namespace>::all(c.client())
+        .create(&Default::default(), &expired.namespace)
+        .await
+        .expect("expired namespace");
+
+    // A new launcher (the restarted provider) knows nothing until it reconciles.
+    let restarted = KubeLauncher::builder(c.provider_client())
+        .clock(clock.clone())
+        .state_retention(Duration::from_secs(1))
+        .build()
+        .expect("launcher");
+    assert!(restarted.status(&live).await.is_err());
+    let r = restarted.reconcile().await.expect("reconcile");
+    assert_eq!(r.reattached, vec![live.clone()]);
+    assert_eq!(
+        r.deleted,
+        vec![
+            "spheron-lease-31".to_string(),
+            "spheron-lease-32".to_string()
+        ]
+    );
+    assert!(!namespace_exists(c, "spheron-lease-31").await);
+    assert!(!namespace_exists(c, "spheron-lease-32").await);
+    wait_status(&restarted, &live, WorkloadStatus::Running).await;
+    // A second reconcile finds nothing new.
+    assert_eq!(restarted.reconcile().await.unwrap(), Default::default());
+    restarted.stop(&live).await.expect("stop");
+    assert!(!namespace_exists(c, "spheron-lease-30").await);
+    // The stopped lease's state is pruned after the retention.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(restarted.status(&live).await.is_err(), "state pruned");
+    assert!(restarted.workloads().is_empty());
+    // Stopping a pruned lease whose namespace is gone is harmless.
+    restarted.stop(&live).await.expect("stop after prune");
 }

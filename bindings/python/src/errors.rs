@@ -128,7 +128,8 @@ pub(crate) fn to_py(py: Python<'_>, market: Option<&Backend>, e: Error) -> PyErr
                 ("available", obj(py, Money::new(available, decimals))),
             ],
         ),
-        Error::Launch(_) => make(py, "LaunchError", message, &[]),
+        // A workload that never started is a launch failure (nothing was billed).
+        Error::Launch(_) | Error::NotStarted { .. } => make(py, "LaunchError", message, &[]),
         Error::Matcher(_) => make(py, "MatcherError", message, &[]),
         Error::LeaseClosed(lease) => make(
             py,

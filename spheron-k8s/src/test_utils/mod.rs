@@ -10,7 +10,9 @@
 //!
 //! kwok runs pods through the stages in `kwok-stages.yaml`: a bound pod turns Running at once; a
 //! pod whose first container has `SPHERON_FAKE_EXIT=<code>` finishes after `SPHERON_FAKE_RUN`
-//! (default 1 s) as Succeeded (code 0) or Failed; other pods run until deleted. Container logs
+//! (default 1 s) as Succeeded (code 0) or Failed; a pod whose first container has
+//! `SPHERON_FAKE_WAITING=<reason>` stays Pending with its container waiting for that reason (as
+//! `ImagePullBackOff` does); other pods run until deleted. Container logs
 //! are served by kwok's kubelet API from one CRI-format file ([`TestCluster::set_log_lines`]), so
 //! they reach clients through the API server's real `pods/log` path.
 
@@ -42,6 +44,10 @@ pub const BINARIES: [&str; 5] = [
 ];
 const KWOK_STAGES: &str = include_str!("kwok-stages.yaml");
 const TOKEN: &str = "spheron-test-admin-token";
+const PROVIDER_TOKEN: &str = "spheron-test-provider-token";
+/// The user the provider's client authenticates as: bound to the shipped least-privilege role
+/// ([`crate::rbac::cluster_role`]) and nothing else.
+pub const PROVIDER_USER: &str = "spheron-provider";
 
 /// Why a test cluster could not start.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +142,7 @@ pub struct TestCluster {
     dir: tempfile::TempDir,
     procs: Vec<Proc>,
     client: Client,
+    provider_client: Client,
     kubeconfig: PathBuf,
     log_file: PathBuf,
     url: String,
@@ -220,7 +227,9 @@ impl TestCluster {
         let sa_pub = write("sa.pub", &sa_key.public_key_pem())?;
         let tokens = write(
             "tokens.csv",
-            &format!("{TOKEN},admin,admin-uid,system:masters\n"),
+            &format!(
+                "{TOKEN},admin,admin-uid,system:masters\n{PROVIDER_TOKEN},{PROVIDER_USER},provider-uid\n"
+            ),
         )?;
 
         let etcd_port = free_port()?;
@@ -248,6 +257,7 @@ impl TestCluster {
         let mut cluster = TestCluster {
             procs: Vec::new(),
             client: Client::try_from(Config::new(url.parse().map_err(setup("url"))?))?,
+            provider_client: Client::try_from(Config::new(url.parse().map_err(setup("url"))?))?,
             kubeconfig: kubeconfig.clone(),
             log_file,
             url: url.clone(),
@@ -348,6 +358,7 @@ impl TestCluster {
         )?;
         // Namespaced work needs the controller-manager's service-account controller.
         cluster.wait_default_service_account().await?;
+        cluster.bind_provider_role(&ca_pem).await?;
         Ok(cluster)
     }
 
@@ -453,7 +464,53 @@ impl TestCluster {
         }
     }
 
-    /// A client authenticated as a cluster admin.
+    async fn bind_provider_role(&mut self, ca_pem: &Path) -> Result<(), HarnessError> {
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Subject};
+        let pp = PostParams::default();
+        Api::<ClusterRole>::all(self.client.clone())
+            .create(&pp, &crate::rbac::cluster_role())
+            .await?;
+        Api::<ClusterRoleBinding>::all(self.client.clone())
+            .create(
+                &pp,
+                &crate::rbac::cluster_role_binding(
+                    "spheron-provider-test",
+                    Subject {
+                        kind: "User".to_string(),
+                        name: PROVIDER_USER.to_string(),
+                        api_group: Some("rbac.authorization.k8s.io".to_string()),
+                        namespace: None,
+                    },
+                ),
+            )
+            .await?;
+        let kc = self.dir.path().join("provider-kubeconfig");
+        std::fs::write(
+            &kc,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: provider\ncurrent-context: test\nusers:\n- name: provider\n  user:\n    token: {PROVIDER_TOKEN}\n",
+                url = self.url,
+                ca = ca_pem.display()
+            ),
+        )
+        .map_err(setup("provider kubeconfig"))?;
+        let config = Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&kc).map_err(setup("read provider kubeconfig"))?,
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(setup("provider kubeconfig"))?;
+        self.provider_client = Client::try_from(config)?;
+        Ok(())
+    }
+
+    /// A client authenticated as [`PROVIDER_USER`], who holds only the shipped least-privilege
+    /// role: give this one to the launcher and inventory under test.
+    pub fn provider_client(&self) -> Client {
+        self.provider_client.clone()
+    }
+
+    /// A client authenticated as a cluster admin (for setting up and inspecting).
     pub fn client(&self) -> Client {
         self.client.clone()
     }
@@ -499,8 +556,9 @@ impl TestCluster {
         gpus: u32,
     ) -> Result<Node, HarnessError> {
         let res = BTreeMap::from([
-            ("cpu".to_string(), Quantity("64".into())),
-            ("memory".to_string(), Quantity("512Gi".into())),
+            ("cpu".to_string(), Quantity("128".into())),
+            ("memory".to_string(), Quantity("2Ti".into())),
+            ("ephemeral-storage".to_string(), Quantity("8Ti".into())),
             ("pods".to_string(), Quantity("110".into())),
             (GPU_RESOURCE.to_string(), Quantity(gpus.to_string())),
         ]);
