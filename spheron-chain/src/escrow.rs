@@ -328,7 +328,10 @@ impl EvmEscrow {
 
     /// Checks lease `lease` is active on chain and returns its order.
     async fn active_lease(&self, lease: LeaseId) -> Result<SpheronMarket::OrderView> {
-        let o = self.order(lease.0).await?.ok_or(Error::UnknownLease(lease))?;
+        let o = self
+            .order(lease.0)
+            .await?
+            .ok_or(Error::UnknownLease(lease))?;
         match State::from_u8(o.state) {
             State::Leased => Ok(o),
             State::Closed => Err(Error::LeaseClosed(lease)),
@@ -419,7 +422,10 @@ impl Escrow for EvmEscrow {
     }
 
     async fn release(&self, order: OrderId) -> Result<Amount> {
-        let o = self.order(order.0).await?.ok_or(Error::UnknownOrder(order))?;
+        let o = self
+            .order(order.0)
+            .await?
+            .ok_or(Error::UnknownOrder(order))?;
         match State::from_u8(o.state) {
             State::Open => {}
             State::Matched | State::Leased => {
@@ -430,7 +436,9 @@ impl Escrow for EvmEscrow {
             }
             _ => return Err(Error::UnknownOrder(order)),
         }
-        let chain_id = self.chain_id_of(order.0).ok_or(Error::UnknownOrder(order))?;
+        let chain_id = self
+            .chain_id_of(order.0)
+            .ok_or(Error::UnknownOrder(order))?;
         let r = self
             .send(account(o.tenant), self.m().cancelOrder(chain_id))
             .await?;

@@ -52,6 +52,6 @@ pub use client::Chain;
 pub use deploy::{Addresses, MarketConfig};
 pub use error::{Error, Result};
 pub use escrow::{ChainTime, EvmEscrow, Solvency, account, address, solvency};
-pub use quorum::EvmStakeVault;
 pub use follow::{ChainEvent, Follower, Logged};
+pub use quorum::EvmStakeVault;
 pub use registry::{CreatedOrder, OrderParams, ProviderRecord, Registration};

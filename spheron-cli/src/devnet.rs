@@ -450,8 +450,9 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
             )
             .await
             .map(|ps| {
-                ps.iter()
-                    .any(|p| p.address == party.address && p.endpoint == party.endpoint && p.staked > 0)
+                ps.iter().any(|p| {
+                    p.address == party.address && p.endpoint == party.endpoint && p.staked > 0
+                })
             })
             .unwrap_or(false);
             if registered {

@@ -184,8 +184,16 @@ async fn the_rent_flow_feeds_the_epoch_processor() {
         .deposit(config.treasury, Amount(10_000 * USD))
         .await
         .unwrap();
-    let epochs =
-        Arc::new(EpochProcessor::new(config, policy, escrow.clone(), escrow.clone(), registry.clone()).unwrap());
+    let epochs = Arc::new(
+        EpochProcessor::new(
+            config,
+            policy,
+            escrow.clone(),
+            escrow.clone(),
+            registry.clone(),
+        )
+        .unwrap(),
+    );
     // The wiring the facade does: subscribe before renting, run the processor in a task.
     let events = orchestrator.subscribe();
     let task = tokio::spawn({

@@ -528,9 +528,10 @@ async fn round(s: &Shared, id: u64, o: &OpenOrder) -> Result<()> {
     );
     tracing::info!(order = id, %winner, score = best.score, "signed the match");
 
-    let (weights, total) = quorum::weights_at(&s.chain, s.net.operators, Kind::Operator, o.deadline)
-        .await
-        .map_err(chain_err)?;
+    let (weights, total) =
+        quorum::weights_at(&s.chain, s.net.operators, Kind::Operator, o.deadline)
+            .await
+            .map_err(chain_err)?;
     let weight_of: BTreeMap<Address, u128> = weights.iter().copied().collect();
     let endpoints: BTreeMap<Address, String> =
         quorum::parties(&s.chain, s.net.operators, Kind::Operator)
@@ -576,7 +577,13 @@ async fn round(s: &Shared, id: u64, o: &OpenOrder) -> Result<()> {
             let list: Vec<(Address, Vec<u8>)> = sigs.clone().into_iter().collect();
             match quorum::submit_match(&s.chain, s.net.market, s.me, &result, &list).await {
                 Ok(_) => {
-                    tracing::info!(order = id, signers = list.len(), signed, total, "match submitted");
+                    tracing::info!(
+                        order = id,
+                        signers = list.len(),
+                        signed,
+                        total,
+                        "match submitted"
+                    );
                     return Ok(());
                 }
                 Err(e) => tracing::warn!(order = id, error = %e, "match refused"),
@@ -588,7 +595,13 @@ async fn round(s: &Shared, id: u64, o: &OpenOrder) -> Result<()> {
 
 /// Asks `peer` for its signed result of `id`; keeps it when it signs `mine`, remembers it (and
 /// reports an equivocation) otherwise.
-async fn fetch(s: &Shared, peer: Address, url: &str, id: u64, mine: &MatchResult) -> Option<Vec<u8>> {
+async fn fetch(
+    s: &Shared,
+    peer: Address,
+    url: &str,
+    id: u64,
+    mine: &MatchResult,
+) -> Option<Vec<u8>> {
     let resp = s
         .http
         .get(format!("{}/v1/match/{id}", url.trim_end_matches('/')))
@@ -600,8 +613,7 @@ async fn fetch(s: &Shared, peer: Address, url: &str, id: u64, mine: &MatchResult
     }
     let got: SignedMatch = resp.json().await.ok()?;
     let sig = hex::decode(got.signature.trim_start_matches("0x")).ok()?;
-    if got.result.order_id != id
-        || quorum::match_signer(&s.domain, &got.result, &sig).ok()? != peer
+    if got.result.order_id != id || quorum::match_signer(&s.domain, &got.result, &sig).ok()? != peer
     {
         tracing::warn!(order = id, %peer, "a peer served a result it did not sign");
         return None;

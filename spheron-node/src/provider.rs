@@ -602,7 +602,9 @@ impl ProviderNode {
                 // Another provider won: the GPUs held for this bid are free again.
                 self.unhold(id);
             }
-            ChainEvent::LeaseMatched { id, provider, gpus, .. } if provider == i.me => {
+            ChainEvent::LeaseMatched {
+                id, provider, gpus, ..
+            } if provider == i.me => {
                 i.pending
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

@@ -906,15 +906,20 @@ impl NetworkMarket {
         }
         // Billing starts when the provider confirms the start on chain: wait for it (or for
         // the close of a workload that ended first), so the lease reads as leased.
-        let confirmed = within(i.clock.as_ref(), i.config.launch_timeout, "start confirmation", async {
-            loop {
-                let o = i.market.getOrder(id).call().await.map_err(chain_err)?;
-                if o.state != order_state::MATCHED {
-                    return Ok::<_, spheron_core::Error>(o);
+        let confirmed = within(
+            i.clock.as_ref(),
+            i.config.launch_timeout,
+            "start confirmation",
+            async {
+                loop {
+                    let o = i.market.getOrder(id).call().await.map_err(chain_err)?;
+                    if o.state != order_state::MATCHED {
+                        return Ok::<_, spheron_core::Error>(o);
+                    }
+                    tokio::time::sleep(i.config.poll).await;
                 }
-                tokio::time::sleep(i.config.poll).await;
-            }
-        })
+            },
+        )
         .await;
         let started = match confirmed {
             Ok(Ok(c)) => u64::try_from(c.start).unwrap_or(0),

@@ -776,11 +776,7 @@ impl EpochProcessor {
         let mut failure = None;
         let mut to_treasury = Amount::ZERO;
         if rest.0 > 0 {
-            match self
-                .stake
-                .slash(provider, rest, self.config.treasury)
-                .await
-            {
+            match self.stake.slash(provider, rest, self.config.treasury).await {
                 Ok(a) => to_treasury = a,
                 Err(e) => failure = Some(e),
             }
