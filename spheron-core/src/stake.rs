@@ -1,6 +1,6 @@
 //! [`StakeVault`]: provider stake, apart from payment.
 //!
-//! Payment waits in an [`Escrow`](crate::Escrow) of whatever token the tenant pays in; stake
+//! Payment waits in an [`Escrow`] of whatever token the tenant pays in; stake
 //! is what the rent flow and the epoch processor slash on a violation, and it lives here, so
 //! slashing works whatever token pays. On the in-memory ledger the vault is a
 //! [`MemoryEscrow`] (the same one as payment, or one of its own); on chain it is the market's
