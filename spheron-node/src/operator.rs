@@ -319,7 +319,18 @@ impl OperatorNode {
                 }
             }
             ChainEvent::LeaseMatched { id, .. } | ChainEvent::OrderCancelled { id, .. } => {
+                // Decided: nothing about this order is served or remembered any more.
                 self.orders.remove(&id);
+                self.shared
+                    .signed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                self.shared
+                    .seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|(order, _), _| *order != id);
             }
             _ => {}
         }
@@ -353,8 +364,20 @@ impl OperatorNode {
             let s = self.shared.clone();
             let working = self.working.clone();
             tokio::spawn(async move {
-                if let Err(e) = round(&s, id, &o).await {
-                    tracing::warn!(order = id, error = %e, "round failed");
+                // Transient failures (RPC, a peer's hiccup) retry until the match window closes.
+                let match_deadline = o.deadline + s.match_window;
+                loop {
+                    match round(&s, id, &o).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(order = id, error = %e, "round failed");
+                            let now = s.chain.block_time().await.unwrap_or(u64::MAX);
+                            if now > match_deadline {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
                 }
                 working
                     .lock()
