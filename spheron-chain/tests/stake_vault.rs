@@ -31,14 +31,17 @@ async fn stake_is_slashed_in_sphn_whatever_token_pays() {
     )
     .await
     .unwrap();
-    let sphn = EvmEscrow::new(
-        chain.clone(),
-        tc.addresses.market,
-        tc.addresses.sphn,
-        Token::sphn(),
-    )
-    .await
-    .unwrap();
+    let sphn_escrow = || async {
+        EvmEscrow::new(
+            chain.clone(),
+            tc.addresses.market,
+            tc.addresses.sphn,
+            Token::sphn(),
+        )
+        .await
+        .unwrap()
+    };
+    let sphn = sphn_escrow().await;
     common::mint(
         &tc,
         tc.addresses.sphn,
@@ -80,15 +83,11 @@ async fn stake_is_slashed_in_sphn_whatever_token_pays() {
     );
     // The reporter gets its capped share in SPHN; nothing moved in the payment token.
     let share = cap * u128::from(config.slash_reporter_bps) / 10_000;
-    let sphn_view = EvmEscrow::new(
-        chain.clone(),
-        tc.addresses.market,
-        tc.addresses.sphn,
-        Token::sphn(),
-    )
-    .await
-    .unwrap();
-    let b = sphn_view.balance(account(reporter)).await.unwrap();
+    let b = sphn_escrow()
+        .await
+        .balance(account(reporter))
+        .await
+        .unwrap();
     assert_eq!(b.available, Amount(share));
     let pb = payment.balance(account(provider)).await.unwrap();
     assert_eq!(
@@ -102,9 +101,7 @@ async fn stake_is_slashed_in_sphn_whatever_token_pays() {
         tc.addresses.market,
         tc.addresses.operators,
         31337,
-        EvmEscrow::new(chain, tc.addresses.market, tc.addresses.sphn, Token::sphn())
-            .await
-            .unwrap(),
+        sphn_escrow().await,
         verifiers.keys[..1].to_vec(),
     );
     assert!(

@@ -4,14 +4,20 @@
 //! runs it and signs the result; the tenant runs the same code to explain the decision (the
 //! score breakdown and every provider skipped).
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::registry::provider_from_record;
 use alloy::primitives::Address;
+use alloy::primitives::B256;
+use alloy::providers::Provider;
+use alloy::sol_types::SolEvent;
+use spheron_chain::bindings::SpheronMarket;
+use spheron_chain::registry::model_of;
 use spheron_chain::{Chain, registry};
 use spheron_core::{
     AccountId, Amount, Bid, Candidate, GpuModel, GpuRequest, Matcher, MatcherConfig, Order,
     OrderId, RejectReason, Rejection, Timestamp, TrustTier, WeightedMatcher,
 };
+use std::collections::BTreeMap;
 
 /// Version of the matching rules below; bump when they change.
 pub const MATCHER_VERSION: u32 = 1;
@@ -161,4 +167,80 @@ pub async fn rank(
     let mut ranking = matcher.rank(&order, &candidates)?;
     ranking.rejected.extend(skipped);
     Ok(Round { ranking })
+}
+
+/// The first block stamped after `deadline`, searched from `from` (the order's block).
+pub(crate) async fn reference_block(chain: &Chain, from: u64, deadline: u64) -> Result<u64> {
+    let stamp = |n: u64| async move {
+        chain
+            .provider()
+            .get_block_by_number(n.into())
+            .await
+            .map_err(|e| Error::Chain(spheron_chain::Error::Rpc(e.to_string())))?
+            .map(|b| b.header.timestamp)
+            .ok_or_else(|| Error::Chain(spheron_chain::Error::Rpc(format!("no block {n}"))))
+    };
+    let mut hi = spheron_chain::follow::head(chain).await?;
+    if stamp(hi).await? <= deadline {
+        return Err(Error::config(
+            "order",
+            "no block after the deadline yet".to_string(),
+        ));
+    }
+    let mut lo = from;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if stamp(mid).await? > deadline {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(hi)
+}
+
+/// The order's bids as of block `at`: the latest per provider, withdrawn ones left out.
+pub(crate) async fn bids_at(
+    chain: &Chain,
+    market: Address,
+    id: u64,
+    from: u64,
+    at: u64,
+) -> Result<Vec<ChainBid>> {
+    let filter = alloy::rpc::types::Filter::new()
+        .address(market)
+        .event_signature(SpheronMarket::BidPlaced::SIGNATURE_HASH)
+        .topic1(B256::from(alloy::primitives::U256::from(id)))
+        .from_block(from)
+        .to_block(at);
+    let logs = chain
+        .provider()
+        .get_logs(&filter)
+        .await
+        .map_err(|e| Error::Chain(spheron_chain::Error::Rpc(e.to_string())))?;
+    let mut latest: BTreeMap<Address, Option<spheron_core::GpuModel>> = BTreeMap::new();
+    for l in &logs {
+        if let Ok(ev) = SpheronMarket::BidPlaced::decode_log(&l.inner) {
+            latest.insert(ev.provider, model_of(ev.model));
+        }
+    }
+    let m = SpheronMarket::new(market, chain.provider().clone());
+    let mut out = Vec::new();
+    for (provider, model) in latest {
+        let b = m
+            .getBid(id, provider)
+            .block(alloy::eips::BlockId::number(at))
+            .call()
+            .await
+            .map_err(|e| Error::Chain(spheron_chain::client::decode(e)))?;
+        let price = b.price.to::<u128>();
+        if price > 0 {
+            out.push(ChainBid {
+                provider,
+                price,
+                model,
+            });
+        }
+    }
+    Ok(out)
 }

@@ -17,12 +17,12 @@
 //! recovers to an operator with stake on chain, and the contract checks them again.
 
 use crate::error::{Error, Result};
-use crate::matching::{self, ChainBid};
+use crate::matching;
 use crate::network::{NetworkFile, parse_key};
-use alloy::primitives::{Address, B256};
-use alloy::providers::{DynProvider, Provider};
+use alloy::primitives::Address;
+use alloy::providers::DynProvider;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::{Eip712Domain, SolEvent};
+use alloy::sol_types::Eip712Domain;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -32,7 +32,7 @@ use spheron_chain::Chain;
 use spheron_chain::bindings::SpheronMarket;
 use spheron_chain::follow::{ChainEvent, Follower};
 use spheron_chain::quorum::{self, Kind, MatchResult};
-use spheron_chain::registry::{model_of, order_state};
+use spheron_chain::registry::order_state;
 use spheron_core::GpuRequest;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -128,7 +128,8 @@ struct Shared {
 /// The operator node; see the [module docs](self).
 pub struct OperatorNode {
     shared: Arc<Shared>,
-    listener: tokio::net::TcpListener,
+    /// Bound at start (so the registered endpoint is known); taken by [`OperatorNode::run`].
+    listener: Option<tokio::net::TcpListener>,
     orders: BTreeMap<u64, OpenOrder>,
     working: Arc<Mutex<BTreeSet<u64>>>,
 }
@@ -222,7 +223,7 @@ impl OperatorNode {
                 seen: Mutex::new(BTreeMap::new()),
                 http,
             }),
-            listener,
+            listener: Some(listener),
             orders: BTreeMap::new(),
             working: Arc::new(Mutex::new(BTreeSet::new())),
         })
@@ -235,7 +236,11 @@ impl OperatorNode {
 
     /// Where the signature exchange listens.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        Ok(self.listener.local_addr()?)
+        let l = self
+            .listener
+            .as_ref()
+            .ok_or_else(|| Error::config("listen", "already serving"))?;
+        Ok(l.local_addr()?)
     }
 
     /// Serves the exchange, follows the chain and matches orders until `shutdown` resolves.
@@ -243,10 +248,10 @@ impl OperatorNode {
         let router = Router::new()
             .route("/v1/match/{order}", get(serve_match))
             .with_state(self.shared.clone());
-        let listener = std::mem::replace(
-            &mut self.listener,
-            tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?,
-        );
+        let listener = self
+            .listener
+            .take()
+            .ok_or_else(|| Error::config("listen", "already serving"))?;
         let server = tokio::spawn(async move { axum::serve(listener, router).await });
         let s = self.shared.clone();
         let mut follower = Follower::new(
@@ -407,85 +412,9 @@ async fn serve_match(
     })
 }
 
-/// The first block stamped after `deadline`, searched from `from` (the order's block).
-pub(crate) async fn reference_block(chain: &Chain, from: u64, deadline: u64) -> Result<u64> {
-    let stamp = |n: u64| async move {
-        chain
-            .provider()
-            .get_block_by_number(n.into())
-            .await
-            .map_err(|e| Error::Chain(spheron_chain::Error::Rpc(e.to_string())))?
-            .map(|b| b.header.timestamp)
-            .ok_or_else(|| Error::Chain(spheron_chain::Error::Rpc(format!("no block {n}"))))
-    };
-    let mut hi = spheron_chain::follow::head(chain).await?;
-    if stamp(hi).await? <= deadline {
-        return Err(Error::config(
-            "order",
-            "no block after the deadline yet".to_string(),
-        ));
-    }
-    let mut lo = from;
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if stamp(mid).await? > deadline {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    Ok(hi)
-}
-
-/// The order's bids as of block `at`: the latest per provider, withdrawn ones left out.
-pub(crate) async fn bids_at(
-    chain: &Chain,
-    market: Address,
-    id: u64,
-    from: u64,
-    at: u64,
-) -> Result<Vec<ChainBid>> {
-    let filter = alloy::rpc::types::Filter::new()
-        .address(market)
-        .event_signature(SpheronMarket::BidPlaced::SIGNATURE_HASH)
-        .topic1(B256::from(alloy::primitives::U256::from(id)))
-        .from_block(from)
-        .to_block(at);
-    let logs = chain
-        .provider()
-        .get_logs(&filter)
-        .await
-        .map_err(|e| Error::Chain(spheron_chain::Error::Rpc(e.to_string())))?;
-    let mut latest: BTreeMap<Address, Option<spheron_core::GpuModel>> = BTreeMap::new();
-    for l in &logs {
-        if let Ok(ev) = SpheronMarket::BidPlaced::decode_log(&l.inner) {
-            latest.insert(ev.provider, model_of(ev.model));
-        }
-    }
-    let m = SpheronMarket::new(market, chain.provider().clone());
-    let mut out = Vec::new();
-    for (provider, model) in latest {
-        let b = m
-            .getBid(id, provider)
-            .block(alloy::eips::BlockId::number(at))
-            .call()
-            .await
-            .map_err(|e| chain_err(spheron_chain::client::decode(e)))?;
-        let price = b.price.to::<u128>();
-        if price > 0 {
-            out.push(ChainBid {
-                provider,
-                price,
-                model,
-            });
-        }
-    }
-    Ok(out)
-}
-
 /// Computes, signs, exchanges and (in turn) submits order `id`'s match.
 async fn round(s: &Shared, id: u64, o: &OpenOrder) -> Result<()> {
-    let at = reference_block(&s.chain, o.created_block, o.deadline).await?;
+    let at = matching::reference_block(&s.chain, o.created_block, o.deadline).await?;
     let view = s
         .market
         .getOrder(id)
@@ -503,7 +432,7 @@ async fn round(s: &Shared, id: u64, o: &OpenOrder) -> Result<()> {
         .call()
         .await
         .map_err(|e| chain_err(spheron_chain::client::decode(e)))?;
-    let bids = bids_at(&s.chain, s.net.market, id, o.created_block, at).await?;
+    let bids = matching::bids_at(&s.chain, s.net.market, id, o.created_block, at).await?;
     let m = matching::matcher(seed)?;
     let ranked = matching::rank(
         &s.chain,

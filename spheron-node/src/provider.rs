@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::gateway::{ChainLease, LeaseBackend};
 use crate::local_launcher::LocalLauncher;
 use crate::network::{NetworkFile, parse_key};
-use crate::registry::{MAX_META_BYTES, ProviderMeta, model_bytes};
+use crate::registry::{MAX_META_BYTES, ProviderMeta};
 use crate::store::{LeaseRow, Store};
 use crate::wire::{ErrorCode, GatewayError, LeaseStatus, NodeStatus, WorkState};
 use alloy::primitives::{Address, B256, Uint};
@@ -32,7 +32,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use spheron_chain::bindings::{SpheronMarket, TestToken};
 use spheron_chain::follow::{ChainEvent, Follower};
-use spheron_chain::registry::order_state;
+use spheron_chain::registry::{model_bytes, order_state};
 use spheron_chain::{Chain, registry};
 use spheron_core::{
     AccountId, Amount, BidStrategy, ChallengeProver, GeoPoint, GpuModel, GpuNode, GpuRequest,

@@ -2,7 +2,6 @@
 //! readers (operator, tenant, CLI) turn a registry record into the core [`Provider`] the
 //! matcher scores.
 
-use alloy::primitives::FixedBytes;
 use serde::{Deserialize, Serialize};
 use spheron_chain::registry::ProviderRecord;
 use spheron_core::{
@@ -97,19 +96,4 @@ pub fn provider_from_record(rec: &ProviderRecord) -> Result<Provider, String> {
         tier: TrustTier(rec.tier.min(7)),
         banned: !rec.can_bid,
     })
-}
-
-/// A model's catalog name as the `bytes32` that bids carry.
-pub fn model_bytes(m: GpuModel) -> FixedBytes<32> {
-    let mut b = [0u8; 32];
-    let name = m.name().as_bytes();
-    let n = name.len().min(32);
-    b[..n].copy_from_slice(&name[..n]);
-    FixedBytes(b)
-}
-
-/// The catalog model a bid's `bytes32` names, if any.
-pub fn model_from_bytes(b: FixedBytes<32>) -> Option<GpuModel> {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(32);
-    std::str::from_utf8(&b[..end]).ok()?.parse().ok()
 }

@@ -988,36 +988,34 @@ impl NetworkMarket {
         deadline: u64,
     ) -> (Vec<ChainBid>, Option<Round>) {
         let i = &self.inner;
-        let run = async {
-            let at = crate::operator::reference_block(&i.chain, created_block, deadline).await?;
-            let digest = i
-                .market
-                .getOrder(id)
-                .block(alloy::eips::BlockId::number(at))
-                .call()
-                .await
-                .map_err(|e| crate::error::Error::Chain(spheron_chain::client::decode(e)))?
-                .bidsDigest;
-            let seed = i
-                .market
-                .seedOf(id, digest)
-                .call()
-                .await
-                .map_err(|e| crate::error::Error::Chain(spheron_chain::client::decode(e)))?;
-            let bids =
-                crate::operator::bids_at(&i.chain, i.net.market, id, created_block, at).await?;
-            let m = matching::matcher(seed)?;
-            let input = matching::RoundInput {
-                id,
-                tenant: i.me,
-                request,
-                deadline,
-                bids: &bids,
-                block: Some(at),
+        let run =
+            async {
+                let at = matching::reference_block(&i.chain, created_block, deadline).await?;
+                let digest = i
+                    .market
+                    .getOrder(id)
+                    .block(alloy::eips::BlockId::number(at))
+                    .call()
+                    .await
+                    .map_err(|e| crate::error::Error::Chain(spheron_chain::client::decode(e)))?
+                    .bidsDigest;
+                let seed =
+                    i.market.seedOf(id, digest).call().await.map_err(|e| {
+                        crate::error::Error::Chain(spheron_chain::client::decode(e))
+                    })?;
+                let bids = matching::bids_at(&i.chain, i.net.market, id, created_block, at).await?;
+                let m = matching::matcher(seed)?;
+                let input = matching::RoundInput {
+                    id,
+                    tenant: i.me,
+                    request,
+                    deadline,
+                    bids: &bids,
+                    block: Some(at),
+                };
+                let r = matching::rank(&i.chain, i.net.market, &m, input).await?;
+                Ok::<_, crate::error::Error>((bids, r))
             };
-            let r = matching::rank(&i.chain, i.net.market, &m, input).await?;
-            Ok::<_, crate::error::Error>((bids, r))
-        };
         match run.await {
             Ok((bids, r)) => (bids, Some(r)),
             Err(e) => {
