@@ -24,6 +24,10 @@ import {Checkpoints} from "@openzeppelin/contracts/utils/structs/Checkpoints.sol
 /// `equivocationSlashBps` of its stake (once per order), the reporter gets at most
 /// `MAX_REPORTER_BPS` of that, the rest is burned.
 ///
+/// Audit: the `auditor` contract (`SpheronAudit`, set once by this contract's deployer with
+/// `setAuditor`) slashes a verifier whose failed verdict a randomly assigned second verifier
+/// overturned (`slashVerifier`); the slash is burned.
+///
 /// Invariant: `sphn.balanceOf(this) >= sum(staked + unbonding)` over all parties.
 contract SpheronOperators is EIP712, ReentrancyGuard {
     using SafeERC20 for IERC20;
@@ -92,6 +96,10 @@ contract SpheronOperators is EIP712, ReentrancyGuard {
     mapping(Kind => address[]) internal _lists;
     /// @notice Whether `operator` was already slashed for equivocating on `orderId`.
     mapping(address => mapping(uint64 => bool)) public equivocationSlashed;
+    /// @notice Who deployed this contract: the only account that may set `auditor` (once).
+    address public immutable deployer;
+    /// @notice The contract that may slash verifiers on overturned verdicts (zero: none yet).
+    address public auditor;
 
     /// @notice A party registered (or topped up its stake).
     event PartyRegistered(address indexed party, Kind kind, string endpoint, uint256 staked);
@@ -103,6 +111,11 @@ contract SpheronOperators is EIP712, ReentrancyGuard {
     event EquivocationSlashed(
         address indexed operator, uint64 indexed orderId, address indexed reporter, uint256 slashed, uint256 reward
     );
+    /// @notice The auditor contract was set.
+    event AuditorSet(address indexed auditor);
+    /// @notice A verifier was slashed by the auditor (its verdict `evidence` was overturned); the
+    /// slash is burned.
+    event VerifierSlashed(address indexed verifier, bytes32 indexed evidence, uint256 slashed);
 
     /// @notice Zero where a positive amount is required.
     error ZeroAmount();
@@ -134,6 +147,12 @@ contract SpheronOperators is EIP712, ReentrancyGuard {
     error BpsOutOfRange(uint256 bps);
     /// @notice An amount does not fit 128 bits.
     error AmountOverflow();
+    /// @notice Only the deployer may set the auditor.
+    error NotDeployer(address caller);
+    /// @notice The auditor is already set (or the zero address was given).
+    error AuditorFixed(address auditor);
+    /// @notice Only the auditor contract may slash verifiers.
+    error NotAuditor(address caller);
 
     constructor(
         address sphn_,
@@ -150,6 +169,16 @@ contract SpheronOperators is EIP712, ReentrancyGuard {
         minStake = minStake_;
         equivocationSlashBps = equivocationSlashBps_;
         reporterBps = reporterBps_;
+        deployer = msg.sender;
+    }
+
+    /// @notice Sets the auditor contract (once, by the deployer), the only caller of
+    /// `slashVerifier`.
+    function setAuditor(address auditor_) external {
+        if (msg.sender != deployer) revert NotDeployer(msg.sender);
+        if (auditor != address(0) || auditor_ == address(0)) revert AuditorFixed(auditor);
+        auditor = auditor_;
+        emit AuditorSet(auditor_);
     }
 
     // ---------------------------------------------------------------- membership
@@ -269,6 +298,26 @@ contract SpheronOperators is EIP712, ReentrancyGuard {
         slashed = _slashEquivocation(signer, a.orderId);
     }
 
+    /// @notice Slashes `bps` of verifier `verifier`'s stake (staked first, then unbonding) and
+    /// burns it: the auditor calls it when a second verifier overturned `verifier`'s verdict
+    /// `evidence`. Below `minStake` what is left starts unbonding, as for equivocation.
+    /// @return slashed what was burned (zero for a verifier with nothing left)
+    function slashVerifier(address verifier, uint16 bps, bytes32 evidence)
+        external
+        nonReentrant
+        returns (uint256 slashed)
+    {
+        if (msg.sender != auditor || msg.sender == address(0)) revert NotAuditor(msg.sender);
+        if (bps > 10_000) revert BpsOutOfRange(bps);
+        Party storage p = _parties[verifier];
+        if (p.kind != Kind.Verifier) revert NotRegistered(verifier);
+        slashed = (uint256(p.staked) + p.unbonding) * bps / 10_000;
+        if (slashed == 0) return 0;
+        _takeStake(p, verifier, Kind.Verifier, slashed);
+        sphn.safeTransfer(BURN, slashed);
+        emit VerifierSlashed(verifier, evidence, slashed);
+    }
+
     // ---------------------------------------------------------------- views
 
     /// @notice A party's registration and stake.
@@ -347,21 +396,25 @@ contract SpheronOperators is EIP712, ReentrancyGuard {
         uint256 base = uint256(p.staked) + p.unbonding;
         slashed = base * equivocationSlashBps / 10_000;
         if (slashed == 0) revert ZeroAmount();
-        // Staked first, then unbonding.
-        uint256 fromStaked = slashed < p.staked ? slashed : p.staked;
-        p.staked -= uint128(fromStaked);
-        p.unbonding -= uint128(slashed - fromStaked);
-        if (p.staked != 0 && p.staked < minStake) {
-            // Below the minimum: the rest starts unbonding and the operator leaves.
-            p.unbonding += p.staked;
-            p.staked = 0;
-            p.releaseAt = uint40(block.timestamp) + unbondingPeriod;
-        }
-        _setWeight(operator, Kind.Operator, p.staked);
+        _takeStake(p, operator, Kind.Operator, slashed);
         uint256 reward = slashed * reporterBps / 10_000;
         if (reward > 0) sphn.safeTransfer(msg.sender, reward);
         sphn.safeTransfer(BURN, slashed - reward);
         emit EquivocationSlashed(operator, orderId, msg.sender, slashed, reward);
+    }
+
+    /// @dev Takes `amount` (at most staked + unbonding) from `p`: staked first, then unbonding;
+    /// below the minimum the rest starts unbonding and the party leaves.
+    function _takeStake(Party storage p, address party, Kind kind, uint256 amount) internal {
+        uint256 fromStaked = amount < p.staked ? amount : p.staked;
+        p.staked -= uint128(fromStaked);
+        p.unbonding -= uint128(amount - fromStaked);
+        if (p.staked != 0 && p.staked < minStake) {
+            p.unbonding += p.staked;
+            p.staked = 0;
+            p.releaseAt = uint40(block.timestamp) + unbondingPeriod;
+        }
+        _setWeight(party, kind, p.staked);
     }
 
     function _setWeight(address party, Kind kind, uint256 weight) internal {
