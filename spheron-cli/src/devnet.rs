@@ -48,6 +48,15 @@ pub struct DevnetArgs {
     /// Multiplies every provider's machine count (capacity for load tests).
     #[arg(long, default_value_t = 1)]
     scale: u32,
+    /// How many verifier (Slark) nodes to start.
+    #[arg(long, default_value_t = 2)]
+    verifiers: usize,
+    /// Length of a verification epoch, seconds.
+    #[arg(long, default_value_t = 60)]
+    epoch_secs: u32,
+    /// Challenges per provider per epoch by each verifier.
+    #[arg(long, default_value_t = 2)]
+    challenges: u16,
 }
 
 /// One provider of the devnet's standard fleet.
@@ -234,7 +243,12 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
         return Err(msg("--operators must be between 1 and 16"));
     }
     let ops = args.operators;
-    let accounts = u32::try_from(2 + ops + args.providers + args.tenants.max(1)).unwrap_or(20);
+    if args.verifiers > 16 {
+        return Err(msg("--verifiers must be at most 16"));
+    }
+    let vers = args.verifiers;
+    let accounts =
+        u32::try_from(2 + ops + args.providers + args.tenants.max(1) + vers).unwrap_or(20);
     let config = MarketConfig {
         min_stake: 100 * 10u128.pow(18),
         ..MarketConfig::default()
@@ -257,12 +271,30 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
     let usd = Token::usd();
     let operator_keys: Vec<PrivateKeySigner> = tc.keys[2..2 + ops].to_vec();
     let provider_keys: Vec<PrivateKeySigner> = tc.keys[2 + ops..2 + ops + args.providers].to_vec();
+    let tenants_end = 2 + ops + args.providers + args.tenants.max(1);
     let tenant_keys: Vec<PrivateKeySigner> =
-        tc.keys[2 + ops + args.providers..2 + ops + args.providers + args.tenants.max(1)].to_vec();
+        tc.keys[2 + ops + args.providers..tenants_end].to_vec();
+    let verifier_keys: Vec<PrivateKeySigner> = tc.keys[tenants_end..tenants_end + vers].to_vec();
     let market = SpheronMarket::new(tc.addresses.market, tc.chain.provider().clone());
-    for k in provider_keys.iter().chain(&operator_keys) {
+    for k in provider_keys
+        .iter()
+        .chain(&operator_keys)
+        .chain(&verifier_keys)
+    {
         mint(&tc, tc.addresses.sphn, k.address(), 2_000 * 10u128.pow(18)).await?;
     }
+    // The verifiers' contract: epochs, checks, cases, rewards (a pool funded by the admin), tiers.
+    let audit_config = spheron_chain::audit::AuditConfig {
+        epoch_secs: args.epoch_secs.max(10),
+        max_checks_per_epoch: args.challenges.max(1),
+        ..Default::default()
+    };
+    let admin = tc.accounts[0];
+    let audit =
+        spheron_chain::audit::deploy_audit(&tc.chain, admin, &tc.addresses, &audit_config).await?;
+    let pool = 100_000 * 10u128.pow(18);
+    mint(&tc, tc.addresses.sphn, admin, pool).await?;
+    spheron_chain::audit::fund_rewards(&tc.chain, audit, admin, pool).await?;
     let escrowed = usd.parse("deposit", "1000")?;
     for k in &tenant_keys {
         let who = k.address();
@@ -292,6 +324,7 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
         chain_id,
         market: tc.addresses.market,
         operators: tc.addresses.operators,
+        audit: Some(audit),
         sphn: tc.addresses.sphn,
         payment: PaymentToken {
             address: tc.addresses.stable,
@@ -343,6 +376,35 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
                 .collect(),
         });
         children.push((name, op));
+    }
+
+    for (n, key) in verifier_keys.iter().enumerate() {
+        let name = format!("verifier-{}", n + 1);
+        let key_file = dir.join(format!("keys/{name}.key"));
+        write_private(&key_file, &key_hex(key))?;
+        let challenges = args.challenges.max(1).to_string();
+        let args = vec![
+            "--network".to_string(),
+            parties_path.display().to_string(),
+            "verifier".into(),
+            "run".into(),
+            "--verifier-key-file".into(),
+            key_file.display().to_string(),
+            "--challenges".into(),
+            challenges,
+        ];
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let v = spawn(&bin, &refs, &dir.join(format!("logs/{name}.log")))?;
+        parties.push(Party {
+            role: "verifier".into(),
+            address: key.address(),
+            pid: v.id().unwrap_or(0),
+            endpoint: String::new(),
+            restart: std::iter::once(bin.display().to_string())
+                .chain(args)
+                .collect(),
+        });
+        children.push((name, v));
     }
 
     for (i, key) in provider_keys.iter().enumerate() {
@@ -469,6 +531,40 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
             if tokio::time::Instant::now() > ready_by {
                 return Err(msg(format!(
                     "operator {} did not register within 120 s",
+                    party.address
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // And when every verifier is registered and staked.
+    for party in parties.iter().filter(|p| p.role == "verifier") {
+        loop {
+            let registered = spheron_chain::quorum::parties(
+                &tc.chain,
+                tc.addresses.operators,
+                spheron_chain::quorum::Kind::Verifier,
+            )
+            .await
+            .map(|ps| {
+                ps.iter()
+                    .any(|p| p.address == party.address && p.staked > 0)
+            })
+            .unwrap_or(false);
+            if registered {
+                break;
+            }
+            for (name, c) in children.iter_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Err(msg(format!(
+                        "{name} exited during start-up ({status}); see {}",
+                        dir.join(format!("logs/{name}.log")).display()
+                    )));
+                }
+            }
+            if tokio::time::Instant::now() > ready_by {
+                return Err(msg(format!(
+                    "verifier {} did not register within 120 s",
                     party.address
                 )));
             }

@@ -11,6 +11,7 @@
 
 mod devnet;
 mod tenant;
+mod verifiers;
 
 use clap::{Args, Parser, Subcommand};
 use spheron_node::network::{NetworkFile, default_devnet_dir, parse_key};
@@ -93,6 +94,11 @@ enum Command {
         #[command(subcommand)]
         command: OperatorCommand,
     },
+    /// Run a verifier (Slark) node.
+    Verifier {
+        #[command(subcommand)]
+        command: VerifierCommand,
+    },
     /// Rent GPUs and run a command on them; exits with the workload's exit status.
     Rent(tenant::RentArgs),
     /// Your leases, read from the chain.
@@ -102,6 +108,12 @@ enum Command {
     },
     /// The provider registry.
     Providers {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The verifiers (Slark), ranked by accuracy, with their records on chain.
+    Verifiers {
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -147,6 +159,20 @@ enum OperatorCommand {
         /// The URL registered on chain (default: http://LISTEN).
         #[arg(long)]
         endpoint: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VerifierCommand {
+    /// Run the verifier until SIGINT or SIGTERM: challenge providers at random times, post
+    /// tallies and verdicts on chain, re-check others' failures.
+    Run {
+        /// A file holding the verifier's key (alternatively --key-file).
+        #[arg(long = "verifier-key-file")]
+        verifier_key_file: Option<PathBuf>,
+        /// Challenges per provider per epoch (at most the audit contract's limit).
+        #[arg(long, default_value_t = 2)]
+        challenges: u16,
     },
 }
 
@@ -239,9 +265,40 @@ async fn run(cli: Cli) -> anyhow_like::Result<ExitCode> {
             node.run(shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verifier {
+            command:
+                VerifierCommand::Run {
+                    verifier_key_file,
+                    challenges,
+                },
+        } => {
+            let network = cli.global.network_path();
+            let key_file = match (verifier_key_file, &cli.global.key_file) {
+                (Some(f), _) => f,
+                (None, Some(f)) => f.clone(),
+                (None, None) => {
+                    return Err(anyhow_like::msg(
+                        "the verifier needs its key: --verifier-key-file FILE",
+                    ));
+                }
+            };
+            let node = spheron_node::verifier::VerifierNode::start(
+                &network,
+                &key_file,
+                spheron_node::verifier::VerifierConfig {
+                    challenges_per_epoch: challenges,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            tracing::info!(verifier = %node.address(), "verifier node running");
+            node.run(shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Rent(args) => tenant::rent(&cli.global, args).await,
         Command::Lease { command } => tenant::lease(&cli.global, command).await,
         Command::Providers { json } => tenant::providers(&cli.global, json).await,
+        Command::Verifiers { json } => verifiers::verifiers(&cli.global, json).await,
         Command::Balance { json } => tenant::balance(&cli.global, json).await,
         Command::Deposit { amount } => tenant::deposit(&cli.global, &amount, true).await,
         Command::Withdraw { amount } => tenant::deposit(&cli.global, &amount, false).await,

@@ -90,11 +90,14 @@ impl Simulation {
         }
     }
 
-    /// [`Simulation::standard`] with signatures required: provider nodes sign with their
-    /// registered keys ([`crate::binding::SignedProver`]).
+    /// [`Simulation::standard`] with signatures required (provider nodes sign with their
+    /// registered keys, [`crate::binding::SignedProver`]) and a 1 s commit phase: a network's
+    /// simulated provers are separate processes sharing one machine's cores, and the longer
+    /// phase keeps scheduling noise well inside the deadline's margin.
     pub const fn network() -> Self {
         let mut s = Simulation::standard();
         s.require_signature = true;
+        s.target_ms = 1_000;
         s
     }
 

@@ -9,6 +9,9 @@
 //!   its state in an embedded database ([`store`]);
 //! - [`operator::OperatorNode`]: runs the deterministic matcher over the on-chain bids once an
 //!   order's bid window closes and records the match;
+//! - [`verifier::VerifierNode`]: a Slark verifier: challenges providers at times they
+//!   cannot predict, posts uptime tallies and failed verdicts on chain, re-checks others'
+//!   failures;
 //! - [`tenant::NetworkMarket`]: the tenant's client, holding only the tenant's key;
 //! - [`auth`]: EIP-712 request signatures and lease manifests;
 //! - [`network::NetworkFile`]: the `network.json` every client reads.
@@ -25,7 +28,9 @@ pub mod provider;
 pub mod registry;
 pub mod store;
 pub mod tenant;
+pub mod tiers;
 pub mod tls;
+pub mod verifier;
 pub mod wire;
 
 pub use error::{Error, Result};

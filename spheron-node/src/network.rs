@@ -64,6 +64,9 @@ pub struct NetworkFile {
     pub market: Address,
     /// The `SpheronOperators` contract (operator quorum and verifiers).
     pub operators: Address,
+    /// The `SpheronAudit` contract (verifiers' checks, cases, rewards, tiers), when deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Address>,
     /// The native SPHN token (stake; no fee).
     pub sphn: Address,
     /// The token rents are paid in.

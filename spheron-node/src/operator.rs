@@ -19,6 +19,7 @@
 use crate::error::{Error, Result};
 use crate::matching;
 use crate::network::{NetworkFile, parse_key};
+use crate::tiers::{self, SignedTiers};
 use alloy::primitives::Address;
 use alloy::providers::DynProvider;
 use alloy::signers::local::PrivateKeySigner;
@@ -29,6 +30,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use spheron_chain::Chain;
+use spheron_chain::audit;
 use spheron_chain::bindings::SpheronMarket;
 use spheron_chain::follow::{ChainEvent, Follower};
 use spheron_chain::quorum::{self, Kind, MatchResult};
@@ -122,6 +124,8 @@ struct Shared {
     signed: Mutex<BTreeMap<u64, SignedMatch>>,
     /// Results each peer was seen signing, per order (for equivocation proofs).
     seen: Mutex<BTreeMap<(u64, Address), SignedMatch>>,
+    /// This operator's signed tiers per epoch, served to its peers.
+    signed_tiers: Mutex<BTreeMap<u64, SignedTiers>>,
     http: reqwest::Client,
 }
 
@@ -132,6 +136,10 @@ pub struct OperatorNode {
     listener: Option<tokio::net::TcpListener>,
     orders: BTreeMap<u64, OpenOrder>,
     working: Arc<Mutex<BTreeSet<u64>>>,
+    /// Epochs whose tiers are on chain or being worked on.
+    tiered: Arc<Mutex<BTreeSet<u64>>>,
+    /// When the audit contract's epoch was last read.
+    tiers_checked: Option<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for OperatorNode {
@@ -221,11 +229,14 @@ impl OperatorNode {
                 match_window,
                 signed: Mutex::new(BTreeMap::new()),
                 seen: Mutex::new(BTreeMap::new()),
+                signed_tiers: Mutex::new(BTreeMap::new()),
                 http,
             }),
             listener: Some(listener),
             orders: BTreeMap::new(),
             working: Arc::new(Mutex::new(BTreeSet::new())),
+            tiered: Arc::new(Mutex::new(BTreeSet::new())),
+            tiers_checked: None,
         })
     }
 
@@ -247,6 +258,7 @@ impl OperatorNode {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         let router = Router::new()
             .route("/v1/match/{order}", get(serve_match))
+            .route("/v1/tiers/{epoch}", get(serve_tiers))
             .with_state(self.shared.clone());
         let listener = self
             .listener
@@ -285,6 +297,9 @@ impl OperatorNode {
             }
             if let Err(e) = self.start_due().await {
                 tracing::warn!(error = %e, "matching");
+            }
+            if let Err(e) = self.tiers_due().await {
+                tracing::warn!(error = %e, "tiers");
             }
         }
         server.abort();
@@ -392,6 +407,213 @@ impl OperatorNode {
         }
         Ok(())
     }
+}
+
+impl OperatorNode {
+    /// Starts the tier round of the newest epoch whose records are final (see [`crate::tiers`]),
+    /// at most every two seconds.
+    async fn tiers_due(&mut self) -> Result<()> {
+        let Some(audit_at) = self.shared.net.audit else {
+            return Ok(());
+        };
+        if self
+            .tiers_checked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            return Ok(());
+        }
+        self.tiers_checked = Some(tokio::time::Instant::now());
+        let s = self.shared.clone();
+        let now = audit::current_epoch(&s.chain, audit_at)
+            .await
+            .map_err(chain_err)?;
+        let Some(epoch) = now.checked_sub(2) else {
+            return Ok(());
+        };
+        if !self
+            .tiered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(epoch)
+        {
+            return Ok(());
+        }
+        tokio::spawn(async move {
+            loop {
+                match tier_round(&s, audit_at, epoch).await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(epoch, error = %e, "tier round failed"),
+                }
+                // Past the next epoch another round takes over.
+                match audit::current_epoch(&s.chain, audit_at).await {
+                    Ok(n) if n > epoch + 2 => break,
+                    _ => {}
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let mut signed = s.signed_tiers.lock().unwrap_or_else(|p| p.into_inner());
+            signed.retain(|e, _| *e + 4 > epoch);
+        });
+        Ok(())
+    }
+}
+
+async fn serve_tiers(
+    State(s): State<Arc<Shared>>,
+    UrlPath(epoch): UrlPath<u64>,
+) -> std::result::Result<Json<SignedTiers>, (StatusCode, Json<serde_json::Value>)> {
+    let signed = s
+        .signed_tiers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&epoch)
+        .cloned();
+    signed.map(Json).ok_or_else(|| {
+        (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": "not_signed", "message": format!("no tiers for epoch {epoch} yet")})),
+        )
+    })
+}
+
+/// Computes, signs, exchanges and (in turn) submits epoch `epoch`'s tiers. `Ok(true)` once
+/// they are on chain.
+async fn tier_round(s: &Shared, audit_at: Address, epoch: u64) -> Result<bool> {
+    if audit::tiers_submitted(&s.chain, audit_at, epoch)
+        .await
+        .map_err(chain_err)?
+    {
+        return Ok(true);
+    }
+    let Some((result, _)) =
+        tiers::compute(&s.chain, s.net.market, audit_at, s.net.deploy_block, epoch).await?
+    else {
+        return Ok(false);
+    };
+    let signature = audit::sign_tiers(
+        &s.key,
+        s.net.chain_id,
+        audit_at,
+        epoch,
+        &result.providers,
+        &result.tiers,
+    )
+    .await
+    .map_err(chain_err)?;
+    s.signed_tiers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            epoch,
+            SignedTiers {
+                result: result.clone(),
+                signer: s.me,
+                signature: format!("0x{}", hex::encode(&signature)),
+            },
+        );
+    tracing::info!(epoch, providers = result.providers.len(), tiers = ?result.tiers, "signed the tiers");
+    let (_, end) = audit::epoch_bounds(&s.chain, audit_at, epoch)
+        .await
+        .map_err(chain_err)?;
+    let (weights, total) = quorum::weights_at(&s.chain, s.net.operators, Kind::Operator, end)
+        .await
+        .map_err(chain_err)?;
+    let weight_of: BTreeMap<Address, u128> = weights.iter().copied().collect();
+    let endpoints: BTreeMap<Address, String> =
+        quorum::parties(&s.chain, s.net.operators, Kind::Operator)
+            .await
+            .map_err(chain_err)?
+            .into_iter()
+            .map(|p| (p.address, p.endpoint))
+            .collect();
+    let mut order: Vec<Address> = weights.iter().map(|(a, _)| *a).collect();
+    order.sort();
+    let n = order.len().max(1);
+    let turn = order.iter().position(|a| *a == s.me).unwrap_or(0);
+    let my_turn = (turn + n - (epoch as usize % n)) % n;
+    let mut sigs: BTreeMap<Address, Vec<u8>> = BTreeMap::from([(s.me, signature)]);
+    let started = tokio::time::Instant::now();
+    loop {
+        for (peer, url) in &endpoints {
+            if *peer == s.me || sigs.contains_key(peer) || !weight_of.contains_key(peer) {
+                continue;
+            }
+            if let Some(sig) = fetch_tiers(s, audit_at, *peer, url, &result).await {
+                sigs.insert(*peer, sig);
+            }
+        }
+        if audit::tiers_submitted(&s.chain, audit_at, epoch)
+            .await
+            .map_err(chain_err)?
+        {
+            return Ok(true);
+        }
+        let now = audit::current_epoch(&s.chain, audit_at)
+            .await
+            .map_err(chain_err)?;
+        if now > epoch + 2 {
+            return Ok(true);
+        }
+        let signed: u128 = sigs.keys().filter_map(|a| weight_of.get(a)).sum();
+        if quorum::is_quorum(signed, total)
+            && started.elapsed() >= s.config.submit_grace * u32::try_from(my_turn).unwrap_or(0)
+        {
+            let list: Vec<(Address, Vec<u8>)> = sigs.clone().into_iter().collect();
+            match audit::submit_tiers(
+                &s.chain,
+                audit_at,
+                s.me,
+                epoch,
+                &result.providers,
+                &result.tiers,
+                &list,
+            )
+            .await
+            {
+                Ok(_) => {
+                    tracing::info!(epoch, signers = list.len(), "tiers submitted");
+                    return Ok(true);
+                }
+                Err(e) => tracing::warn!(epoch, error = %e, "tiers refused"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Asks `peer` for its signed tiers; keeps the signature when it signs `mine`.
+async fn fetch_tiers(
+    s: &Shared,
+    audit_at: Address,
+    peer: Address,
+    url: &str,
+    mine: &tiers::TierResult,
+) -> Option<Vec<u8>> {
+    let resp = s
+        .http
+        .get(format!(
+            "{}/v1/tiers/{}",
+            url.trim_end_matches('/'),
+            mine.epoch
+        ))
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let got: SignedTiers = resp.json().await.ok()?;
+    let sig = hex::decode(got.signature.trim_start_matches("0x")).ok()?;
+    if tiers::signer_of(s.net.chain_id, audit_at, &got.result, &sig).ok()? != peer {
+        tracing::warn!(epoch = mine.epoch, %peer, "a peer served tiers it did not sign");
+        return None;
+    }
+    if got.result != *mine {
+        tracing::warn!(epoch = mine.epoch, %peer, "a peer signed different tiers");
+        return None;
+    }
+    Some(sig)
 }
 
 async fn serve_match(

@@ -55,6 +55,7 @@ fn network(tc: &TestChain) -> NetworkFile {
         chain_id: 31337,
         market: tc.addresses.market,
         operators: tc.addresses.operators,
+        audit: None,
         sphn: tc.addresses.sphn,
         payment: PaymentToken {
             address: tc.addresses.stable,
