@@ -80,6 +80,8 @@ fn start_devnet(providers: usize) -> Devnet {
         .args(["devnet", "--dir"])
         .arg(dir.path())
         .args(["--providers", &providers.to_string()])
+        // Short verification epochs, so the verifiers' tallies land while the test runs.
+        .args(["--epoch-secs", "10"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -543,6 +545,27 @@ async fn network_end_to_end() {
     };
     let report = lease.wait().await;
     assert_eq!(report.state, LeaseState::Closed(CloseReason::Completed));
+
+    // The two verifier nodes challenged the providers at random through their gateways
+    // while all of the above ran, and posted their tallies on chain: `spheron verifiers`
+    // reads their records and ranking from the audit contract.
+    assert!(net.audit.is_some(), "the devnet deployed no audit contract");
+    let until = Instant::now() + Duration::from_secs(60);
+    let verifiers = loop {
+        let out = cli(&net_path, &tenant, &["verifiers", "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let passes: u64 = rows.iter().map(|r| r["passes"].as_u64().unwrap()).sum();
+        if rows.len() == 2 && passes > 0 {
+            break rows;
+        }
+        assert!(Instant::now() < until, "no verifier tallies on chain: {rows:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    eprintln!("verifiers: {verifiers:?}");
+    let table = cli(&net_path, &tenant, &["verifiers"]);
+    assert!(table.status.success());
+    assert!(text(&table.stdout).contains("ACCURACY"), "{}", text(&table.stdout));
 }
 
 fn owner_of(endpoint: &str, key: &str, net: &NetworkFile, pin: B256) -> GatewayClient {

@@ -68,6 +68,102 @@ pub const COMMIT_PATH: &str = "/v2/commit";
 /// Path answering a [`Reveal`] with an [`Opening`].
 pub const OPEN_PATH: &str = "/v2/open";
 
+/// Header naming the challenger's account on a commit request.
+pub const CHALLENGER_HEADER: &str = "x-spheron-challenger";
+/// Header with the unix time (seconds) after which the challenger's signature is void.
+pub const EXPIRY_HEADER: &str = "x-spheron-challenge-expiry";
+/// Header with the lease the challenge is for (a tenant's challenge before its manifest).
+pub const LEASE_HEADER: &str = "x-spheron-lease";
+/// Header with the challenger's 65-byte signature, 0x-hex (see [`challenger_message`]).
+pub const SIGNATURE_HEADER: &str = "x-spheron-challenge-signature";
+/// Longest validity a challenger may give its signature, seconds.
+pub const MAX_CHALLENGE_VALIDITY_SECS: u64 = 120;
+
+/// Who sent a commit request, as its signed headers say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Challenger {
+    /// The challenger's account (its signature recovers to it).
+    pub account: alloy_primitives::Address,
+    /// The lease it challenges for, if it named one.
+    pub lease: Option<u64>,
+}
+
+/// Decides who may challenge a provider: the expensive commit runs only for an admitted
+/// challenger. The provider node admits registered verifiers and the tenants of its own
+/// matched leases, both as recorded on chain.
+#[async_trait]
+pub trait ChallengeGate: Send + Sync {
+    /// `Ok` to answer `who`, else why not.
+    async fn admit(&self, who: &Challenger) -> std::result::Result<(), String>;
+}
+
+/// The message a challenger signs (EIP-191) for a commit request:
+/// `"spheron challenge v1" || blake3(body) || expiry (u64 BE) || lease (u64 BE, 0 for none)`.
+/// The body is the challenge itself, which names the provider, so a signature is good for
+/// one provider and one challenge only.
+pub fn challenger_message(body: &[u8], expiry: u64, lease: Option<u64>) -> Vec<u8> {
+    let mut m = Vec::with_capacity(20 + 32 + 16);
+    m.extend_from_slice(b"spheron challenge v1");
+    m.extend_from_slice(blake3::hash(body).as_bytes());
+    m.extend_from_slice(&expiry.to_be_bytes());
+    m.extend_from_slice(&lease.unwrap_or(0).to_be_bytes());
+    m
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Checks the signed headers of a commit request over `body`: the challenger they name.
+pub fn authenticate(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    now: u64,
+) -> std::result::Result<Challenger, String> {
+    let get = |name: &str| -> std::result::Result<&str, String> {
+        headers
+            .get(name)
+            .ok_or_else(|| format!("missing header {name}"))?
+            .to_str()
+            .map_err(|_| format!("header {name} is not text"))
+    };
+    let account: alloy_primitives::Address = get(CHALLENGER_HEADER)?
+        .parse()
+        .map_err(|e| format!("{CHALLENGER_HEADER}: {e}"))?;
+    let expiry: u64 = get(EXPIRY_HEADER)?
+        .parse()
+        .map_err(|e| format!("{EXPIRY_HEADER}: {e}"))?;
+    if expiry < now {
+        return Err(format!("the signature expired at {expiry} (now {now})"));
+    }
+    if expiry > now + MAX_CHALLENGE_VALIDITY_SECS {
+        return Err(format!(
+            "the signature is valid until {expiry}, more than {MAX_CHALLENGE_VALIDITY_SECS} s ahead"
+        ));
+    }
+    let lease = match headers.get(LEASE_HEADER) {
+        None => None,
+        Some(_) => Some(
+            get(LEASE_HEADER)?
+                .parse::<u64>()
+                .map_err(|e| format!("{LEASE_HEADER}: {e}"))?,
+        ),
+    };
+    let raw = alloy_primitives::hex::decode(get(SIGNATURE_HEADER)?.trim_start_matches("0x"))
+        .map_err(|e| format!("{SIGNATURE_HEADER}: {e}"))?;
+    let sig = alloy_primitives::Signature::try_from(raw.as_slice())
+        .map_err(|e| format!("{SIGNATURE_HEADER}: {e}"))?;
+    let signer = sig
+        .recover_address_from_msg(challenger_message(body, expiry, lease))
+        .map_err(|e| format!("the signature does not recover: {e}"))?;
+    if signer != account {
+        return Err(format!("signed by {signer:#x}, not by {account:#x}"));
+    }
+    Ok(Challenger { account, lease })
+}
+
 /// The body of a `503` answer: the prover is at capacity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BusyReply {
@@ -101,6 +197,7 @@ impl Default for ServerLimits {
 struct Shared {
     prover: Arc<dyn ChallengeProver>,
     limits: ServerLimits,
+    gate: Option<Arc<dyn ChallengeGate>>,
 }
 
 type Reply<T> = std::result::Result<Json<T>, axum::response::Response>;
@@ -130,7 +227,27 @@ fn timeout_reply(what: &str, limit: Duration) -> axum::response::Response {
         .into_response()
 }
 
-async fn commit_handler(State(s): State<Shared>, Json(ch): Json<Challenge>) -> Reply<Commitment> {
+async fn commit_handler(
+    State(s): State<Shared>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Reply<Commitment> {
+    use axum::response::IntoResponse;
+    if let Some(gate) = &s.gate {
+        let who = authenticate(&headers, &body, unix_now()).map_err(|e| {
+            (StatusCode::UNAUTHORIZED, format!("challenge refused: {e}")).into_response()
+        })?;
+        gate.admit(&who).await.map_err(|e| {
+            (StatusCode::FORBIDDEN, format!("challenge refused: {e}")).into_response()
+        })?;
+    }
+    let ch: Challenge = serde_json::from_slice(&body).map_err(|e| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("not a challenge: {e}"),
+        )
+            .into_response()
+    })?;
     let limit = s.limits.commit_timeout;
     match tokio::time::timeout(limit, s.prover.commit(&ch)).await {
         Ok(r) => r.map(Json).map_err(error_reply),
@@ -151,14 +268,38 @@ pub fn router(prover: Arc<dyn ChallengeProver>) -> axum::Router {
     router_with(prover, ServerLimits::default())
 }
 
-/// The provider-side routes for `prover` under `limits`.
+/// The provider-side routes for `prover` under `limits`, answering anyone.
 pub fn router_with(prover: Arc<dyn ChallengeProver>, limits: ServerLimits) -> axum::Router {
+    routes(Shared {
+        prover,
+        limits,
+        gate: None,
+    })
+}
+
+/// The provider-side routes for `prover` under `limits`, committing only for challengers
+/// whose signed headers ([`authenticate`]) `gate` admits: a `401` for missing or bad
+/// signatures, a `403` for a challenger the gate refuses. Pings and openings need no
+/// signature (an opening answers only a session the prover committed to).
+pub fn router_gated(
+    prover: Arc<dyn ChallengeProver>,
+    limits: ServerLimits,
+    gate: Arc<dyn ChallengeGate>,
+) -> axum::Router {
+    routes(Shared {
+        prover,
+        limits,
+        gate: Some(gate),
+    })
+}
+
+fn routes(shared: Shared) -> axum::Router {
     axum::Router::new()
         .route(PING_PATH, get(|| async { StatusCode::NO_CONTENT }))
         .route(COMMIT_PATH, post(commit_handler))
         .route(OPEN_PATH, post(open_handler))
-        .layer(axum::extract::DefaultBodyLimit::max(limits.max_body))
-        .with_state(Shared { prover, limits })
+        .layer(axum::extract::DefaultBodyLimit::max(shared.limits.max_body))
+        .with_state(shared)
 }
 
 /// Serves `prover` on `listener` until the task is dropped or the listener fails.
@@ -202,6 +343,8 @@ pub struct HttpProver {
     max_body: usize,
     /// Whatever `base` depends on, kept alive with the client ([`HttpProver::with_keepalive`]).
     keepalive: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+    /// Who signs commit requests ([`HttpProver::with_challenger`]).
+    challenger: Option<(alloy_signer_local::PrivateKeySigner, Option<u64>)>,
 }
 
 /// Default cap on a response body: 64 MiB.
@@ -231,6 +374,7 @@ impl HttpProver {
             timeout: Duration::from_secs(120),
             max_body: DEFAULT_MAX_BODY,
             keepalive: None,
+            challenger: None,
         })
     }
 
@@ -242,6 +386,18 @@ impl HttpProver {
         guard: std::sync::Arc<dyn std::any::Any + Send + Sync>,
     ) -> Self {
         self.keepalive = Some(guard);
+        self
+    }
+
+    /// Signs every commit request with `key` (a registered verifier, or the tenant of `lease`),
+    /// so a gated provider ([`router_gated`]) answers it.
+    #[must_use]
+    pub fn with_challenger(
+        mut self,
+        key: alloy_signer_local::PrivateKeySigner,
+        lease: Option<u64>,
+    ) -> Self {
+        self.challenger = Some((key, lease));
         self
     }
 
@@ -315,11 +471,33 @@ impl HttpProver {
         body: &T,
         timeout: Duration,
     ) -> std::result::Result<R, Failure> {
-        let resp = self
+        let bytes = serde_json::to_vec(body).map_err(|e| self.err(path, e))?;
+        let mut req = self
             .client
             .post(format!("{}{path}", self.base))
-            .json(body)
-            .timeout(timeout)
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .timeout(timeout);
+        if path == COMMIT_PATH
+            && let Some((key, lease)) = &self.challenger
+        {
+            use alloy_signer::SignerSync;
+            let expiry = unix_now() + 60;
+            let sig = key
+                .sign_message_sync(&challenger_message(&bytes, expiry, *lease))
+                .map_err(|e| self.err(path, format!("signing the challenge: {e}")))?;
+            req = req
+                .header(CHALLENGER_HEADER, format!("{:#x}", key.address()))
+                .header(EXPIRY_HEADER, expiry.to_string())
+                .header(
+                    SIGNATURE_HEADER,
+                    format!("0x{}", alloy_primitives::hex::encode(sig.as_bytes())),
+                );
+            if let Some(l) = lease {
+                req = req.header(LEASE_HEADER, l.to_string());
+            }
+        }
+        let resp = req
+            .body(bytes)
             .send()
             .await
             .map_err(|e| self.err(path, e))?;

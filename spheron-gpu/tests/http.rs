@@ -252,3 +252,153 @@ async fn redirects_are_not_followed() {
     // The plain router is still usable on its own.
     let _ = router(Arc::new(spheron_gpu::CpuProver::new(None)));
 }
+
+/// Admits a fixed set of challengers.
+struct Allow(Vec<alloy_primitives::Address>);
+
+#[async_trait::async_trait]
+impl spheron_gpu::http::ChallengeGate for Allow {
+    async fn admit(&self, who: &spheron_gpu::http::Challenger) -> Result<(), String> {
+        if self.0.contains(&who.account) {
+            Ok(())
+        } else {
+            Err(format!("{:#x} is not admitted", who.account))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_provider_commits_only_for_admitted_signed_challengers() {
+    let _g = SERIAL.lock().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let key = PrivateKeySigner::random();
+    let id = provider_id(&key);
+    let admitted = PrivateKeySigner::random();
+    let stranger = PrivateKeySigner::random();
+    let prover = Arc::new(SignedProver::new(
+        Arc::new(Simulation::network().prover(GpuModel::L4, None, Fault::None)),
+        key,
+    ));
+    let router = spheron_gpu::http::router_gated(
+        prover,
+        spheron_gpu::http::ServerLimits::default(),
+        Arc::new(Allow(vec![admitted.address()])),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let verifier = Simulation::network()
+        .try_verifier()
+        .expect("valid simulation");
+    let run = async |remote: HttpProver, seed: u8| {
+        challenge(
+            &verifier,
+            &remote,
+            id,
+            GpuModel::L4,
+            [[seed; 32], [!seed; 32]],
+        )
+        .await
+        .verdict
+    };
+    // An admitted, signed challenger is answered.
+    let ok = run(
+        HttpProver::new(&url)
+            .expect("url")
+            .with_challenger(admitted.clone(), None),
+        1,
+    )
+    .await;
+    assert!(ok.passed(), "{ok}");
+    // Unsigned and signed-by-a-stranger challenges get no commitment.
+    for (remote, what) in [
+        (HttpProver::new(&url).expect("url"), "unsigned"),
+        (
+            HttpProver::new(&url)
+                .expect("url")
+                .with_challenger(stranger.clone(), None),
+            "stranger",
+        ),
+    ] {
+        let v = run(remote, 2).await;
+        assert!(
+            matches!(v, Verdict::Fail(FailReason::Malformed(_))),
+            "{what}: {v}"
+        );
+    }
+    // The raw answers: 401 without or with a bad signature, 403 for a stranger.
+    let sim_v = Simulation::network().try_verifier().expect("valid");
+    let mut ch = spheron_core::proof::ChallengeVerifier::issue(&sim_v, GpuModel::L4, [3; 32]);
+    ch.provider = Some(id);
+    let body = serde_json::to_vec(&ch).expect("json");
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut r = reqwest::Client::new()
+            .post(format!("{url}{COMMIT_PATH}"))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        r.send()
+    };
+    let signed = |k: &PrivateKeySigner, b: &[u8], expiry: u64| {
+        use alloy_signer::SignerSync;
+        let sig = k
+            .sign_message_sync(&spheron_gpu::http::challenger_message(b, expiry, None))
+            .expect("sign");
+        vec![
+            (
+                spheron_gpu::http::CHALLENGER_HEADER,
+                format!("{:#x}", k.address()),
+            ),
+            (spheron_gpu::http::EXPIRY_HEADER, expiry.to_string()),
+            (
+                spheron_gpu::http::SIGNATURE_HEADER,
+                format!("0x{}", alloy_primitives::hex::encode(sig.as_bytes())),
+            ),
+        ]
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert_eq!(post(vec![]).await.expect("send").status(), 401);
+    assert_eq!(
+        post(signed(&stranger, &body, now + 30))
+            .await
+            .expect("send")
+            .status(),
+        403
+    );
+    // A signature over another body (a challenge for another provider) does not recover.
+    assert_eq!(
+        post(signed(&admitted, b"another challenge", now + 30))
+            .await
+            .expect("send")
+            .status(),
+        401
+    );
+    // Expired, and valid for too long.
+    assert_eq!(
+        post(signed(&admitted, &body, now - 5))
+            .await
+            .expect("send")
+            .status(),
+        401
+    );
+    assert_eq!(
+        post(signed(&admitted, &body, now + 3_600))
+            .await
+            .expect("send")
+            .status(),
+        401
+    );
+    assert_eq!(
+        post(signed(&admitted, &body, now + 30))
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+}

@@ -348,6 +348,29 @@ pub fn router(backend: Arc<dyn LeaseBackend>, prover: Arc<dyn ChallengeProver>) 
         .method_not_allowed_fallback(wrong_method)
 }
 
+/// [`router`] with the proof-of-GPU commit endpoint behind `gate`: only challengers it
+/// admits make the provider's GPU work ([`crate::challenge_gate`]).
+pub fn router_gated(
+    backend: Arc<dyn LeaseBackend>,
+    prover: Arc<dyn ChallengeProver>,
+    gate: Arc<dyn spheron_gpu::http::ChallengeGate>,
+) -> Router {
+    Router::new()
+        .route("/status", get(node_status))
+        .route("/lease/{id}/manifest", put(put_manifest))
+        .route("/lease/{id}/status", get(lease_status))
+        .route("/lease/{id}/logs", get(logs))
+        .route("/lease/{id}/stop", post(stop))
+        .with_state(backend)
+        .merge(spheron_gpu::http::router_gated(
+            prover,
+            spheron_gpu::http::ServerLimits::default(),
+            gate,
+        ))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+}
+
 /// Serves `router` on `listener` until the listener fails or the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
     axum::serve(listener, router).await

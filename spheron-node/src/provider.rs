@@ -486,7 +486,13 @@ impl ProviderNode {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<()> {
         let backend: Arc<dyn LeaseBackend> = Arc::new(self.clone());
-        let router = crate::gateway::router(backend, self.inner.prover.clone());
+        let gate = Arc::new(crate::challenge_gate::ChainGate::new(
+            self.inner.chain.clone(),
+            self.inner.net.market,
+            self.inner.net.operators,
+            self.inner.me,
+        ));
+        let router = crate::gateway::router_gated(backend, self.inner.prover.clone(), gate);
         let server = match self.inner.tls.clone() {
             Some(config) => tokio::spawn(crate::gateway::serve_tls(listener, router, config)),
             None => tokio::spawn(crate::gateway::serve(listener, router)),

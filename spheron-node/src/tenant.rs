@@ -807,7 +807,9 @@ impl NetworkMarket {
                 claimed: model,
             },
         );
-        let prover = gateway.prover();
+        // Signed as this lease's tenant: the gateway commits only for challengers the chain
+        // vouches for.
+        let prover = gateway.prover().with_challenger(i.signer.clone(), Some(id));
         let proof = within(
             i.clock.as_ref(),
             i.config.challenge_timeout,

@@ -23,6 +23,7 @@ use spheron_chain::registry::{self, Registration};
 use spheron_chain::{Chain, MarketConfig};
 use spheron_core::{GeoPoint, GpuModel};
 use spheron_gpu::{Fault, SignedProver, Simulation};
+use spheron_node::challenge_gate::ChainGate;
 use spheron_node::network::{NetworkFile, PaymentToken};
 use spheron_node::operator::{OperatorConfig, OperatorNode};
 use spheron_node::registry::{GpuGroup, ProviderMeta};
@@ -38,6 +39,14 @@ const EPOCH: u32 = 8;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn chain() -> Option<TestChain> {
+    // `SPHERON_LOG=spheron_node=info` shows what the nodes do.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SPHERON_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
     if let Err(e) = find_anvil() {
         if std::env::var_os("SPHERON_REQUIRE_ANVIL").is_some_and(|v| v != "0") {
             panic!("this test needs anvil: {e}");
@@ -108,25 +117,28 @@ async fn serve_prover(
     key: &PrivateKeySigner,
     runs_as: GpuModel,
     online: Arc<AtomicBool>,
+    gate: Arc<ChainGate>,
 ) -> (String, tokio::task::JoinHandle<()>) {
     let sim = Simulation::network();
     let prover = Arc::new(SignedProver::new(
         Arc::new(sim.prover(runs_as, None, Fault::None)),
         key.clone(),
     ));
-    let router = spheron_gpu::http::router(prover).layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let online = online.clone();
-            async move {
-                use axum::response::IntoResponse;
-                if online.load(Ordering::SeqCst) {
-                    next.run(req).await
-                } else {
-                    axum::http::StatusCode::BAD_GATEWAY.into_response()
+    let router = spheron_gpu::http::router_gated(prover, Default::default(), gate).layer(
+        axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let online = online.clone();
+                async move {
+                    use axum::response::IntoResponse;
+                    if online.load(Ordering::SeqCst) {
+                        next.run(req).await
+                    } else {
+                        axum::http::StatusCode::BAD_GATEWAY.into_response()
+                    }
                 }
-            }
-        },
-    ));
+            },
+        ),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -190,7 +202,15 @@ impl Net {
             let key = keys.next().unwrap();
             let who = key.address();
             let online = Arc::new(AtomicBool::new(spec.presence == Presence::Always));
-            let (url, task) = serve_prover(&key, spec.runs_as, online.clone()).await;
+            // The provider node's own gate: only registered verifiers (and tenants of its
+            // leases) get a commitment.
+            let gate = Arc::new(ChainGate::new(
+                Arc::new(Chain::connect(&tc.endpoint(), [PrivateKeySigner::random()]).unwrap()),
+                tc.addresses.market,
+                tc.addresses.operators,
+                who,
+            ));
+            let (url, task) = serve_prover(&key, spec.runs_as, online.clone(), gate).await;
             tasks.push(task);
             if let Presence::EarlyInEpoch { share } = spec.presence {
                 let window = (f64::from(EPOCH) * share) as u64;
@@ -394,6 +414,27 @@ async fn honest_providers_pass_and_the_quorum_writes_tiers() {
         passes += ok;
     }
     assert!(passes > 0, "no challenge was posted");
+    // A stranger (no verifier stake, no lease) gets no commitment from the same gateways.
+    let rec = registry::provider(n.chain(), n.tc.addresses.market, n.providers[0])
+        .await
+        .unwrap()
+        .unwrap();
+    let stranger = spheron_gpu::http::HttpProver::new(&rec.endpoint)
+        .unwrap()
+        .with_challenger(PrivateKeySigner::random(), None);
+    let v = spheron_gpu::http::challenge(
+        &Simulation::network().try_verifier().unwrap(),
+        &stranger,
+        spheron_core::AccountId(n.providers[0].0.0),
+        models[0],
+        [[1; 32], [2; 32]],
+    )
+    .await
+    .verdict;
+    assert!(
+        format!("{v}").contains("403"),
+        "a stranger's challenge: {v}"
+    );
     for (v, _) in &n.verifiers {
         let s = audit::stats(n.chain(), n.audit, *v).await.unwrap();
         assert!(s.passes > 0, "verifier {v} posted no passes: {s:?}");
@@ -462,7 +503,22 @@ async fn a_provider_online_only_early_in_the_epoch_is_caught() {
         ok + bad
     );
     let (control_ok, control_bad) = n.uptime(e0..e0 + epochs, n.providers[1]).await;
+    if ok + bad == 0 {
+        for (v, h) in &n.verifiers {
+            let l = h.snapshot();
+            eprintln!("{v}: first {e0}, posted {:?}, checks {:?}", l.posted, l.checks);
+        }
+    }
     eprintln!("always-online control: {control_ok} passes, {control_bad} fails");
+    if control_bad > 0 {
+        for (_, h) in &n.verifiers {
+            for c in h.snapshot().checks {
+                if c.provider == n.providers[1] && c.outcome != Outcome::Passed {
+                    eprintln!("control: {c:?}");
+                }
+            }
+        }
+    }
     assert_eq!(control_bad, 0);
     assert!(
         caught_epochs >= epochs as u32 - 1,
