@@ -14,6 +14,7 @@
 //! - [`network::NetworkFile`]: the `network.json` every client reads.
 
 pub mod auth;
+pub mod backend;
 pub mod error;
 pub mod gateway;
 pub mod gateway_client;
