@@ -311,9 +311,11 @@ fn k8s_err(e: spheron_k8s::Error) -> Error {
         | spheron_k8s::Error::InvalidField { field, reason } => {
             Error::config(format!("kubernetes.{field}"), reason)
         }
-        spheron_k8s::Error::InvalidName { field, name, reason } => {
-            Error::config(format!("kubernetes.{field}"), format!("`{name}`: {reason}"))
-        }
+        spheron_k8s::Error::InvalidName {
+            field,
+            name,
+            reason,
+        } => Error::config(format!("kubernetes.{field}"), format!("`{name}`: {reason}")),
         other => Error::Core(other.into()),
     }
 }
@@ -334,10 +336,7 @@ async fn kube_client(k: &KubernetesConfig) -> Result<spheron_k8s::kube::Client> 
         }
         (Some(path), false) => {
             let kc = Kubeconfig::read_from(path).map_err(|e| {
-                Error::config(
-                    "kubernetes.kubeconfig",
-                    format!("{}: {e}", path.display()),
-                )
+                Error::config("kubernetes.kubeconfig", format!("{}: {e}", path.display()))
             })?;
             Config::from_custom_kubeconfig(kc, &opts)
                 .await
@@ -443,7 +442,11 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.launcher, LauncherKind::Kubernetes);
         let k = cfg.kubernetes.clone().unwrap();
-        assert_eq!(k.kubeconfig.unwrap(), dir.path().join("kc"), "relative to the file");
+        assert_eq!(
+            k.kubeconfig.unwrap(),
+            dir.path().join("kc"),
+            "relative to the file"
+        );
         assert_eq!(k.per_gpu.cpu_millis, Some(4000));
         assert_eq!(k.start_timeout_secs, 50);
         // On Kubernetes, `gpus` entries only price models: no per_node needed.
@@ -453,11 +456,14 @@ mod tests {
         assert!(inv.nodes.is_empty());
         assert_eq!(prices.len(), 1);
         // The local launcher still needs per_node.
-        let err = load(dir.path(), &format!("{BASE}[[gpus]]\nmodel = \"h100-sxm\"\nprice = \"2\"\n"))
-            .unwrap()
-            .inventory_and_prices(&spheron_core::Token::usd())
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            dir.path(),
+            &format!("{BASE}[[gpus]]\nmodel = \"h100-sxm\"\nprice = \"2\"\n"),
+        )
+        .unwrap()
+        .inventory_and_prices(&spheron_core::Token::usd())
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("gpus[0]"), "{err}");
     }
 
@@ -492,9 +498,15 @@ mod tests {
         let e = Backend::new(LauncherKind::Local, Some(&KubernetesConfig::default()))
             .await
             .unwrap_err();
-        assert!(matches!(&e, Error::Config { field, .. } if field == "kubernetes"), "{e}");
+        assert!(
+            matches!(&e, Error::Config { field, .. } if field == "kubernetes"),
+            "{e}"
+        );
         assert_eq!(
-            Backend::new(LauncherKind::Local, None).await.unwrap().kind(),
+            Backend::new(LauncherKind::Local, None)
+                .await
+                .unwrap()
+                .kind(),
             LauncherKind::Local
         );
     }
@@ -555,10 +567,7 @@ mod tests {
                 with(&|k| k.blocked_cidrs = Some(vec!["10.0.0.0/99".into()])),
                 "kubernetes.blocked_cidrs",
             ),
-            (
-                with(&|k| k.run_as_user = Some(0)),
-                "kubernetes.run_as_user",
-            ),
+            (with(&|k| k.run_as_user = Some(0)), "kubernetes.run_as_user"),
             (
                 with(&|k| k.start_timeout_secs = 0),
                 "kubernetes.start_timeout_secs",
@@ -567,10 +576,7 @@ mod tests {
                 with(&|k| k.kubeconfig = Some(dir.path().join("missing"))),
                 "kubernetes.kubeconfig",
             ),
-            (
-                with(&|k| k.in_cluster = true),
-                "kubernetes.in_cluster",
-            ),
+            (with(&|k| k.in_cluster = true), "kubernetes.in_cluster"),
         ] {
             assert_eq!(
                 field_of(Backend::new(LauncherKind::Kubernetes, Some(&k)).await),
