@@ -3,9 +3,9 @@
 //! - `launcher = "local"` (the default): each workload a process on this machine
 //!   ([`LocalLauncher`]), the GPUs as the `[[gpus]]` entries list them.
 //! - `launcher = "kubernetes"` (feature `kubernetes`, on in the `spheron` binary): each lease in
-//!   its own hardened namespace of a cluster ([`spheron_k8s::KubeLauncher`]), the GPUs read from
-//!   the cluster's nodes and refreshed before every bid ([`spheron_k8s::KubeInventory`],
-//!   [`spheron_k8s::KubeProviderAgent`]); `[[gpus]]` entries then only price the models. Settings
+//!   its own hardened namespace of a cluster (`spheron_k8s::KubeLauncher`), the GPUs read from
+//!   the cluster's nodes and refreshed before every bid (`spheron_k8s::KubeInventory`,
+//!   `spheron_k8s::KubeProviderAgent`); `[[gpus]]` entries then only price the models. Settings
 //!   in a `[kubernetes]` table ([`KubernetesConfig`]):
 //!
 //! ```toml
@@ -53,7 +53,7 @@ pub enum LauncherKind {
 }
 
 /// The CPU, memory, ephemeral storage and `/dev/shm` each leased GPU brings
-/// (`[kubernetes.per_gpu]`); unset values keep [`spheron_k8s`]'s defaults (8 cores, 64 GiB,
+/// (`[kubernetes.per_gpu]`); unset values keep `spheron_k8s`'s defaults (8 cores, 64 GiB,
 /// 100 GiB, 8 GiB).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
