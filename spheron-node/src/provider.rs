@@ -880,8 +880,10 @@ impl ProviderNode {
         Ok(())
     }
 
-    /// Moves a lease's workload to a terminal state (once): stops the process if it runs and
-    /// frees the reserved GPUs.
+    /// Moves a lease's workload to a terminal state (once), stops the workload if it runs and
+    /// then frees the reserved GPUs. The end is recorded first, so the housekeeping can close
+    /// the lease on chain (billing stops there) while the teardown (a Kubernetes namespace
+    /// deletion takes seconds) goes on.
     async fn finish(&self, id: u64, work: WorkState) {
         let i = &self.inner;
         let wid = i
@@ -890,18 +892,23 @@ impl ProviderNode {
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
             .cloned();
+        let ended = match i
+            .store
+            .transition(id, |w| !w.is_terminal(), &work, unix_now())
+        {
+            Ok(moved) => moved,
+            Err(e) => {
+                tracing::error!(lease = id, error = %e, "recording the end of a workload");
+                false
+            }
+        };
         if let Some(w) = &wid
             && let Err(e) = i.launcher.stop(w).await
         {
             tracing::warn!(lease = id, error = %e, "stopping the workload");
         }
-        match i
-            .store
-            .transition(id, |w| !w.is_terminal(), &work, unix_now())
-        {
-            Ok(true) => self.release(id),
-            Ok(false) => {}
-            Err(e) => tracing::error!(lease = id, error = %e, "recording the end of a workload"),
+        if ended {
+            self.release(id);
         }
     }
 
