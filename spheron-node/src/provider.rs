@@ -481,7 +481,8 @@ impl ProviderNode {
                     let Some(wid) = reattached.remove(&l.id) else {
                         continue;
                     };
-                    self.hold_node(&l);
+                    // Its GPUs need no reservation: the inventory is read from the cluster,
+                    // whose pods hold them.
                     i.workloads
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -526,19 +527,6 @@ impl ProviderNode {
             }
         }
         Ok(())
-    }
-
-    /// Reserves a reattached lease's GPUs on the node it runs on again.
-    fn hold_node(&self, l: &LeaseRow) {
-        let i = &self.inner;
-        if l.node.is_empty() {
-            return;
-        }
-        let _ = i.registry.update(AccountId(i.me.into_array()), |p| {
-            if let Some(n) = p.inventory.nodes.iter_mut().find(|n| n.name == l.node) {
-                n.free = n.free.saturating_sub(l.gpus);
-            }
-        });
     }
 
     /// Serves the gateway on `listener` and follows the chain until `shutdown` resolves; then
