@@ -17,6 +17,7 @@
 //! - [`network::NetworkFile`]: the `network.json` every client reads.
 
 pub mod auth;
+pub mod backend;
 pub mod challenge_gate;
 pub mod error;
 pub mod gateway;

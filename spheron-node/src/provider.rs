@@ -17,9 +17,9 @@
 //! can no longer reattach to are killed and closed on chain (paid up to now, the rest
 //! refunded); none is launched twice.
 
+use crate::backend::{Backend, KubernetesConfig, LauncherKind};
 use crate::error::{Error, Result};
 use crate::gateway::{ChainLease, LeaseBackend};
-use crate::local_launcher::LocalLauncher;
 use crate::network::{NetworkFile, parse_key};
 use crate::registry::{MAX_META_BYTES, ProviderMeta};
 use crate::store::{LeaseRow, Store};
@@ -53,10 +53,11 @@ use std::time::Duration;
 pub struct GpuConfig {
     /// Catalog model name, e.g. `h100-sxm`.
     pub model: String,
-    /// Machines with this model.
+    /// Machines with this model (local launcher; on Kubernetes the cluster's nodes count).
     #[serde(default = "one")]
     pub nodes: u32,
-    /// GPUs per machine.
+    /// GPUs per machine (local launcher; unused on Kubernetes).
+    #[serde(default)]
     pub per_node: u32,
     /// List price per GPU-hour in the payment token, e.g. `"2.40"`.
     pub price: String,
@@ -101,8 +102,17 @@ pub struct ProviderConfig {
     pub lat: f64,
     /// Longitude of the data centre.
     pub lon: f64,
-    /// The GPUs offered (the local launcher runs workloads on this machine).
+    /// The GPUs offered and their prices. With the local launcher these are the machines
+    /// workloads run on; with `launcher = "kubernetes"` the cluster's nodes are the inventory
+    /// and these entries only price their models.
     pub gpus: Vec<GpuConfig>,
+    /// Who runs workloads: `local` (default, processes on this machine) or `kubernetes` (a
+    /// cluster, set up in `[kubernetes]`); see [`crate::backend`].
+    #[serde(default)]
+    pub launcher: LauncherKind,
+    /// The Kubernetes launcher's settings (with `launcher = "kubernetes"` only).
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesConfig>,
     /// Bid pricing.
     #[serde(default)]
     pub strategy: StrategyConfig,
@@ -153,7 +163,11 @@ impl ProviderConfig {
         let mut cfg: ProviderConfig = toml::from_str(&text)
             .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.network, &mut cfg.key_file, &mut cfg.data_dir] {
+        let kubeconfig = cfg.kubernetes.as_mut().and_then(|k| k.kubeconfig.as_mut());
+        for p in [&mut cfg.network, &mut cfg.key_file, &mut cfg.data_dir]
+            .into_iter()
+            .chain(kubeconfig)
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -172,7 +186,10 @@ impl ProviderConfig {
             .map_err(|e| Error::config("gpus[0].model", format!("{e}")))
     }
 
-    fn inventory_and_prices(
+    /// The GPU inventory as configured (empty with `launcher = "kubernetes"`, whose
+    /// inventory is the cluster's nodes) and the list price per GPU-hour of each model in
+    /// `token`; errors name the `gpus[i]` entry at fault.
+    pub fn inventory_and_prices(
         &self,
         token: &Token,
     ) -> Result<(Inventory, BTreeMap<GpuModel, Amount>)> {
@@ -186,14 +203,18 @@ impl ProviderConfig {
                 .model
                 .parse()
                 .map_err(|e| Error::config(format!("gpus[{i}].model"), format!("{e}")))?;
+            let price = token.parse("price", &g.price)?;
+            prices.insert(model, price);
+            if self.launcher == LauncherKind::Kubernetes {
+                // The cluster's nodes are the inventory (crate::backend).
+                continue;
+            }
             if g.per_node == 0 || g.nodes == 0 {
                 return Err(Error::config(
                     format!("gpus[{i}]"),
                     "nodes and per_node must be at least 1",
                 ));
             }
-            let price = token.parse("price", &g.price)?;
-            prices.insert(model, price);
             for n in 0..g.nodes {
                 nodes.push(GpuNode {
                     name: format!("{}-{n}", model.name()),
@@ -233,8 +254,9 @@ struct Inner {
     market: SpheronMarket::SpheronMarketInstance<DynProvider>,
     store: Store,
     registry: Arc<Registry>,
-    agent: StrategyAgent,
-    launcher: Arc<LocalLauncher>,
+    agent: Arc<dyn ProviderAgent>,
+    launcher: Arc<dyn WorkloadLauncher>,
+    backend: Backend,
     workloads: Mutex<BTreeMap<u64, WorkloadId>>,
     prover: Arc<dyn ChallengeProver>,
     pending: Mutex<BTreeMap<u64, Pending>>,
@@ -283,7 +305,9 @@ impl ProviderNode {
         let prover: Arc<dyn ChallengeProver> =
             Arc::new(spheron_gpu::SignedProver::new(prover, key.clone()));
         let token = net.payment.token();
-        let (inventory, prices) = cfg.inventory_and_prices(&token)?;
+        let (configured, prices) = cfg.inventory_and_prices(&token)?;
+        let backend = Backend::new(cfg.launcher, cfg.kubernetes.as_ref()).await?;
+        let inventory = backend.inventory(configured, &prices).await?;
         let stake = Token::sphn().parse("stake", &cfg.stake)?;
         std::fs::create_dir_all(&cfg.data_dir)?;
         let store = Store::open(&cfg.data_dir.join("provider.db"))?;
@@ -397,7 +421,10 @@ impl ProviderNode {
                 BidStrategy::UndercutCeiling { discount_bps }
             }
         };
-        let agent = StrategyAgent::new(id, registry.clone(), prices, strategy);
+        let agent = backend.agent(
+            StrategyAgent::new(id, registry.clone(), prices, strategy),
+            registry.clone(),
+        );
         let node = ProviderNode {
             inner: Arc::new(Inner {
                 cfg,
@@ -408,7 +435,8 @@ impl ProviderNode {
                 store,
                 registry,
                 agent,
-                launcher: Arc::new(LocalLauncher::new()),
+                launcher: backend.launcher(),
+                backend,
                 workloads: Mutex::new(BTreeMap::new()),
                 prover,
                 pending: Mutex::new(BTreeMap::new()),
@@ -420,7 +448,7 @@ impl ProviderNode {
                 endpoint,
             }),
         };
-        node.recover()?;
+        node.recover().await?;
         Ok(node)
     }
 
@@ -439,14 +467,30 @@ impl ProviderNode {
         &self.inner.store
     }
 
-    /// After a restart: workloads recorded as launching or running belong to a process that
-    /// is gone, so their output cannot be reattached. Kill what is left of them and mark them
-    /// failed; the housekeeping then closes their leases on chain. Leases still waiting for a
-    /// manifest keep their reservation.
-    fn recover(&self) -> Result<()> {
+    /// After a restart: running workloads the launcher reattaches (Kubernetes lease
+    /// namespaces) are followed again. Other workloads recorded as launching or running belong
+    /// to a process that is gone, so their output cannot be reattached: kill what is left of
+    /// them and mark them failed; the housekeeping then closes their leases on chain. Leases
+    /// still waiting for a manifest keep their reservation.
+    async fn recover(&self) -> Result<()> {
         let i = &self.inner;
+        let mut reattached = i.backend.reattach().await?;
         for l in i.store.live_leases()? {
             match l.work {
+                WorkState::Running if reattached.contains_key(&l.id) => {
+                    let Some(wid) = reattached.remove(&l.id) else {
+                        continue;
+                    };
+                    // Its GPUs need no reservation: the inventory is read from the cluster,
+                    // whose pods hold them.
+                    i.workloads
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(l.id, wid.clone());
+                    tracing::info!(lease = l.id, workload = %wid, "reattached after a restart");
+                    let me = self.clone();
+                    tokio::spawn(async move { me.watch_workload(l.id, wid).await });
+                }
                 WorkState::Launching | WorkState::Running => {
                     if let Some(pid) = l.pid {
                         kill_group(pid);
@@ -473,6 +517,13 @@ impl ProviderNode {
                     }
                 }
                 _ => {}
+            }
+        }
+        // Reattached workloads of leases this node no longer runs: remove them.
+        for (lease, wid) in reattached {
+            tracing::warn!(lease, workload = %wid, "a workload outlived its lease: stopping it");
+            if let Err(e) = i.launcher.stop(&wid).await {
+                tracing::warn!(lease, error = %e, "stopping a leftover workload");
             }
         }
         Ok(())
@@ -823,8 +874,10 @@ impl ProviderNode {
         Ok(())
     }
 
-    /// Moves a lease's workload to a terminal state (once): stops the process if it runs and
-    /// frees the reserved GPUs.
+    /// Moves a lease's workload to a terminal state (once), stops the workload if it runs and
+    /// then frees the reserved GPUs. The end is recorded first, so the housekeeping can close
+    /// the lease on chain (billing stops there) while the teardown (a Kubernetes namespace
+    /// deletion takes seconds) goes on.
     async fn finish(&self, id: u64, work: WorkState) {
         let i = &self.inner;
         let wid = i
@@ -833,18 +886,23 @@ impl ProviderNode {
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
             .cloned();
+        let ended = match i
+            .store
+            .transition(id, |w| !w.is_terminal(), &work, unix_now())
+        {
+            Ok(moved) => moved,
+            Err(e) => {
+                tracing::error!(lease = id, error = %e, "recording the end of a workload");
+                false
+            }
+        };
         if let Some(w) = &wid
             && let Err(e) = i.launcher.stop(w).await
         {
             tracing::warn!(lease = id, error = %e, "stopping the workload");
         }
-        match i
-            .store
-            .transition(id, |w| !w.is_terminal(), &work, unix_now())
-        {
-            Ok(true) => self.release(id),
-            Ok(false) => {}
-            Err(e) => tracing::error!(lease = id, error = %e, "recording the end of a workload"),
+        if ended {
+            self.release(id);
         }
     }
 
@@ -1018,6 +1076,53 @@ impl ProviderNode {
         tracing::info!(lease = id, ?work, "workload ended");
         self.finish(id, work).await;
     }
+
+    /// Launches lease `id`'s workload (recorded as `Launching`) and records the outcome:
+    /// `Running` (then the start is confirmed on chain and the workload followed) or `Failed`.
+    async fn run_launch(&self, id: u64, spec: LaunchSpec, workload: Workload) -> Result<()> {
+        let i = &self.inner;
+        match i.launcher.launch(&spec, &workload).await {
+            Ok(wid) => {
+                let pid = i.backend.pid(&wid);
+                i.store.set_pid(id, pid)?;
+                i.workloads
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, wid.clone());
+                let moved = i.store.transition(
+                    id,
+                    |w| *w == WorkState::Launching,
+                    &WorkState::Running,
+                    unix_now(),
+                )?;
+                if !moved {
+                    // Stopped (or closed) while it was launching.
+                    if let Err(e) = i.launcher.stop(&wid).await {
+                        tracing::warn!(lease = id, error = %e, "stopping a workload stopped while launching");
+                    }
+                    return Ok(());
+                }
+                tracing::info!(lease = id, ?pid, "launched");
+                let me = self.clone();
+                // Billing starts when the chain records the start (the lease then runs for its
+                // ordered duration from that block).
+                let confirm = self.clone();
+                tokio::spawn(async move { confirm.confirm_start(id).await });
+                tokio::spawn(async move { me.watch_workload(id, wid).await });
+            }
+            Err(e) => {
+                tracing::warn!(lease = id, error = %e, "launch failed");
+                self.finish(
+                    id,
+                    WorkState::Failed {
+                        reason: format!("launch failed: {e}"),
+                    },
+                )
+                .await;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Whether `url` is `http://` on a loopback host.
@@ -1145,42 +1250,16 @@ impl LeaseBackend for ProviderNode {
                     .saturating_mul(1000),
             ),
         };
-        match i.launcher.launch(&spec, &workload).await {
-            Ok(wid) => {
-                let pid = i.launcher.pid(&wid);
-                i.store.set_pid(lease.lease, pid).map_err(gw_internal)?;
-                i.workloads
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(lease.lease, wid.clone());
-                i.store
-                    .transition(
-                        lease.lease,
-                        |w| *w == WorkState::Launching,
-                        &WorkState::Running,
-                        unix_now(),
-                    )
-                    .map_err(gw_internal)?;
-                tracing::info!(lease = lease.lease, ?pid, "launched");
-                let me = self.clone();
-                let id = lease.lease;
-                // Billing starts when the chain records the start (the lease then runs for its
-                // ordered duration from that block).
-                let confirm = self.clone();
-                tokio::spawn(async move { confirm.confirm_start(id).await });
-                tokio::spawn(async move { me.watch_workload(id, wid).await });
+        // The launch runs on its own task and the manifest is answered with `Launching` (the
+        // tenant polls the status): a Kubernetes launch resolves only once the container runs,
+        // which can take longer than a request may, and must not be dropped with it.
+        let me = self.clone();
+        let id = lease.lease;
+        tokio::spawn(async move {
+            if let Err(e) = me.run_launch(id, spec, workload).await {
+                tracing::error!(lease = id, error = %e, "recording a launch");
             }
-            Err(e) => {
-                tracing::warn!(lease = lease.lease, error = %e, "launch failed");
-                self.finish(
-                    lease.lease,
-                    WorkState::Failed {
-                        reason: format!("launch failed: {e}"),
-                    },
-                )
-                .await;
-            }
-        }
+        });
         Ok(self.status_of(&self.row(lease.lease)?))
     }
 

@@ -144,8 +144,27 @@ pub struct TestCluster {
     client: Client,
     provider_client: Client,
     kubeconfig: PathBuf,
+    provider_kubeconfig: PathBuf,
     log_file: PathBuf,
     url: String,
+    etcd_port: u16,
+}
+
+/// How a [`TestCluster`] is set up.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Serve pod watches from the API server's watch cache (the default, as in production).
+    /// Off, pod watches read etcd directly, so a watch resumed from a resource version that
+    /// [`TestCluster::compact_etcd`] removed fails with `410 Gone`, as after a long disconnect.
+    pub pod_watch_cache: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            pod_watch_cache: true,
+        }
+    }
 }
 
 impl std::fmt::Debug for TestCluster {
@@ -166,6 +185,11 @@ fn tail(path: &Path) -> String {
 impl TestCluster {
     /// Starts a control plane (typically 5 to 15 s).
     pub async fn start() -> Result<TestCluster, HarnessError> {
+        Self::start_with(&ClusterOptions::default()).await
+    }
+
+    /// Starts a control plane set up as `opts` says.
+    pub async fn start_with(opts: &ClusterOptions) -> Result<TestCluster, HarnessError> {
         let bins: Vec<PathBuf> = BINARIES
             .iter()
             .map(|b| find_binary(b))
@@ -259,8 +283,10 @@ impl TestCluster {
             client: Client::try_from(Config::new(url.parse().map_err(setup("url"))?))?,
             provider_client: Client::try_from(Config::new(url.parse().map_err(setup("url"))?))?,
             kubeconfig: kubeconfig.clone(),
+            provider_kubeconfig: d.join("provider-kubeconfig"),
             log_file,
             url: url.clone(),
+            etcd_port,
             dir,
         };
         let p = |x: &Path| x.display().to_string();
@@ -305,6 +331,11 @@ impl TestCluster {
                 format!("--service-account-signing-key-file={}", p(&sa_priv)),
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
                 "--enable-priority-and-fairness=false".into(),
+                // Size 0 turns the pod watch cache off; any other size leaves it on.
+                format!(
+                    "--watch-cache-sizes=pods#{}",
+                    u8::from(opts.pod_watch_cache)
+                ),
                 "--v=0".into(),
             ],
         )?;
@@ -484,7 +515,7 @@ impl TestCluster {
                 ),
             )
             .await?;
-        let kc = self.dir.path().join("provider-kubeconfig");
+        let kc = self.provider_kubeconfig.clone();
         std::fs::write(
             &kc,
             format!(
@@ -508,6 +539,81 @@ impl TestCluster {
     /// role: give this one to the launcher and inventory under test.
     pub fn provider_client(&self) -> Client {
         self.provider_client.clone()
+    }
+
+    /// A kubeconfig file for [`PROVIDER_USER`] (what a provider node's config names).
+    pub fn provider_kubeconfig(&self) -> &Path {
+        &self.provider_kubeconfig
+    }
+
+    /// A client authenticated as [`PROVIDER_USER`] that reaches the API server through `url`
+    /// (a [`CutProxy`] in front of it), verifying the server's certificate as usual.
+    pub async fn provider_client_via(&self, url: &str) -> Result<Client, HarnessError> {
+        let mut config = Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&self.provider_kubeconfig)
+                .map_err(setup("read provider kubeconfig"))?,
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(setup("provider kubeconfig"))?;
+        config.cluster_url = url.parse().map_err(setup("proxy url"))?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// The API server's address as `host:port`.
+    pub fn api_addr(&self) -> &str {
+        self.url.trim_start_matches("https://")
+    }
+
+    /// Compacts etcd up to its current revision (every older revision is gone, so a watch
+    /// resumed from one fails with `410 Gone` where no watch cache answers it) and returns
+    /// that revision.
+    pub async fn compact_etcd(&self) -> Result<i64, HarnessError> {
+        // etcd's JSON gateway: a range read tells the current revision.
+        let range = self
+            .etcd_post("/v3/kv/range", r#"{"key":"AA==","limit":1}"#)
+            .await?;
+        let rev: i64 = range["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| HarnessError::Setup(format!("etcd range answer: {range}")))?;
+        self.etcd_post(
+            "/v3/kv/compaction",
+            &format!(r#"{{"revision":"{rev}","physical":true}}"#),
+        )
+        .await?;
+        Ok(rev)
+    }
+
+    async fn etcd_post(&self, path: &str, body: &str) -> Result<serde_json::Value, HarnessError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.etcd_port))
+            .await
+            .map_err(setup("connect to etcd"))?;
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(setup("write to etcd"))?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)
+            .await
+            .map_err(setup("read from etcd"))?;
+        let text = String::from_utf8_lossy(&out);
+        let (head, rest) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| HarnessError::Setup(format!("etcd answer: {text}")))?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(HarnessError::Setup(format!("etcd {path}: {head} {rest}")));
+        }
+        // The body may be chunked: the JSON object is what lies between the outer braces.
+        let json = match (rest.find('{'), rest.rfind('}')) {
+            (Some(a), Some(b)) if a < b => &rest[a..=b],
+            _ => return Err(HarnessError::Setup(format!("etcd {path}: {rest}"))),
+        };
+        serde_json::from_str(json).map_err(setup("etcd answer"))
     }
 
     /// A client authenticated as a cluster admin (for setting up and inspecting).
@@ -644,10 +750,105 @@ impl Drop for TestCluster {
     }
 }
 
+/// A loopback TCP forwarder to an upstream address that can sever every connection through it
+/// and refuse new ones for a while, as a network partition between a client and the API
+/// server does (TLS passes through untouched).
+#[derive(Debug)]
+pub struct CutProxy {
+    url: String,
+    state: std::sync::Arc<CutState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct CutState {
+    cut: std::sync::atomic::AtomicBool,
+    conns: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl CutProxy {
+    /// Forwards a new loopback port to `upstream` (`host:port`).
+    pub async fn start(upstream: &str) -> Result<CutProxy, HarnessError> {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(setup("bind the proxy"))?;
+        let port = listener
+            .local_addr()
+            .map_err(setup("proxy address"))?
+            .port();
+        let state = std::sync::Arc::new(CutState::default());
+        let upstream = upstream.to_string();
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                if st.cut.load(Ordering::SeqCst) {
+                    drop(down);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                let mut conns = st.conns.lock().unwrap_or_else(|p| p.into_inner());
+                conns.retain(|c| !c.is_finished());
+                conns.push(conn.abort_handle());
+            }
+        });
+        Ok(CutProxy {
+            url: format!("https://127.0.0.1:{port}"),
+            state,
+            task,
+        })
+    }
+
+    /// The URL clients use instead of the upstream's.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Severs every open connection and refuses new ones until [`CutProxy::restore`].
+    pub fn cut(&self) {
+        self.state
+            .cut
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self
+            .state
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            c.abort();
+        }
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.state
+            .cut
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
 /// Starts a [`TestCluster`], or prints why not and returns `None` (a skip) unless
 /// `SPHERON_REQUIRE_K8S=1`, in which case a missing binary is a failure.
 pub async fn cluster_or_skip(test: &str) -> Option<TestCluster> {
-    match TestCluster::start().await {
+    cluster_with_or_skip(test, &ClusterOptions::default()).await
+}
+
+/// [`cluster_or_skip`] with [`ClusterOptions`].
+pub async fn cluster_with_or_skip(test: &str, opts: &ClusterOptions) -> Option<TestCluster> {
+    match TestCluster::start_with(opts).await {
         Ok(c) => Some(c),
         Err(e @ HarnessError::Missing { .. }) if !required() => {
             eprintln!("SKIPPED {test}: the Kubernetes test binaries are missing: {e}");
