@@ -307,6 +307,7 @@ async fn network_lease_on_the_cluster(c: &TestCluster) {
         chain_id: 31337,
         market: tc.addresses.market,
         operators: tc.addresses.operators,
+        audit: None,
         sphn: tc.addresses.sphn,
         payment: PaymentToken {
             address: tc.addresses.stable,
