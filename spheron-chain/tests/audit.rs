@@ -537,6 +537,11 @@ async fn gas_of_audit_calls() {
     w.tick(u64::from(w.cfg.epoch_secs)).await;
     let eight_next = g(audit::post_checks(c, a, vs[1], e + 1, &all).await.unwrap());
     let eight_next_second = g(audit::post_checks(c, a, vs[2], e + 1, &all).await.unwrap());
+    // Steady state: epoch e + 2, both verifiers posted before; the second finds the records.
+    w.tick(u64::from(w.cfg.epoch_secs)).await;
+    g(audit::post_checks(c, a, vs[1], e + 2, &all).await.unwrap());
+    let eight_steady = g(audit::post_checks(c, a, vs[2], e + 2, &all).await.unwrap());
+    let one_steady = g(audit::post_checks(c, a, vs[0], e + 2, &[t(w.p[0])]).await.unwrap());
 
     let accuser = vs[0];
     let v = w.verdict(w.p[0], 1, 10 * SPHN);
@@ -583,6 +588,7 @@ async fn gas_of_audit_calls() {
     println!(
         "gas postChecks 8 providers, next epoch: first verifier {eight_next}, second {eight_next_second}"
     );
+    println!("gas postChecks steady state: 8 providers {eight_steady}, 1 provider {one_steady}");
     println!("gas openCase (3 verifiers): {open}");
     println!("gas confirmCase (slash + withdraw of the reporter share): {confirm}");
     println!("gas overturnCase: {overturn}");
