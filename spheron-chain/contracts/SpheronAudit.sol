@@ -494,9 +494,11 @@ contract SpheronAudit is EIP712, ReentrancyGuardTransient {
     }
 
     /// @notice The assignee overturns case `caseId`: the accuser's verifier stake is slashed by
-    /// `overturnSlashBps` (burned).
+    /// `overturnSlashBps` (burned). The assignee must still be an active verifier (confirming
+    /// needs that too: the market checks its signature's weight now).
     function overturnCase(uint64 caseId) external returns (uint256 slashed) {
         Case storage c = _open(caseId);
+        if (!operators.isActive(SpheronOperators.Kind.Verifier, msg.sender)) revert NotVerifier(msg.sender);
         c.state = CaseState.Overturned;
         address accuser = c.accuser;
         slashed = operators.slashVerifier(accuser, overturnSlashBps, c.digest);

@@ -387,6 +387,8 @@ async fn an_overturned_case_slashes_the_accuser_and_ranks_it_down() {
     let r = audit::open_case(c, a, accuser, &v2, &w.sign(accuser, &v2).await).await;
     assert_eq!(revert_of(r), "NotVerifier");
     let stake2 = o.partyOf(accuser2).call().await.unwrap().staked;
+    // The draw counts stake just before the opening: let the overturn's block time pass.
+    w.tick(1).await;
     let (id2, assignee2) = w.open(accuser2, &v2).await;
     assert_eq!(
         assignee2,
@@ -541,7 +543,9 @@ async fn gas_of_audit_calls() {
     w.tick(u64::from(w.cfg.epoch_secs)).await;
     g(audit::post_checks(c, a, vs[1], e + 2, &all).await.unwrap());
     let eight_steady = g(audit::post_checks(c, a, vs[2], e + 2, &all).await.unwrap());
-    let one_steady = g(audit::post_checks(c, a, vs[0], e + 2, &[t(w.p[0])]).await.unwrap());
+    let one_steady = g(audit::post_checks(c, a, vs[0], e + 2, &[t(w.p[0])])
+        .await
+        .unwrap());
 
     let accuser = vs[0];
     let v = w.verdict(w.p[0], 1, 10 * SPHN);

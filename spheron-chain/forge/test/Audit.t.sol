@@ -473,6 +473,17 @@ contract AuditTest {
         audit.expireCase(99);
     }
 
+    function test_anExitedAssigneeCannotOverturn() public {
+        SpheronAudit.Verdict memory v = _verdict(providers[0], 1, 1e18);
+        (uint64 id, address assignee) = _open(0, v);
+        vm.prank(assignee);
+        ops.requestExit(VSTAKE);
+        vm.expectRevert(abi.encodeWithSelector(SpheronAudit.NotVerifier.selector, assignee));
+        vm.prank(assignee);
+        audit.overturnCase(id);
+        _eq(ops.partyOf(verifiers[0]).staked, VSTAKE, "the accuser keeps its stake");
+    }
+
     function test_noOtherVerifierNoCase() public {
         vm.prank(verifiers[1]);
         ops.requestExit(VSTAKE);
