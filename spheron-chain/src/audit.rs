@@ -152,11 +152,9 @@ impl VerifierStats {
     pub fn accuracy_bps(&self) -> u16 {
         let good = u128::from(self.passes) + u128::from(self.confirmed);
         let all = good + u128::from(self.overturned);
-        if all == 0 {
-            0
-        } else {
-            u16::try_from(good * 10_000 / all).unwrap_or(u16::MAX)
-        }
+        (good * 10_000)
+            .checked_div(all)
+            .map_or(0, |bps| u16::try_from(bps).unwrap_or(u16::MAX))
     }
 }
 
