@@ -40,8 +40,8 @@ import {SpheronOperators} from "./SpheronOperators.sol";
 /// Tiers: operators holding at least 2/3 of the operator stake at the epoch's end sign
 /// EIP-712 `Tiers{epoch, providersHash, tiersHash}` (this contract's domain "SpheronAudit",
 /// "1") with providersHash = keccak256(abi.encodePacked(providers)) (each address
-/// left-padded to 32 bytes, as Solidity packs arrays) and tiersHash = keccak256(tiers) (one
-/// byte per provider, in the same order). Submitted once per closed epoch, it sets each
+/// left-padded to 32 bytes, as Solidity packs arrays; strictly ascending) and tiersHash =
+/// keccak256(tiers) (one byte per provider, in the same order). Submitted once per closed epoch, it sets each
 /// provider's tier on the market (this contract holds TIER_ROLE) and pays `tierReward[tier]`.
 contract SpheronAudit is EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
@@ -256,6 +256,8 @@ contract SpheronAudit is EIP712, ReentrancyGuardTransient {
     error NoQuorum(uint256 signed, uint256 total);
     /// @notice A tier above 7.
     error TierOutOfRange(uint256 index, uint8 tier);
+    /// @notice Providers must be strictly ascending (sorted, each once).
+    error ProvidersNotSorted(uint256 index);
 
     constructor(address market_, address operators_, address sphn_, Config memory c, address admin_)
         EIP712("SpheronAudit", "1")
@@ -611,7 +613,8 @@ contract SpheronAudit is EIP712, ReentrancyGuardTransient {
 
     /// @notice Writes closed epoch `epoch`'s tiers on the market, signed by operators holding
     /// at least 2/3 of the operator stake at the epoch's end (signers strictly ascending), once
-    /// per epoch; pays each provider `tierReward[tier]` from the pool.
+    /// per epoch; providers strictly ascending (so none is paid twice); pays each provider
+    /// `tierReward[tier]` from the pool.
     function submitTiers(
         uint64 epoch,
         address[] calldata providers,
@@ -631,16 +634,20 @@ contract SpheronAudit is EIP712, ReentrancyGuardTransient {
         tiersSubmitted[epoch] = true;
         uint256 paid;
         uint256 left = pool;
+        address last;
         for (uint256 i = 0; i < n; ++i) {
+            address p = providers[i];
+            if (p <= last) revert ProvidersNotSorted(i);
+            last = p;
             uint8 t = uint8(tiers[i]);
             if (t > 7) revert TierOutOfRange(i, t);
-            market.setTier(providers[i], t);
+            market.setTier(p, t);
             uint256 due = tierReward[t];
             uint256 pay = due < left ? due : left;
             if (pay > 0) {
                 left -= pay;
                 paid += pay;
-                Account storage a = _accounts[providers[i]];
+                Account storage a = _accounts[p];
                 a.owed += uint128(pay);
                 a.rewarded += uint128(pay);
             }

@@ -537,8 +537,8 @@ pub fn domain(chain_id: u64, audit: Address) -> Eip712Domain {
 }
 
 /// The digest operators sign for `epoch`'s tiers, computed here: `Tiers{epoch,
-/// providersHash, tiersHash}` with providersHash the keccak of the providers each
-/// left-padded to 32 bytes (Solidity's `abi.encodePacked(address[])`) and tiersHash the
+/// providersHash, tiersHash}` with providersHash the keccak of the providers (strictly
+/// ascending, as `submitTiers` requires) each left-padded to 32 bytes (Solidity's `abi.encodePacked(address[])`) and tiersHash the
 /// keccak of the tiers, one byte each. Equal to the contract's `tiersDigest`.
 pub fn tiers_digest_local(
     chain_id: u64,
@@ -592,7 +592,8 @@ pub async fn tiers_digest(
 }
 
 /// Submits closed epoch `epoch`'s tiers with operators' signatures (sorted here) from
-/// `from` (anyone). Reverts come back named: `NoQuorum`, `EpochNotClosed`,
+/// `from` (anyone). `providers` must be strictly ascending, as signed ([`Error::Invalid`]
+/// here otherwise). Reverts come back named: `NoQuorum`, `EpochNotClosed`,
 /// `TiersAlreadySubmitted`, `LengthsDiffer`, `TierOutOfRange`.
 #[allow(clippy::too_many_arguments)]
 pub async fn submit_tiers(
@@ -604,6 +605,18 @@ pub async fn submit_tiers(
     tiers: &[u8],
     signatures: &[(Address, Vec<u8>)],
 ) -> Result<TransactionReceipt> {
+    if let Some(i) = providers.windows(2).position(|w| w[0] >= w[1]) {
+        return Err(Error::Invalid {
+            field: "providers",
+            reason: format!(
+                "must be strictly ascending: {} at {} is not below {} at {}",
+                providers[i],
+                i,
+                providers[i + 1],
+                i + 1
+            ),
+        });
+    }
     let (signers, sigs) = sorted(signatures);
     chain
         .send(

@@ -426,7 +426,9 @@ async fn tiers_need_an_operator_quorum_once_per_closed_epoch_and_pay_by_tier() {
         .await
         .unwrap();
     let e = audit::current_epoch(c, a).await.unwrap();
-    let providers = &w.p[..4];
+    let mut sorted_p = w.p[..4].to_vec();
+    sorted_p.sort();
+    let providers = &sorted_p[..];
     let tiers = [7u8, 3, 0, 5];
     let local = audit::tiers_digest_local(w.chain_id, a, e, providers, &tiers);
     assert_eq!(
@@ -454,6 +456,16 @@ async fn tiers_need_an_operator_quorum_once_per_closed_epoch_and_pay_by_tier() {
     // Signatures over other tiers do not count.
     let r = audit::submit_tiers(c, a, w.stranger, e, providers, &[7, 3, 0, 6], &sigs).await;
     assert_eq!(revert_of(r), "BadSignature");
+    // Providers out of order are refused before sending.
+    let backwards: Vec<Address> = providers.iter().rev().copied().collect();
+    let r = audit::submit_tiers(c, a, w.stranger, e, &backwards, &tiers, &sigs).await;
+    assert!(matches!(
+        r,
+        Err(spheron_chain::Error::Invalid {
+            field: "providers",
+            ..
+        })
+    ));
     assert!(!audit::tiers_submitted(c, a, e).await.unwrap());
     audit::submit_tiers(c, a, w.stranger, e, providers, &tiers, &sigs)
         .await
@@ -471,9 +483,9 @@ async fn tiers_need_an_operator_quorum_once_per_closed_epoch_and_pay_by_tier() {
     let r = audit::submit_tiers(c, a, w.stranger, e, providers, &tiers, &sigs).await;
     assert_eq!(revert_of(r), "TiersAlreadySubmitted");
     // A provider claims its tier reward.
-    let before = w.sphn_of(w.p[0]).await;
-    audit::claim_rewards(c, a, w.p[0]).await.unwrap();
-    assert_eq!(w.sphn_of(w.p[0]).await, before + w.cfg.tier_rewards[7]);
+    let before = w.sphn_of(providers[0]).await;
+    audit::claim_rewards(c, a, providers[0]).await.unwrap();
+    assert_eq!(w.sphn_of(providers[0]).await, before + w.cfg.tier_rewards[7]);
     w.balanced().await;
 }
 
@@ -570,7 +582,9 @@ async fn gas_of_audit_calls() {
     let (id2, asg2) = w.open(accuser, &v2).await;
     let overturn = g(audit::overturn_case(c, a, asg2, id2).await.unwrap());
 
-    let providers = &w.p[..4];
+    let mut sorted_p = w.p[..4].to_vec();
+    sorted_p.sort();
+    let providers = &sorted_p[..];
     let tiers = [1u8, 2, 3, 4];
     let mut sigs = Vec::new();
     for k in &w.ops.keys {

@@ -514,6 +514,18 @@ contract AuditTest {
 
     // ------------------------------------------------------------ feedback and tiers
 
+    function _sortedProviders() internal view returns (address[] memory ps) {
+        ps = new address[](4);
+        for (uint256 i = 0; i < 4; ++i) {
+            ps[i] = providers[i];
+        }
+        for (uint256 i = 1; i < 4; ++i) {
+            for (uint256 j = i; j > 0 && ps[j - 1] > ps[j]; --j) {
+                (ps[j - 1], ps[j]) = (ps[j], ps[j - 1]);
+            }
+        }
+    }
+
     function test_rateOnlyByTheTenantOnce() public {
         sphn.mint(tenant, 100e18);
         vm.startPrank(tenant);
@@ -547,10 +559,7 @@ contract AuditTest {
 
     function test_submitTiersNeedsQuorumOnceClosedEpoch() public {
         uint64 e = audit.currentEpoch();
-        address[] memory ps = new address[](4);
-        for (uint256 i = 0; i < 4; ++i) {
-            ps[i] = providers[i];
-        }
+        address[] memory ps = _sortedProviders();
         bytes memory tiers = hex"07030005";
         (address[] memory signers, bytes[] memory sigs) = _tierSigs(e, ps, tiers, 2);
         vm.expectRevert(abi.encodeWithSelector(SpheronAudit.EpochNotClosed.selector, e, e));
@@ -565,17 +574,22 @@ contract AuditTest {
         audit.submitTiers(e, ps, hex"07030006", signers, sigs);
         audit.submitTiers(e, ps, tiers, signers, sigs);
         require(audit.tiersSubmitted(e), "submitted");
-        _eq(market.providerInfo(providers[0]).tier, 7, "tier written on the market");
-        _eq(market.providerInfo(providers[2]).tier, 0, "tier 0");
-        _eq(audit.rewardsOf(providers[0]), 16e18, "tier 7 reward");
-        _eq(audit.rewardsOf(providers[1]), 4e18, "tier 3 reward");
-        _eq(audit.rewardsOf(providers[3]), 8e18, "tier 5 reward");
+        _eq(market.providerInfo(ps[0]).tier, 7, "tier written on the market");
+        _eq(market.providerInfo(ps[2]).tier, 0, "tier 0");
+        _eq(audit.rewardsOf(ps[0]), 16e18, "tier 7 reward");
+        _eq(audit.rewardsOf(ps[1]), 4e18, "tier 3 reward");
+        _eq(audit.rewardsOf(ps[3]), 8e18, "tier 5 reward");
         _eq(audit.pool(), 50e18 - 28e18, "paid from the pool");
         _balanced();
         vm.expectRevert(abi.encodeWithSelector(SpheronAudit.TiersAlreadySubmitted.selector, e));
         audit.submitTiers(e, ps, tiers, signers, sigs);
-        // A tier above 7 is refused even with a quorum.
+        // A tier above 7 is refused even with a quorum, and so is a provider listed twice.
         vm.warp(audit.epochEnd(e + 1));
+        ps[2] = ps[1];
+        (signers, sigs) = _tierSigs(e + 1, ps, tiers, 2);
+        vm.expectRevert(abi.encodeWithSelector(SpheronAudit.ProvidersNotSorted.selector, 2));
+        audit.submitTiers(e + 1, ps, tiers, signers, sigs);
+        ps = _sortedProviders();
         (signers, sigs) = _tierSigs(e + 1, ps, hex"07030008", 2);
         vm.expectRevert(abi.encodeWithSelector(SpheronAudit.TierOutOfRange.selector, 3, 8));
         audit.submitTiers(e + 1, ps, hex"07030008", signers, sigs);
