@@ -485,7 +485,10 @@ async fn tiers_need_an_operator_quorum_once_per_closed_epoch_and_pay_by_tier() {
     // A provider claims its tier reward.
     let before = w.sphn_of(providers[0]).await;
     audit::claim_rewards(c, a, providers[0]).await.unwrap();
-    assert_eq!(w.sphn_of(providers[0]).await, before + w.cfg.tier_rewards[7]);
+    assert_eq!(
+        w.sphn_of(providers[0]).await,
+        before + w.cfg.tier_rewards[7]
+    );
     w.balanced().await;
 }
 
