@@ -40,8 +40,8 @@ import {SpheronOperators} from "./SpheronOperators.sol";
 /// Tiers: operators holding at least 2/3 of the operator stake at the epoch's end sign
 /// EIP-712 `Tiers{epoch, providersHash, tiersHash}` (this contract's domain "SpheronAudit",
 /// "1") with providersHash = keccak256(abi.encodePacked(providers)) (each address
-/// left-padded to 32 bytes, as Solidity packs arrays) and tiersHash = keccak256(tiers) (one
-/// byte per provider, in the same order). Submitted once per closed epoch, it sets each
+/// left-padded to 32 bytes, as Solidity packs arrays; strictly ascending) and tiersHash =
+/// keccak256(tiers) (one byte per provider, in the same order). Submitted once per closed epoch, it sets each
 /// provider's tier on the market (this contract holds TIER_ROLE) and pays `tierReward[tier]`.
 contract SpheronAudit is EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
@@ -106,6 +106,14 @@ contract SpheronAudit is EIP712, ReentrancyGuardTransient {
         uint32 ratingSum;
     }
 
+    /// @dev Checks by one verifier of one provider: `tag` is epoch + 1 (zero: unused).
+    struct CheckCounter {
+        uint64 tag0;
+        uint16 count0;
+        uint64 tag1;
+        uint16 count1;
+    }
+
     /// @dev Per verifier: its stats and what it is owed.
     struct Account {
         uint64 passes;
@@ -155,7 +163,10 @@ contract SpheronAudit is EIP712, ReentrancyGuardTransient {
 
     mapping(address => Account) internal _accounts;
     mapping(uint64 => mapping(address => EpochRecord)) internal _records;
-    mapping(uint64 => mapping(address => mapping(address => uint16))) internal _checks;
+    /// @dev Per (verifier, provider): checks posted in the last two epochs that had any, by
+    /// epoch parity (only the current and the previous epoch take checks), so steady-state
+    /// posting rewrites a used slot instead of filling a new one per epoch.
+    mapping(address => mapping(address => CheckCounter)) internal _checks;
     mapping(uint64 => Case) internal _cases;
     /// @notice The case opened on a verdict (by the market's digest), zero if none.
     mapping(bytes32 => uint64) public caseOfVerdict;
@@ -245,6 +256,8 @@ contract SpheronAudit is EIP712, ReentrancyGuardTransient {
     error NoQuorum(uint256 signed, uint256 total);
     /// @notice A tier above 7.
     error TierOutOfRange(uint256 index, uint8 tier);
+    /// @notice Providers must be strictly ascending (sorted, each once).
+    error ProvidersNotSorted(uint256 index);
 
     constructor(address market_, address operators_, address sphn_, Config memory c, address admin_)
         EIP712("SpheronAudit", "1")
@@ -341,19 +354,14 @@ contract SpheronAudit is EIP712, ReentrancyGuardTransient {
         if (!operators.isActive(SpheronOperators.Kind.Verifier, msg.sender)) revert NotVerifier(msg.sender);
         uint64 cur = currentEpoch();
         if (epoch != cur && uint256(epoch) + 1 != cur) revert EpochNotOpen(epoch, cur);
-        mapping(address => uint16) storage mine = _checks[epoch][msg.sender];
         mapping(address => EpochRecord) storage recs = _records[epoch];
-        uint256 max = maxChecksPerEpoch;
         uint256 totalPasses;
         uint256 totalFails;
         for (uint256 i = 0; i < n; ++i) {
             address p = providers[i];
             uint16 ps = passes[i];
             uint16 fs = fails[i];
-            uint256 total = uint256(mine[p]) + ps + fs;
-            if (total > max) revert TooManyChecks(epoch, p, total, max);
-            if (!market.canBid(p)) revert NotAProvider(p);
-            mine[p] = uint16(total);
+            _count(epoch, p, uint256(ps) + fs);
             EpochRecord storage r = recs[p];
             r.passes += ps;
             r.fails += fs;
@@ -378,8 +386,13 @@ contract SpheronAudit is EIP712, ReentrancyGuardTransient {
     }
 
     /// @notice How many checks `verifier` posted on `provider` in `epoch`.
+    /// (Known for the current and the previous epoch; zero for older ones.)
     function checksBy(uint64 epoch, address verifier, address provider) external view returns (uint16) {
-        return _checks[epoch][verifier][provider];
+        if (epoch == type(uint64).max) return 0;
+        CheckCounter storage k = _checks[verifier][provider];
+        uint64 tag = epoch + 1;
+        if (epoch & 1 == 1) return k.tag1 == tag ? k.count1 : 0;
+        return k.tag0 == tag ? k.count0 : 0;
     }
 
     // ---------------------------------------------------------------- cases
@@ -415,8 +428,9 @@ contract SpheronAudit is EIP712, ReentrancyGuardTransient {
         emit CaseOpened(caseId, msg.sender, v.provider, v, sig);
     }
 
-    /// @notice The verifier assigned to re-check case `caseId`; zero until the block after
-    /// the opening exists. Once recorded it never changes.
+    /// @notice The verifier assigned to re-check case `caseId`; zero until it can be drawn
+    /// (the draw reads blockhash(openedBlock + 1), which only blocks from openedBlock + 2 on
+    /// can read). Once recorded it never changes.
     function assigneeOf(uint64 caseId) public view returns (address) {
         Case storage c = _cases[caseId];
         if (c.state == CaseState.None) return address(0);
@@ -482,9 +496,11 @@ contract SpheronAudit is EIP712, ReentrancyGuardTransient {
     }
 
     /// @notice The assignee overturns case `caseId`: the accuser's verifier stake is slashed by
-    /// `overturnSlashBps` (burned).
+    /// `overturnSlashBps` (burned). The assignee must still be an active verifier (confirming
+    /// needs that too: the market checks its signature's weight now).
     function overturnCase(uint64 caseId) external returns (uint256 slashed) {
         Case storage c = _open(caseId);
+        if (!operators.isActive(SpheronOperators.Kind.Verifier, msg.sender)) revert NotVerifier(msg.sender);
         c.state = CaseState.Overturned;
         address accuser = c.accuser;
         slashed = operators.slashVerifier(accuser, overturnSlashBps, c.digest);
@@ -597,7 +613,8 @@ contract SpheronAudit is EIP712, ReentrancyGuardTransient {
 
     /// @notice Writes closed epoch `epoch`'s tiers on the market, signed by operators holding
     /// at least 2/3 of the operator stake at the epoch's end (signers strictly ascending), once
-    /// per epoch; pays each provider `tierReward[tier]` from the pool.
+    /// per epoch; providers strictly ascending (so none is paid twice); pays each provider
+    /// `tierReward[tier]` from the pool.
     function submitTiers(
         uint64 epoch,
         address[] calldata providers,
@@ -617,16 +634,20 @@ contract SpheronAudit is EIP712, ReentrancyGuardTransient {
         tiersSubmitted[epoch] = true;
         uint256 paid;
         uint256 left = pool;
+        address last;
         for (uint256 i = 0; i < n; ++i) {
+            address p = providers[i];
+            if (p <= last) revert ProvidersNotSorted(i);
+            last = p;
             uint8 t = uint8(tiers[i]);
             if (t > 7) revert TierOutOfRange(i, t);
-            market.setTier(providers[i], t);
+            market.setTier(p, t);
             uint256 due = tierReward[t];
             uint256 pay = due < left ? due : left;
             if (pay > 0) {
                 left -= pay;
                 paid += pay;
-                Account storage a = _accounts[providers[i]];
+                Account storage a = _accounts[p];
                 a.owed += uint128(pay);
                 a.rewarded += uint128(pay);
             }
@@ -639,6 +660,26 @@ contract SpheronAudit is EIP712, ReentrancyGuardTransient {
     }
 
     // ---------------------------------------------------------------- internals
+
+    /// @dev Adds `add` checks of `p` by the caller in `epoch` (current or previous), capped.
+    function _count(uint64 epoch, address p, uint256 add) internal {
+        CheckCounter storage k = _checks[msg.sender][p];
+        uint64 tag = epoch + 1;
+        bool odd = epoch & 1 == 1;
+        uint256 total = add;
+        if (odd) {
+            if (k.tag1 == tag) total += k.count1;
+        } else if (k.tag0 == tag) {
+            total += k.count0;
+        }
+        if (total > maxChecksPerEpoch) revert TooManyChecks(epoch, p, total, maxChecksPerEpoch);
+        if (!market.canBid(p)) revert NotAProvider(p);
+        if (odd) {
+            (k.tag1, k.count1) = (tag, uint16(total));
+        } else {
+            (k.tag0, k.count0) = (tag, uint16(total));
+        }
+    }
 
     function _pay(Account storage a, uint256 due) internal returns (uint256 paid) {
         uint256 left = pool;

@@ -37,3 +37,12 @@ sol!(
     ReentrantToken,
     "artifacts/ReentrantToken.json"
 );
+
+sol!(
+    /// The verifier network's on-chain half: uptime checks, rewards, re-checked cases, the
+    /// accuracy ranking, feedback and quorum-signed tiers (see `contracts/SpheronAudit.sol`).
+    #[sol(rpc)]
+    #[derive(Debug)]
+    SpheronAudit,
+    "artifacts/SpheronAudit.json"
+);

@@ -1,8 +1,8 @@
 //! [`Chain`]: an RPC connection with the signing keys of the accounts it acts for, which
 //! sends transactions one at a time and turns reverts into named errors.
 
-use crate::bindings::SpheronOperators;
 use crate::bindings::{ReentrantToken, SpheronMarket, TestToken};
+use crate::bindings::{SpheronAudit, SpheronOperators};
 use crate::error::{Error, Result};
 use alloy::contract::{CallBuilder, CallDecoder};
 use alloy::network::EthereumWallet;
@@ -178,6 +178,12 @@ pub fn decode(e: alloy::contract::Error) -> Error {
     if let Some(err) = e.as_decoded_interface_error::<SpheronOperators::SpheronOperatorsErrors>() {
         return Error::Revert {
             contract: "SpheronOperators",
+            name: strip(format!("{err:?}")),
+        };
+    }
+    if let Some(err) = e.as_decoded_interface_error::<SpheronAudit::SpheronAuditErrors>() {
+        return Error::Revert {
+            contract: "SpheronAudit",
             name: strip(format!("{err:?}")),
         };
     }

@@ -9,6 +9,9 @@
 //!   [`EvmStakeVault`] implements `spheron_core::StakeVault`: SPHN stake, slashed on evidence;
 //! - [`quorum`]: the operator quorum that decides matches (2/3 of operator stake, EIP-712
 //!   signatures, equivocation proofs) and the verifiers' signed verdicts that slashing needs;
+//! - [`audit`]: the verifier network on chain (`SpheronAudit`): uptime checks and rewards per
+//!   valid verification, failed verdicts re-checked by a randomly assigned second verifier
+//!   before any slash, an accuracy ranking, tenants' feedback and quorum-signed epoch tiers;
 //! - [`manifest`]: EIP-712 signed workload manifests, checked against the lease's tenant on
 //!   chain before anything launches;
 //! - [`registry`]: registering providers (endpoint, region, key, TLS certificate hash,
@@ -37,6 +40,7 @@
 //! ```
 
 pub mod anvil;
+pub mod audit;
 pub mod bindings;
 pub mod client;
 pub mod deploy;
@@ -48,6 +52,7 @@ pub mod quorum;
 pub mod registry;
 
 pub use alloy;
+pub use audit::{AuditConfig, CheckTally};
 pub use client::Chain;
 pub use deploy::{Addresses, MarketConfig};
 pub use error::{Error, Result};
