@@ -613,16 +613,22 @@ impl VerifierNode {
                 tracing::warn!(epoch = w.epoch, "tallies not posted in time: dropped");
                 continue;
             }
-            let tallies: Vec<CheckTally> = w
-                .tallies
-                .iter()
-                .filter(|(_, (p, f))| p + f > 0)
-                .map(|(a, (p, f))| CheckTally {
-                    provider: *a,
-                    passes: *p,
-                    fails: *f,
-                })
-                .collect();
+            // The contract counts checks only of providers that may bid now (one slashed
+            // out of its stake or banned since is left out, or the whole batch is refused).
+            let mut tallies: Vec<CheckTally> = Vec::new();
+            for (a, (p, f)) in w.tallies.iter().filter(|(_, (p, f))| p + f > 0) {
+                match registry::provider(&self.chain, self.net.market, *a).await {
+                    Ok(Some(r)) if r.can_bid => tallies.push(CheckTally {
+                        provider: *a,
+                        passes: *p,
+                        fails: *f,
+                    }),
+                    Ok(_) => {
+                        tracing::info!(provider = %a, "may no longer bid: its tally is left out")
+                    }
+                    Err(e) => tracing::warn!(provider = %a, error = %e, "reading the provider"),
+                }
+            }
             if tallies.is_empty() {
                 continue;
             }
