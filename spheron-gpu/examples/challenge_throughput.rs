@@ -124,6 +124,7 @@ async fn main() {
     let wall = started.elapsed();
     let cpu = cpu_time().saturating_sub(cpu0);
     let _ = child.kill();
+    let _ = child.wait();
     let (p, f) = (
         passed.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed),
