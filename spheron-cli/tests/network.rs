@@ -559,13 +559,20 @@ async fn network_end_to_end() {
         if rows.len() == 2 && passes > 0 {
             break rows;
         }
-        assert!(Instant::now() < until, "no verifier tallies on chain: {rows:?}");
+        assert!(
+            Instant::now() < until,
+            "no verifier tallies on chain: {rows:?}"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     eprintln!("verifiers: {verifiers:?}");
     let table = cli(&net_path, &tenant, &["verifiers"]);
     assert!(table.status.success());
-    assert!(text(&table.stdout).contains("ACCURACY"), "{}", text(&table.stdout));
+    assert!(
+        text(&table.stdout).contains("ACCURACY"),
+        "{}",
+        text(&table.stdout)
+    );
 }
 
 fn owner_of(endpoint: &str, key: &str, net: &NetworkFile, pin: B256) -> GatewayClient {

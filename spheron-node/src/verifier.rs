@@ -187,7 +187,9 @@ struct Challenger {
     conduct: Conduct,
 }
 
-/// Attempts at a provider whose proof failed on time alone (see [`Challenger::check`]).
+/// Attempts at a provider whose proof failed on time alone: scheduling noise only ever makes
+/// an answer slower, so a pass in any attempt counts; a wrong row, path or signature fails at
+/// once.
 pub const TIMING_ATTEMPTS: u32 = 3;
 
 /// The prefix of a timing failure's reason.

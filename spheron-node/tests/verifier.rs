@@ -506,7 +506,10 @@ async fn a_provider_online_only_early_in_the_epoch_is_caught() {
     if ok + bad == 0 {
         for (v, h) in &n.verifiers {
             let l = h.snapshot();
-            eprintln!("{v}: first {e0}, posted {:?}, checks {:?}", l.posted, l.checks);
+            eprintln!(
+                "{v}: first {e0}, posted {:?}, checks {:?}",
+                l.posted, l.checks
+            );
         }
     }
     eprintln!("always-online control: {control_ok} passes, {control_bad} fails");
