@@ -153,12 +153,16 @@ pub fn to_core(e: Error) -> spheron_core::Error {
     }
 }
 
-fn entropy() -> [[u8; 32]; 2] {
+/// 64 bytes of OS entropy for a challenge; an error (never zeros) when the OS has none.
+fn entropy() -> spheron_core::Result<[[u8; 32]; 2]> {
     let mut out = [[0u8; 32]; 2];
     for e in &mut out {
-        let _ = getrandom::fill(e);
+        getrandom::fill(e).map_err(|e| spheron_core::Error::Backend {
+            backend: "entropy",
+            message: format!("the OS gave no randomness for the challenge: {e}"),
+        })?;
     }
-    out
+    Ok(out)
 }
 
 /// Waits for `fut` until `clock` reaches `deadline`.
@@ -810,11 +814,12 @@ impl NetworkMarket {
         // Signed as this lease's tenant: the gateway commits only for challengers the chain
         // vouches for.
         let prover = gateway.prover().with_challenger(i.signer.clone(), Some(id));
+        let entropy = entropy()?;
         let proof = within(
             i.clock.as_ref(),
             i.config.challenge_timeout,
             "challenge",
-            run_challenge(i.verifier.as_ref(), &prover, pid, model, entropy()),
+            run_challenge(i.verifier.as_ref(), &prover, pid, model, entropy),
         )
         .await;
         let proof = match proof {
