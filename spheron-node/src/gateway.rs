@@ -28,7 +28,8 @@
 //! this chain and market (`WrongLease`), the path's lease (`WrongLease`) and this provider
 //! (`WrongProvider`), has not expired (`Expired`), the lease is active on chain
 //! (`LeaseNotActive`), and its own nonce is fresh (`Replayed`; recorded last, so a refused
-//! manifest can be fixed and resent). Then [`LeaseBackend::launch`] runs it.
+//! manifest can be fixed and resent). Then [`LeaseBackend::launch`] runs it, with the
+//! secrets that travel beside the signed workload ([`SignedManifest::into_workload`]).
 //!
 //! The router must be served at the root (not nested under a prefix): the signed path is the
 //! one the server sees.
@@ -262,7 +263,7 @@ async fn put_manifest(State(b): State<Shared>, req: Request) -> Response {
     let r = async {
         let a = authorize(&*b, req).await?;
         let m = check_manifest(&*b, &a).await?;
-        b.launch(&a.lease, m.workload).await
+        b.launch(&a.lease, m.into_workload()?).await
     };
     json(r.await)
 }

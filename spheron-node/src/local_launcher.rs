@@ -1,7 +1,8 @@
 //! [`LocalLauncher`]: runs a lease's workload as a real subprocess on this machine.
 //!
-//! The embedded default for development and tests: the command runs in a fresh temporary
-//! directory, in its own process group; stdout and stderr become the lease's log; `stop`
+//! The embedded default for development and tests: it refuses a container image (it has no
+//! container runtime: [`Error::InvalidField`] naming `image`); the command runs in a fresh
+//! temporary directory, in its own process group; stdout and stderr become the lease's log; `stop`
 //! kills the whole group; the exit status decides the close reason.
 
 use async_trait::async_trait;
@@ -81,6 +82,16 @@ fn pump<R: AsyncRead + Unpin + Send + 'static>(
 impl WorkloadLauncher for LocalLauncher {
     async fn launch(&self, spec: &LaunchSpec, workload: &Workload) -> Result<WorkloadId> {
         workload.validate()?;
+        if let Some(image) = &workload.image {
+            return Err(Error::invalid(
+                "image",
+                format!(
+                    "the local launcher runs the command as a process on this machine and \
+                     cannot run the container image `{image}`: leave `image` out, or rent \
+                     from a provider with the Kubernetes launcher"
+                ),
+            ));
+        }
         let (program, args) = workload
             .command
             .split_first()

@@ -18,6 +18,7 @@ mod errors;
 mod lease;
 mod market;
 mod matcher;
+mod quote;
 mod request;
 
 use pyo3::prelude::*;
@@ -116,5 +117,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<convert::PyProviderInfo>()?;
     m.add_class::<matcher::PyOrder>()?;
     m.add_class::<matcher::PyBid>()?;
+    m.add_class::<quote::PyQuote>()?;
+    m.add_function(wrap_pyfunction!(lease::settle_open_leases, m)?)?;
     Ok(())
 }

@@ -244,3 +244,38 @@ def test_connect_bad_key(devnet: Path) -> None:
     with pytest.raises(spheron.InvalidRequestError) as e:
         spheron.Marketplace.connect(devnet, "not-a-key")
     assert e.value.field == "key"
+
+
+NET_SECRET = "net-secret-\u00e9-7f3a9c"
+
+
+def test_a_string_command_with_env_and_secrets_runs_on_the_provider(
+    market: spheron.Marketplace, devnet: Path
+) -> None:
+    events: List[spheron.ProgressEvent] = []
+    code = (
+        "import hashlib, os; "
+        "print('mode', os.environ['MODE']); "
+        "print('sha', hashlib.sha256(os.environ['API_KEY'].encode()).hexdigest())"
+    )
+    with market.rent(
+        one_h100(),
+        command=f'python3 -c "{code}"',
+        env={"MODE": "train"},
+        secrets={"API_KEY": NET_SECRET},
+        progress=events.append,
+    ) as lease:
+        lines = [l.line for l in lease.logs(system=True)]
+        report = lease.wait(timeout=120)
+    import hashlib
+
+    assert "mode train" in lines
+    assert f"sha {hashlib.sha256(NET_SECRET.encode()).hexdigest()}" in lines
+    assert report.close_reason == "completed"
+    shown = "\n".join(lines + [repr(lease), repr(report)] + [e.message for e in events])
+    assert NET_SECRET not in shown
+    # Nothing the devnet's nodes wrote (logs, databases, keys, network file) holds it.
+    needle = NET_SECRET.encode()
+    for f in devnet.parent.rglob("*"):
+        if f.is_file():
+            assert needle not in f.read_bytes(), f

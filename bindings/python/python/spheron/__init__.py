@@ -7,7 +7,7 @@
     market = spheron.Marketplace.local(funds="100")
     request = spheron.GpuRequest("H100", count=1, hours=1, max_price_per_hour="2.50",
                                  region="eu-west")
-    with market.rent(request, command=["python", "train.py"]) as lease:
+    with market.rent(request, command="python train.py") as lease:
         for line in lease.logs():
             print(line)
         report = lease.wait()
@@ -23,13 +23,21 @@ settles the lease before ``KeyboardInterrupt`` propagates. Each blocking call ha
 ``async for``) running the same Rust code. Money is ``decimal.Decimal`` in whole tokens
 (USD on the embedded marketplace, the network's payment token such as USDS on a network),
 exact to the token's base unit.
+
+A lease not closed with ``with`` or ``stop()`` is stopped and settled when its ``Lease``
+object is collected (with an :class:`UnclosedLeaseWarning`) or, at the latest, when the
+interpreter exits.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import shlex
+import sys
 from decimal import Decimal
 from os import PathLike
-from typing import Any, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 
 from . import _native
@@ -46,6 +54,7 @@ from ._native import (
     ProgressEvent,
     ProofResult,
     ProviderInfo,
+    Quote,
     ScoreItem,
     Skipped,
     __version__,
@@ -64,6 +73,7 @@ from .errors import (
     ProverError,
     SpheronError,
     StepTimeoutError,
+    UnclosedLeaseWarning,
     UnsupportedError,
     WaitTimeoutError,
 )
@@ -84,6 +94,7 @@ __all__ = [
     "Skipped",
     "Balance",
     "ProviderInfo",
+    "Quote",
     "Order",
     "Bid",
     "Matcher",
@@ -101,11 +112,68 @@ __all__ = [
     "WaitTimeoutError",
     "StepTimeoutError",
     "UnsupportedError",
+    "UnclosedLeaseWarning",
+    "Command",
     "__version__",
 ]
 
 Amount = Union[str, int, float, Decimal]
 RankItem = Union[Bid, Tuple[Bid, float], str]
+#: A workload's command: a shell-like string (split with :func:`shlex.split`, no shell
+#: runs it) or a sequence of arguments.
+Command = Union[str, Sequence[Union[str, "PathLike[str]"]]]
+
+
+def _command(command: Command) -> List[str]:
+    """The argument list of ``command``; never splits a string into characters."""
+    if isinstance(command, str):
+        try:
+            args = shlex.split(command)
+        except ValueError as e:
+            raise InvalidRequestError(
+                f"invalid `command`: {e} in {command!r}", field="command", reason=str(e)
+            ) from None
+    elif isinstance(command, (bytes, bytearray)):
+        raise TypeError("command must be a str or a sequence of str, not bytes")
+    else:
+        args = []
+        for a in command:
+            if isinstance(a, str):
+                args.append(a)
+            elif isinstance(a, PathLike):
+                args.append(os.fspath(a))
+            else:
+                raise TypeError(f"command arguments must be str, not {type(a).__name__}: {a!r}")
+    if not args:
+        raise InvalidRequestError(
+            "invalid `command`: it is empty", field="command", reason="a command is required"
+        )
+    return args
+
+
+def _strings(name: str, values: Optional[Mapping[str, str]]) -> Optional[Dict[str, str]]:
+    if values is None:
+        return None
+    out: Dict[str, str] = {}
+    for k, v in values.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            # Never echo a value: it may be a secret.
+            raise TypeError(f"{name} must map str to str; `{k!s}` does not")
+        out[k] = v
+    return out
+
+
+def _settle_at_exit() -> None:
+    """Stops and settles the leases still open when the interpreter exits."""
+    ids = _native.settle_open_leases()
+    if ids:
+        sys.stderr.write(
+            f"spheron: stopped and settled lease(s) {', '.join(map(str, ids))} left open at exit\n"
+        )
+        sys.stderr.flush()
+
+
+atexit.register(_settle_at_exit)
 
 
 class Matcher(Protocol):
@@ -183,23 +251,32 @@ class Marketplace:
         self,
         request: GpuRequest,
         *,
-        command: Sequence[str],
+        command: Command,
         image: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
+        secrets: Optional[Mapping[str, str]] = None,
         progress: Progress = None,
     ) -> Lease:
         """Rents GPUs for ``request`` and starts ``command`` on them: publish, bids, rank,
         proof-of-GPU challenge (failing over with reasons), escrow lock, launch. Returns the
         running :class:`Lease` (use it as a context manager so it always settles).
 
+        ``command`` is a string (split like a shell would, with :func:`shlex.split`; no
+        shell runs it) or a list of arguments. ``env`` and ``secrets`` are environment
+        variables of the workload; secrets are never logged, shown in a ``repr`` or
+        written into the signed manifest. ``image`` is a container image, for providers
+        that run containers: the local launcher (the embedded marketplace's, a devnet's)
+        refuses it with :class:`InvalidRequestError` (``field="image"``).
+
         Raises :class:`NoMatchError` (every provider and why), :class:`ChallengeFailedError`,
         :class:`InsufficientFundsError`, :class:`LaunchError`, :class:`MatcherError`,
         :class:`InvalidRequestError`."""
         return self._native.rent(
             request,
-            command=list(command),
+            command=_command(command),
             image=image,
-            env=dict(env) if env is not None else None,
+            env=_strings("env", env),
+            secrets=_strings("secrets", secrets),
             on_event=self._callback(progress),
         )
 
@@ -207,17 +284,19 @@ class Marketplace:
         self,
         request: GpuRequest,
         *,
-        command: Sequence[str],
+        command: Command,
         image: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
+        secrets: Optional[Mapping[str, str]] = None,
         progress: Progress = None,
     ) -> Lease:
         """The awaitable twin of :meth:`rent`."""
         return await self._native.rent_async(
             request,
-            command=list(command),
+            command=_command(command),
             image=image,
-            env=dict(env) if env is not None else None,
+            env=_strings("env", env),
+            secrets=_strings("secrets", secrets),
             on_event=self._callback(progress),
         )
 
@@ -247,6 +326,17 @@ class Marketplace:
     def providers(self) -> List[ProviderInfo]:
         """Every provider of the marketplace (on a network: its on-chain registry)."""
         return self._native.providers()
+
+    def quote(self, request: GpuRequest) -> List[Quote]:
+        """What each provider would bid on ``request`` now, cheapest first, before renting:
+        nothing is published or locked. Each :class:`Quote` has the provider, its region, the
+        model it would offer, ``price_per_hour`` and ``cost`` (the whole request at that
+        price: the most the rent would pay). Providers that the request's filters exclude
+        (regions, tier, allow and deny lists) or that would not bid (price above the ceiling,
+        no room) are left out. The matcher then ranks the bids (price is one of its
+        criteria), so the rent may choose another than the cheapest. Embedded only for now:
+        raises :class:`UnsupportedError` on a network."""
+        return self._native.quote(request)
 
     def ledger_balanced(self) -> bool:
         """Whether the embedded escrow ledger holds exactly what it owes. Embedded only:

@@ -23,9 +23,11 @@ __all__ = [
     "ProgressEvent",
     "ProofResult",
     "ProviderInfo",
+    "Quote",
     "ScoreItem",
     "Skipped",
     "__version__",
+    "settle_open_leases",
 ]
 
 _Amount = Union[str, int, float, Decimal]
@@ -236,6 +238,27 @@ class ProviderInfo:
     def banned(self) -> bool: ...
 
 @final
+class Quote:
+    """One provider's price for a request, before renting."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def provider_name(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def price_per_hour(self) -> Decimal: ...
+    @property
+    def cost(self) -> Decimal: ...
+    @property
+    def free_gpus(self) -> int: ...
+    @property
+    def tier(self) -> int: ...
+
+@final
 class Order:
     """An order, as a custom matcher sees it."""
 
@@ -359,6 +382,7 @@ class Marketplace:
         command: Sequence[str],
         image: Optional[str] = None,
         env: Optional[dict[str, str]] = None,
+        secrets: Optional[dict[str, str]] = None,
         on_event: Optional[Callable[[ProgressEvent], object]] = None,
     ) -> Lease: ...
     def rent_async(
@@ -368,6 +392,7 @@ class Marketplace:
         command: Sequence[str],
         image: Optional[str] = None,
         env: Optional[dict[str, str]] = None,
+        secrets: Optional[dict[str, str]] = None,
         on_event: Optional[Callable[[ProgressEvent], object]] = None,
     ) -> Awaitable[Lease]: ...
     def events(self) -> EventIterator: ...
@@ -375,6 +400,7 @@ class Marketplace:
     def deposit(self, amount: _Amount) -> None: ...
     def withdraw(self, amount: _Amount) -> None: ...
     def providers(self) -> list[ProviderInfo]: ...
+    def quote(self, request: GpuRequest) -> list[Quote]: ...
     @property
     def token(self) -> str: ...
     @property
@@ -384,3 +410,6 @@ class Marketplace:
     @property
     def network(self) -> Optional[str]: ...
     def ledger_balanced(self) -> bool: ...
+
+def settle_open_leases() -> list[int]:
+    """Stops and settles every lease still open; returns their ids (run at exit)."""
