@@ -127,3 +127,65 @@ async fn bad_workloads_are_typed_errors() {
     ));
     assert!(l.status(&spheron::WorkloadId("nope".into())).await.is_err());
 }
+
+#[tokio::test]
+async fn each_workload_sees_only_its_lease_gpus() {
+    let l = LocalLauncher::new();
+    let print = "echo $CUDA_VISIBLE_DEVICES; sleep 30";
+    // The tenant's own CUDA_VISIBLE_DEVICES does not widen what the lease sees.
+    let first =
+        Workload::command(["sh", "-c", print]).env("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7");
+    let a = l.launch(&spec(1), &first).await.expect("launch a");
+    let b = l
+        .launch(&spec(2), &Workload::command(["sh", "-c", print]))
+        .await
+        .expect("launch b");
+    let mut other_node = spec(3);
+    other_node.node = Some("node-1".into());
+    other_node.gpus = 1;
+    let c = l
+        .launch(&other_node, &Workload::command(["sh", "-c", print]))
+        .await
+        .expect("launch c");
+    let first_line = |id: spheron::WorkloadId| {
+        let l = &l;
+        async move {
+            l.logs(&id)
+                .expect("logs")
+                .filter(|x| futures::future::ready(x.source == LogSource::Stdout))
+                .map(|x| x.line)
+                .next()
+                .await
+                .expect("a line")
+        }
+    };
+    assert_eq!(first_line(a.clone()).await, "0,1");
+    assert_eq!(first_line(b.clone()).await, "2,3");
+    assert_eq!(first_line(c.clone()).await, "0");
+    // Freed when a workload ends: the next one on node-0 gets 0,1 again.
+    l.stop(&a).await.expect("stop a");
+    let d = l
+        .launch(&spec(4), &Workload::command(["sh", "-c", print]))
+        .await
+        .expect("launch d");
+    assert_eq!(first_line(d.clone()).await, "0,1");
+    for id in [b, c, d] {
+        l.stop(&id).await.expect("stop");
+    }
+}
+
+#[tokio::test]
+async fn an_image_is_refused_with_a_typed_error() {
+    let l = LocalLauncher::new();
+    let w = Workload::command(["python3", "train.py"]).image("nvcr.io/nvidia/pytorch:24.05-py3");
+    match l.launch(&spec(9), &w).await {
+        Err(Error::InvalidField { field, reason }) => {
+            assert_eq!(field, "image");
+            assert!(
+                reason.contains("nvcr.io/nvidia/pytorch:24.05-py3"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected InvalidField(image), got {other:?}"),
+    }
+}

@@ -4,6 +4,10 @@
 //! container runtime: [`Error::InvalidField`] naming `image`); the command runs in a fresh
 //! temporary directory, in its own process group; stdout and stderr become the lease's log; `stop`
 //! kills the whole group; the exit status decides the close reason.
+//!
+//! GPUs: each workload gets the lowest device indices not held by another running workload
+//! on its node, `spec.gpus` of them, as `CUDA_VISIBLE_DEVICES` (set after the tenant's
+//! environment, so a workload sees only its lease's GPUs); they are freed when it ends.
 
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
@@ -12,7 +16,7 @@ use spheron_core::{
     Error, LaunchSpec, LogBuffer, LogSource, LogStream, Result, Workload, WorkloadId,
     WorkloadLauncher, WorkloadStatus,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,10 +35,36 @@ struct Proc {
     stop_requested: Arc<AtomicBool>,
 }
 
+/// Device indices in use, per node name (`""` when the spec names none).
+type Devices = Arc<Mutex<BTreeMap<String, BTreeSet<u32>>>>;
+
 /// Runs workloads as local subprocesses.
 #[derive(Default)]
 pub struct LocalLauncher {
     procs: Mutex<BTreeMap<WorkloadId, Arc<Proc>>>,
+    devices: Devices,
+}
+
+/// Takes the `count` lowest device indices of `node` not in use.
+fn take_devices(devices: &Devices, node: &str, count: u32) -> Vec<u32> {
+    let mut all = devices.lock().unwrap_or_else(|p| p.into_inner());
+    let used = all.entry(node.to_string()).or_default();
+    let picked: Vec<u32> = (0u32..)
+        .filter(|i| !used.contains(i))
+        .take(count as usize)
+        .collect();
+    used.extend(picked.iter().copied());
+    picked
+}
+
+/// Frees device indices taken by [`take_devices`].
+fn free_devices(devices: &Devices, node: &str, picked: &[u32]) {
+    let mut all = devices.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(used) = all.get_mut(node) {
+        for i in picked {
+            used.remove(i);
+        }
+    }
 }
 
 impl std::fmt::Debug for LocalLauncher {
@@ -100,6 +130,13 @@ impl WorkloadLauncher for LocalLauncher {
             .prefix(&format!("spheron-{}-", spec.lease))
             .tempdir()
             .map_err(|e| Error::Launch(format!("cannot create a work directory: {e}")))?;
+        let node = spec.node.clone().unwrap_or_default();
+        let gpus = take_devices(&self.devices, &node, spec.gpus);
+        let visible = gpus
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(dir.path())
@@ -109,20 +146,25 @@ impl WorkloadLauncher for LocalLauncher {
             .env("SPHERON_GPUS", spec.gpus.to_string())
             .envs(&workload.env)
             .envs(workload.secrets.iter().map(|(k, v)| (k, v.expose())))
+            .env("CUDA_VISIBLE_DEVICES", &visible)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::Launch(format!("cannot start `{program}`: {e}")))?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                free_devices(&self.devices, &node, &gpus);
+                return Err(Error::Launch(format!("cannot start `{program}`: {e}")));
+            }
+        };
         let pid = child.id();
         let logs = LogBuffer::new();
         logs.push(
             LogSource::System,
             format!(
-                "started `{program}` (pid {}) for {}",
+                "started `{program}` (pid {}) for {} on GPUs {visible}",
                 pid.unwrap_or(0),
                 spec.lease
             ),
@@ -140,6 +182,7 @@ impl WorkloadLauncher for LocalLauncher {
         {
             let logs = logs.clone();
             let stop_requested = stop_requested.clone();
+            let devices = self.devices.clone();
             tokio::spawn(async move {
                 let exit = child.wait().await;
                 // The group may hold the pipes open after the leader exits: kill the rest.
@@ -160,6 +203,7 @@ impl WorkloadLauncher for LocalLauncher {
                 logs.push(LogSource::System, format!("workload ended: {status:?}"));
                 logs.close();
                 drop(dir);
+                free_devices(&devices, &node, &gpus);
                 tx.send_replace(status);
             });
         }

@@ -20,6 +20,7 @@ mod market;
 mod matcher;
 mod quote;
 mod request;
+mod training;
 
 use pyo3::prelude::*;
 use std::future::Future;
@@ -119,5 +120,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<matcher::PyBid>()?;
     m.add_class::<quote::PyQuote>()?;
     m.add_function(wrap_pyfunction!(lease::settle_open_leases, m)?)?;
+    m.add_function(wrap_pyfunction!(training::torchrun_workload, m)?)?;
     Ok(())
 }

@@ -279,3 +279,27 @@ def test_a_string_command_with_env_and_secrets_runs_on_the_provider(
     for f in devnet.parent.rglob("*"):
         if f.is_file():
             assert needle not in f.read_bytes(), f
+
+
+def test_torchrun_on_two_gpus_of_a_provider(market: spheron.Marketplace) -> None:
+    import sys
+
+    standins = Path(__file__).parent / "standins"
+    workload = spheron.torchrun(
+        standins / "rank_report.py",
+        gpus=2,
+        master_port=29622,
+        program=[sys.executable, str(standins / "fake_torchrun.py")],
+    )
+    with market.rent(one_h100(count=2), workload) as lease:
+        lines = sorted(l.line for l in lease.logs())
+        report = lease.wait(timeout=120)
+    assert report.close_reason == "completed" and report.gpus == 2, lines
+    # The provider's node may run other leases: the lease's two GPUs, whichever they are.
+    launcher = next(l for l in lines if l.startswith("launcher "))
+    visible = launcher.split("CUDA_VISIBLE_DEVICES=")[1].split(",")
+    assert len(set(visible)) == 2, launcher
+    assert [l for l in lines if l.startswith("rank ")] == [
+        f"rank 0/2 local 0 master 127.0.0.1:29622 gpu {visible[0]} args []",
+        f"rank 1/2 local 1 master 127.0.0.1:29622 gpu {visible[1]} args []",
+    ]

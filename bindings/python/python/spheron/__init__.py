@@ -35,6 +35,7 @@ import atexit
 import os
 import shlex
 import sys
+from dataclasses import dataclass, field
 from decimal import Decimal
 from os import PathLike
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
@@ -114,6 +115,8 @@ __all__ = [
     "UnsupportedError",
     "UnclosedLeaseWarning",
     "Command",
+    "Workload",
+    "torchrun",
     "__version__",
 ]
 
@@ -149,6 +152,83 @@ def _command(command: Command) -> List[str]:
             "invalid `command`: it is empty", field="command", reason="a command is required"
         )
     return args
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A command to run with its environment, for :meth:`Marketplace.rent`'s second
+    argument; :func:`torchrun` builds one. ``gpus``, when set, is how many GPUs it drives:
+    the request must rent exactly that many."""
+
+    command: List[str]
+    env: Dict[str, str] = field(default_factory=dict)
+    gpus: Optional[int] = None
+
+
+def torchrun(
+    script: Union[str, "PathLike[str]"],
+    *args: Union[str, "PathLike[str]"],
+    gpus: int,
+    master_port: Optional[int] = None,
+    master_addr: str = "127.0.0.1",
+    program: Command = "torchrun",
+    env: Optional[Mapping[str, str]] = None,
+) -> Workload:
+    """A PyTorch distributed training launch: ``torchrun --nnodes=1 --node_rank=0
+    --nproc_per_node=GPUS --master_addr=A --master_port=P SCRIPT ARGS...`` (one worker per
+    GPU), with ``MASTER_ADDR``, ``MASTER_PORT``, ``WORLD_SIZE``, ``NPROC_PER_NODE``,
+    ``NNODES`` and ``NODE_RANK`` in its environment. The provider's launcher sets
+    ``CUDA_VISIBLE_DEVICES`` to the lease's GPUs, so worker ``LOCAL_RANK`` *i* drives the
+    lease's *i*-th GPU. ``master_port`` defaults to a random port in 29500..39499;
+    ``program`` replaces ``torchrun`` (e.g. ``"python3 -m torch.distributed.run"``).
+
+    .. code-block:: python
+
+        request = spheron.GpuRequest("h100", count=8, hours=2, max_price_per_hour="3")
+        with market.rent(request, spheron.torchrun("train.py", "--epochs=3", gpus=8)) as lease:
+            lease.wait()
+    """
+    command, rendezvous = _native.torchrun_workload(
+        os.fspath(script),
+        gpus,
+        _command([os.fspath(a) for a in args]) if args else [],
+        master_addr=master_addr,
+        master_port=master_port,
+        program=_command(program),
+    )
+    extra = _strings("env", env) or {}
+    return Workload(command=command, env={**rendezvous, **extra}, gpus=gpus)
+
+
+def _workload(
+    request: GpuRequest,
+    workload: Optional[Workload],
+    command: Optional[Command],
+    env: Optional[Mapping[str, str]],
+) -> Tuple[List[str], Optional[Dict[str, str]]]:
+    """The command and environment of a rent given a ``Workload`` or a ``command``."""
+    if workload is None:
+        if command is None:
+            raise InvalidRequestError(
+                "invalid `command`: give a command or a Workload", field="command", reason="missing"
+            )
+        return _command(command), _strings("env", env)
+    if command is not None:
+        raise InvalidRequestError(
+            "invalid `command`: give either a Workload or a command, not both",
+            field="command",
+            reason="both a Workload and a command",
+        )
+    if workload.gpus is not None and workload.gpus != request.count:
+        raise InvalidRequestError(
+            f"invalid `gpus`: the workload drives {workload.gpus} GPUs but the request rents "
+            f"{request.count}",
+            field="gpus",
+            reason=f"{workload.gpus} != count {request.count}",
+        )
+    merged = dict(workload.env)
+    merged.update(_strings("env", env) or {})
+    return _command(workload.command), merged
 
 
 def _strings(name: str, values: Optional[Mapping[str, str]]) -> Optional[Dict[str, str]]:
@@ -250,8 +330,9 @@ class Marketplace:
     def rent(
         self,
         request: GpuRequest,
+        workload: Optional[Workload] = None,
         *,
-        command: Command,
+        command: Optional[Command] = None,
         image: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
         secrets: Optional[Mapping[str, str]] = None,
@@ -262,7 +343,8 @@ class Marketplace:
         running :class:`Lease` (use it as a context manager so it always settles).
 
         ``command`` is a string (split like a shell would, with :func:`shlex.split`; no
-        shell runs it) or a list of arguments. ``env`` and ``secrets`` are environment
+        shell runs it) or a list of arguments; or give a :class:`Workload` instead (such as
+        :func:`torchrun`'s, whose GPU count must be the request's). ``env`` and ``secrets`` are environment
         variables of the workload; secrets are never logged, shown in a ``repr`` or
         written into the signed manifest. ``image`` is a container image, for providers
         that run containers: the local launcher (the embedded marketplace's, a devnet's)
@@ -271,11 +353,12 @@ class Marketplace:
         Raises :class:`NoMatchError` (every provider and why), :class:`ChallengeFailedError`,
         :class:`InsufficientFundsError`, :class:`LaunchError`, :class:`MatcherError`,
         :class:`InvalidRequestError`."""
+        args, environment = _workload(request, workload, command, env)
         return self._native.rent(
             request,
-            command=_command(command),
+            command=args,
             image=image,
-            env=_strings("env", env),
+            env=environment,
             secrets=_strings("secrets", secrets),
             on_event=self._callback(progress),
         )
@@ -283,19 +366,21 @@ class Marketplace:
     async def rent_async(
         self,
         request: GpuRequest,
+        workload: Optional[Workload] = None,
         *,
-        command: Command,
+        command: Optional[Command] = None,
         image: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
         secrets: Optional[Mapping[str, str]] = None,
         progress: Progress = None,
     ) -> Lease:
         """The awaitable twin of :meth:`rent`."""
+        args, environment = _workload(request, workload, command, env)
         return await self._native.rent_async(
             request,
-            command=_command(command),
+            command=args,
             image=image,
-            env=_strings("env", env),
+            env=environment,
             secrets=_strings("secrets", secrets),
             on_event=self._callback(progress),
         )

@@ -28,6 +28,7 @@ __all__ = [
     "Skipped",
     "__version__",
     "settle_open_leases",
+    "torchrun_workload",
 ]
 
 _Amount = Union[str, int, float, Decimal]
@@ -413,3 +414,14 @@ class Marketplace:
 
 def settle_open_leases() -> list[int]:
     """Stops and settles every lease still open; returns their ids (run at exit)."""
+
+def torchrun_workload(
+    script: str,
+    gpus: int,
+    args: Sequence[str],
+    *,
+    master_addr: Optional[str] = None,
+    master_port: Optional[int] = None,
+    program: Optional[Sequence[str]] = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of torchrun starting ``script`` on ``gpus`` GPUs."""
