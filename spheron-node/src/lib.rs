@@ -27,6 +27,7 @@ pub mod store;
 pub mod tenant;
 pub mod tls;
 pub mod wire;
+pub mod workdir;
 
 pub use error::{Error, Result};
 pub use local_launcher::LocalLauncher;
