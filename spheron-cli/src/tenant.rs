@@ -80,6 +80,17 @@ pub enum LeaseCommand {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Download a file of the lease's working directory (e.g. `outputs/model.ckpt`) from
+    /// its provider, kept until the lease has ended plus a grace period.
+    Download {
+        /// Lease id.
+        id: u64,
+        /// Path inside the working directory.
+        path: String,
+        /// Where to write it (default: the file's name in the current directory).
+        #[arg(long, short)]
+        to: Option<std::path::PathBuf>,
+    },
     /// Stop a lease: closes it on chain (paid pro rata, the rest refunded) and tells the
     /// provider.
     Stop {
@@ -366,6 +377,17 @@ pub async fn lease(g: &Global, cmd: LeaseCommand) -> Result<ExitCode> {
                     LogSource::Stdout => println!("{}", l.line),
                 }
             }
+        }
+        LeaseCommand::Download { id, path, to } => {
+            let dest = match to {
+                Some(d) => d,
+                None => std::path::Path::new(&path)
+                    .file_name()
+                    .map(std::path::PathBuf::from)
+                    .ok_or_else(|| msg(format!("{path:?} names no file; pass --to")))?,
+            };
+            let n = market.download(id, &path, &dest).await?;
+            eprintln!("lease {id}: {path} -> {} ({n} bytes)", dest.display());
         }
         LeaseCommand::Stop { id, json: as_json } => {
             let s = market.stop_lease(id).await?;
