@@ -253,6 +253,20 @@ impl GatewayClient {
         lease: u64,
         body: Vec<u8>,
     ) -> Result<reqwest::RequestBuilder, GatewayError> {
+        self.signed_for(method, path_and_query, lease, body, REQUEST_TTL_SECS)
+            .await
+    }
+
+    /// A signed request valid for `ttl_secs` (the gateway checks the expiry once the body
+    /// has arrived: transfers get the longest it accepts).
+    async fn signed_for(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        lease: u64,
+        body: Vec<u8>,
+        ttl_secs: u64,
+    ) -> Result<reqwest::RequestBuilder, GatewayError> {
         let h: SignedHeaders = auth::sign_request(
             &self.signer,
             &self.domain,
@@ -260,7 +274,7 @@ impl GatewayClient {
             path_and_query,
             lease,
             &body,
-            now() + REQUEST_TTL_SECS,
+            now() + ttl_secs,
         )
         .await?;
         let mut rb = self
@@ -285,11 +299,12 @@ impl GatewayClient {
         archive: Vec<u8>,
     ) -> Result<WorkdirReceipt, GatewayError> {
         let rb = self
-            .signed(
+            .signed_for(
                 Method::PUT,
                 &format!("/lease/{lease}/workdir"),
                 lease,
                 archive,
+                auth::MAX_EXPIRY_SECS - 5,
             )
             .await?
             .header(reqwest::header::CONTENT_TYPE, "application/x-tar");

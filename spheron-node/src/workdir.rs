@@ -108,6 +108,22 @@ fn entries(dir: &Path, limit: u64) -> Result<Vec<(PathBuf, bool)>, WorkdirError>
     Ok(out)
 }
 
+/// The bytes of file content [`pack`] would take from `dir`, refusing what it would
+/// refuse (not a directory, over `limit`) without reading any file.
+pub fn measure(dir: &Path, limit: u64) -> Result<u64, WorkdirError> {
+    if !dir.is_dir() {
+        return Err(WorkdirError::NotADirectory(dir.to_path_buf()));
+    }
+    let mut total = 0u64;
+    for (rel, is_dir) in entries(dir, limit)? {
+        if !is_dir {
+            let p = dir.join(rel);
+            total += std::fs::metadata(&p).map_err(io(&p))?.len();
+        }
+    }
+    Ok(total)
+}
+
 /// Packs `dir` into a deterministic tar archive of at most `limit` bytes of file content.
 pub fn pack(dir: &Path, limit: u64) -> Result<Packed, WorkdirError> {
     if !dir.is_dir() {
@@ -276,6 +292,11 @@ mod tests {
         tree(src.path());
         // 1000 + 12 + 6 bytes are packed; the excluded 5000 do not count.
         assert!(pack(src.path(), 1018).is_ok());
+        assert_eq!(measure(src.path(), 1018).unwrap(), 1018);
+        assert!(matches!(
+            measure(src.path(), 1017),
+            Err(WorkdirError::TooLarge { .. })
+        ));
         assert!(matches!(
             pack(src.path(), 1017),
             Err(WorkdirError::TooLarge { limit: 1017, .. })

@@ -15,6 +15,7 @@ use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
 use spheron_core::{LeaseHandle, LogSource, LogStream};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -227,6 +228,21 @@ impl PyLease {
         let r = block_on_uninterruptible(py, stop_idempotent(h))
             .map_err(|e| to_py(py, Some(&self.market), e))?;
         Ok(self.report_of(&r))
+    }
+
+    /// Copies file `path` of the workload's working directory (e.g. `outputs/model.ckpt`)
+    /// to `dest` (a file, or a directory to put it in under its own name); returns the
+    /// bytes written. The provider keeps the files until the lease has ended plus a grace
+    /// period.
+    fn download(&self, py: Python<'_>, path: String, dest: PathBuf) -> PyResult<u64> {
+        let dest = match std::path::Path::new(&path).file_name() {
+            Some(name) if dest.is_dir() => dest.join(name),
+            _ => dest,
+        };
+        let market = self.market.clone();
+        let id = self.handle.id().0;
+        block_on(py, market.download(id, path, dest), |_| Ok(()))?
+            .map_err(|e| to_py(py, Some(&self.market), e))
     }
 
     /// The awaitable twin of `wait`.

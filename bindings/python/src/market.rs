@@ -112,6 +112,7 @@ impl PyMarketplace {
         image: Option<String>,
         env: Option<BTreeMap<String, String>>,
         secrets: Option<BTreeMap<String, String>>,
+        workdir: Option<PathBuf>,
     ) -> PyResult<Workload> {
         if command.is_empty() && image.is_none() {
             return Err(invalid(
@@ -134,6 +135,11 @@ impl PyMarketplace {
                 "secrets",
                 format!("`{k}` is both in `env` and in `secrets`"),
             ));
+        }
+        if let Some(dir) = workdir {
+            use spheron::node::workdir::{MAX_WORKDIR_BYTES, measure};
+            measure(&dir, MAX_WORKDIR_BYTES).map_err(|e| invalid(py, "workdir", e.to_string()))?;
+            w = w.workdir(dir);
         }
         w.validate().map_err(|e| to_py(py, None, e))?;
         Ok(w)
@@ -193,9 +199,11 @@ impl PyMarketplace {
         if let Some(m) = &matcher {
             b = b.matcher(m.clone());
         }
+        let launcher = Arc::new(spheron::LocalLauncher::new());
+        b = b.launcher(launcher.clone());
         let market = block_on_uninterruptible(py, b.build()).map_err(|e| to_py(py, None, e))?;
         Ok(PyMarketplace {
-            inner: Backend::Local(Arc::new(market)),
+            inner: Backend::Local(Arc::new(crate::backend::Local { market, launcher })),
             matcher,
             publish: Arc::default(),
         })
@@ -257,7 +265,7 @@ impl PyMarketplace {
     /// Rents GPUs and starts `command` on them; returns once it runs. Blocks with the GIL
     /// released; `on_event` is called with each progress event of this rent (and of no
     /// other). `secrets` reach the workload's environment and are never logged.
-    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, on_event=None))]
+    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None))]
     #[allow(clippy::too_many_arguments)]
     fn rent(
         &self,
@@ -267,9 +275,10 @@ impl PyMarketplace {
         image: Option<String>,
         env: Option<BTreeMap<String, String>>,
         secrets: Option<BTreeMap<String, String>>,
+        workdir: Option<PathBuf>,
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<PyLease> {
-        let workload = Self::workload(py, command, image, env, secrets)?;
+        let workload = Self::workload(py, command, image, env, secrets, workdir)?;
         self.check_token(py)?;
         let req: GpuRequest = request.inner.clone();
         let permit = block_on(py, self.publish.clone().lock_owned(), |_| Ok(()))?;
@@ -321,7 +330,7 @@ impl PyMarketplace {
     }
 
     /// The awaitable twin of `rent`.
-    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, on_event=None))]
+    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None))]
     #[allow(clippy::too_many_arguments)]
     fn rent_async<'py>(
         slf: Py<Self>,
@@ -331,9 +340,10 @@ impl PyMarketplace {
         image: Option<String>,
         env: Option<BTreeMap<String, String>>,
         secrets: Option<BTreeMap<String, String>>,
+        workdir: Option<PathBuf>,
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let workload = Self::workload(py, command, image, env, secrets)?;
+        let workload = Self::workload(py, command, image, env, secrets, workdir)?;
         slf.get().check_token(py)?;
         let req: GpuRequest = request.inner.clone();
         let this = slf.get();

@@ -303,3 +303,31 @@ def test_torchrun_on_two_gpus_of_a_provider(market: spheron.Marketplace) -> None
         f"rank 0/2 local 0 master 127.0.0.1:29622 gpu {visible[0]} args []",
         f"rank 1/2 local 1 master 127.0.0.1:29622 gpu {visible[1]} args []",
     ]
+
+
+def test_workdir_upload_and_output_download_through_the_gateway(
+    market: spheron.Marketplace, tmp_path: Path
+) -> None:
+    src = tmp_path / "proj"
+    (src / "data").mkdir(parents=True)
+    (src / ".venv").mkdir()
+    (src / ".venv" / "big").write_bytes(b"\0" * 100_000)
+    (src / "data" / "x.txt").write_text("41\n")
+    (src / "train.py").write_text(
+        "import os, pathlib\n"
+        "n = int(pathlib.Path('data/x.txt').read_text()) + 1\n"
+        "pathlib.Path(os.environ['SPHERON_OUTPUTS'], 'answer.txt').write_text(str(n))\n"
+        "print('listing', sorted(os.listdir('.')), flush=True)\n"
+    )
+    with market.rent(one_h100(), command="python3 train.py", workdir=src) as lease:
+        lines = [l.line for l in lease.logs()]
+        report = lease.wait(timeout=120)
+    assert report.close_reason == "completed", lines
+    assert "listing ['data', 'outputs', 'train.py']" in lines
+    # After the lease closed: the provider keeps the outputs for the grace period.
+    dest = tmp_path / "answer.txt"
+    assert lease.download("outputs/answer.txt", dest) == 2
+    assert dest.read_text() == "42"
+    with pytest.raises(spheron.BackendError) as e:
+        lease.download("../../provider.key", tmp_path / "k")
+    assert "no_such_file" in str(e.value) or "NoSuchFile" in str(e.value)

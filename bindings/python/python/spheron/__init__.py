@@ -336,6 +336,7 @@ class Marketplace:
         image: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
         secrets: Optional[Mapping[str, str]] = None,
+        workdir: Union[str, "PathLike[str]", None] = None,
         progress: Progress = None,
     ) -> Lease:
         """Rents GPUs for ``request`` and starts ``command`` on them: publish, bids, rank,
@@ -350,6 +351,14 @@ class Marketplace:
         that run containers: the local launcher (the embedded marketplace's, a devnet's)
         refuses it with :class:`InvalidRequestError` (``field="image"``).
 
+        ``workdir`` is a directory sent with the workload and unpacked as its working
+        directory (``.git``, ``.venv`` and ``__pycache__`` left out; at most 1 GiB, else
+        :class:`InvalidRequestError` with ``field="workdir"``); on a network it is uploaded
+        to the provider's gateway and its hash signed in the manifest. Files the workload
+        writes, in ``outputs/`` (``$SPHERON_OUTPUTS``) or elsewhere in its working
+        directory, come back with ``lease.download("outputs/model.ckpt", dest)`` until the
+        lease has ended plus a grace period (10 minutes).
+
         Raises :class:`NoMatchError` (every provider and why), :class:`ChallengeFailedError`,
         :class:`InsufficientFundsError`, :class:`LaunchError`, :class:`MatcherError`,
         :class:`InvalidRequestError`."""
@@ -360,6 +369,7 @@ class Marketplace:
             image=image,
             env=environment,
             secrets=_strings("secrets", secrets),
+            workdir=workdir,
             on_event=self._callback(progress),
         )
 
@@ -372,6 +382,7 @@ class Marketplace:
         image: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
         secrets: Optional[Mapping[str, str]] = None,
+        workdir: Union[str, "PathLike[str]", None] = None,
         progress: Progress = None,
     ) -> Lease:
         """The awaitable twin of :meth:`rent`."""
@@ -382,6 +393,7 @@ class Marketplace:
             image=image,
             env=environment,
             secrets=_strings("secrets", secrets),
+            workdir=workdir,
             on_event=self._callback(progress),
         )
 
