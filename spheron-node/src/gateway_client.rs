@@ -468,7 +468,26 @@ impl GatewayClient {
         .await?;
         let body = serde_json::to_vec(&m)
             .map_err(|e| GatewayError::new(ErrorCode::Internal, format!("manifest JSON: {e}")))?;
-        self.lease_call(Method::PUT, lease, "manifest", body).await
+        if workload.workdir.is_none() {
+            return self.lease_call(Method::PUT, lease, "manifest", body).await;
+        }
+        // The provider checks the archive's hash and unpacks it before answering.
+        let rb = self
+            .signed(
+                Method::PUT,
+                &format!("/lease/{lease}/manifest"),
+                lease,
+                body,
+            )
+            .await?
+            .timeout(TRANSFER_TIMEOUT);
+        let resp = rb.send().await.map_err(|e| self.transport_error(e))?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
+        }
+        let answer = read_capped(resp, MAX_ANSWER).await?;
+        serde_json::from_slice(&answer)
+            .map_err(|e| GatewayError::new(ErrorCode::Internal, format!("answer JSON: {e}")))
     }
 
     /// `GET /lease/{lease}/status`.
