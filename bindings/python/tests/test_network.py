@@ -331,3 +331,18 @@ def test_workdir_upload_and_output_download_through_the_gateway(
     with pytest.raises(spheron.BackendError) as e:
         lease.download("../../provider.key", tmp_path / "k")
     assert "no_such_file" in str(e.value) or "NoSuchFile" in str(e.value)
+
+
+def test_the_training_example_uploads_trains_and_downloads_on_the_devnet(devnet: Path) -> None:
+    import sys
+
+    example = REPO / "examples" / "python" / "train_on_rented_gpu.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--network", str(devnet), "--steps", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "saved checkpoint outputs/model.ckpt" in done.stdout
+    assert "downloaded " in done.stdout and "completed" in done.stdout
