@@ -253,8 +253,15 @@ impl GatewayClient {
         lease: u64,
         body: Vec<u8>,
     ) -> Result<reqwest::RequestBuilder, GatewayError> {
-        self.signed_for(method, path_and_query, lease, body, REQUEST_TTL_SECS)
-            .await
+        self.signed_for(
+            method,
+            path_and_query,
+            lease,
+            body,
+            REQUEST_TTL_SECS,
+            "application/json",
+        )
+        .await
     }
 
     /// A signed request valid for `ttl_secs` (the gateway checks the expiry once the body
@@ -266,6 +273,7 @@ impl GatewayClient {
         lease: u64,
         body: Vec<u8>,
         ttl_secs: u64,
+        content_type: &'static str,
     ) -> Result<reqwest::RequestBuilder, GatewayError> {
         let h: SignedHeaders = auth::sign_request(
             &self.signer,
@@ -285,7 +293,7 @@ impl GatewayClient {
         }
         if !body.is_empty() {
             rb = rb
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(body);
         }
         Ok(rb)
@@ -305,9 +313,9 @@ impl GatewayClient {
                 lease,
                 archive,
                 auth::MAX_EXPIRY_SECS - 5,
+                "application/x-tar",
             )
-            .await?
-            .header(reqwest::header::CONTENT_TYPE, "application/x-tar");
+            .await?;
         let resp = rb
             .timeout(TRANSFER_TIMEOUT)
             .send()
