@@ -34,8 +34,8 @@ export MATURIN_PEP517_ARGS="${MATURIN_PEP517_ARGS:---profile dev}"
 export PYO3_BUILD_EXTENSION_MODULE=1
 say "pip install ./bindings/python (maturin from PyPI via the build backend, $MATURIN_PEP517_ARGS, target $CARGO_TARGET_DIR)"
 "$VPY" -m pip install --disable-pip-version-check --quiet ./bindings/python
-say "pip install pytest mypy"
-"$VPY" -m pip install --disable-pip-version-check --quiet "pytest>=8" "mypy>=1.10"
+say "pip install pytest mypy rich tqdm (the progress displays' tests use the last two)"
+"$VPY" -m pip install --disable-pip-version-check --quiet "pytest>=8" "mypy>=1.10" "rich>=13" "tqdm>=4.60"
 
 say "cargo build -p spheron-cli (the devnet of the network tests)"
 cargo build --quiet -p spheron-cli

@@ -37,6 +37,7 @@ mod defaults;
 pub mod fleet;
 pub mod marketplace;
 pub mod network;
+pub mod torchrun;
 
 pub use fleet::{ProviderSpec, SimFleet, SimProvider};
 pub use marketplace::{LocalBuilder, Marketplace};
@@ -52,6 +53,7 @@ pub use spheron_k8s as k8s;
 /// The network parties: provider and operator nodes, gateway, tenant client.
 pub use spheron_node as node;
 pub use spheron_node::LocalLauncher;
+pub use torchrun::Torchrun;
 
 /// The names most programs need.
 pub mod prelude {

@@ -41,9 +41,13 @@ async fn env_secrets_and_lease_variables_reach_the_workload() {
     let out = stdout(&l, &id).await;
     assert_eq!(out[0], "train 7 h100-sxm 2");
     assert_eq!(out[1], "has-token");
-    // Runs in its own temporary directory, removed afterwards.
+    // Runs in its own temporary directory, kept for downloads (see
+    // a_workdir_is_copied_in_and_outputs_are_kept_for_the_grace_period).
     assert!(out[2].contains("spheron-lease-7-"), "{}", out[2]);
-    assert!(!std::path::Path::new(&out[2]).exists());
+    assert_eq!(
+        l.workdir(&id).as_deref(),
+        Some(std::path::Path::new(&out[2]))
+    );
     // The secret's value never appears in a debug print of the workload.
     assert!(!format!("{w:?}").contains("s3cr3t"));
 }
@@ -126,4 +130,103 @@ async fn bad_workloads_are_typed_errors() {
         Err(Error::InvalidField { field: "env", .. })
     ));
     assert!(l.status(&spheron::WorkloadId("nope".into())).await.is_err());
+}
+
+#[tokio::test]
+async fn each_workload_sees_only_its_lease_gpus() {
+    let l = LocalLauncher::new();
+    let print = "echo $CUDA_VISIBLE_DEVICES; sleep 30";
+    // The tenant's own CUDA_VISIBLE_DEVICES does not widen what the lease sees.
+    let first =
+        Workload::command(["sh", "-c", print]).env("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7");
+    let a = l.launch(&spec(1), &first).await.expect("launch a");
+    let b = l
+        .launch(&spec(2), &Workload::command(["sh", "-c", print]))
+        .await
+        .expect("launch b");
+    let mut other_node = spec(3);
+    other_node.node = Some("node-1".into());
+    other_node.gpus = 1;
+    let c = l
+        .launch(&other_node, &Workload::command(["sh", "-c", print]))
+        .await
+        .expect("launch c");
+    let first_line = |id: spheron::WorkloadId| {
+        let l = &l;
+        async move {
+            l.logs(&id)
+                .expect("logs")
+                .filter(|x| futures::future::ready(x.source == LogSource::Stdout))
+                .map(|x| x.line)
+                .next()
+                .await
+                .expect("a line")
+        }
+    };
+    assert_eq!(first_line(a.clone()).await, "0,1");
+    assert_eq!(first_line(b.clone()).await, "2,3");
+    assert_eq!(first_line(c.clone()).await, "0");
+    // Freed when a workload ends: the next one on node-0 gets 0,1 again.
+    l.stop(&a).await.expect("stop a");
+    let d = l
+        .launch(&spec(4), &Workload::command(["sh", "-c", print]))
+        .await
+        .expect("launch d");
+    assert_eq!(first_line(d.clone()).await, "0,1");
+    for id in [b, c, d] {
+        l.stop(&id).await.expect("stop");
+    }
+}
+
+#[tokio::test]
+async fn an_image_is_refused_with_a_typed_error() {
+    let l = LocalLauncher::new();
+    let w = Workload::command(["python3", "train.py"]).image("nvcr.io/nvidia/pytorch:24.05-py3");
+    match l.launch(&spec(9), &w).await {
+        Err(Error::InvalidField { field, reason }) => {
+            assert_eq!(field, "image");
+            assert!(
+                reason.contains("nvcr.io/nvidia/pytorch:24.05-py3"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected InvalidField(image), got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_workdir_is_copied_in_and_outputs_are_kept_for_the_grace_period() {
+    let src = tempfile::tempdir().expect("tempdir");
+    std::fs::write(src.path().join("train.py"), "data\n").expect("write");
+    std::fs::create_dir_all(src.path().join(".git")).expect("mkdir");
+    std::fs::write(src.path().join(".git/HEAD"), "ref").expect("write");
+    let l = LocalLauncher::new().with_retention(std::time::Duration::from_millis(300));
+    let w = Workload::command([
+        "sh",
+        "-c",
+        "cat train.py; ls -a; echo ckpt > $SPHERON_OUTPUTS/model.ckpt",
+    ])
+    .workdir(src.path());
+    let id = l.launch(&spec(5), &w).await.expect("launch");
+    assert_eq!(l.wait(&id).await.expect("wait"), WorkloadStatus::Succeeded);
+    let out = stdout(&l, &id).await;
+    assert_eq!(out, ["data", ".", "..", "outputs", "train.py"]);
+    let dir = l.workdir_of_lease(LeaseId(5)).expect("kept after the end");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("outputs/model.ckpt")).expect("output"),
+        "ckpt\n"
+    );
+    // Removed once the grace period is over (a bounded wait, no timing assertion).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while dir.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!dir.exists());
+    assert_eq!(l.workdir(&id), None);
+    // A missing source is a typed error, and nothing is left behind.
+    let bad = Workload::command(["true"]).workdir(src.path().join("missing"));
+    match l.launch(&spec(6), &bad).await {
+        Err(Error::Launch(m)) => assert!(m.contains("missing"), "{m}"),
+        other => panic!("{other:?}"),
+    }
 }

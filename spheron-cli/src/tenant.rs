@@ -39,6 +39,14 @@ pub struct RentArgs {
     /// Environment variable for the workload, `KEY=VALUE` (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Secret environment variable for the workload, copied by name from this shell's
+    /// environment (repeatable): never printed, never in the signed manifest.
+    #[arg(long = "secret", value_name = "KEY")]
+    secret: Vec<String>,
+    /// Start the command (a training script and its arguments) with `torchrun`, one worker
+    /// per rented GPU, with the rendezvous variables set: `--torchrun -- train.py --epochs 3`.
+    #[arg(long)]
+    torchrun: bool,
     /// Print the final report as JSON on stdout (after the logs).
     #[arg(long)]
     json: bool,
@@ -71,6 +79,17 @@ pub enum LeaseCommand {
         /// Keep following until the workload ends.
         #[arg(long, short)]
         follow: bool,
+    },
+    /// Download a file of the lease's working directory (e.g. `outputs/model.ckpt`) from
+    /// its provider, kept until the lease has ended plus a grace period.
+    Download {
+        /// Lease id.
+        id: u64,
+        /// Path inside the working directory.
+        path: String,
+        /// Where to write it (default: the file's name in the current directory).
+        #[arg(long, short)]
+        to: Option<std::path::PathBuf>,
     },
     /// Stop a lease: closes it on chain (paid pro rata, the rest refunded) and tells the
     /// provider.
@@ -133,7 +152,28 @@ pub async fn rent(g: &Global, args: RentArgs) -> Result<ExitCode> {
     let market = connect(g).await?;
     let token = market.token().clone();
     let req = request(&args, &token)?;
-    let mut workload = Workload::command(args.command.clone());
+    let mut workload = if args.torchrun {
+        let (script, rest) = args
+            .command
+            .split_first()
+            .ok_or_else(|| msg("--torchrun needs a training script after `--`"))?;
+        spheron::Torchrun::new(script.clone(), args.count)
+            .args(rest.iter().cloned())
+            .workload()
+            .map_err(|e| msg(format!("--torchrun: {e}")))?
+    } else {
+        Workload::command(args.command.clone())
+    };
+    for name in &args.secret {
+        let value = std::env::var(name).map_err(|_| {
+            msg(format!(
+                "--secret {name}: no such variable in this environment"
+            ))
+        })?;
+        workload
+            .secrets
+            .insert(name.clone(), spheron_core::Secret::new(value));
+    }
     for kv in &args.env {
         let (k, v) = kv
             .split_once('=')
@@ -337,6 +377,17 @@ pub async fn lease(g: &Global, cmd: LeaseCommand) -> Result<ExitCode> {
                     LogSource::Stdout => println!("{}", l.line),
                 }
             }
+        }
+        LeaseCommand::Download { id, path, to } => {
+            let dest = match to {
+                Some(d) => d,
+                None => std::path::Path::new(&path)
+                    .file_name()
+                    .map(std::path::PathBuf::from)
+                    .ok_or_else(|| msg(format!("{path:?} names no file; pass --to")))?,
+            };
+            let n = market.download(id, &path, &dest).await?;
+            eprintln!("lease {id}: {path} -> {} ({n} bytes)", dest.display());
         }
         LeaseCommand::Stop { id, json: as_json } => {
             let s = market.stop_lease(id).await?;

@@ -60,6 +60,27 @@ pub struct Workload {
     pub ports: Vec<u16>,
     /// Batch or service.
     pub kind: WorkloadKind,
+    /// A working directory sent with the workload (network mode), unpacked as its working
+    /// directory; absent from the JSON when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<Workdir>,
+}
+
+/// A working directory that travels with a workload: packed by the tenant (a tar archive),
+/// uploaded to the provider, unpacked as the workload's working directory. Its hash is part
+/// of the workload, so of the signed manifest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workdir {
+    /// Where it is on the machine at hand: the tenant's directory before the upload, the
+    /// provider's archive after it. Never serialized.
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
+    /// keccak-256 of the tar archive (`0x` hex), once packed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Size of the archive in bytes, once packed.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 impl Workload {
@@ -79,6 +100,16 @@ impl Workload {
     #[must_use]
     pub fn image(mut self, image: impl Into<String>) -> Self {
         self.image = Some(image.into());
+        self
+    }
+
+    /// Sends the directory `dir` with the workload as its working directory (network mode).
+    #[must_use]
+    pub fn workdir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.workdir = Some(Workdir {
+            source: Some(dir.into()),
+            ..Workdir::default()
+        });
         self
     }
 

@@ -10,6 +10,9 @@
 //! - the lease manifest ([`LeaseManifest`]): chain, market, lease, provider, the keccak-256 of
 //!   the workload's JSON, a nonce and an expiry. It travels as the JSON body of
 //!   `PUT /lease/{id}/manifest` ([`SignedManifest`], [`sign_manifest`], [`recover_manifest`]).
+//!   The workload's secrets are never part of the signed manifest: the signed workload has
+//!   none, and their values travel beside it ([`SignedManifest::secrets`]) in the body of that
+//!   TLS request, whose tenant signature covers the body's hash.
 //!
 //! Expiries are unix seconds; the server refuses one in the past and one more than
 //! [`MAX_EXPIRY_SECS`] ahead ([`check_expiry`]), so a signature never lives long and the
@@ -23,7 +26,8 @@ use alloy::sol;
 use alloy::sol_types::{Eip712Domain, SolStruct, eip712_domain};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
-use spheron_core::Workload;
+use spheron_core::{Secret, Workload};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 /// Header carrying the signer's address (`0x` + 40 hex digits).
@@ -260,13 +264,36 @@ pub struct SignedManifest {
     pub nonce: B256,
     /// Unix seconds after which the manifest is refused.
     pub expiry: u64,
-    /// What to run.
+    /// What to run, without its secrets (signed through `workload_hash`).
     pub workload: Workload,
     /// `0x`-prefixed hex of the 65-byte signature over the [`LeaseManifest`].
     pub signature: String,
+    /// The workload's secret environment variables, outside the signed manifest (neither in
+    /// `workload` nor in `workload_hash`): covered by the request signature over the body
+    /// and by TLS. Never logged (`Secret` does not print).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, Secret>,
 }
 
 impl SignedManifest {
+    /// The workload to launch: the signed one with the secrets put back. A secret named like
+    /// an environment variable of the workload is refused ([`ErrorCode::BadRequest`]).
+    pub fn into_workload(self) -> Result<Workload, GatewayError> {
+        let mut w = self.workload;
+        if let Some(k) = self
+            .secrets
+            .keys()
+            .find(|k| w.env.contains_key(*k) || w.secrets.contains_key(*k))
+        {
+            return Err(GatewayError::new(
+                ErrorCode::BadRequest,
+                format!("secret `{k}` is also an environment variable of the workload"),
+            ));
+        }
+        w.secrets.extend(self.secrets);
+        Ok(w)
+    }
+
     /// The signed EIP-712 struct.
     pub fn typed(&self) -> LeaseManifest {
         LeaseManifest {
@@ -282,7 +309,8 @@ impl SignedManifest {
 }
 
 /// Signs the manifest launching `workload` on `lease` at `provider`, valid until `expiry`
-/// (unix seconds), with a fresh random nonce.
+/// (unix seconds), with a fresh random nonce. The workload's secrets are moved out of the
+/// signed workload into [`SignedManifest::secrets`].
 pub async fn sign_manifest(
     signer: &PrivateKeySigner,
     chain_id: u64,
@@ -292,16 +320,19 @@ pub async fn sign_manifest(
     workload: &Workload,
     expiry: u64,
 ) -> Result<SignedManifest, GatewayError> {
+    let mut signed = workload.clone();
+    let secrets = std::mem::take(&mut signed.secrets);
     let mut m = SignedManifest {
         chain_id,
         market,
         lease,
         provider,
-        workload_hash: workload_hash(workload)?,
+        workload_hash: workload_hash(&signed)?,
         nonce: B256::random(),
         expiry,
-        workload: workload.clone(),
+        workload: signed,
         signature: String::new(),
+        secrets,
     };
     let sig = signer
         .sign_typed_data(&m.typed(), &domain(chain_id, market))
@@ -413,5 +444,50 @@ mod tests {
             recover_manifest(&swapped).unwrap_err().error,
             ErrorCode::WorkloadMismatch
         );
+    }
+
+    #[tokio::test]
+    async fn secrets_travel_beside_the_signed_manifest() {
+        let k = key(2);
+        let mut w = Workload::command(["train"]).env("MODE", "fast");
+        w.secrets
+            .insert("HF_TOKEN".into(), Secret::new("hunter2-value"));
+        let m = sign_manifest(
+            &k,
+            5,
+            Address::repeat_byte(3),
+            7,
+            Address::repeat_byte(4),
+            &w,
+            50,
+        )
+        .await
+        .unwrap();
+        // Neither the signed workload nor its hash holds the secret.
+        let signed = serde_json::to_string(&m.workload).unwrap();
+        assert!(!signed.contains("hunter2") && !signed.contains("HF_TOKEN"));
+        assert!(m.workload.secrets.is_empty());
+        let mut bare = w.clone();
+        bare.secrets.clear();
+        assert_eq!(m.workload_hash, workload_hash(&bare).unwrap());
+        assert!(!format!("{m:?}").contains("hunter2"));
+        // The body carries it; the provider gets the whole workload back.
+        let back: SignedManifest =
+            serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(recover_manifest(&back).unwrap(), k.address());
+        assert_eq!(back.into_workload().unwrap(), w);
+        // A secret shadowing an environment variable is refused.
+        let mut clash = m.clone();
+        clash.secrets.insert("MODE".into(), Secret::new("x"));
+        assert_eq!(
+            clash.into_workload().unwrap_err().error,
+            ErrorCode::BadRequest
+        );
+        // Without secrets the body has no `secrets` field (older gateways accept it).
+        let plain = sign_manifest(&k, 5, Address::ZERO, 7, Address::ZERO, &bare, 50)
+            .await
+            .unwrap();
+        let body = serde_json::to_value(&plain).unwrap();
+        assert!(body.get("secrets").is_none(), "{body}");
     }
 }

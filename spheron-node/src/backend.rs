@@ -238,6 +238,12 @@ impl Backend {
         self.launcher.clone()
     }
 
+    /// Where the local launcher kept a lease's working directory (`None` on Kubernetes, where
+    /// files stay in the pod).
+    pub fn workdir_of_lease(&self, lease: spheron_core::LeaseId) -> Option<std::path::PathBuf> {
+        self.local.as_ref().and_then(|l| l.workdir_of_lease(lease))
+    }
+
     /// The process group of a local workload (`None` on Kubernetes).
     pub fn pid(&self, id: &WorkloadId) -> Option<u32> {
         self.local.as_ref().and_then(|l| l.pid(id))

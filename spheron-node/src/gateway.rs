@@ -8,6 +8,8 @@
 //! | `GET /lease/{id}/status` | tenant | | [`LeaseStatus`] |
 //! | `GET /lease/{id}/logs?from=N&follow=true` | tenant | | NDJSON of [`LogLine`] |
 //! | `POST /lease/{id}/stop` | tenant | | [`LeaseStatus`] |
+//! | `PUT /lease/{id}/workdir` | tenant | tar archive, up to [`MAX_WORKDIR_BYTES`] | [`WorkdirReceipt`] |
+//! | `GET /lease/{id}/files?path=P` | tenant | | the bytes of file `P` of the lease's working directory |
 //!
 //! Every refusal is a [`GatewayError`] as JSON with the status of its [`ErrorCode`].
 //!
@@ -28,13 +30,24 @@
 //! this chain and market (`WrongLease`), the path's lease (`WrongLease`) and this provider
 //! (`WrongProvider`), has not expired (`Expired`), the lease is active on chain
 //! (`LeaseNotActive`), and its own nonce is fresh (`Replayed`; recorded last, so a refused
-//! manifest can be fixed and resent). Then [`LeaseBackend::launch`] runs it.
+//! manifest can be fixed and resent). Then [`LeaseBackend::launch`] runs it, with the
+//! secrets that travel beside the signed workload ([`SignedManifest::into_workload`]).
+//!
+//! A working directory is uploaded before the manifest, while the lease is active and no
+//! manifest was accepted (`AlreadyLaunched` after); the provider keeps one archive per lease
+//! (a new upload replaces it). A manifest whose workload names a working directory launches
+//! only if the stored archive hashes to the signed hash (`WorkloadMismatch`; `BadRequest`
+//! when none was uploaded). Files are served from the workload's working directory while the
+//! provider keeps it (until the lease ends plus a grace period, see
+//! [`crate::local_launcher::OUTPUTS_GRACE`]), only at plain relative paths that resolve
+//! inside it (`NoSuchFile` otherwise).
 //!
 //! The router must be served at the root (not nested under a prefix): the signed path is the
 //! one the server sees.
 
 use crate::auth::{self, SignedManifest};
-use crate::wire::{ErrorCode, GatewayError, LeaseStatus, NodeStatus};
+use crate::wire::{ErrorCode, GatewayError, LeaseStatus, NodeStatus, WorkState, WorkdirReceipt};
+use crate::workdir::{self, MAX_WORKDIR_BYTES};
 use alloy::primitives::{Address, B256};
 use async_trait::async_trait;
 use axum::Router;
@@ -48,6 +61,7 @@ use serde::Deserialize;
 use spheron_core::proof::ChallengeProver;
 use spheron_core::{LogLine, Workload};
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Largest request body accepted, in bytes.
@@ -108,6 +122,16 @@ pub trait LeaseBackend: Send + Sync + 'static {
     async fn stop(&self, lease: &ChainLease) -> Result<LeaseStatus, GatewayError>;
     /// The node as a whole.
     async fn node_status(&self) -> NodeStatus;
+    /// Where this node keeps uploaded working directories (one archive per lease); `None`
+    /// (the default): it takes none.
+    fn upload_dir(&self) -> Option<PathBuf> {
+        None
+    }
+    /// The working directory of the lease's workload while the node keeps it; `None` (the
+    /// default) when it has none.
+    async fn lease_dir(&self, _lease: &ChainLease) -> Option<PathBuf> {
+        None
+    }
 }
 
 type Shared = Arc<dyn LeaseBackend>;
@@ -137,15 +161,30 @@ fn lease_id(path: &str) -> Result<u64, GatewayError> {
 }
 
 async fn authorize(backend: &dyn LeaseBackend, req: Request) -> Result<Authorized, GatewayError> {
+    authorize_up_to(backend, req, MAX_BODY_BYTES).await
+}
+
+async fn authorize_up_to(
+    backend: &dyn LeaseBackend,
+    req: Request,
+    limit: usize,
+) -> Result<Authorized, GatewayError> {
     let (parts, body) = req.into_parts();
     let lease = lease_id(parts.uri.path())?;
-    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::new(
+            ErrorCode::TooLarge,
+            format!("the body is over {limit} bytes"),
+        ));
+    }
+    let body = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|e| {
-            bad_request(format!(
-                "body unreadable or over {MAX_BODY_BYTES} bytes: {e}"
-            ))
-        })?;
+        .map_err(|e| bad_request(format!("body unreadable or over {limit} bytes: {e}")))?;
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -258,13 +297,168 @@ async fn check_manifest(
     Ok(m)
 }
 
+fn archive_path(dir: &std::path::Path, lease: u64) -> PathBuf {
+    dir.join(format!("lease-{lease}.tar"))
+}
+
+fn internal(e: impl std::fmt::Display) -> GatewayError {
+    GatewayError::new(ErrorCode::Internal, e.to_string())
+}
+
+/// keccak-256 of the file at `path`, off the async threads.
+async fn hash_file(path: PathBuf) -> Result<alloy::primitives::B256, GatewayError> {
+    tokio::task::spawn_blocking(move || std::fs::read(&path).map(alloy::primitives::keccak256))
+        .await
+        .map_err(internal)?
+        .map_err(internal)
+}
+
 async fn put_manifest(State(b): State<Shared>, req: Request) -> Response {
     let r = async {
         let a = authorize(&*b, req).await?;
         let m = check_manifest(&*b, &a).await?;
-        b.launch(&a.lease, m.workload).await
+        let mut workload = m.into_workload()?;
+        if let Some(w) = &mut workload.workdir {
+            let signed = w.hash.clone().ok_or_else(|| {
+                bad_request("the workload names a working directory without its hash")
+            })?;
+            let path = b
+                .upload_dir()
+                .map(|d| archive_path(&d, a.lease.lease))
+                .filter(|p| p.is_file())
+                .ok_or_else(|| {
+                    bad_request(format!(
+                        "no working directory was uploaded for lease {}",
+                        a.lease.lease
+                    ))
+                })?;
+            let stored = format!("{:#x}", hash_file(path.clone()).await?);
+            if stored != signed {
+                return Err(GatewayError::new(
+                    ErrorCode::WorkloadMismatch,
+                    format!(
+                        "the uploaded working directory hashes to {stored}, the manifest names {signed}"
+                    ),
+                ));
+            }
+            w.source = Some(path);
+        }
+        let archive = workload.workdir.as_ref().and_then(|w| w.source.clone());
+        let launched = b.launch(&a.lease, workload).await;
+        if let Some(p) = archive {
+            // Unpacked by the launch (or refused): the archive is not needed again.
+            let _ = tokio::fs::remove_file(p).await;
+        }
+        launched
     };
     json(r.await)
+}
+
+async fn put_workdir(State(b): State<Shared>, req: Request) -> Response {
+    let r = async {
+        let a = authorize_up_to(&*b, req, MAX_WORKDIR_BYTES as usize).await?;
+        let dir = b
+            .upload_dir()
+            .ok_or_else(|| bad_request("this provider takes no working directories"))?;
+        if !a.lease.active {
+            return Err(GatewayError::new(
+                ErrorCode::LeaseNotActive,
+                format!("lease {} is not active on chain", a.lease.lease),
+            ));
+        }
+        let status = b.status(&a.lease).await?;
+        if status.work != WorkState::AwaitingManifest {
+            return Err(GatewayError::new(
+                ErrorCode::AlreadyLaunched,
+                format!(
+                    "lease {} is {:?}: the working directory goes before the manifest",
+                    a.lease.lease, status.work
+                ),
+            ));
+        }
+        let lease = a.lease.lease;
+        let body = a.body;
+        let receipt = tokio::task::spawn_blocking(move || -> std::io::Result<WorkdirReceipt> {
+            std::fs::create_dir_all(&dir)?;
+            let fin = archive_path(&dir, lease);
+            let part = fin.with_extension("part");
+            std::fs::write(&part, &body)?;
+            std::fs::rename(&part, &fin)?;
+            Ok(WorkdirReceipt {
+                lease,
+                hash: format!("{:#x}", alloy::primitives::keccak256(&body)),
+                bytes: body.len() as u64,
+            })
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        Ok(receipt)
+    };
+    json(r.await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesQuery {
+    path: String,
+}
+
+/// Bytes read from a file in chunks.
+fn file_stream(
+    f: tokio::fs::File,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    futures::stream::unfold(Some(f), |f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut f = f?;
+        let mut buf = vec![0u8; 256 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), Some(f)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+async fn get_file(State(b): State<Shared>, req: Request) -> Response {
+    let r = async {
+        let a = authorize(&*b, req).await?;
+        let q = Query::<FilesQuery>::try_from_uri(&a.uri)
+            .map_err(|e| bad_request(format!("files query: {e}")))?
+            .0;
+        let no_file = || {
+            GatewayError::new(
+                ErrorCode::NoSuchFile,
+                format!(
+                    "no file `{}` in the working directory of lease {}",
+                    q.path, a.lease.lease
+                ),
+            )
+        };
+        let root = b.lease_dir(&a.lease).await.ok_or_else(no_file)?;
+        let path = workdir::resolve_inside(&root, &q.path)
+            .filter(|p| p.is_file())
+            .ok_or_else(no_file)?;
+        let f = tokio::fs::File::open(&path).await.map_err(|_| no_file())?;
+        let len = f.metadata().await.map_err(internal)?.len();
+        Ok::<_, GatewayError>((len, file_stream(f)))
+    };
+    match r.await {
+        Ok((len, stream)) => {
+            let mut resp = Body::from_stream(stream).into_response();
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            resp
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn lease_status(State(b): State<Shared>, req: Request) -> Response {
@@ -342,6 +536,8 @@ pub fn router(backend: Arc<dyn LeaseBackend>, prover: Arc<dyn ChallengeProver>) 
         .route("/lease/{id}/status", get(lease_status))
         .route("/lease/{id}/logs", get(logs))
         .route("/lease/{id}/stop", post(stop))
+        .route("/lease/{id}/workdir", put(put_workdir))
+        .route("/lease/{id}/files", get(get_file))
         .with_state(backend)
         .merge(spheron_gpu::http::router(prover))
         .fallback(no_route)

@@ -3,7 +3,8 @@
 
 use crate::auth::{self, SignedHeaders};
 use crate::tls::PinnedTunnel;
-use crate::wire::{ErrorCode, GatewayError, LeaseStatus, NodeStatus};
+use crate::wire::{ErrorCode, GatewayError, LeaseStatus, NodeStatus, WorkdirReceipt};
+use crate::workdir::{self, MAX_WORKDIR_BYTES, WorkdirError};
 use alloy::primitives::{Address, B256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::Eip712Domain;
@@ -24,6 +25,8 @@ pub const REQUEST_TTL_SECS: u64 = 60;
 pub const MAX_LOG_LINE: usize = 1 << 20;
 /// Largest error or JSON answer read, in bytes.
 pub const MAX_ANSWER: usize = 4 << 20;
+/// Limit on a working directory upload or a file download.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Log lines as they arrive; a refusal or transport failure is the last item.
 pub type LogLines = BoxStream<'static, Result<LogLine, GatewayError>>;
@@ -250,6 +253,28 @@ impl GatewayClient {
         lease: u64,
         body: Vec<u8>,
     ) -> Result<reqwest::RequestBuilder, GatewayError> {
+        self.signed_for(
+            method,
+            path_and_query,
+            lease,
+            body,
+            REQUEST_TTL_SECS,
+            "application/json",
+        )
+        .await
+    }
+
+    /// A signed request valid for `ttl_secs` (the gateway checks the expiry once the body
+    /// has arrived: transfers get the longest it accepts).
+    async fn signed_for(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        lease: u64,
+        body: Vec<u8>,
+        ttl_secs: u64,
+        content_type: &'static str,
+    ) -> Result<reqwest::RequestBuilder, GatewayError> {
         let h: SignedHeaders = auth::sign_request(
             &self.signer,
             &self.domain,
@@ -257,7 +282,7 @@ impl GatewayClient {
             path_and_query,
             lease,
             &body,
-            now() + REQUEST_TTL_SECS,
+            now() + ttl_secs,
         )
         .await?;
         let mut rb = self
@@ -268,10 +293,93 @@ impl GatewayClient {
         }
         if !body.is_empty() {
             rb = rb
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(body);
         }
         Ok(rb)
+    }
+
+    /// Uploads the working directory archive of `lease` (`PUT /lease/{lease}/workdir`),
+    /// before its manifest.
+    pub async fn upload_workdir(
+        &self,
+        lease: u64,
+        archive: Vec<u8>,
+    ) -> Result<WorkdirReceipt, GatewayError> {
+        let rb = self
+            .signed_for(
+                Method::PUT,
+                &format!("/lease/{lease}/workdir"),
+                lease,
+                archive,
+                auth::MAX_EXPIRY_SECS - 5,
+                "application/x-tar",
+            )
+            .await?;
+        let resp = rb
+            .timeout(TRANSFER_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
+        }
+        let body = read_capped(resp, MAX_ANSWER).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| GatewayError::new(ErrorCode::Internal, format!("answer JSON: {e}")))
+    }
+
+    /// Downloads file `path` (relative to the workload's working directory, e.g.
+    /// `outputs/model.ckpt`) of `lease` to `dest` (written to `dest.part`, then renamed);
+    /// returns the bytes written.
+    pub async fn download(
+        &self,
+        lease: u64,
+        path: &str,
+        dest: &std::path::Path,
+    ) -> Result<u64, GatewayError> {
+        use tokio::io::AsyncWriteExt;
+        let rb = self
+            .signed(
+                Method::GET,
+                &format!("/lease/{lease}/files?path={}", query_escape(path)),
+                lease,
+                Vec::new(),
+            )
+            .await?;
+        let resp = rb
+            .timeout(TRANSFER_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
+        }
+        let local = |e: std::io::Error| {
+            GatewayError::new(ErrorCode::Internal, format!("{}: {e}", dest.display()))
+        };
+        let part = dest.with_extension(match dest.extension() {
+            Some(x) => format!("{}.part", x.to_string_lossy()),
+            None => "part".into(),
+        });
+        let mut f = tokio::fs::File::create(&part).await.map_err(local)?;
+        let mut body = resp.bytes_stream();
+        let mut n = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&part).await;
+                    return Err(unavailable("download", e));
+                }
+            };
+            f.write_all(&chunk).await.map_err(local)?;
+            n += chunk.len() as u64;
+        }
+        f.flush().await.map_err(local)?;
+        drop(f);
+        tokio::fs::rename(&part, dest).await.map_err(local)?;
+        Ok(n)
     }
 
     async fn answer<T: DeserializeOwned>(
@@ -319,19 +427,75 @@ impl GatewayClient {
         workload: &Workload,
         ttl_secs: u64,
     ) -> Result<LeaseStatus, GatewayError> {
+        let mut workload = workload.clone();
+        if let Some(w) = &mut workload.workdir
+            && w.hash.is_none()
+        {
+            // Packed and uploaded first; the manifest signs its hash.
+            let dir = w.source.clone().ok_or_else(|| {
+                GatewayError::new(
+                    ErrorCode::BadRequest,
+                    "the working directory has neither a source nor a hash",
+                )
+            })?;
+            let packed =
+                tokio::task::spawn_blocking(move || workdir::pack(&dir, MAX_WORKDIR_BYTES))
+                    .await
+                    .map_err(|e| GatewayError::new(ErrorCode::Internal, e.to_string()))?
+                    .map_err(|e: WorkdirError| {
+                        let code = match e {
+                            WorkdirError::TooLarge { .. } => ErrorCode::TooLarge,
+                            _ => ErrorCode::BadRequest,
+                        };
+                        GatewayError::new(code, e.to_string())
+                    })?;
+            let bytes = packed.archive.len() as u64;
+            let receipt = self.upload_workdir(lease, packed.archive).await?;
+            let hash = format!("{:#x}", packed.hash);
+            if receipt.hash != hash || receipt.bytes != bytes {
+                return Err(GatewayError::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "the provider stored {} ({} bytes), not {hash}",
+                        receipt.hash, receipt.bytes
+                    ),
+                ));
+            }
+            w.hash = Some(hash);
+            w.bytes = bytes;
+        }
         let m = auth::sign_manifest(
             &self.signer,
             self.chain_id,
             self.market,
             lease,
             provider,
-            workload,
+            &workload,
             now() + ttl_secs,
         )
         .await?;
         let body = serde_json::to_vec(&m)
             .map_err(|e| GatewayError::new(ErrorCode::Internal, format!("manifest JSON: {e}")))?;
-        self.lease_call(Method::PUT, lease, "manifest", body).await
+        if workload.workdir.is_none() {
+            return self.lease_call(Method::PUT, lease, "manifest", body).await;
+        }
+        // The provider checks the archive's hash and unpacks it before answering.
+        let rb = self
+            .signed(
+                Method::PUT,
+                &format!("/lease/{lease}/manifest"),
+                lease,
+                body,
+            )
+            .await?
+            .timeout(TRANSFER_TIMEOUT);
+        let resp = rb.send().await.map_err(|e| self.transport_error(e))?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
+        }
+        let answer = read_capped(resp, MAX_ANSWER).await?;
+        serde_json::from_slice(&answer)
+            .map_err(|e| GatewayError::new(ErrorCode::Internal, format!("answer JSON: {e}")))
     }
 
     /// `GET /lease/{lease}/status`.
@@ -373,6 +537,19 @@ impl GatewayClient {
             })
             .boxed()
     }
+}
+
+/// Percent-encodes `s` for a query value (everything but unreserved characters and `/`).
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Whether `host` (as in a URL: IPv6 in brackets) is `localhost` or a loopback address.

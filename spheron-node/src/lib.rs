@@ -34,6 +34,7 @@ pub mod tiers;
 pub mod tls;
 pub mod verifier;
 pub mod wire;
+pub mod workdir;
 
 pub use error::{Error, Result};
 pub use local_launcher::LocalLauncher;

@@ -1,8 +1,19 @@
 //! [`LocalLauncher`]: runs a lease's workload as a real subprocess on this machine.
 //!
-//! The embedded default for development and tests: the command runs in a fresh temporary
-//! directory, in its own process group; stdout and stderr become the lease's log; `stop`
+//! The embedded default for development and tests: it refuses a container image (it has no
+//! container runtime: [`Error::InvalidField`] naming `image`); the command runs in a fresh
+//! temporary directory, in its own process group; stdout and stderr become the lease's log; `stop`
 //! kills the whole group; the exit status decides the close reason.
+//!
+//! Files: a workload with a [`Workdir`](spheron_core::Workdir) starts in a copy of it (a
+//! directory is packed like a tenant's upload, with the same exclusions; an archive, the
+//! provider's stored upload, is unpacked), and `outputs/` is created in it
+//! (`SPHERON_OUTPUTS`). The working directory is kept after the workload ends, for
+//! downloads, and removed [`OUTPUTS_GRACE`] later (see [`LocalLauncher::with_retention`]).
+//!
+//! GPUs: each workload gets the lowest device indices not held by another running workload
+//! on its node, `spec.gpus` of them, as `CUDA_VISIBLE_DEVICES` (set after the tenant's
+//! environment, so a workload sees only its lease's GPUs); they are freed when it ends.
 
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
@@ -11,7 +22,7 @@ use spheron_core::{
     Error, LaunchSpec, LogBuffer, LogSource, LogStream, Result, Workload, WorkloadId,
     WorkloadLauncher, WorkloadStatus,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,17 +34,83 @@ use tokio::sync::watch;
 /// How long `stop` waits after SIGTERM before sending SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 
+/// How long a workload's working directory (its `outputs`) is kept after it ends.
+pub const OUTPUTS_GRACE: Duration = Duration::from_secs(600);
+
 struct Proc {
+    lease: spheron_core::LeaseId,
+    dir: std::path::PathBuf,
     pid: Option<u32>,
     status: watch::Receiver<WorkloadStatus>,
     logs: LogBuffer,
     stop_requested: Arc<AtomicBool>,
 }
 
+/// Device indices in use, per node name (`""` when the spec names none).
+type Devices = Arc<Mutex<BTreeMap<String, BTreeSet<u32>>>>;
+
 /// Runs workloads as local subprocesses.
 #[derive(Default)]
 pub struct LocalLauncher {
     procs: Mutex<BTreeMap<WorkloadId, Arc<Proc>>>,
+    devices: Devices,
+    /// Overrides [`OUTPUTS_GRACE`].
+    retention: Option<Duration>,
+}
+
+/// Fills the fresh working directory `dir` from `workdir`'s source, off the async threads.
+async fn fill(dir: &std::path::Path, workdir: &spheron_core::Workdir) -> Result<()> {
+    use crate::workdir::{MAX_WORKDIR_BYTES, WorkdirError, pack, unpack};
+    let Some(source) = workdir.source.clone() else {
+        return Err(Error::invalid(
+            "workdir",
+            "the working directory has no source on this machine (was it uploaded?)",
+        ));
+    };
+    let dest = dir.to_path_buf();
+    let r = tokio::task::spawn_blocking(move || -> std::result::Result<u64, WorkdirError> {
+        if source.is_dir() {
+            let p = pack(&source, MAX_WORKDIR_BYTES)?;
+            unpack(&p.archive[..], &dest)
+        } else {
+            let f = std::fs::File::open(&source).map_err(|e| WorkdirError::Io {
+                path: source.clone(),
+                source: e,
+            })?;
+            unpack(std::io::BufReader::new(f), &dest)
+        }
+    })
+    .await
+    .map_err(|e| Error::Launch(format!("unpacking the working directory: {e}")))?;
+    match r {
+        Ok(_) => Ok(()),
+        Err(e @ (WorkdirError::TooLarge { .. } | WorkdirError::NotADirectory(_))) => {
+            Err(Error::invalid("workdir", e.to_string()))
+        }
+        Err(e) => Err(Error::Launch(format!("working directory: {e}"))),
+    }
+}
+
+/// Takes the `count` lowest device indices of `node` not in use.
+fn take_devices(devices: &Devices, node: &str, count: u32) -> Vec<u32> {
+    let mut all = devices.lock().unwrap_or_else(|p| p.into_inner());
+    let used = all.entry(node.to_string()).or_default();
+    let picked: Vec<u32> = (0u32..)
+        .filter(|i| !used.contains(i))
+        .take(count as usize)
+        .collect();
+    used.extend(picked.iter().copied());
+    picked
+}
+
+/// Frees device indices taken by [`take_devices`].
+fn free_devices(devices: &Devices, node: &str, picked: &[u32]) {
+    let mut all = devices.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(used) = all.get_mut(node) {
+        for i in picked {
+            used.remove(i);
+        }
+    }
 }
 
 impl std::fmt::Debug for LocalLauncher {
@@ -46,6 +123,34 @@ impl LocalLauncher {
     /// A launcher with no workloads.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keeps each workload's working directory `grace` after it ends (default
+    /// [`OUTPUTS_GRACE`]).
+    #[must_use]
+    pub fn with_retention(mut self, grace: Duration) -> Self {
+        self.retention = Some(grace);
+        self
+    }
+
+    /// A workload's working directory while it is kept.
+    pub fn workdir(&self, id: &WorkloadId) -> Option<std::path::PathBuf> {
+        self.get(id)
+            .ok()
+            .map(|p| p.dir.clone())
+            .filter(|d| d.is_dir())
+    }
+
+    /// The working directory of the last workload launched for `lease`, while it is kept.
+    pub fn workdir_of_lease(&self, lease: spheron_core::LeaseId) -> Option<std::path::PathBuf> {
+        self.procs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|p| p.lease == lease)
+            .map(|p| p.dir.clone())
+            .next_back()
+            .filter(|d| d.is_dir())
     }
 
     /// The process id of a workload's leader (also its process group id), so a node that
@@ -81,6 +186,16 @@ fn pump<R: AsyncRead + Unpin + Send + 'static>(
 impl WorkloadLauncher for LocalLauncher {
     async fn launch(&self, spec: &LaunchSpec, workload: &Workload) -> Result<WorkloadId> {
         workload.validate()?;
+        if let Some(image) = &workload.image {
+            return Err(Error::invalid(
+                "image",
+                format!(
+                    "the local launcher runs the command as a process on this machine and \
+                     cannot run the container image `{image}`: leave `image` out, or rent \
+                     from a provider with the Kubernetes launcher"
+                ),
+            ));
+        }
         let (program, args) = workload
             .command
             .split_first()
@@ -88,30 +203,59 @@ impl WorkloadLauncher for LocalLauncher {
         let dir = tempfile::Builder::new()
             .prefix(&format!("spheron-{}-", spec.lease))
             .tempdir()
-            .map_err(|e| Error::Launch(format!("cannot create a work directory: {e}")))?;
+            .map_err(|e| Error::Launch(format!("cannot create a work directory: {e}")))?
+            .keep();
+        let outputs = dir.join(crate::workdir::OUTPUTS);
+        let prepared = match &workload.workdir {
+            Some(w) => fill(&dir, w).await,
+            None => Ok(()),
+        }
+        .and_then(|()| {
+            std::fs::create_dir_all(&outputs)
+                .map_err(|e| Error::Launch(format!("cannot create {}: {e}", outputs.display())))
+        });
+        if let Err(e) = prepared {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        let node = spec.node.clone().unwrap_or_default();
+        let gpus = take_devices(&self.devices, &node, spec.gpus);
+        let visible = gpus
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         let mut cmd = Command::new(program);
         cmd.args(args)
-            .current_dir(dir.path())
+            .current_dir(&dir)
+            .env("SPHERON_WORKDIR", &dir)
+            .env("SPHERON_OUTPUTS", &outputs)
             .env("SPHERON_LEASE_ID", spec.lease.0.to_string())
             .env("SPHERON_PROVIDER", spec.provider.to_string())
             .env("SPHERON_GPU_MODEL", spec.model.name())
             .env("SPHERON_GPUS", spec.gpus.to_string())
             .envs(&workload.env)
             .envs(workload.secrets.iter().map(|(k, v)| (k, v.expose())))
+            .env("CUDA_VISIBLE_DEVICES", &visible)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::Launch(format!("cannot start `{program}`: {e}")))?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                free_devices(&self.devices, &node, &gpus);
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(Error::Launch(format!("cannot start `{program}`: {e}")));
+            }
+        };
         let pid = child.id();
         let logs = LogBuffer::new();
         logs.push(
             LogSource::System,
             format!(
-                "started `{program}` (pid {}) for {}",
+                "started `{program}` (pid {}) for {} on GPUs {visible}",
                 pid.unwrap_or(0),
                 spec.lease
             ),
@@ -129,6 +273,9 @@ impl WorkloadLauncher for LocalLauncher {
         {
             let logs = logs.clone();
             let stop_requested = stop_requested.clone();
+            let devices = self.devices.clone();
+            let kept = dir.clone();
+            let grace = self.retention.unwrap_or(OUTPUTS_GRACE);
             tokio::spawn(async move {
                 let exit = child.wait().await;
                 // The group may hold the pipes open after the leader exits: kill the rest.
@@ -148,13 +295,18 @@ impl WorkloadLauncher for LocalLauncher {
                 };
                 logs.push(LogSource::System, format!("workload ended: {status:?}"));
                 logs.close();
-                drop(dir);
+                free_devices(&devices, &node, &gpus);
                 tx.send_replace(status);
+                // Outputs stay for downloads until the grace period is over.
+                tokio::time::sleep(grace).await;
+                let _ = tokio::fs::remove_dir_all(&kept).await;
             });
         }
         self.procs.lock().unwrap_or_else(|p| p.into_inner()).insert(
             id.clone(),
             Arc::new(Proc {
+                lease: spec.lease,
+                dir,
                 pid,
                 status: rx,
                 logs,

@@ -1302,6 +1302,14 @@ impl LeaseBackend for ProviderNode {
         Ok(self.status_of(&self.row(lease.lease)?))
     }
 
+    fn upload_dir(&self) -> Option<PathBuf> {
+        Some(self.inner.cfg.data_dir.join("workdirs"))
+    }
+
+    async fn lease_dir(&self, lease: &ChainLease) -> Option<PathBuf> {
+        self.inner.backend.workdir_of_lease(LeaseId(lease.lease))
+    }
+
     async fn node_status(&self) -> NodeStatus {
         let i = &self.inner;
         let inventory = i

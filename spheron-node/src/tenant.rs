@@ -567,6 +567,23 @@ impl NetworkMarket {
         Ok(log_stream(g, id, follow))
     }
 
+    /// Downloads file `path` of lease `id`'s working directory (e.g. `outputs/model.ckpt`)
+    /// from its provider's gateway to `dest`; returns the bytes written. The provider keeps
+    /// the files until the lease has ended plus a grace period.
+    pub async fn download(
+        &self,
+        id: u64,
+        path: &str,
+        dest: &std::path::Path,
+    ) -> spheron_core::Result<u64> {
+        let summary = self.lease(id).await?;
+        let provider = summary
+            .provider
+            .ok_or(spheron_core::Error::UnknownOrder(OrderId(id)))?;
+        let g = self.gateway(provider).await?;
+        g.download(id, path, dest).await.map_err(gateway_err)
+    }
+
     /// The gateway status of lease `id`.
     pub async fn lease_gateway_status(
         &self,

@@ -59,6 +59,17 @@ pub struct LeaseStatus {
     pub ended_at: Option<u64>,
 }
 
+/// `PUT /lease/{id}/workdir`: the working directory archive the provider stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkdirReceipt {
+    /// The lease.
+    pub lease: u64,
+    /// keccak-256 of the archive, `0x` hex (what the manifest's workload must name).
+    pub hash: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
 /// `GET /status`: the node as a whole (unauthenticated, nothing lease-specific).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -113,6 +124,10 @@ pub enum ErrorCode {
     Unavailable,
     /// Anything else that went wrong on the provider's side (500).
     Internal,
+    /// The body is larger than the route accepts (413): a working directory over the limit.
+    TooLarge,
+    /// No such file in the lease's working directory, or it is no longer kept (404).
+    NoSuchFile,
     /// The server presented another TLS certificate than the one its registration pins
     /// (`cert_hash`): a client-side refusal, never sent by a gateway (502 if it ever were).
     UntrustedCertificate,
@@ -130,7 +145,8 @@ impl ErrorCode {
                 StatusCode::FORBIDDEN
             }
             ErrorCode::WorkloadMismatch | ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::UnknownLease => StatusCode::NOT_FOUND,
+            ErrorCode::UnknownLease | ErrorCode::NoSuchFile => StatusCode::NOT_FOUND,
+            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::LeaseNotActive | ErrorCode::AlreadyLaunched => StatusCode::CONFLICT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,

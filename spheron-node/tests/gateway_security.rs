@@ -70,6 +70,10 @@ struct Memory {
     launch_calls: AtomicUsize,
     /// Launches accepted.
     launches: AtomicUsize,
+    /// Where uploaded working directories go.
+    uploads: tempfile::TempDir,
+    /// Working directories "launched" workloads run in (their archive unpacked).
+    workdirs: Mutex<HashMap<u64, std::path::PathBuf>>,
 }
 
 impl Memory {
@@ -99,6 +103,8 @@ impl Memory {
             launched: Mutex::default(),
             launch_calls: AtomicUsize::new(0),
             launches: AtomicUsize::new(0),
+            uploads: tempfile::tempdir().unwrap(),
+            workdirs: Mutex::default(),
         }
     }
 
@@ -149,6 +155,15 @@ impl LeaseBackend for Memory {
                 "a manifest was already accepted",
             ));
         }
+        if let Some(archive) = workload.workdir.as_ref().and_then(|w| w.source.clone()) {
+            // What a launcher does: unpack it as the working directory; the workload writes
+            // an output.
+            let dir = self.uploads.path().join(format!("run-{}", lease.lease));
+            spheron_node::workdir::unpack(std::fs::File::open(archive).unwrap(), &dir).unwrap();
+            std::fs::create_dir_all(dir.join("outputs")).unwrap();
+            std::fs::write(dir.join("outputs/model.ckpt"), [9u8; 70_000]).unwrap();
+            self.workdirs.lock().unwrap().insert(lease.lease, dir);
+        }
         launched.insert(lease.lease, workload);
         self.launches.fetch_add(1, Ordering::SeqCst);
         Ok(self.lease_status(lease, WorkState::Launching))
@@ -182,6 +197,12 @@ impl LeaseBackend for Memory {
     }
     async fn stop(&self, lease: &ChainLease) -> Result<LeaseStatus, GatewayError> {
         Ok(self.lease_status(lease, WorkState::Stopped))
+    }
+    fn upload_dir(&self) -> Option<std::path::PathBuf> {
+        Some(self.uploads.path().join("archives"))
+    }
+    async fn lease_dir(&self, lease: &ChainLease) -> Option<std::path::PathBuf> {
+        self.workdirs.lock().unwrap().get(&lease.lease).cloned()
     }
     async fn node_status(&self) -> NodeStatus {
         NodeStatus {
@@ -770,8 +791,8 @@ async fn malformed_requests_get_typed_json() {
     let huge = vec![b' '; MAX_BODY_BYTES + 1];
     refused(
         signed(&node, &t, "PUT", "/lease/1/manifest", 1, &huge).await,
-        400,
-        "bad_request",
+        413,
+        "too_large",
     );
     assert_eq!(node.launch_calls(), 0);
 }
@@ -818,4 +839,91 @@ async fn the_client_decodes_foreign_errors_and_transport_failures() {
     let e = client.status(1).await.unwrap_err();
     assert_eq!(e.error, ErrorCode::Internal, "{e}");
     assert!(e.message.contains("302"), "{e}");
+}
+
+#[tokio::test]
+async fn a_workdir_is_uploaded_hashed_into_the_manifest_and_outputs_downloaded() {
+    let node = Node::start().await;
+    let client = node.client(tenant());
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("train.py"), "print('train')\n").unwrap();
+    std::fs::create_dir_all(src.path().join(".git")).unwrap();
+    std::fs::write(src.path().join(".git/HEAD"), "x").unwrap();
+    let w = Workload::command(["python3", "train.py"]).workdir(src.path());
+    client.send_manifest(1, provider(), &w, 60).await.unwrap();
+    let launched = node.backend.launched.lock().unwrap()[&1].clone();
+    let sent = launched.workdir.expect("the workdir reached the launch");
+    let packed = spheron_node::workdir::pack(src.path(), 1 << 20).unwrap();
+    assert_eq!(sent.hash, Some(format!("{:#x}", packed.hash)));
+    assert_eq!(sent.bytes, packed.archive.len() as u64);
+    let run = node.backend.workdirs.lock().unwrap()[&1].clone();
+    assert!(run.join("train.py").is_file() && !run.join(".git").exists());
+    // The archive is gone once unpacked.
+    assert_eq!(
+        std::fs::read_dir(node.backend.uploads.path().join("archives"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("model.ckpt");
+    assert_eq!(
+        client
+            .download(1, "outputs/model.ckpt", &dest)
+            .await
+            .unwrap(),
+        70_000
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), [9u8; 70_000]);
+    for bad in [
+        "../archives",
+        "/etc/passwd",
+        "outputs/missing",
+        "outputs",
+        "a b/c?d=&e",
+    ] {
+        refused_client(client.download(1, bad, &dest).await, ErrorCode::NoSuchFile);
+    }
+    // Only the tenant downloads; nothing after the manifest is uploaded.
+    refused_client(
+        node.client(stranger())
+            .download(1, "outputs/model.ckpt", &dest)
+            .await,
+        ErrorCode::WrongTenant,
+    );
+    refused_client(
+        client.upload_workdir(1, packed.archive.clone()).await,
+        ErrorCode::AlreadyLaunched,
+    );
+    refused_client(
+        client.upload_workdir(3, packed.archive).await,
+        ErrorCode::LeaseNotActive,
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_naming_another_workdir_or_none_uploaded_is_refused() {
+    let node = Node::start().await;
+    let client = node.client(tenant());
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a"), "one").unwrap();
+    let mut w = Workload::command(["true"]);
+    w.workdir = Some(spheron_core::Workdir {
+        source: None,
+        hash: Some(format!("{:#x}", B256::repeat_byte(1))),
+        bytes: 10,
+    });
+    let e = client
+        .send_manifest(1, provider(), &w, 60)
+        .await
+        .unwrap_err();
+    assert_eq!(e.error, ErrorCode::BadRequest, "{e}");
+    let other = spheron_node::workdir::pack(src.path(), 1 << 20).unwrap();
+    client.upload_workdir(1, other.archive).await.unwrap();
+    refused_client(
+        client.send_manifest(1, provider(), &w, 60).await,
+        ErrorCode::WorkloadMismatch,
+    );
+    assert_eq!(node.launches(), 0);
 }

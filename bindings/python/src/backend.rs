@@ -61,11 +61,26 @@ impl Network {
     }
 }
 
+/// The embedded marketplace with its launcher (for the files of its leases).
+pub(crate) struct Local {
+    /// The marketplace.
+    pub market: Marketplace,
+    /// The launcher it runs workloads with.
+    pub launcher: Arc<spheron::LocalLauncher>,
+}
+
+impl std::ops::Deref for Local {
+    type Target = Marketplace;
+    fn deref(&self) -> &Marketplace {
+        &self.market
+    }
+}
+
 /// The marketplace a `spheron.Marketplace` talks to.
 #[derive(Clone)]
 pub(crate) enum Backend {
     /// The embedded marketplace (`Marketplace.local`).
-    Local(Arc<Marketplace>),
+    Local(Arc<Local>),
     /// A network (`Marketplace.connect`).
     Network(Arc<Network>),
 }
@@ -157,6 +172,31 @@ impl Backend {
         match self {
             Backend::Local(m) => m.escrow().withdraw(m.tenant(), amount).await,
             Backend::Network(n) => n.market.withdraw(amount).await,
+        }
+    }
+
+    /// Copies file `path` of lease `lease`'s working directory to `dest`; returns its size.
+    pub async fn download(self, lease: u64, path: String, dest: PathBuf) -> Result<u64> {
+        match self {
+            Backend::Local(m) => {
+                let missing = || {
+                    spheron_core::Error::invalid(
+                        "path",
+                        format!("no file `{path}` in the working directory of lease {lease}"),
+                    )
+                };
+                let root = m
+                    .launcher
+                    .workdir_of_lease(spheron_core::LeaseId(lease))
+                    .ok_or_else(missing)?;
+                let src = spheron::node::workdir::resolve_inside(&root, &path)
+                    .filter(|p| p.is_file())
+                    .ok_or_else(missing)?;
+                tokio::fs::copy(&src, &dest)
+                    .await
+                    .map_err(|e| spheron_core::Error::Launch(format!("{}: {e}", dest.display())))
+            }
+            Backend::Network(n) => n.market.download(lease, &path, &dest).await,
         }
     }
 

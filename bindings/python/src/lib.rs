@@ -18,7 +18,9 @@ mod errors;
 mod lease;
 mod market;
 mod matcher;
+mod quote;
 mod request;
+mod training;
 
 use pyo3::prelude::*;
 use std::future::Future;
@@ -116,5 +118,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<convert::PyProviderInfo>()?;
     m.add_class::<matcher::PyOrder>()?;
     m.add_class::<matcher::PyBid>()?;
+    m.add_class::<quote::PyQuote>()?;
+    m.add_function(wrap_pyfunction!(lease::settle_open_leases, m)?)?;
+    m.add_function(wrap_pyfunction!(training::torchrun_workload, m)?)?;
     Ok(())
 }

@@ -15,7 +15,9 @@ use pyo3::prelude::*;
 use spheron::Marketplace;
 use spheron::node::network::NetworkFile;
 use spheron::node::tenant::to_core;
-use spheron_core::{Error, GpuRequest, LeaseHandle, OrderId, ProgressEvent, Step, Workload};
+use spheron_core::{
+    Error, GpuRequest, LeaseHandle, OrderId, ProgressEvent, Secret, Step, Workload,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,12 +31,18 @@ use tokio::task::JoinHandle;
 pub struct PyMarketplace {
     pub(crate) inner: Backend,
     matcher: Option<Arc<PyMatcher>>,
+    /// Held by one rent from before it subscribes to events until its order is published:
+    /// the first `Published` event a holder sees is its own, so concurrent rents (threads,
+    /// `asyncio.gather`) never show each other's progress.
+    publish: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Follows the progress events of one rent: the first `Published` event seen after
-/// subscribing names the order (rents from one thread are sequential, so it is ours).
+/// subscribing names the order. Its rent holds the marketplace's publish lock until then
+/// (`permit`), so no other rent of this marketplace publishes in between.
 struct OrderFilter {
     order: Option<OrderId>,
+    permit: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl OrderFilter {
@@ -43,6 +51,7 @@ impl OrderFilter {
             Some(o) => o == e.order,
             None if matches!(e.step, Step::Published { .. }) => {
                 self.order = Some(e.order);
+                self.permit = None;
                 true
             }
             None => false,
@@ -102,17 +111,36 @@ impl PyMarketplace {
         command: Vec<String>,
         image: Option<String>,
         env: Option<BTreeMap<String, String>>,
+        secrets: Option<BTreeMap<String, String>>,
+        workdir: Option<PathBuf>,
     ) -> PyResult<Workload> {
         if command.is_empty() && image.is_none() {
             return Err(invalid(
                 py,
                 "command",
-                "a command (list of strings) is required",
+                "a command (a string or a list of strings) is required",
             ));
         }
         let mut w = Workload::command(command);
         w.image = image;
         w.env = env.unwrap_or_default();
+        w.secrets = secrets
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, Secret::new(v)))
+            .collect();
+        if let Some(k) = w.secrets.keys().find(|k| w.env.contains_key(*k)) {
+            return Err(invalid(
+                py,
+                "secrets",
+                format!("`{k}` is both in `env` and in `secrets`"),
+            ));
+        }
+        if let Some(dir) = workdir {
+            use spheron::node::workdir::{MAX_WORKDIR_BYTES, measure};
+            measure(&dir, MAX_WORKDIR_BYTES).map_err(|e| invalid(py, "workdir", e.to_string()))?;
+            w = w.workdir(dir);
+        }
         w.validate().map_err(|e| to_py(py, None, e))?;
         Ok(w)
     }
@@ -171,10 +199,13 @@ impl PyMarketplace {
         if let Some(m) = &matcher {
             b = b.matcher(m.clone());
         }
+        let launcher = Arc::new(spheron::LocalLauncher::new());
+        b = b.launcher(launcher.clone());
         let market = block_on_uninterruptible(py, b.build()).map_err(|e| to_py(py, None, e))?;
         Ok(PyMarketplace {
-            inner: Backend::Local(Arc::new(market)),
+            inner: Backend::Local(Arc::new(crate::backend::Local { market, launcher })),
             matcher,
+            publish: Arc::default(),
         })
     }
 
@@ -227,12 +258,15 @@ impl PyMarketplace {
         Ok(PyMarketplace {
             inner: Backend::Network(Arc::new(connected)),
             matcher: None,
+            publish: Arc::default(),
         })
     }
 
     /// Rents GPUs and starts `command` on them; returns once it runs. Blocks with the GIL
-    /// released; `on_event` is called with each progress event of this rent.
-    #[pyo3(signature = (request, *, command, image=None, env=None, on_event=None))]
+    /// released; `on_event` is called with each progress event of this rent (and of no
+    /// other). `secrets` reach the workload's environment and are never logged.
+    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None))]
+    #[allow(clippy::too_many_arguments)]
     fn rent(
         &self,
         py: Python<'_>,
@@ -240,17 +274,23 @@ impl PyMarketplace {
         command: Vec<String>,
         image: Option<String>,
         env: Option<BTreeMap<String, String>>,
+        secrets: Option<BTreeMap<String, String>>,
+        workdir: Option<PathBuf>,
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<PyLease> {
-        let workload = Self::workload(py, command, image, env)?;
+        let workload = Self::workload(py, command, image, env, secrets, workdir)?;
         self.check_token(py)?;
         let req: GpuRequest = request.inner.clone();
+        let permit = block_on(py, self.publish.clone().lock_owned(), |_| Ok(()))?;
         let mut events = self.inner.events();
         let market = self.inner.clone();
         let mut guard = RentGuard {
             task: Some(runtime().spawn(market.rent(req, workload))),
         };
-        let mut filter = OrderFilter { order: None };
+        let mut filter = OrderFilter {
+            order: None,
+            permit: Some(permit),
+        };
         let market = self.inner.clone();
         let mut forward = |py: Python<'_>| -> PyResult<()> {
             while let Some(Some(e)) = events.next().now_or_never() {
@@ -290,7 +330,8 @@ impl PyMarketplace {
     }
 
     /// The awaitable twin of `rent`.
-    #[pyo3(signature = (request, *, command, image=None, env=None, on_event=None))]
+    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None))]
+    #[allow(clippy::too_many_arguments)]
     fn rent_async<'py>(
         slf: Py<Self>,
         py: Python<'py>,
@@ -298,20 +339,27 @@ impl PyMarketplace {
         command: Vec<String>,
         image: Option<String>,
         env: Option<BTreeMap<String, String>>,
+        secrets: Option<BTreeMap<String, String>>,
+        workdir: Option<PathBuf>,
         on_event: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let workload = Self::workload(py, command, image, env)?;
+        let workload = Self::workload(py, command, image, env, secrets, workdir)?;
         slf.get().check_token(py)?;
         let req: GpuRequest = request.inner.clone();
         let this = slf.get();
         let market = this.inner.clone();
-        let mut events = market.events();
+        let publish = this.publish.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let permit = publish.lock_owned().await;
+            let mut events = market.events();
             let flow_market = market.clone();
             let mut guard = RentGuard {
                 task: Some(runtime().spawn(flow_market.rent(req, workload))),
             };
-            let mut filter = OrderFilter { order: None };
+            let mut filter = OrderFilter {
+                order: None,
+                permit: Some(permit),
+            };
             let joined = loop {
                 let Some(task) = guard.task.as_mut() else {
                     return Err(pyo3::exceptions::PyRuntimeError::new_err(
@@ -344,6 +392,30 @@ impl PyMarketplace {
                 .map_err(|e| Python::attach(|py| slf.get().map_err(py, e)))?;
             Ok(PyLease::new(market, handle))
         })
+    }
+
+    /// What each provider would bid on `request` now, cheapest first; nothing is published
+    /// or locked. Embedded only for now: raises `UnsupportedError` on a network.
+    fn quote(
+        &self,
+        py: Python<'_>,
+        request: PyRef<'_, PyGpuRequest>,
+    ) -> PyResult<Vec<crate::quote::PyQuote>> {
+        self.check_token(py)?;
+        match &self.inner {
+            Backend::Local(m) => {
+                let req = request.inner.clone();
+                let providers = m.providers();
+                let tenant = m.tenant();
+                let decimals = m.token().decimals;
+                block_on(
+                    py,
+                    async move { crate::quote::local_quotes(&req, providers, tenant, decimals).await },
+                    |_| Ok(()),
+                )
+            }
+            Backend::Network(_) => Err(unsupported(py, "quote", "network")),
+        }
     }
 
     /// Progress events of every rent from now on, as a sync and async iterator.

@@ -244,3 +244,105 @@ def test_connect_bad_key(devnet: Path) -> None:
     with pytest.raises(spheron.InvalidRequestError) as e:
         spheron.Marketplace.connect(devnet, "not-a-key")
     assert e.value.field == "key"
+
+
+NET_SECRET = "net-secret-\u00e9-7f3a9c"
+
+
+def test_a_string_command_with_env_and_secrets_runs_on_the_provider(
+    market: spheron.Marketplace, devnet: Path
+) -> None:
+    events: List[spheron.ProgressEvent] = []
+    code = (
+        "import hashlib, os; "
+        "print('mode', os.environ['MODE']); "
+        "print('sha', hashlib.sha256(os.environ['API_KEY'].encode()).hexdigest())"
+    )
+    with market.rent(
+        one_h100(),
+        command=f'python3 -c "{code}"',
+        env={"MODE": "train"},
+        secrets={"API_KEY": NET_SECRET},
+        progress=events.append,
+    ) as lease:
+        lines = [l.line for l in lease.logs(system=True)]
+        report = lease.wait(timeout=120)
+    import hashlib
+
+    assert "mode train" in lines
+    assert f"sha {hashlib.sha256(NET_SECRET.encode()).hexdigest()}" in lines
+    assert report.close_reason == "completed"
+    shown = "\n".join(lines + [repr(lease), repr(report)] + [e.message for e in events])
+    assert NET_SECRET not in shown
+    # Nothing the devnet's nodes wrote (logs, databases, keys, network file) holds it.
+    needle = NET_SECRET.encode()
+    for f in devnet.parent.rglob("*"):
+        if f.is_file():
+            assert needle not in f.read_bytes(), f
+
+
+def test_torchrun_on_two_gpus_of_a_provider(market: spheron.Marketplace) -> None:
+    import sys
+
+    standins = Path(__file__).parent / "standins"
+    workload = spheron.torchrun(
+        standins / "rank_report.py",
+        gpus=2,
+        master_port=29622,
+        program=[sys.executable, str(standins / "fake_torchrun.py")],
+    )
+    with market.rent(one_h100(count=2), workload) as lease:
+        lines = sorted(l.line for l in lease.logs())
+        report = lease.wait(timeout=120)
+    assert report.close_reason == "completed" and report.gpus == 2, lines
+    # The provider's node may run other leases: the lease's two GPUs, whichever they are.
+    launcher = next(l for l in lines if l.startswith("launcher "))
+    visible = launcher.split("CUDA_VISIBLE_DEVICES=")[1].split(",")
+    assert len(set(visible)) == 2, launcher
+    assert [l for l in lines if l.startswith("rank ")] == [
+        f"rank 0/2 local 0 master 127.0.0.1:29622 gpu {visible[0]} args []",
+        f"rank 1/2 local 1 master 127.0.0.1:29622 gpu {visible[1]} args []",
+    ]
+
+
+def test_workdir_upload_and_output_download_through_the_gateway(
+    market: spheron.Marketplace, tmp_path: Path
+) -> None:
+    src = tmp_path / "proj"
+    (src / "data").mkdir(parents=True)
+    (src / ".venv").mkdir()
+    (src / ".venv" / "big").write_bytes(b"\0" * 100_000)
+    (src / "data" / "x.txt").write_text("41\n")
+    (src / "train.py").write_text(
+        "import os, pathlib\n"
+        "n = int(pathlib.Path('data/x.txt').read_text()) + 1\n"
+        "pathlib.Path(os.environ['SPHERON_OUTPUTS'], 'answer.txt').write_text(str(n))\n"
+        "print('listing', sorted(os.listdir('.')), flush=True)\n"
+    )
+    with market.rent(one_h100(), command="python3 train.py", workdir=src) as lease:
+        lines = [l.line for l in lease.logs()]
+        report = lease.wait(timeout=120)
+    assert report.close_reason == "completed", lines
+    assert "listing ['data', 'outputs', 'train.py']" in lines
+    # After the lease closed: the provider keeps the outputs for the grace period.
+    dest = tmp_path / "answer.txt"
+    assert lease.download("outputs/answer.txt", dest) == 2
+    assert dest.read_text() == "42"
+    with pytest.raises(spheron.BackendError) as e:
+        lease.download("../../provider.key", tmp_path / "k")
+    assert "no_such_file" in str(e.value) or "NoSuchFile" in str(e.value)
+
+
+def test_the_training_example_uploads_trains_and_downloads_on_the_devnet(devnet: Path) -> None:
+    import sys
+
+    example = REPO / "examples" / "python" / "train_on_rented_gpu.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--network", str(devnet), "--steps", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "saved checkpoint outputs/model.ckpt" in done.stdout
+    assert "downloaded " in done.stdout and "completed" in done.stdout

@@ -7,7 +7,7 @@
     market = spheron.Marketplace.local(funds="100")
     request = spheron.GpuRequest("H100", count=1, hours=1, max_price_per_hour="2.50",
                                  region="eu-west")
-    with market.rent(request, command=["python", "train.py"]) as lease:
+    with market.rent(request, command="python train.py") as lease:
         for line in lease.logs():
             print(line)
         report = lease.wait()
@@ -23,13 +23,22 @@ settles the lease before ``KeyboardInterrupt`` propagates. Each blocking call ha
 ``async for``) running the same Rust code. Money is ``decimal.Decimal`` in whole tokens
 (USD on the embedded marketplace, the network's payment token such as USDS on a network),
 exact to the token's base unit.
+
+A lease not closed with ``with`` or ``stop()`` is stopped and settled when its ``Lease``
+object is collected (with an :class:`UnclosedLeaseWarning`) or, at the latest, when the
+interpreter exits.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
 from decimal import Decimal
 from os import PathLike
-from typing import Any, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 
 from . import _native
@@ -46,6 +55,7 @@ from ._native import (
     ProgressEvent,
     ProofResult,
     ProviderInfo,
+    Quote,
     ScoreItem,
     Skipped,
     __version__,
@@ -64,6 +74,7 @@ from .errors import (
     ProverError,
     SpheronError,
     StepTimeoutError,
+    UnclosedLeaseWarning,
     UnsupportedError,
     WaitTimeoutError,
 )
@@ -84,6 +95,7 @@ __all__ = [
     "Skipped",
     "Balance",
     "ProviderInfo",
+    "Quote",
     "Order",
     "Bid",
     "Matcher",
@@ -101,11 +113,147 @@ __all__ = [
     "WaitTimeoutError",
     "StepTimeoutError",
     "UnsupportedError",
+    "UnclosedLeaseWarning",
+    "Command",
+    "Workload",
+    "torchrun",
     "__version__",
 ]
 
 Amount = Union[str, int, float, Decimal]
 RankItem = Union[Bid, Tuple[Bid, float], str]
+#: A workload's command: a shell-like string (split with :func:`shlex.split`, no shell
+#: runs it) or a sequence of arguments.
+Command = Union[str, Sequence[Union[str, "PathLike[str]"]]]
+
+
+def _command(command: Command) -> List[str]:
+    """The argument list of ``command``; never splits a string into characters."""
+    if isinstance(command, str):
+        try:
+            args = shlex.split(command)
+        except ValueError as e:
+            raise InvalidRequestError(
+                f"invalid `command`: {e} in {command!r}", field="command", reason=str(e)
+            ) from None
+    elif isinstance(command, (bytes, bytearray)):
+        raise TypeError("command must be a str or a sequence of str, not bytes")
+    else:
+        args = []
+        for a in command:
+            if isinstance(a, str):
+                args.append(a)
+            elif isinstance(a, PathLike):
+                args.append(os.fspath(a))
+            else:
+                raise TypeError(f"command arguments must be str, not {type(a).__name__}: {a!r}")
+    if not args:
+        raise InvalidRequestError(
+            "invalid `command`: it is empty", field="command", reason="a command is required"
+        )
+    return args
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A command to run with its environment, for :meth:`Marketplace.rent`'s second
+    argument; :func:`torchrun` builds one. ``gpus``, when set, is how many GPUs it drives:
+    the request must rent exactly that many."""
+
+    command: List[str]
+    env: Dict[str, str] = field(default_factory=dict)
+    gpus: Optional[int] = None
+
+
+def torchrun(
+    script: Union[str, "PathLike[str]"],
+    *args: Union[str, "PathLike[str]"],
+    gpus: int,
+    master_port: Optional[int] = None,
+    master_addr: str = "127.0.0.1",
+    program: Command = "torchrun",
+    env: Optional[Mapping[str, str]] = None,
+) -> Workload:
+    """A PyTorch distributed training launch: ``torchrun --nnodes=1 --node_rank=0
+    --nproc_per_node=GPUS --master_addr=A --master_port=P SCRIPT ARGS...`` (one worker per
+    GPU), with ``MASTER_ADDR``, ``MASTER_PORT``, ``WORLD_SIZE``, ``NPROC_PER_NODE``,
+    ``NNODES`` and ``NODE_RANK`` in its environment. The provider's launcher sets
+    ``CUDA_VISIBLE_DEVICES`` to the lease's GPUs, so worker ``LOCAL_RANK`` *i* drives the
+    lease's *i*-th GPU. ``master_port`` defaults to a random port in 29500..39499;
+    ``program`` replaces ``torchrun`` (e.g. ``"python3 -m torch.distributed.run"``).
+
+    .. code-block:: python
+
+        request = spheron.GpuRequest("h100", count=8, hours=2, max_price_per_hour="3")
+        with market.rent(request, spheron.torchrun("train.py", "--epochs=3", gpus=8)) as lease:
+            lease.wait()
+    """
+    command, rendezvous = _native.torchrun_workload(
+        os.fspath(script),
+        gpus,
+        _command([os.fspath(a) for a in args]) if args else [],
+        master_addr=master_addr,
+        master_port=master_port,
+        program=_command(program),
+    )
+    extra = _strings("env", env) or {}
+    return Workload(command=command, env={**rendezvous, **extra}, gpus=gpus)
+
+
+def _workload(
+    request: GpuRequest,
+    workload: Optional[Workload],
+    command: Optional[Command],
+    env: Optional[Mapping[str, str]],
+) -> Tuple[List[str], Optional[Dict[str, str]]]:
+    """The command and environment of a rent given a ``Workload`` or a ``command``."""
+    if workload is None:
+        if command is None:
+            raise InvalidRequestError(
+                "invalid `command`: give a command or a Workload", field="command", reason="missing"
+            )
+        return _command(command), _strings("env", env)
+    if command is not None:
+        raise InvalidRequestError(
+            "invalid `command`: give either a Workload or a command, not both",
+            field="command",
+            reason="both a Workload and a command",
+        )
+    if workload.gpus is not None and workload.gpus != request.count:
+        raise InvalidRequestError(
+            f"invalid `gpus`: the workload drives {workload.gpus} GPUs but the request rents "
+            f"{request.count}",
+            field="gpus",
+            reason=f"{workload.gpus} != count {request.count}",
+        )
+    merged = dict(workload.env)
+    merged.update(_strings("env", env) or {})
+    return _command(workload.command), merged
+
+
+def _strings(name: str, values: Optional[Mapping[str, str]]) -> Optional[Dict[str, str]]:
+    if values is None:
+        return None
+    out: Dict[str, str] = {}
+    for k, v in values.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            # Never echo a value: it may be a secret.
+            raise TypeError(f"{name} must map str to str; `{k!s}` does not")
+        out[k] = v
+    return out
+
+
+def _settle_at_exit() -> None:
+    """Stops and settles the leases still open when the interpreter exits."""
+    ids = _native.settle_open_leases()
+    if ids:
+        sys.stderr.write(
+            f"spheron: stopped and settled lease(s) {', '.join(map(str, ids))} left open at exit\n"
+        )
+        sys.stderr.flush()
+
+
+atexit.register(_settle_at_exit)
 
 
 class Matcher(Protocol):
@@ -182,42 +330,70 @@ class Marketplace:
     def rent(
         self,
         request: GpuRequest,
+        workload: Optional[Workload] = None,
         *,
-        command: Sequence[str],
+        command: Optional[Command] = None,
         image: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
+        secrets: Optional[Mapping[str, str]] = None,
+        workdir: Union[str, "PathLike[str]", None] = None,
         progress: Progress = None,
     ) -> Lease:
         """Rents GPUs for ``request`` and starts ``command`` on them: publish, bids, rank,
         proof-of-GPU challenge (failing over with reasons), escrow lock, launch. Returns the
         running :class:`Lease` (use it as a context manager so it always settles).
 
+        ``command`` is a string (split like a shell would, with :func:`shlex.split`; no
+        shell runs it) or a list of arguments; or give a :class:`Workload` instead (such as
+        :func:`torchrun`'s, whose GPU count must be the request's). ``env`` and ``secrets`` are environment
+        variables of the workload; secrets are never logged, shown in a ``repr`` or
+        written into the signed manifest. ``image`` is a container image, for providers
+        that run containers: the local launcher (the embedded marketplace's, a devnet's)
+        refuses it with :class:`InvalidRequestError` (``field="image"``).
+
+        ``workdir`` is a directory sent with the workload and unpacked as its working
+        directory (``.git``, ``.venv`` and ``__pycache__`` left out; at most 1 GiB, else
+        :class:`InvalidRequestError` with ``field="workdir"``); on a network it is uploaded
+        to the provider's gateway and its hash signed in the manifest. Files the workload
+        writes, in ``outputs/`` (``$SPHERON_OUTPUTS``) or elsewhere in its working
+        directory, come back with ``lease.download("outputs/model.ckpt", dest)`` until the
+        lease has ended plus a grace period (10 minutes).
+
         Raises :class:`NoMatchError` (every provider and why), :class:`ChallengeFailedError`,
         :class:`InsufficientFundsError`, :class:`LaunchError`, :class:`MatcherError`,
         :class:`InvalidRequestError`."""
+        args, environment = _workload(request, workload, command, env)
         return self._native.rent(
             request,
-            command=list(command),
+            command=args,
             image=image,
-            env=dict(env) if env is not None else None,
+            env=environment,
+            secrets=_strings("secrets", secrets),
+            workdir=workdir,
             on_event=self._callback(progress),
         )
 
     async def rent_async(
         self,
         request: GpuRequest,
+        workload: Optional[Workload] = None,
         *,
-        command: Sequence[str],
+        command: Optional[Command] = None,
         image: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
+        secrets: Optional[Mapping[str, str]] = None,
+        workdir: Union[str, "PathLike[str]", None] = None,
         progress: Progress = None,
     ) -> Lease:
         """The awaitable twin of :meth:`rent`."""
+        args, environment = _workload(request, workload, command, env)
         return await self._native.rent_async(
             request,
-            command=list(command),
+            command=args,
             image=image,
-            env=dict(env) if env is not None else None,
+            env=environment,
+            secrets=_strings("secrets", secrets),
+            workdir=workdir,
             on_event=self._callback(progress),
         )
 
@@ -247,6 +423,17 @@ class Marketplace:
     def providers(self) -> List[ProviderInfo]:
         """Every provider of the marketplace (on a network: its on-chain registry)."""
         return self._native.providers()
+
+    def quote(self, request: GpuRequest) -> List[Quote]:
+        """What each provider would bid on ``request`` now, cheapest first, before renting:
+        nothing is published or locked. Each :class:`Quote` has the provider, its region, the
+        model it would offer, ``price_per_hour`` and ``cost`` (the whole request at that
+        price: the most the rent would pay). Providers that the request's filters exclude
+        (regions, tier, allow and deny lists) or that would not bid (price above the ceiling,
+        no room) are left out. The matcher then ranks the bids (price is one of its
+        criteria), so the rent may choose another than the cheapest. Embedded only for now:
+        raises :class:`UnsupportedError` on a network."""
+        return self._native.quote(request)
 
     def ledger_balanced(self) -> bool:
         """Whether the embedded escrow ledger holds exactly what it owes. Embedded only:

@@ -23,9 +23,12 @@ __all__ = [
     "ProgressEvent",
     "ProofResult",
     "ProviderInfo",
+    "Quote",
     "ScoreItem",
     "Skipped",
     "__version__",
+    "settle_open_leases",
+    "torchrun_workload",
 ]
 
 _Amount = Union[str, int, float, Decimal]
@@ -236,6 +239,27 @@ class ProviderInfo:
     def banned(self) -> bool: ...
 
 @final
+class Quote:
+    """One provider's price for a request, before renting."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def provider_name(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def price_per_hour(self) -> Decimal: ...
+    @property
+    def cost(self) -> Decimal: ...
+    @property
+    def free_gpus(self) -> int: ...
+    @property
+    def tier(self) -> int: ...
+
+@final
 class Order:
     """An order, as a custom matcher sees it."""
 
@@ -317,6 +341,7 @@ class Lease:
     def logs(self, *, system: bool = False) -> LogIterator: ...
     def wait(self, timeout: Optional[float] = None) -> LeaseReport: ...
     def stop(self) -> LeaseReport: ...
+    def download(self, path: str, dest: Union[str, PathLike[str]]) -> int: ...
     def wait_async(self) -> Awaitable[LeaseReport]: ...
     def stop_async(self) -> Awaitable[LeaseReport]: ...
     def __enter__(self) -> Self: ...
@@ -359,6 +384,8 @@ class Marketplace:
         command: Sequence[str],
         image: Optional[str] = None,
         env: Optional[dict[str, str]] = None,
+        secrets: Optional[dict[str, str]] = None,
+        workdir: Optional[Union[str, PathLike[str]]] = None,
         on_event: Optional[Callable[[ProgressEvent], object]] = None,
     ) -> Lease: ...
     def rent_async(
@@ -368,6 +395,8 @@ class Marketplace:
         command: Sequence[str],
         image: Optional[str] = None,
         env: Optional[dict[str, str]] = None,
+        secrets: Optional[dict[str, str]] = None,
+        workdir: Optional[Union[str, PathLike[str]]] = None,
         on_event: Optional[Callable[[ProgressEvent], object]] = None,
     ) -> Awaitable[Lease]: ...
     def events(self) -> EventIterator: ...
@@ -375,6 +404,7 @@ class Marketplace:
     def deposit(self, amount: _Amount) -> None: ...
     def withdraw(self, amount: _Amount) -> None: ...
     def providers(self) -> list[ProviderInfo]: ...
+    def quote(self, request: GpuRequest) -> list[Quote]: ...
     @property
     def token(self) -> str: ...
     @property
@@ -384,3 +414,17 @@ class Marketplace:
     @property
     def network(self) -> Optional[str]: ...
     def ledger_balanced(self) -> bool: ...
+
+def settle_open_leases() -> list[int]:
+    """Stops and settles every lease still open; returns their ids (run at exit)."""
+
+def torchrun_workload(
+    script: str,
+    gpus: int,
+    args: Sequence[str],
+    *,
+    master_addr: Optional[str] = None,
+    master_port: Optional[int] = None,
+    program: Optional[Sequence[str]] = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of torchrun starting ``script`` on ``gpus`` GPUs."""

@@ -48,6 +48,7 @@ __all__ = [
     "WaitTimeoutError",
     "StepTimeoutError",
     "UnsupportedError",
+    "UnclosedLeaseWarning",
 ]
 
 
@@ -161,3 +162,9 @@ class UnsupportedError(SpheronError):
         super().__init__(message)
         self.method: str = method
         self.backend: str = backend
+
+
+class UnclosedLeaseWarning(UserWarning):
+    """A ``Lease`` object was collected while its lease was still open: spheron stops and
+    settles it (and every lease still open at interpreter exit). Use ``with market.rent(...)
+    as lease:`` or call ``lease.stop()`` to close it yourself."""
