@@ -55,6 +55,11 @@ pub enum Step {
         reason: String,
         /// Stake slashed.
         slashed: Amount,
+        /// The penalty this flow applied (its violation, slash and bounty), as recorded;
+        /// `None` where the flow charges nothing itself (a network tenant leaves penalties
+        /// to the chain's verifiers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        penalty: Option<Box<crate::tier::PenaltyRecord>>,
     },
     /// Nobody could serve the order.
     NoMatch {
@@ -135,11 +140,20 @@ impl fmt::Display for Step {
                 provider,
                 reason,
                 slashed,
-            } => write!(
-                f,
-                "{} failed its challenge ({reason}); slashed {slashed}, taking the next bid",
-                provider.short()
-            ),
+                penalty,
+            } => match penalty {
+                Some(p) => write!(
+                    f,
+                    "{} failed its challenge ({reason}): {}, slashed {slashed}, taking the next bid",
+                    provider.short(),
+                    p.violation
+                ),
+                None => write!(
+                    f,
+                    "{} failed its challenge ({reason}); slashed {slashed}, taking the next bid",
+                    provider.short()
+                ),
+            },
             Step::NoMatch { rejected } => {
                 write!(f, "no match ({} providers skipped)", rejected.len())
             }

@@ -73,7 +73,7 @@ pub use matching::{
     RejectReason, Rejection, Scorer, Screened, StandardFilters, WeightedMatcher, Weights,
     greedy_assign, improved_assign, optimal_assign, sort_rejections, tie_break,
 };
-pub use money::{Amount, Token};
+pub use money::{Amount, Token, mul_div_floor_wide};
 pub use orchestrator::{
     FlowConfig, LeaseControl, LeaseHandle, LeaseReport, Orchestrator, Parts, ProverDirectory,
     Provers,
@@ -83,12 +83,14 @@ pub use proof::{
     Challenge, ChallengeProver, ChallengeVerifier, Commitment, FailReason, Opening, ProofReport,
     ProofTiming, Reveal, Verdict,
 };
-pub use provider::{GpuNode, Inventory, Provider, ProviderProfile, ProviderStats, TrustTier};
+pub use provider::{
+    GpuNode, Inventory, Provider, ProviderProfile, ProviderStats, RatingPrior, TrustTier,
+};
 pub use registry::Registry;
 pub use request::{GpuRequest, GpuRequestBuilder};
 pub use stake::StakeVault;
 pub use tier::{
-    EpochConfig, EpochProcessor, EpochReport, Penalty, PenaltyRecord, ProviderEpoch,
+    EpochConfig, EpochProcessor, EpochReport, Penalty, PenaltyRecord, PenaltyRoute, ProviderEpoch,
     RecheckOutcome, ReputationTierPolicy, Standing, TierConfig, TierDecision, TierHistory,
     TierPolicy, UptimeTierPolicy, VerdictId, VerdictReceipt, VerifierConfig, VerifierEpoch,
     VerifierStanding, Violation,

@@ -13,12 +13,14 @@ use crate::lease::{CloseReason, LeaseEvent, LeaseState};
 use crate::market::Market;
 use crate::matching::{Matcher, Ranked, RejectReason, Rejection};
 use crate::money::Amount;
-use crate::order::{Candidate, Order};
+use crate::order::{Bid, Candidate, Order};
 use crate::proof::{ChallengeProver, ChallengeVerifier, ProofReport, run_challenge};
-use crate::provider::TrustTier;
+use crate::provider::{Provider, TrustTier};
 use crate::registry::Registry;
 use crate::request::GpuRequest;
-use crate::tier::{TierPolicy, Violation};
+use crate::tier::{
+    Applied, Charge, PenaltyRecord, PenaltyRoute, TierPolicy, Violation, apply_penalty,
+};
 use crate::{Error, Result};
 use futures::stream::BoxStream;
 use rand_core::{RngCore, SeedableRng};
@@ -97,8 +99,13 @@ pub struct FlowConfig {
     pub bid_window: Duration,
     /// How many providers to challenge before giving up on an order.
     pub max_attempts: usize,
-    /// The verifier's account: receives slashed stake.
+    /// The verifier's account: the reporter of a challenge this flow runs, paid the
+    /// bounty share of the slash.
     pub verifier_account: AccountId,
+    /// Where slashed stake goes (bounty share and treasury): the same route as the
+    /// [`EpochProcessor`](crate::EpochProcessor)'s, so a violation pays the same whoever
+    /// caught it.
+    pub penalties: PenaltyRoute,
     /// The first order id this orchestrator assigns (then +1 per order). Markets that outlive
     /// one process (a chain) need ids that no earlier run used.
     pub first_order_id: u64,
@@ -110,6 +117,7 @@ impl Default for FlowConfig {
             bid_window: Duration::from_secs(2),
             max_attempts: 3,
             verifier_account: AccountId::from_label("spheron.verifier"),
+            penalties: PenaltyRoute::default(),
             first_order_id: 1,
         }
     }
@@ -186,8 +194,9 @@ pub trait LeaseControl: Send + Sync {
     fn snapshot(&self) -> LeaseReport;
     /// The workload's output from the beginning; ends when the workload ends.
     fn logs(&self) -> Result<LogStream>;
-    /// The report now, with the cost accrued so far while the lease runs.
-    async fn report(&self) -> LeaseReport;
+    /// The report now, with the cost accrued so far while the lease runs; an error when the
+    /// cost cannot be read (never a guessed cost).
+    async fn report(&self) -> Result<LeaseReport>;
     /// Waits until the lease is closed and settled; returns the final report.
     async fn wait(&self) -> LeaseReport;
     /// Stops the lease, waits for settlement and returns the final report; a lease that is
@@ -230,8 +239,17 @@ impl LeaseHandle {
         self.inner.logs()
     }
 
+    /// The report as last recorded, without I/O (the cost is final once closed, zero
+    /// before).
+    pub fn snapshot(&self) -> LeaseReport {
+        self.inner.snapshot()
+    }
+
     /// The report now, with the cost accrued so far while the lease runs.
-    pub async fn report(&self) -> LeaseReport {
+    ///
+    /// Errors: whatever the escrow (or chain) says when the accrued cost cannot be read; the
+    /// cost is never guessed.
+    pub async fn report(&self) -> Result<LeaseReport> {
         self.inner.report().await
     }
 
@@ -260,15 +278,18 @@ impl LeaseControl for LeaseShared {
         self.parts.launcher.logs(&self.workload)
     }
 
-    async fn report(&self) -> LeaseReport {
+    async fn report(&self) -> Result<LeaseReport> {
         let mut r = self.snapshot();
         if !r.state.is_closed() {
             let now = self.parts.clock.now().min(self.ends_at);
-            if let Ok(c) = self.parts.escrow.accrued(r.lease, now).await {
-                r.cost = c;
+            match self.parts.escrow.accrued(r.lease, now).await {
+                Ok(c) => r.cost = c,
+                // Settled between the snapshot and the read: the final report is recorded.
+                Err(_) if self.snapshot().state.is_closed() => return Ok(self.snapshot()),
+                Err(e) => return Err(e),
             }
         }
-        r
+        Ok(r)
     }
 
     async fn wait(&self) -> LeaseReport {
@@ -411,17 +432,16 @@ impl Orchestrator {
             }
         }
         // Providers that did not bid are explained too, so "no match" is never opaque.
-        for prov in p.registry.all() {
-            if candidates.iter().any(|c| c.profile.id == prov.id)
-                || skipped.iter().any(|s: &Rejection| s.provider == prov.id)
-            {
-                continue;
-            }
-            skipped.push(Rejection {
-                provider: prov.id,
-                reason: no_bid_reason(&prov, &order.request),
-            });
-        }
+        let absent: Vec<Provider> = p
+            .registry
+            .all()
+            .into_iter()
+            .filter(|prov| {
+                !candidates.iter().any(|c| c.profile.id == prov.id)
+                    && !skipped.iter().any(|s: &Rejection| s.provider == prov.id)
+            })
+            .collect();
+        skipped.extend(explain_absent(p.matcher.as_ref(), &order, &absent)?);
         let ranking = p.matcher.rank(&order, &candidates)?;
         skipped.extend(ranking.rejected.iter().cloned());
 
@@ -487,11 +507,12 @@ impl Orchestrator {
                 crate::proof::Verdict::Fail(r) => (r.to_string(), Violation::for_failure(r)),
                 crate::proof::Verdict::Pass { .. } => (String::new(), Violation::FailedProof),
             };
-            let slashed = self.penalise(provider, violation).await?;
+            let record = self.penalise(provider, violation, &reason).await?;
             emit(Step::ChallengeFailed {
                 provider,
                 reason: reason.clone(),
-                slashed,
+                slashed: record.slashed,
+                penalty: Some(Box::new(record)),
             });
             skipped.push(Rejection {
                 provider,
@@ -630,26 +651,32 @@ impl Orchestrator {
         Ok(LeaseHandle::new(shared))
     }
 
-    async fn penalise(&self, provider: ProviderId, v: Violation) -> Result<Amount> {
+    /// Charges `violation` through the one penalty path; returns what was applied.
+    async fn penalise(
+        &self,
+        provider: ProviderId,
+        violation: Violation,
+        reason: &str,
+    ) -> Result<PenaltyRecord> {
         let p = &self.parts;
-        let prior = p.registry.get(provider)?.stats.challenges_failed;
-        let penalty = p.tiers.penalty(v, prior);
-        let stake = p.stake.staked(provider).await?;
-        let amount = penalty.slash_amount(stake);
-        let slashed = if amount.0 > 0 {
-            p.stake
-                .slash(provider, amount, self.config.verifier_account)
-                .await?
-        } else {
-            Amount::ZERO
-        };
-        p.registry.update(provider, |pr| {
-            pr.stats.challenges_failed += 1;
-            pr.stake = Amount(pr.stake.0.saturating_sub(slashed.0));
-            pr.tier = TrustTier(pr.tier.0.saturating_sub(penalty.demote_by));
-            pr.banned |= penalty.ban;
-        })?;
-        Ok(slashed)
+        let Applied { record, failure } = apply_penalty(
+            p.stake.as_ref(),
+            &p.registry,
+            p.tiers.as_ref(),
+            self.config.penalties,
+            Charge {
+                at: p.clock.now(),
+                provider,
+                violation,
+                reporter: Some(self.config.verifier_account),
+                reason: reason.to_string(),
+            },
+        )
+        .await?;
+        if let Some(e) = failure {
+            tracing::error!(provider = %provider.short(), error = %e, "slashing to the treasury failed");
+        }
+        Ok(record)
     }
 }
 
@@ -742,36 +769,79 @@ async fn supervise(
     closed_tx.send_replace(true);
 }
 
-/// Why a registered provider did not bid on `request`, as far as the registry shows.
-fn no_bid_reason(p: &crate::provider::Provider, request: &GpuRequest) -> RejectReason {
-    if p.banned {
-        return RejectReason::Banned;
-    }
-    let models = p.inventory.models();
-    let accepted: Vec<GpuModel> = models
-        .iter()
-        .copied()
-        .filter(|m| request.accepts_model(*m))
-        .collect();
-    match (accepted.first(), models.first()) {
-        (None, Some(m)) => RejectReason::ModelNotAccepted(*m),
-        (None, None) => RejectReason::Other("no GPUs listed".into()),
-        (Some(_), _) => {
-            let free = accepted
-                .iter()
-                .map(|m| p.inventory.largest_free_block(*m))
-                .max()
-                .unwrap_or(0);
-            if free < request.count {
-                RejectReason::InsufficientGpus {
-                    free,
-                    wanted: request.count,
-                }
-            } else {
-                RejectReason::Other("did not bid (price above the ceiling or no answer)".into())
-            }
+/// Why each registered provider in `absent` (none of which bid) would not serve `order`, in
+/// the matcher's own words: each is put to the matcher with a bid at the ceiling on every
+/// model it lists, and the matcher's rejection is its reason; one the matcher would take
+/// simply did not bid.
+fn explain_absent(
+    matcher: &dyn Matcher,
+    order: &Order,
+    absent: &[Provider],
+) -> Result<Vec<Rejection>> {
+    let mut out = Vec::with_capacity(absent.len());
+    let mut asked = Vec::new();
+    let mut hypothetical = Vec::new();
+    for prov in absent {
+        if prov.banned {
+            out.push(Rejection {
+                provider: prov.id,
+                reason: RejectReason::Banned,
+            });
+            continue;
+        }
+        let models = prov.inventory.models();
+        if models.is_empty() {
+            out.push(Rejection {
+                provider: prov.id,
+                reason: RejectReason::Other("no GPUs listed".into()),
+            });
+            continue;
+        }
+        asked.push(prov.id);
+        // Accepted models first, so the reason given is about a model the order wants.
+        let (wanted, other): (Vec<GpuModel>, Vec<GpuModel>) = models
+            .into_iter()
+            .partition(|m| order.request.accepts_model(*m));
+        for model in wanted.into_iter().chain(other) {
+            hypothetical.push(Candidate {
+                profile: prov.profile(model),
+                bid: Bid {
+                    order: order.id,
+                    provider: prov.id,
+                    model,
+                    price_per_gpu_hour: order.request.max_price_per_gpu_hour,
+                    placed_at: order.created_at,
+                },
+            });
         }
     }
+    if asked.is_empty() {
+        return Ok(out);
+    }
+    let ranking = matcher.rank(order, &hypothetical)?;
+    for id in asked {
+        let reason = if ranking.ranked.iter().any(|r| r.provider() == id) {
+            RejectReason::Other("did not bid (price above the ceiling or no answer)".into())
+        } else {
+            let mine: Vec<&Rejection> = ranking
+                .rejected
+                .iter()
+                .filter(|r| r.provider == id)
+                .collect();
+            mine.iter()
+                .find(|r| !matches!(r.reason, RejectReason::ModelNotAccepted(_)))
+                .or(mine.first())
+                .map_or_else(
+                    || RejectReason::Other("did not bid".into()),
+                    |r| r.reason.clone(),
+                )
+        };
+        out.push(Rejection {
+            provider: id,
+            reason,
+        });
+    }
+    Ok(out)
 }
 
 async fn stop_quietly(launcher: &dyn WorkloadLauncher, id: &WorkloadId) {

@@ -12,7 +12,7 @@ use spheron_core::{
     GpuRequest, Inventory, LaunchSpec, LocalMarket, LogBuffer, LogStream, MemoryEscrow, Opening,
     Orchestrator, Parts, ProofTiming, Provers, Provider, ProviderStats, Registry,
     ReputationTierPolicy, Result, Reveal, SimClock, StrategyAgent, Timestamp, Token, TrustTier,
-    Verdict, Workload, WorkloadId, WorkloadLauncher, WorkloadStatus,
+    Verdict, Violation, Workload, WorkloadId, WorkloadLauncher, WorkloadStatus,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -218,7 +218,7 @@ async fn the_rent_flow_feeds_the_epoch_processor() {
         AccountId::from_label("honest"),
         AccountId::from_label("cheat"),
     );
-    let report = lease.report().await;
+    let report = lease.report().await.unwrap();
     assert_eq!(report.provider, honest);
     assert!(
         report.tier_reason.starts_with("tier 4: uptime 100.00%"),
@@ -265,6 +265,14 @@ async fn the_rent_flow_feeds_the_epoch_processor() {
     assert_eq!(r.penalties.len(), 1);
     assert_eq!(r.penalties[0].provider, cheat);
     assert_eq!(r.penalties[0].slashed, Amount(100 * USD));
+    // The report carries the violation the flow applied (a prover that cannot answer failed
+    // its proof) with the bounty it paid, as recorded by the flow.
+    assert_eq!(r.penalties[0].violation, Violation::FailedProof);
+    assert_eq!(r.penalties[0].bounty, Amount(50 * USD));
+    assert_eq!(
+        r.penalties[0].reporter,
+        Some(FlowConfig::default().verifier_account)
+    );
     // Paid through the escrow: the lease and the reward.
     assert_eq!(
         escrow.balance(honest).await.unwrap().available,

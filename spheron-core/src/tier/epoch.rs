@@ -1,6 +1,7 @@
 //! The epoch processor: events in; stats, tiers, penalties and rewards out.
 
-use super::rewards::{mul_div_floor_wide, split_pool};
+use super::penalty::{Applied, Charge, PenaltyRoute, apply_penalty};
+use super::rewards::split_pool;
 use super::verifiers::{Pending, VerdictId, VerifierBook, VerifierConfig, VerifierStanding};
 use super::{Penalty, TierDecision, TierHistory, TierPolicy, Violation};
 use crate::clock::{Clock, Timestamp};
@@ -486,28 +487,36 @@ impl EpochProcessor {
                 provider,
                 reason,
                 slashed,
+                penalty,
             } => {
-                let p = self.provider(*provider)?;
+                self.provider(*provider)?;
                 let mut s = self.lock();
                 let e = self.open_epoch_of(&s, at)?;
-                Self::activity(&mut s, e, *provider).stats.challenges_failed += 1;
-                s.books.entry(*provider).or_default().history = TierHistory::default();
-                let record = PenaltyRecord {
-                    at,
-                    provider: *provider,
-                    violation: Violation::FailedProof,
-                    penalty: self.policy.penalty(
-                        Violation::FailedProof,
-                        p.stats.challenges_failed.saturating_sub(1),
+                // The flow's own record of what it applied: never relabelled or recomputed.
+                let violation = penalty.as_ref().map(|p| p.violation);
+                let stats = &mut Self::activity(&mut s, e, *provider).stats;
+                if violation == Some(Violation::MissedChallenge) {
+                    stats.challenges_missed += 1;
+                } else {
+                    stats.challenges_failed += 1;
+                }
+                let reset = penalty
+                    .as_ref()
+                    .is_none_or(|p| p.penalty.demote_by > 0 || p.penalty.ban);
+                if reset {
+                    s.books.entry(*provider).or_default().history = TierHistory::default();
+                }
+                match penalty {
+                    Some(record) => s.open.entry(e).or_default().penalties.push(PenaltyRecord {
+                        slashed: *slashed,
+                        reason: reason.clone(),
+                        ..(**record).clone()
+                    }),
+                    None => tracing::debug!(
+                        provider = %provider.short(),
+                        "challenge failed with no penalty applied by the flow"
                     ),
-                    slashed: *slashed,
-                    bounty: Amount::ZERO,
-                    reporter: None,
-                    tier_after: p.tier,
-                    banned: p.banned,
-                    reason: reason.clone(),
-                };
-                s.open.entry(e).or_default().penalties.push(record);
+                }
                 Ok(())
             }
             Step::Settled {
@@ -749,62 +758,29 @@ impl EpochProcessor {
         reporter: Option<AccountId>,
         reason: String,
     ) -> Result<PenaltyRecord> {
-        let p = self.provider(provider)?;
+        self.provider(provider)?;
         let epoch = {
             let s = self.lock();
             self.open_epoch_of(&s, at)?
         };
-        let penalty = self.policy.penalty(violation, p.stats.challenges_failed);
-        let stake = self.stake.staked(provider).await?;
-        let amount = penalty.slash_amount(stake);
-        let bounty_share = match reporter {
-            Some(_) => Amount(
-                mul_div_floor_wide(
-                    amount.0,
-                    u128::from(self.config.verifiers.bounty_bps),
-                    10_000,
-                )
-                .unwrap_or(0),
-            ),
-            None => Amount::ZERO,
-        };
-        let mut bounty = Amount::ZERO;
-        if let (Some(r), true) = (reporter, bounty_share.0 > 0) {
-            bounty = self.stake.slash(provider, bounty_share, r).await?;
-        }
-        let rest = Amount(amount.0 - bounty_share.0);
-        let mut failure = None;
-        let mut to_treasury = Amount::ZERO;
-        if rest.0 > 0 {
-            match self.stake.slash(provider, rest, self.config.treasury).await {
-                Ok(a) => to_treasury = a,
-                Err(e) => failure = Some(e),
-            }
-        }
-        let slashed = Amount(bounty.0 + to_treasury.0);
-        let (tier_after, banned) = self.registry.update(provider, |pr| {
-            if violation == Violation::MissedChallenge {
-                pr.stats.challenges_missed += 1;
-            } else {
-                pr.stats.challenges_failed += 1;
-            }
-            pr.stake = Amount(pr.stake.0.saturating_sub(slashed.0));
-            pr.tier = TrustTier(pr.tier.0.saturating_sub(penalty.demote_by));
-            pr.banned |= penalty.ban;
-            (pr.tier, pr.banned)
-        })?;
-        let record = PenaltyRecord {
-            at,
-            provider,
-            violation,
-            penalty,
-            slashed,
-            bounty,
-            reporter,
-            tier_after,
-            banned,
-            reason,
-        };
+        let Applied { record, failure } = apply_penalty(
+            self.stake.as_ref(),
+            &self.registry,
+            self.policy.as_ref(),
+            PenaltyRoute {
+                treasury: self.config.treasury,
+                bounty_bps: self.config.verifiers.bounty_bps,
+            },
+            Charge {
+                at,
+                provider,
+                violation,
+                reporter,
+                reason,
+            },
+        )
+        .await?;
+        let (penalty, bounty) = (record.penalty, record.bounty);
         {
             let mut s = self.lock();
             let a = Self::activity(&mut s, epoch, provider);
@@ -830,14 +806,6 @@ impl EpochProcessor {
                 .penalties
                 .push(record.clone());
         }
-        tracing::info!(
-            provider = %provider.short(),
-            %violation,
-            slashed = %slashed,
-            tier = %tier_after,
-            banned,
-            "penalty applied"
-        );
         match failure {
             Some(e) => Err(e),
             None => Ok(record),
