@@ -76,12 +76,21 @@ pub enum Step {
         /// The lease.
         lease: LeaseId,
     },
+    /// The launcher never started the workload ([`crate::Error::NotStarted`]): nothing was
+    /// billed, the lock is refunded and the next bid is taken.
+    NotStarted {
+        /// The provider.
+        provider: ProviderId,
+        /// The launcher's reason.
+        reason: String,
+        /// Refunded to the tenant (the whole lock).
+        refunded: Amount,
+    },
     /// The workload runs; cost accrues.
     Running {
         /// The lease.
         lease: LeaseId,
     },
-    /// The lease was settled.
     /// This subscriber fell behind and missed `count` events (the channel keeps a bounded
     /// number); the events after this one are current again.
     Missed {
@@ -162,6 +171,15 @@ impl fmt::Display for Step {
             Step::Missed { count } => {
                 write!(f, "{count} progress events missed (subscriber lagged)")
             }
+            Step::NotStarted {
+                provider,
+                reason,
+                refunded,
+            } => write!(
+                f,
+                "{} never started the workload ({reason}); refunded {refunded}, taking the next bid",
+                provider.short()
+            ),
             Step::Running { lease } => write!(f, "{lease} running"),
             Step::Settled {
                 lease,

@@ -1,12 +1,11 @@
-//! Where orders and bids meet: the [`Market`] plug point, the [`ProviderAgent`] that bids for
-//! a provider, and the in-process [`LocalMarket`].
+//! Where orders and bids meet: the [`Market`] plug point and the in-process [`LocalMarket`],
+//! which hands each order to its [`ProviderAgent`]s.
 
+pub use crate::bidding::{BidStrategy, StrategyAgent};
 use crate::clock::Clock;
-use crate::gpu::GpuModel;
 use crate::ids::{LeaseId, OrderId, ProviderId};
-use crate::money::Amount;
 use crate::order::{Bid, Order};
-use crate::registry::Registry;
+pub use crate::provider_agent::ProviderAgent;
 use crate::{Error, Result};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -57,15 +56,6 @@ pub trait Market: Send + Sync {
     async fn close_order(&self, order: OrderId) -> Result<()>;
     /// A stream of market events from now on.
     fn events(&self) -> BoxStream<'static, MarketEvent>;
-}
-
-/// The provider side of a market: decides whether and how to bid on an order.
-#[async_trait]
-pub trait ProviderAgent: Send + Sync {
-    /// The provider this agent bids for.
-    fn provider(&self) -> ProviderId;
-    /// A bid for `order`, or `None` to pass.
-    async fn on_order(&self, order: &Order) -> Option<Bid>;
 }
 
 #[derive(Debug)]
@@ -243,88 +233,14 @@ impl Market for LocalMarket {
     }
 }
 
-/// How a simulated provider prices its bids.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BidStrategy {
-    /// Always bid the list price (pass if above the ceiling).
-    ListPrice,
-    /// Bid `discount_bps` under the ceiling, never below the list price.
-    UndercutCeiling {
-        /// Discount under the ceiling in basis points.
-        discount_bps: u32,
-    },
-}
-
-/// A provider agent driven by the registry's inventory and a [`BidStrategy`]: bids on orders
-/// it can serve on one node, with the first accepted model it has room for.
-pub struct StrategyAgent {
-    provider: ProviderId,
-    registry: Arc<Registry>,
-    prices: BTreeMap<GpuModel, Amount>,
-    strategy: BidStrategy,
-}
-
-impl StrategyAgent {
-    /// An agent for `provider` with list prices per GPU-hour per model.
-    pub fn new(
-        provider: ProviderId,
-        registry: Arc<Registry>,
-        prices: BTreeMap<GpuModel, Amount>,
-        strategy: BidStrategy,
-    ) -> Self {
-        StrategyAgent {
-            provider,
-            registry,
-            prices,
-            strategy,
-        }
-    }
-}
-
-#[async_trait]
-impl ProviderAgent for StrategyAgent {
-    fn provider(&self) -> ProviderId {
-        self.provider
-    }
-
-    async fn on_order(&self, order: &Order) -> Option<Bid> {
-        let me = self.registry.get(self.provider).ok()?;
-        if me.banned {
-            return None;
-        }
-        let req = &order.request;
-        let ceiling = req.max_price_per_gpu_hour;
-        me.inventory
-            .models()
-            .into_iter()
-            .filter(|m| req.accepts_model(*m))
-            .filter(|m| me.inventory.largest_free_block(*m) >= req.count)
-            .find_map(|model| {
-                let list = *self.prices.get(&model)?;
-                let price = match self.strategy {
-                    BidStrategy::ListPrice => list,
-                    BidStrategy::UndercutCeiling { discount_bps } => ceiling
-                        .mul_div_floor(u128::from(10_000u32.saturating_sub(discount_bps)), 10_000)
-                        .ok()?
-                        .max(list),
-                };
-                (price <= ceiling).then_some(Bid {
-                    order: order.id,
-                    provider: self.provider,
-                    model,
-                    price_per_gpu_hour: price,
-                    placed_at: order.created_at,
-                })
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::{SimClock, Timestamp};
     use crate::gpu::GpuModel;
+    use crate::money::Amount;
     use crate::provider::{Inventory, Provider, ProviderStats, TrustTier};
+    use crate::registry::Registry;
     use crate::test_utils::order;
     use std::time::Duration;
 
@@ -345,13 +261,11 @@ mod tests {
             tier: TrustTier(3),
             banned: false,
         });
-        let prices = BTreeMap::from([(GpuModel::H100Sxm, Amount(100))]);
-        market.add_agent(Arc::new(StrategyAgent::new(
-            id,
-            registry,
-            prices,
-            BidStrategy::ListPrice,
-        )));
+        market.add_agent(Arc::new(crate::test_utils::FixedBidAgent {
+            provider: id,
+            model: GpuModel::H100Sxm,
+            price: Amount(100),
+        }));
         (clock, market, id)
     }
 

@@ -6,15 +6,15 @@
 
 use async_trait::async_trait;
 use spheron_core::proof::{Dtype, PROTOCOL_VERSION};
+use spheron_core::test_utils::FixedBidAgent;
 use spheron_core::{
-    AccountId, Amount, BidStrategy, Challenge, ChallengeProver, ChallengeVerifier, Clock,
-    Commitment, EpochConfig, EpochProcessor, Error, Escrow, FlowConfig, GeoPoint, GpuModel,
-    GpuRequest, Inventory, LaunchSpec, LocalMarket, LogBuffer, LogStream, MemoryEscrow, Opening,
-    Orchestrator, Parts, ProofTiming, Provers, Provider, ProviderStats, Registry,
-    ReputationTierPolicy, Result, Reveal, SimClock, StrategyAgent, Timestamp, Token, TrustTier,
-    Verdict, Violation, Workload, WorkloadId, WorkloadLauncher, WorkloadStatus,
+    AccountId, Amount, Challenge, ChallengeProver, ChallengeVerifier, Clock, Commitment,
+    EpochConfig, EpochProcessor, Error, Escrow, FlowConfig, GeoPoint, GpuModel, GpuRequest,
+    Inventory, LaunchSpec, LocalMarket, LogBuffer, LogStream, MemoryEscrow, Opening, Orchestrator,
+    Parts, ProofTiming, Provers, Provider, ProviderStats, Registry, ReputationTierPolicy, Result,
+    Reveal, SimClock, Timestamp, Token, TrustTier, Verdict, Violation, Workload, WorkloadId,
+    WorkloadLauncher, WorkloadStatus,
 };
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,12 +146,11 @@ async fn the_rent_flow_feeds_the_epoch_processor() {
         escrow.deposit(p.id, p.stake).await.unwrap();
         escrow.stake(p.id, p.stake).await.unwrap();
         provers.insert(p.id, Arc::new(ScriptedProver { broken }));
-        market.add_agent(Arc::new(StrategyAgent::new(
-            p.id,
-            registry.clone(),
-            BTreeMap::from([(GpuModel::H100Sxm, Amount(price * USD))]),
-            BidStrategy::ListPrice,
-        )));
+        market.add_agent(Arc::new(FixedBidAgent {
+            provider: p.id,
+            model: GpuModel::H100Sxm,
+            price: Amount(price * USD),
+        }));
         registry.register(p);
     }
     let policy = Arc::new(ReputationTierPolicy::default());
