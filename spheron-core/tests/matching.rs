@@ -550,18 +550,51 @@ fn optimal_beats_greedy_where_greedy_is_myopic() {
     assert!(opt.total_score() > g.total_score());
 }
 
-#[test]
-fn same_result_on_every_thread() {
+/// The committed golden ranking, byte for byte (regenerate with
+/// `SPHERON_GOLDEN_CHILD=1 cargo test -p spheron-core --test matching same_ranking_in_every_process -- --nocapture`
+/// and copy the line after `GOLDEN-JSON:`, only when a change is meant to alter the ranking).
+const GOLDEN_FILE: &str = include_str!("golden/ranking.json");
+
+fn golden_json() -> String {
     let o = golden_order();
-    let cands = bids(&o, &golden_market());
-    let want = serde_json::to_vec(&golden_matcher().rank(&o, &cands).unwrap()).unwrap();
-    let got: Vec<Vec<u8>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                s.spawn(|| serde_json::to_vec(&golden_matcher().rank(&o, &cands).unwrap()).unwrap())
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    assert!(got.iter().all(|g| *g == want));
+    let r = golden_matcher()
+        .rank(&o, &bids(&o, &golden_market()))
+        .unwrap();
+    serde_json::to_string(&r).unwrap()
+}
+
+/// The ranking is the same in separate processes (their own hash seeds, addresses and
+/// thread timing) as in the committed golden file: run as a child (`SPHERON_GOLDEN_CHILD`
+/// set), it prints its ranking; the parent runs two children and compares every one, and its
+/// own, with the file.
+#[test]
+fn same_ranking_in_every_process() {
+    if std::env::var_os("SPHERON_GOLDEN_CHILD").is_some() {
+        println!("GOLDEN-JSON:{}", golden_json());
+        return;
+    }
+    let want = GOLDEN_FILE.trim_end();
+    assert_eq!(
+        golden_json(),
+        want,
+        "this process differs from the golden file"
+    );
+    let exe = std::env::current_exe().unwrap();
+    for child in 0..2 {
+        let out = std::process::Command::new(&exe)
+            .args(["--exact", "same_ranking_in_every_process", "--nocapture"])
+            .env("SPHERON_GOLDEN_CHILD", child.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "child {child} failed: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let got = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("GOLDEN-JSON:"))
+            .unwrap_or_else(|| panic!("child {child} printed no ranking: {stdout}"));
+        assert_eq!(
+            got, want,
+            "child process {child} differs from the golden file"
+        );
+    }
 }
