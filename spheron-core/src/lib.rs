@@ -42,6 +42,7 @@ pub mod error;
 pub mod escrow;
 pub mod events;
 pub mod gpu;
+pub mod history;
 pub mod ids;
 pub mod launcher;
 pub mod lease;
@@ -73,8 +74,8 @@ pub use events::{ProgressEvent, Step};
 pub use gpu::{GeoPoint, GpuModel, HardwareClass};
 pub use ids::{AccountId, LeaseId, OrderId, ProviderId};
 pub use launcher::{
-    LaunchSpec, LogBuffer, LogLine, LogSource, LogStream, Secret, Workload, WorkloadId,
-    WorkloadKind, WorkloadLauncher, WorkloadStatus,
+    LaunchSpec, LineSplitter, LogBuffer, LogLine, LogSource, LogStream, Secret, Workload,
+    WorkloadId, WorkloadKind, WorkloadLauncher, WorkloadStatus,
 };
 pub use lease::{CloseReason, LeaseEvent, LeaseState};
 pub use market::{LocalMarket, Market, MarketEvent};

@@ -3,6 +3,7 @@
 
 pub use crate::bidding::{BidStrategy, StrategyAgent};
 use crate::clock::Clock;
+use crate::history::History;
 use crate::ids::{LeaseId, OrderId, ProviderId};
 use crate::order::{Bid, Order};
 pub use crate::provider_agent::ProviderAgent;
@@ -63,7 +64,16 @@ struct Book {
     order: Order,
     bids: BTreeMap<ProviderId, Bid>,
     bidding_closed: bool,
-    closed: bool,
+}
+
+/// Closed orders the market still recognises (to refuse a second close or a re-publication
+/// with a precise error); their books are dropped at close.
+pub const CLOSED_ORDERS_KEPT: usize = 4_096;
+
+#[derive(Debug)]
+struct Books {
+    open: BTreeMap<OrderId, Book>,
+    closed: History<OrderId, ()>,
 }
 
 /// An in-process market: `publish` hands the order to every registered agent, whose bids
@@ -71,7 +81,7 @@ struct Book {
 pub struct LocalMarket {
     clock: Arc<dyn Clock>,
     agents: RwLock<Vec<Arc<dyn ProviderAgent>>>,
-    books: Mutex<BTreeMap<OrderId, Book>>,
+    books: Mutex<Books>,
     tx: broadcast::Sender<MarketEvent>,
 }
 
@@ -88,7 +98,10 @@ impl LocalMarket {
         LocalMarket {
             clock,
             agents: RwLock::new(Vec::new()),
-            books: Mutex::new(BTreeMap::new()),
+            books: Mutex::new(Books {
+                open: BTreeMap::new(),
+                closed: History::new(CLOSED_ORDERS_KEPT),
+            }),
             tx,
         }
     }
@@ -101,7 +114,7 @@ impl LocalMarket {
             .push(agent);
     }
 
-    fn books(&self) -> std::sync::MutexGuard<'_, BTreeMap<OrderId, Book>> {
+    fn books(&self) -> std::sync::MutexGuard<'_, Books> {
         self.books.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -114,7 +127,11 @@ impl LocalMarket {
     fn accept_bid(&self, bid: Bid) -> Result<()> {
         {
             let mut books = self.books();
+            if books.closed.contains_key(&bid.order) {
+                return Err(Error::BidWindowClosed(bid.order));
+            }
             let book = books
+                .open
                 .get_mut(&bid.order)
                 .ok_or(Error::UnknownOrder(bid.order))?;
             if book.bidding_closed {
@@ -134,19 +151,18 @@ impl Market for LocalMarket {
     async fn publish(&self, order: Order) -> Result<()> {
         {
             let mut books = self.books();
-            if books.contains_key(&order.id) {
+            if books.open.contains_key(&order.id) || books.closed.contains_key(&order.id) {
                 return Err(Error::invalid(
                     "order",
                     format!("{} already published", order.id),
                 ));
             }
-            books.insert(
+            books.open.insert(
                 order.id,
                 Book {
                     order: order.clone(),
                     bids: BTreeMap::new(),
                     bidding_closed: false,
-                    closed: false,
                 },
             );
         }
@@ -176,12 +192,16 @@ impl Market for LocalMarket {
     async fn close_bidding(&self, order: OrderId) -> Result<Vec<Bid>> {
         let deadline = self
             .books()
+            .open
             .get(&order)
             .map(|b| b.order.bid_deadline)
             .ok_or(Error::UnknownOrder(order))?;
         self.clock.sleep_until(deadline).await;
         let mut books = self.books();
-        let book = books.get_mut(&order).ok_or(Error::UnknownOrder(order))?;
+        let book = books
+            .open
+            .get_mut(&order)
+            .ok_or(Error::UnknownOrder(order))?;
         book.bidding_closed = true;
         Ok(book.bids.values().cloned().collect())
     }
@@ -194,7 +214,7 @@ impl Market for LocalMarket {
     ) -> Result<()> {
         {
             let books = self.books();
-            let book = books.get(&order).ok_or(Error::UnknownOrder(order))?;
+            let book = books.open.get(&order).ok_or(Error::UnknownOrder(order))?;
             if !book.bids.contains_key(&provider) {
                 return Err(Error::invalid(
                     "provider",
@@ -213,15 +233,18 @@ impl Market for LocalMarket {
     async fn close_order(&self, order: OrderId) -> Result<()> {
         {
             let mut books = self.books();
-            let book = books.get_mut(&order).ok_or(Error::UnknownOrder(order))?;
-            if book.closed {
+            if books.closed.contains_key(&order) {
                 return Err(Error::invalid(
                     "order",
                     format!("{order} is already closed"),
                 ));
             }
-            book.closed = true;
-            book.bidding_closed = true;
+            // The book goes; only the id is remembered (bounded).
+            books
+                .open
+                .remove(&order)
+                .ok_or(Error::UnknownOrder(order))?;
+            books.closed.insert(order, ());
         }
         self.emit(MarketEvent::OrderClosed(order));
         Ok(())
@@ -315,5 +338,11 @@ mod tests {
         ));
         market.close_order(OrderId(1)).await.unwrap();
         assert!(market.close_order(OrderId(1)).await.is_err());
+        // The closed book is dropped; the id is still refused.
+        assert!(market.books().open.is_empty());
+        assert!(matches!(
+            market.place_bid(bid(10)).await,
+            Err(Error::BidWindowClosed(_))
+        ));
     }
 }

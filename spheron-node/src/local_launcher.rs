@@ -3,20 +3,25 @@
 //! The embedded default for development and tests: the command runs in a fresh temporary
 //! directory, in its own process group; stdout and stderr become the lease's log; `stop`
 //! kills the whole group; the exit status decides the close reason.
+//!
+//! Memory is bounded: each log keeps the last [`LOG_BUFFER_LINES`](spheron_core::launcher::LOG_BUFFER_LINES)
+//! lines of at most [`MAX_LOG_LINE_BYTES`](spheron_core::launcher::MAX_LOG_LINE_BYTES) (output is
+//! decoded lossily, `\r` ends a line), and only the last [`FINISHED_KEPT`] finished workloads
+//! are remembered.
 
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use spheron_core::{
-    Error, LaunchSpec, LogBuffer, LogSource, LogStream, Result, Workload, WorkloadId,
+    Error, LaunchSpec, LineSplitter, LogBuffer, LogSource, LogStream, Result, Workload, WorkloadId,
     WorkloadLauncher, WorkloadStatus,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::watch;
 
@@ -30,10 +35,31 @@ struct Proc {
     stop_requested: Arc<AtomicBool>,
 }
 
+/// Finished workloads whose status and log stay readable; older ones are forgotten.
+pub const FINISHED_KEPT: usize = 256;
+
+#[derive(Default)]
+struct Procs {
+    all: BTreeMap<WorkloadId, Arc<Proc>>,
+    /// Finished workloads, oldest first.
+    finished: VecDeque<WorkloadId>,
+}
+
+impl Procs {
+    fn finished(&mut self, id: WorkloadId) {
+        self.finished.push_back(id);
+        while self.finished.len() > FINISHED_KEPT {
+            if let Some(old) = self.finished.pop_front() {
+                self.all.remove(&old);
+            }
+        }
+    }
+}
+
 /// Runs workloads as local subprocesses.
 #[derive(Default)]
 pub struct LocalLauncher {
-    procs: Mutex<BTreeMap<WorkloadId, Arc<Proc>>>,
+    procs: Arc<Mutex<Procs>>,
 }
 
 impl std::fmt::Debug for LocalLauncher {
@@ -58,6 +84,7 @@ impl LocalLauncher {
         self.procs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .all
             .get(id)
             .cloned()
             .ok_or_else(|| Error::Launch(format!("unknown workload {id}")))
@@ -70,8 +97,14 @@ fn pump<R: AsyncRead + Unpin + Send + 'static>(
     logs: LogBuffer,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        let mut reader = reader;
+        let mut split = LineSplitter::new();
+        let mut buf = [0u8; 8192];
+        // Bytes, not lines: a non-UTF-8 byte or a `\r` must not end the pump.
+        while let Ok(n @ 1..) = reader.read(&mut buf).await {
+            split.feed(&buf[..n], |line| logs.push(source, line));
+        }
+        if let Some(line) = split.finish() {
             logs.push(source, line);
         }
     })
@@ -129,6 +162,8 @@ impl WorkloadLauncher for LocalLauncher {
         {
             let logs = logs.clone();
             let stop_requested = stop_requested.clone();
+            let procs = self.procs.clone();
+            let finished_id = id.clone();
             tokio::spawn(async move {
                 let exit = child.wait().await;
                 // The group may hold the pipes open after the leader exits: kill the rest.
@@ -150,17 +185,25 @@ impl WorkloadLauncher for LocalLauncher {
                 logs.close();
                 drop(dir);
                 tx.send_replace(status);
+                procs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .finished(finished_id);
             });
         }
-        self.procs.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            id.clone(),
-            Arc::new(Proc {
-                pid,
-                status: rx,
-                logs,
-                stop_requested,
-            }),
-        );
+        self.procs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .all
+            .insert(
+                id.clone(),
+                Arc::new(Proc {
+                    pid,
+                    status: rx,
+                    logs,
+                    stop_requested,
+                }),
+            );
         Ok(id)
     }
 

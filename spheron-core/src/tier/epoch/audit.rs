@@ -57,6 +57,7 @@ impl EpochProcessor {
                         provider,
                         outcome,
                         checks: Vec::new(),
+                        epoch: e,
                     },
                 );
             }

@@ -202,6 +202,7 @@ impl EpochProcessor {
                 .map(|a| a.penalties)
                 .unwrap_or_default();
             s.next = epoch + 1;
+            Self::prune(&mut s, epoch, self.config.window_epochs);
             for (id, window, history, reason) in books {
                 let b = s.books.entry(id).or_default();
                 b.window = window;

@@ -16,7 +16,22 @@ impl EpochProcessor {
         match &event.step {
             Step::Verifying { provider, claimed } => {
                 self.provider(*provider)?;
-                self.lock().order_models.insert(event.order, *claimed);
+                let mut s = self.lock();
+                let epoch = self.epoch_of(at)?.max(s.next);
+                s.order_models.insert(
+                    event.order,
+                    OrderModel {
+                        model: *claimed,
+                        epoch,
+                        running: false,
+                    },
+                );
+                Ok(())
+            }
+            Step::Running { .. } => {
+                if let Some(m) = self.lock().order_models.get_mut(&event.order) {
+                    m.running = true;
+                }
                 Ok(())
             }
             Step::Verified { provider, .. } => {
@@ -74,7 +89,7 @@ impl EpochProcessor {
                 let class = {
                     let mut s = self.lock();
                     self.open_epoch_of(&s, at)?;
-                    s.order_models.remove(&event.order).map(|m| m.class())
+                    s.order_models.remove(&event.order).map(|m| m.model.class())
                 }
                 .unwrap_or_else(|| best_class(&p));
                 self.record_lease_inner(at, *lease, *provider, class, *gpu_seconds, reason, false)
@@ -143,7 +158,10 @@ impl EpochProcessor {
                         ),
                     ));
                 }
-                Some(r) => r.settled = true,
+                Some(r) => {
+                    r.settled = true;
+                    r.epoch = e;
+                }
                 None => {
                     s.leases.insert(
                         lease,
@@ -151,6 +169,7 @@ impl EpochProcessor {
                             provider,
                             settled: true,
                             rated: false,
+                            epoch: e,
                         },
                     );
                 }
@@ -225,6 +244,7 @@ impl EpochProcessor {
                     provider,
                     settled: false,
                     rated: false,
+                    epoch: e,
                 }),
             };
             if let Some(p) = vouched.filter(|p| *p != rec.provider) {
@@ -244,6 +264,7 @@ impl EpochProcessor {
                 ));
             }
             rec.rated = true;
+            rec.epoch = rec.epoch.max(e);
             let provider = rec.provider;
             let a = Self::activity(&mut s, e, provider);
             a.stats.feedback_sum += u64::from(rating);

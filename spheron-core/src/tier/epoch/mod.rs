@@ -279,6 +279,20 @@ struct LeaseRecord {
     provider: ProviderId,
     settled: bool,
     rated: bool,
+    /// The last epoch that touched it: records older than the statistics window are dropped
+    /// at a close (a lease is rated within the window or not at all).
+    epoch: u64,
+}
+
+/// The model a rent is verifying or serving, for the hardware class of its GPU-seconds.
+#[derive(Debug)]
+struct OrderModel {
+    model: GpuModel,
+    /// The epoch it was seen in.
+    epoch: u64,
+    /// A lease runs (a `Settled` will remove it); otherwise a rent that fails without a
+    /// closing event leaves it, and a close drops it.
+    running: bool,
 }
 
 #[derive(Debug)]
@@ -289,7 +303,7 @@ struct State {
     books: BTreeMap<ProviderId, Book>,
     verifiers: VerifierBook,
     leases: BTreeMap<LeaseId, LeaseRecord>,
-    order_models: BTreeMap<OrderId, GpuModel>,
+    order_models: BTreeMap<OrderId, OrderModel>,
     provider_carry: Amount,
     verifier_carry: Amount,
     last: Option<EpochReport>,
@@ -447,6 +461,26 @@ impl EpochProcessor {
         Ok(e)
     }
 
+    /// Bounded memory at the close of `closed`: lease records and unfinished audits older
+    /// than the statistics window, and the models of rents that ended without a closing
+    /// event, are dropped.
+    fn prune(s: &mut State, closed: u64, window: usize) {
+        let window = u64::try_from(window).unwrap_or(u64::MAX);
+        let expired = |epoch: u64| epoch.saturating_add(window) <= closed;
+        s.leases.retain(|_, r| !expired(r.epoch));
+        s.order_models.retain(|_, m| m.running || m.epoch > closed);
+        let before = s.verifiers.pending.len();
+        s.verifiers.pending.retain(|_, p| !expired(p.epoch));
+        let dropped = before - s.verifiers.pending.len();
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                epoch = closed,
+                "audits nobody re-checked within the window were dropped"
+            );
+        }
+    }
+
     fn provider(&self, id: ProviderId) -> Result<Provider> {
         self.registry.get(id)
     }
@@ -486,5 +520,96 @@ impl EpochProcessor {
             window,
             reason,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::escrow::MemoryEscrow;
+    use crate::gpu::GeoPoint;
+    use crate::money::Token;
+    use crate::provider::Inventory;
+    use crate::tier::ReputationTierPolicy;
+
+    #[tokio::test]
+    async fn closed_records_are_pruned_after_the_window() {
+        let registry = Arc::new(Registry::new());
+        let p = ProviderId::from_label("p");
+        registry.register(Provider {
+            id: p,
+            name: "p".into(),
+            endpoint: String::new(),
+            region: "eu-west".into(),
+            location: GeoPoint { lat: 0.0, lon: 0.0 },
+            inventory: Inventory::uniform(GpuModel::H100Sxm, 1, 8),
+            stake: Amount::ZERO,
+            stats: ProviderStats::default(),
+            tier: TrustTier(3),
+            banned: false,
+        });
+        let escrow = Arc::new(MemoryEscrow::new(Token::usd()));
+        let config = EpochConfig {
+            epoch_len: Duration::from_secs(10),
+            window_epochs: 1,
+            ..EpochConfig::default()
+        };
+        let ep = EpochProcessor::new(
+            config,
+            Arc::new(ReputationTierPolicy::default()),
+            escrow.clone(),
+            escrow,
+            registry,
+        )
+        .unwrap();
+        let v = AccountId::from_label("v");
+        ep.add_verifier(v);
+        let at = Timestamp(1_000);
+        ep.record_lease(
+            at,
+            LeaseId(1),
+            p,
+            GpuModel::H100Sxm,
+            60,
+            &CloseReason::Completed,
+        )
+        .unwrap();
+        // A rent that got as far as verifying and then failed without a closing event.
+        ep.ingest(&ProgressEvent {
+            at,
+            order: OrderId(9),
+            step: Step::Verifying {
+                provider: p,
+                claimed: GpuModel::H100Sxm,
+            },
+        })
+        .unwrap();
+        // A failing verdict nobody re-checks.
+        ep.record_verdict(at, v, p, Some(Violation::FailedProof))
+            .await
+            .unwrap();
+        {
+            let s = ep.lock();
+            assert_eq!(
+                (
+                    s.leases.len(),
+                    s.order_models.len(),
+                    s.verifiers.pending.len()
+                ),
+                (1, 1, 1)
+            );
+        }
+        ep.close_epoch(0).await.unwrap();
+        {
+            // The window still covers epoch 0: the lease can be rated, the audit finished.
+            let s = ep.lock();
+            assert_eq!((s.leases.len(), s.verifiers.pending.len()), (1, 1));
+            assert!(s.order_models.is_empty());
+        }
+        ep.close_epoch(1).await.unwrap();
+        let s = ep.lock();
+        assert!(s.leases.is_empty());
+        assert!(s.verifiers.pending.is_empty());
     }
 }
