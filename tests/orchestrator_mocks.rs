@@ -97,6 +97,16 @@ async fn world_with(
     }
 }
 
+/// Rents [`request`] for `train` and waits for the lease to settle.
+async fn rent_and_wait(w: &World) -> spheron::LeaseReport {
+    w.orchestrator
+        .rent(w.tenant, request(), Workload::command(["train"]))
+        .await
+        .expect("rent")
+        .wait()
+        .await
+}
+
 fn request() -> GpuRequest {
     GpuRequest::builder()
         .gpu("h100")
@@ -163,12 +173,7 @@ async fn a_launch_that_never_started_is_refunded_and_the_next_bid_runs() {
         ],
     )
     .await;
-    let lease = w
-        .orchestrator
-        .rent(w.tenant, request(), Workload::command(["train"]))
-        .await
-        .expect("the second provider runs it");
-    let r = lease.wait().await;
+    let r = rent_and_wait(&w).await;
     assert_eq!(r.provider, AccountId::from_label("second"));
     assert!(r.skipped.iter().any(|s| s.provider == first
         && matches!(&s.reason, spheron::RejectReason::NotStarted(m) if m.contains("ImagePullBackOff"))));
@@ -217,12 +222,7 @@ async fn prover_transport_error_fails_the_challenge_and_fails_over() {
         ],
     )
     .await;
-    let lease = w
-        .orchestrator
-        .rent(w.tenant, request(), Workload::command(["train"]))
-        .await
-        .expect("rent");
-    let r = lease.wait().await;
+    let r = rent_and_wait(&w).await;
     assert_eq!(
         r.state,
         spheron::LeaseState::Closed(spheron::CloseReason::Completed)
