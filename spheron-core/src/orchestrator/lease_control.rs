@@ -22,7 +22,7 @@ pub trait LeaseControl: Send + Sync {
     /// Waits until the lease is closed and settled; returns the final report.
     async fn wait(&self) -> LeaseReport;
     /// Stops the lease, waits for settlement and returns the final report; a lease that is
-    /// already closed (or stopping) gives [`Error::LeaseClosed`].
+    /// already closed (or stopping) gives [`Error::LeaseClosed`](crate::Error::LeaseClosed).
     async fn stop(&self) -> Result<LeaseReport>;
 }
 
@@ -81,7 +81,7 @@ impl LeaseHandle {
     }
 
     /// Stops the lease, waits for settlement and returns the final report.
-    /// A lease that is already closed gives [`Error::LeaseClosed`].
+    /// A lease that is already closed gives [`Error::LeaseClosed`](crate::Error::LeaseClosed).
     pub async fn stop(&self) -> Result<LeaseReport> {
         self.inner.stop().await
     }
