@@ -120,8 +120,13 @@ impl ProviderStats {
         let w = u128::from(prior.weight_milli.max(1));
         let num = u128::from(self.feedback_sum) * 1_000_000 + u128::from(prior.mean_milli) * w;
         let den = u128::from(self.feedback_count) * 1_000 + w;
-        crate::money::mul_div_floor_wide(num, 1_000, den)
-            .map_or(u64::MAX, |r| r.min(u128::from(u64::MAX)) as u64)
+        // One u128 division where `num * 1000` fits (always, for real counts); the 256-bit
+        // path only past that.
+        let micro = match num.checked_mul(1_000) {
+            Some(n) => n / den,
+            None => crate::money::mul_div_floor_wide(num, 1_000, den).unwrap_or(u128::MAX),
+        };
+        micro.min(u128::from(u64::MAX)) as u64
     }
 }
 
