@@ -270,7 +270,8 @@ impl Orchestrator {
         workload: &Workload,
         emit: &Emitter,
     ) -> Result<LeaseHandle> {
-        let bids = self.publish_and_collect(order, emit).await?;
+        let budget = order.request.budget()?;
+        let bids = self.publish_and_collect(order, budget, emit).await?;
         let (ranking, mut skipped) = self.rank(order, bids)?;
         for (i, ranked) in ranking.ranked.iter().enumerate() {
             if i >= self.config.max_attempts {
@@ -286,9 +287,11 @@ impl Orchestrator {
             else {
                 continue;
             };
-            self.lock(order, &verified, emit).await?;
+            self.lock(order, budget, &verified, emit).await?;
             match self.launch(order, &verified, workload, emit).await {
-                Ok(launched) => return Ok(self.supervise(order, verified, launched, skipped, emit)),
+                Ok(launched) => {
+                    return Ok(self.supervise(order, budget, verified, launched, skipped, emit));
+                }
                 Err(LaunchFailure::NotStarted(reason)) => {
                     self.refund(order, &verified, reason, emit, &mut skipped)
                         .await?;
@@ -307,8 +310,12 @@ impl Orchestrator {
 
     /// Step 1, *publish and collect*: publishes the order and returns the bids once its
     /// window closes.
-    async fn publish_and_collect(&self, order: &Order, emit: &Emitter) -> Result<Vec<Bid>> {
-        let budget = order.request.budget()?;
+    async fn publish_and_collect(
+        &self,
+        order: &Order,
+        budget: Amount,
+        emit: &Emitter,
+    ) -> Result<Vec<Bid>> {
         self.parts.market.publish(order.clone()).await?;
         emit.emit(Step::Published { budget });
         let bids = self.parts.market.close_bidding(order.id).await?;
@@ -435,9 +442,14 @@ impl Orchestrator {
     }
 
     /// Step 3b, *lock*: the budget waits in escrow; on failure the capacity goes back.
-    async fn lock(&self, order: &Order, v: &Verified, emit: &Emitter) -> Result<()> {
+    async fn lock(
+        &self,
+        order: &Order,
+        budget: Amount,
+        v: &Verified,
+        emit: &Emitter,
+    ) -> Result<()> {
         let p = &self.parts;
-        let budget = order.request.budget()?;
         if let Err(e) = p.escrow.lock(order.id, order.tenant, budget).await {
             self.release_capacity(order, v);
             return Err(e);
@@ -551,6 +563,7 @@ impl Orchestrator {
     fn supervise(
         &self,
         order: &Order,
+        budget: Amount,
         v: Verified,
         launched: Launched,
         skipped: Vec<Rejection>,
@@ -582,7 +595,7 @@ impl Orchestrator {
             model: v.choice.candidate.bid.model,
             gpus: order.request.count,
             price_per_gpu_hour: v.choice.candidate.bid.price_per_gpu_hour,
-            budget: order.request.budget().unwrap_or(Amount::ZERO),
+            budget,
             choice: v.choice,
             skipped,
             proof: v.proof,
