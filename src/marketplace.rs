@@ -310,6 +310,11 @@ impl LocalBuilder {
         let config = FlowConfig {
             bid_window: self.bid_window,
             max_attempts: self.max_attempts,
+            // One penalty route: the epoch processor's treasury and bounty share.
+            penalties: spheron_core::PenaltyRoute {
+                treasury: self.epochs.treasury,
+                bounty_bps: self.epochs.verifiers.bounty_bps,
+            },
             ..FlowConfig::default()
         };
         let verifier_account = config.verifier_account;

@@ -73,14 +73,29 @@ async fn exit_codes_map_to_statuses() {
     );
 }
 
+/// The grandchild is orphaned (its parent exits at once) but stays in the workload's process
+/// group. The leader survives SIGTERM (it traps it) and, in its handler, looks whether the
+/// grandchild is still alive: it is gone only if `stop` signalled the whole group. Had `stop`
+/// signalled the leader alone, the grandchild would still run when the leader looks (the
+/// launcher's own clean-up kill comes only after the leader has exited).
 #[tokio::test]
 async fn stop_kills_the_whole_process_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gpid = dir.path().join("grandchild.pid");
+    let script = r#"
+        sh -c 'sh -c "echo \$\$ > \"$GPID\"; while :; do sleep 0.1; done" & exit 0'
+        while [ ! -s "$GPID" ]; do sleep 0.05; done
+        G=$(cat "$GPID")
+        alive() { [ -e /proc/$G ] && ! grep -q zombie /proc/$G/status; }
+        trap 'sleep 0.5; if alive; then echo grandchild-alive; else echo grandchild-gone; fi' TERM
+        alive && echo started
+        while :; do sleep 0.1; done
+    "#;
     let l = LocalLauncher::new();
-    // A shell with a background child: killing only the shell would leave `sleep` holding the pipe.
     let id = l
         .launch(
             &spec(2),
-            &Workload::command(["sh", "-c", "sleep 300 & echo started; wait"]),
+            &Workload::command(["sh", "-c", script]).env("GPID", gpid.display().to_string()),
         )
         .await
         .expect("launch");
@@ -94,20 +109,52 @@ async fn stop_kills_the_whole_process_group() {
         l.status(&id).await.expect("status"),
         WorkloadStatus::Running
     );
-    tokio::time::timeout(std::time::Duration::from_secs(10), l.stop(&id))
+    tokio::time::timeout(std::time::Duration::from_secs(20), l.stop(&id))
         .await
-        .expect("stop returns promptly")
+        .expect("stop returns")
         .expect("stop");
     assert_eq!(
         l.status(&id).await.expect("status"),
         WorkloadStatus::Stopped
     );
-    // The log stream ends once the group is gone.
-    tokio::time::timeout(std::time::Duration::from_secs(10), logs.count())
-        .await
-        .expect("log stream ends");
+    let rest: Vec<String> = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        logs.filter(|x| futures::future::ready(x.source == LogSource::Stdout))
+            .map(|x| x.line)
+            .collect(),
+    )
+    .await
+    .expect("log stream ends");
+    assert_eq!(
+        rest,
+        ["grandchild-gone"],
+        "the grandchild outlived stop's signal"
+    );
     // Stopping again is harmless.
     l.stop(&id).await.expect("second stop");
+}
+
+/// Output that is not UTF-8, `\r` progress bars and a last line without an end all reach
+/// the log, in order.
+#[tokio::test]
+async fn the_log_keeps_bad_bytes_and_carriage_returns() {
+    let l = LocalLauncher::new();
+    let id = l
+        .launch(
+            &spec(4),
+            &Workload::command([
+                "sh",
+                "-c",
+                r"printf 'a\377b\n'; printf 'step 1\rstep 2\r\n'; printf 'done'",
+            ]),
+        )
+        .await
+        .expect("launch");
+    assert_eq!(l.wait(&id).await.expect("wait"), WorkloadStatus::Succeeded);
+    assert_eq!(
+        stdout(&l, &id).await,
+        ["a\u{fffd}b", "step 1", "step 2", "done"]
+    );
 }
 
 #[tokio::test]

@@ -97,6 +97,16 @@ async fn world_with(
     }
 }
 
+/// Rents [`request`] for `train` and waits for the lease to settle.
+async fn rent_and_wait(w: &World) -> spheron::LeaseReport {
+    w.orchestrator
+        .rent(w.tenant, request(), Workload::command(["train"]))
+        .await
+        .expect("rent")
+        .wait()
+        .await
+}
+
 fn request() -> GpuRequest {
     GpuRequest::builder()
         .gpu("h100")
@@ -137,6 +147,54 @@ async fn launch_failure_refunds_everything_and_frees_capacity() {
 }
 
 #[tokio::test]
+async fn a_launch_that_never_started_is_refunded_and_the_next_bid_runs() {
+    let first = AccountId::from_label("first");
+    let mut launcher = MockWorkloadLauncher::new();
+    launcher.expect_launch().times(2).returning(move |spec, _| {
+        if spec.provider == first {
+            Err(Error::NotStarted {
+                reason: "ImagePullBackOff: no such image".into(),
+                after_ms: 600_000,
+            })
+        } else {
+            Ok(spheron::WorkloadId(format!("w-{}", spec.lease)))
+        }
+    });
+    launcher
+        .expect_wait()
+        .returning(|_| Ok(spheron::WorkloadStatus::Succeeded));
+    launcher.expect_stop().returning(|_| Ok(()));
+    // "first" bids lower, so it ranks first and its launch is tried first.
+    let w = world(
+        launcher,
+        vec![
+            ("first", USD, Arc::new(CpuProver::new(None))),
+            ("second", 2 * USD, Arc::new(CpuProver::new(None))),
+        ],
+    )
+    .await;
+    let r = rent_and_wait(&w).await;
+    assert_eq!(r.provider, AccountId::from_label("second"));
+    assert!(r.skipped.iter().any(|s| s.provider == first
+        && matches!(&s.reason, spheron::RejectReason::NotStarted(m) if m.contains("ImagePullBackOff"))));
+    assert!(r.progress.iter().any(|e| matches!(
+        &e.step,
+        spheron::Step::NotStarted { provider, refunded, .. }
+            if *provider == first && *refunded == Amount(4 * 3 * USD)
+    )));
+    // The first provider's capacity is back, it is charged a failed lease, and the tenant
+    // paid only the second provider's lease.
+    let p = w.registry.get(first).expect("provider");
+    assert_eq!(p.inventory.free(GpuModel::H100Sxm), 8);
+    assert_eq!(p.stats.leases_failed, 1);
+    let s = r.settlement.expect("settled");
+    let b = w.escrow.balance(w.tenant).await.expect("balance");
+    assert_eq!(b.locked, Amount(0));
+    assert_eq!(b.available, Amount(50 * USD - s.paid.0));
+    assert!(w.escrow.totals().is_balanced());
+}
+
+#[tokio::test]
 async fn prover_transport_error_fails_the_challenge_and_fails_over() {
     let mut broken = MockChallengeProver::new();
     broken
@@ -164,12 +222,7 @@ async fn prover_transport_error_fails_the_challenge_and_fails_over() {
         ],
     )
     .await;
-    let lease = w
-        .orchestrator
-        .rent(w.tenant, request(), Workload::command(["train"]))
-        .await
-        .expect("rent");
-    let r = lease.wait().await;
+    let r = rent_and_wait(&w).await;
     assert_eq!(
         r.state,
         spheron::LeaseState::Closed(spheron::CloseReason::Completed)

@@ -54,7 +54,7 @@ async fn latency(net_path: &str, key: &str, n: usize) {
             .rent(request, Workload::command(["true"]))
             .await
             .unwrap();
-        let r = lease.report().await;
+        let r = lease.snapshot();
         let ev = &r.progress;
         let published = at(ev, |s| matches!(s, Step::Published { .. })).unwrap();
         let bids = at(ev, |s| matches!(s, Step::BidsIn { .. })).unwrap();

@@ -234,7 +234,7 @@ pub async fn rent(g: &Global, args: RentArgs) -> Result<ExitCode> {
         }
     };
     bar.finish_and_clear();
-    let r = lease.report().await;
+    let r = lease.snapshot();
     eprintln!(
         "{} on {} ({}, {} x {}) at {}/GPU-hour",
         r.lease,

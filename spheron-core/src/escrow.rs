@@ -6,6 +6,7 @@
 //! (see [`LedgerTotals::is_balanced`]).
 
 use crate::clock::Timestamp;
+use crate::history::History;
 use crate::ids::{AccountId, LeaseId, OrderId, ProviderId};
 use crate::money::{Amount, Token, accrued_cost};
 use crate::{Error, Result};
@@ -129,13 +130,29 @@ struct OrderLock {
     lease: Option<LeaseTerms>,
 }
 
-#[derive(Debug, Default)]
+/// Settlements [`MemoryEscrow::settlement`] still answers for; older ones are forgotten (a
+/// settled lease's money is in the balances and totals either way).
+pub const SETTLED_KEPT: usize = 4_096;
+
+#[derive(Debug)]
 struct Ledger {
     accounts: BTreeMap<AccountId, Balance>,
     orders: BTreeMap<OrderId, OrderLock>,
     leases: BTreeMap<LeaseId, OrderId>,
-    settled: BTreeMap<LeaseId, Settlement>,
+    settled: History<LeaseId, Settlement>,
     flows: LedgerTotals,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            accounts: BTreeMap::new(),
+            orders: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            settled: History::new(SETTLED_KEPT),
+            flows: LedgerTotals::default(),
+        }
+    }
 }
 
 impl Ledger {
@@ -193,7 +210,8 @@ impl MemoryEscrow {
         t
     }
 
-    /// The settlement of a closed lease, if it was settled here.
+    /// The settlement of a closed lease, if it was settled here (among the last
+    /// [`SETTLED_KEPT`]).
     pub fn settlement(&self, lease: LeaseId) -> Option<Settlement> {
         self.ledger().settled.get(&lease).copied()
     }

@@ -55,6 +55,11 @@ pub enum Step {
         reason: String,
         /// Stake slashed.
         slashed: Amount,
+        /// The penalty this flow applied (its violation, slash and bounty), as recorded;
+        /// `None` where the flow charges nothing itself (a network tenant leaves penalties
+        /// to the chain's verifiers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        penalty: Option<Box<crate::tier::PenaltyRecord>>,
     },
     /// Nobody could serve the order.
     NoMatch {
@@ -71,12 +76,21 @@ pub enum Step {
         /// The lease.
         lease: LeaseId,
     },
+    /// The launcher never started the workload ([`crate::Error::NotStarted`]): nothing was
+    /// billed, the lock is refunded and the next bid is taken.
+    NotStarted {
+        /// The provider.
+        provider: ProviderId,
+        /// The launcher's reason.
+        reason: String,
+        /// Refunded to the tenant (the whole lock).
+        refunded: Amount,
+    },
     /// The workload runs; cost accrues.
     Running {
         /// The lease.
         lease: LeaseId,
     },
-    /// The lease was settled.
     /// This subscriber fell behind and missed `count` events (the channel keeps a bounded
     /// number); the events after this one are current again.
     Missed {
@@ -135,11 +149,20 @@ impl fmt::Display for Step {
                 provider,
                 reason,
                 slashed,
-            } => write!(
-                f,
-                "{} failed its challenge ({reason}); slashed {slashed}, taking the next bid",
-                provider.short()
-            ),
+                penalty,
+            } => match penalty {
+                Some(p) => write!(
+                    f,
+                    "{} failed its challenge ({reason}): {}, slashed {slashed}, taking the next bid",
+                    provider.short(),
+                    p.violation
+                ),
+                None => write!(
+                    f,
+                    "{} failed its challenge ({reason}); slashed {slashed}, taking the next bid",
+                    provider.short()
+                ),
+            },
             Step::NoMatch { rejected } => {
                 write!(f, "no match ({} providers skipped)", rejected.len())
             }
@@ -148,6 +171,15 @@ impl fmt::Display for Step {
             Step::Missed { count } => {
                 write!(f, "{count} progress events missed (subscriber lagged)")
             }
+            Step::NotStarted {
+                provider,
+                reason,
+                refunded,
+            } => write!(
+                f,
+                "{} never started the workload ({reason}); refunded {refunded}, taking the next bid",
+                provider.short()
+            ),
             Step::Running { lease } => write!(f, "{lease} running"),
             Step::Settled {
                 lease,

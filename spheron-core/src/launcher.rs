@@ -396,6 +396,59 @@ impl LogBuffer {
     }
 }
 
+/// The longest log line kept, in bytes: output without line ends (a binary blob, a runaway
+/// progress bar) is cut into lines of at most this size, so one line never grows without bound.
+pub const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
+
+/// Cuts a workload's raw output into log lines: `\n`, `\r` and `\r\n` each end a line (so
+/// `\r` progress bars reach the log one update at a time), bytes that are not UTF-8 become
+/// U+FFFD instead of ending the stream, and a line longer than [`MAX_LOG_LINE_BYTES`] is
+/// cut there.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    line: Vec<u8>,
+    after_cr: bool,
+}
+
+impl LineSplitter {
+    /// A splitter with nothing pending.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds `bytes`; calls `emit` with each complete line.
+    pub fn feed(&mut self, bytes: &[u8], mut emit: impl FnMut(String)) {
+        for &b in bytes {
+            match b {
+                // The `\n` of a `\r\n` ends nothing new.
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\n' | b'\r' => {
+                    emit(self.take());
+                    self.after_cr = b == b'\r';
+                }
+                _ => {
+                    self.after_cr = false;
+                    self.line.push(b);
+                    if self.line.len() >= MAX_LOG_LINE_BYTES {
+                        emit(self.take());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The last line when the output ended without a line end.
+    pub fn finish(mut self) -> Option<String> {
+        (!self.line.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> String {
+        let line = String::from_utf8_lossy(&self.line).into_owned();
+        self.line.clear();
+        line
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,5 +507,29 @@ mod tests {
             .env("OK_1", "v")
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn lines_end_at_cr_lf_and_crlf_and_survive_bad_utf8() {
+        let mut sp = LineSplitter::new();
+        let mut out = Vec::new();
+        sp.feed(b"a\xffb\rprogress 5", |l| out.push(l));
+        sp.feed(b"0%\rprogress 100%\r\nend\n\ntail", |l| out.push(l));
+        assert_eq!(
+            out,
+            ["a\u{fffd}b", "progress 50%", "progress 100%", "end", ""]
+        );
+        assert_eq!(sp.finish().as_deref(), Some("tail"));
+    }
+
+    #[test]
+    fn a_line_without_end_is_cut_at_the_cap() {
+        let mut sp = LineSplitter::new();
+        let mut out = Vec::new();
+        sp.feed(&vec![b'x'; MAX_LOG_LINE_BYTES * 2 + 3], |l| {
+            out.push(l.len())
+        });
+        assert_eq!(out, [MAX_LOG_LINE_BYTES, MAX_LOG_LINE_BYTES]);
+        assert_eq!(sp.finish().map(|l| l.len()), Some(3));
     }
 }

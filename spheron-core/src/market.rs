@@ -1,12 +1,12 @@
-//! Where orders and bids meet: the [`Market`] plug point, the [`ProviderAgent`] that bids for
-//! a provider, and the in-process [`LocalMarket`].
+//! Where orders and bids meet: the [`Market`] plug point and the in-process [`LocalMarket`],
+//! which hands each order to its [`ProviderAgent`]s.
 
+pub use crate::bidding::{BidStrategy, StrategyAgent};
 use crate::clock::Clock;
-use crate::gpu::GpuModel;
+use crate::history::History;
 use crate::ids::{LeaseId, OrderId, ProviderId};
-use crate::money::Amount;
 use crate::order::{Bid, Order};
-use crate::registry::Registry;
+pub use crate::provider_agent::ProviderAgent;
 use crate::{Error, Result};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -59,21 +59,21 @@ pub trait Market: Send + Sync {
     fn events(&self) -> BoxStream<'static, MarketEvent>;
 }
 
-/// The provider side of a market: decides whether and how to bid on an order.
-#[async_trait]
-pub trait ProviderAgent: Send + Sync {
-    /// The provider this agent bids for.
-    fn provider(&self) -> ProviderId;
-    /// A bid for `order`, or `None` to pass.
-    async fn on_order(&self, order: &Order) -> Option<Bid>;
-}
-
 #[derive(Debug)]
 struct Book {
     order: Order,
     bids: BTreeMap<ProviderId, Bid>,
     bidding_closed: bool,
-    closed: bool,
+}
+
+/// Closed orders the market still recognises (to refuse a second close or a re-publication
+/// with a precise error); their books are dropped at close.
+pub const CLOSED_ORDERS_KEPT: usize = 4_096;
+
+#[derive(Debug)]
+struct Books {
+    open: BTreeMap<OrderId, Book>,
+    closed: History<OrderId, ()>,
 }
 
 /// An in-process market: `publish` hands the order to every registered agent, whose bids
@@ -81,7 +81,7 @@ struct Book {
 pub struct LocalMarket {
     clock: Arc<dyn Clock>,
     agents: RwLock<Vec<Arc<dyn ProviderAgent>>>,
-    books: Mutex<BTreeMap<OrderId, Book>>,
+    books: Mutex<Books>,
     tx: broadcast::Sender<MarketEvent>,
 }
 
@@ -98,7 +98,10 @@ impl LocalMarket {
         LocalMarket {
             clock,
             agents: RwLock::new(Vec::new()),
-            books: Mutex::new(BTreeMap::new()),
+            books: Mutex::new(Books {
+                open: BTreeMap::new(),
+                closed: History::new(CLOSED_ORDERS_KEPT),
+            }),
             tx,
         }
     }
@@ -111,7 +114,7 @@ impl LocalMarket {
             .push(agent);
     }
 
-    fn books(&self) -> std::sync::MutexGuard<'_, BTreeMap<OrderId, Book>> {
+    fn books(&self) -> std::sync::MutexGuard<'_, Books> {
         self.books.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -124,7 +127,11 @@ impl LocalMarket {
     fn accept_bid(&self, bid: Bid) -> Result<()> {
         {
             let mut books = self.books();
+            if books.closed.contains_key(&bid.order) {
+                return Err(Error::BidWindowClosed(bid.order));
+            }
             let book = books
+                .open
                 .get_mut(&bid.order)
                 .ok_or(Error::UnknownOrder(bid.order))?;
             if book.bidding_closed {
@@ -144,19 +151,18 @@ impl Market for LocalMarket {
     async fn publish(&self, order: Order) -> Result<()> {
         {
             let mut books = self.books();
-            if books.contains_key(&order.id) {
+            if books.open.contains_key(&order.id) || books.closed.contains_key(&order.id) {
                 return Err(Error::invalid(
                     "order",
                     format!("{} already published", order.id),
                 ));
             }
-            books.insert(
+            books.open.insert(
                 order.id,
                 Book {
                     order: order.clone(),
                     bids: BTreeMap::new(),
                     bidding_closed: false,
-                    closed: false,
                 },
             );
         }
@@ -186,12 +192,16 @@ impl Market for LocalMarket {
     async fn close_bidding(&self, order: OrderId) -> Result<Vec<Bid>> {
         let deadline = self
             .books()
+            .open
             .get(&order)
             .map(|b| b.order.bid_deadline)
             .ok_or(Error::UnknownOrder(order))?;
         self.clock.sleep_until(deadline).await;
         let mut books = self.books();
-        let book = books.get_mut(&order).ok_or(Error::UnknownOrder(order))?;
+        let book = books
+            .open
+            .get_mut(&order)
+            .ok_or(Error::UnknownOrder(order))?;
         book.bidding_closed = true;
         Ok(book.bids.values().cloned().collect())
     }
@@ -204,7 +214,7 @@ impl Market for LocalMarket {
     ) -> Result<()> {
         {
             let books = self.books();
-            let book = books.get(&order).ok_or(Error::UnknownOrder(order))?;
+            let book = books.open.get(&order).ok_or(Error::UnknownOrder(order))?;
             if !book.bids.contains_key(&provider) {
                 return Err(Error::invalid(
                     "provider",
@@ -223,15 +233,18 @@ impl Market for LocalMarket {
     async fn close_order(&self, order: OrderId) -> Result<()> {
         {
             let mut books = self.books();
-            let book = books.get_mut(&order).ok_or(Error::UnknownOrder(order))?;
-            if book.closed {
+            if books.closed.contains_key(&order) {
                 return Err(Error::invalid(
                     "order",
                     format!("{order} is already closed"),
                 ));
             }
-            book.closed = true;
-            book.bidding_closed = true;
+            // The book goes; only the id is remembered (bounded).
+            books
+                .open
+                .remove(&order)
+                .ok_or(Error::UnknownOrder(order))?;
+            books.closed.insert(order, ());
         }
         self.emit(MarketEvent::OrderClosed(order));
         Ok(())
@@ -243,88 +256,14 @@ impl Market for LocalMarket {
     }
 }
 
-/// How a simulated provider prices its bids.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BidStrategy {
-    /// Always bid the list price (pass if above the ceiling).
-    ListPrice,
-    /// Bid `discount_bps` under the ceiling, never below the list price.
-    UndercutCeiling {
-        /// Discount under the ceiling in basis points.
-        discount_bps: u32,
-    },
-}
-
-/// A provider agent driven by the registry's inventory and a [`BidStrategy`]: bids on orders
-/// it can serve on one node, with the first accepted model it has room for.
-pub struct StrategyAgent {
-    provider: ProviderId,
-    registry: Arc<Registry>,
-    prices: BTreeMap<GpuModel, Amount>,
-    strategy: BidStrategy,
-}
-
-impl StrategyAgent {
-    /// An agent for `provider` with list prices per GPU-hour per model.
-    pub fn new(
-        provider: ProviderId,
-        registry: Arc<Registry>,
-        prices: BTreeMap<GpuModel, Amount>,
-        strategy: BidStrategy,
-    ) -> Self {
-        StrategyAgent {
-            provider,
-            registry,
-            prices,
-            strategy,
-        }
-    }
-}
-
-#[async_trait]
-impl ProviderAgent for StrategyAgent {
-    fn provider(&self) -> ProviderId {
-        self.provider
-    }
-
-    async fn on_order(&self, order: &Order) -> Option<Bid> {
-        let me = self.registry.get(self.provider).ok()?;
-        if me.banned {
-            return None;
-        }
-        let req = &order.request;
-        let ceiling = req.max_price_per_gpu_hour;
-        me.inventory
-            .models()
-            .into_iter()
-            .filter(|m| req.accepts_model(*m))
-            .filter(|m| me.inventory.largest_free_block(*m) >= req.count)
-            .find_map(|model| {
-                let list = *self.prices.get(&model)?;
-                let price = match self.strategy {
-                    BidStrategy::ListPrice => list,
-                    BidStrategy::UndercutCeiling { discount_bps } => ceiling
-                        .mul_div_floor(u128::from(10_000u32.saturating_sub(discount_bps)), 10_000)
-                        .ok()?
-                        .max(list),
-                };
-                (price <= ceiling).then_some(Bid {
-                    order: order.id,
-                    provider: self.provider,
-                    model,
-                    price_per_gpu_hour: price,
-                    placed_at: order.created_at,
-                })
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::{SimClock, Timestamp};
     use crate::gpu::GpuModel;
+    use crate::money::Amount;
     use crate::provider::{Inventory, Provider, ProviderStats, TrustTier};
+    use crate::registry::Registry;
     use crate::test_utils::order;
     use std::time::Duration;
 
@@ -345,13 +284,11 @@ mod tests {
             tier: TrustTier(3),
             banned: false,
         });
-        let prices = BTreeMap::from([(GpuModel::H100Sxm, Amount(100))]);
-        market.add_agent(Arc::new(StrategyAgent::new(
-            id,
-            registry,
-            prices,
-            BidStrategy::ListPrice,
-        )));
+        market.add_agent(Arc::new(crate::test_utils::FixedBidAgent {
+            provider: id,
+            model: GpuModel::H100Sxm,
+            price: Amount(100),
+        }));
         (clock, market, id)
     }
 
@@ -401,5 +338,11 @@ mod tests {
         ));
         market.close_order(OrderId(1)).await.unwrap();
         assert!(market.close_order(OrderId(1)).await.is_err());
+        // The closed book is dropped; the id is still refused.
+        assert!(market.books().open.is_empty());
+        assert!(matches!(
+            market.place_bid(bid(10)).await,
+            Err(Error::BidWindowClosed(_))
+        ));
     }
 }

@@ -47,25 +47,23 @@ impl Amount {
         })
     }
 
-    /// `self * num / den` rounded down, computed without intermediate overflow where the
-    /// result fits. `den` must be non-zero.
+    /// `self * num / den` rounded down, exact for every input whose result fits (the
+    /// product is taken in 256 bits, see [`mul_div_floor_wide`]). `den` must be non-zero.
     pub fn mul_div_floor(self, num: u128, den: u128) -> Result<Amount> {
         if den == 0 {
             return Err(Error::invalid("denominator", "must not be zero"));
         }
-        // (q*den + r) * num / den = q*num + r*num/den
-        let q = self.0 / den;
-        let r = self.0 % den;
-        let a = q
-            .checked_mul(num)
-            .ok_or(Error::Overflow { what: "mul_div" })?;
-        let b = r
-            .checked_mul(num)
-            .ok_or(Error::Overflow { what: "mul_div" })?
-            / den;
-        a.checked_add(b)
+        mul_div_floor_wide(self.0, num, den)
             .map(Amount)
             .ok_or(Error::Overflow { what: "mul_div" })
+    }
+
+    /// `self * bps / 10 000` rounded down, for `bps <= 10 000` (larger shares are capped
+    /// at the whole): never above `self`, never an error.
+    pub fn share_bps(self, bps: u32) -> Amount {
+        let bps = u128::from(bps.min(10_000));
+        // (q*10^4 + r) * bps / 10^4 = q*bps + r*bps/10^4, each term at most `self`.
+        Amount(self.0 / 10_000 * bps + self.0 % 10_000 * bps / 10_000)
     }
 
     /// Rejects zero with [`Error::ZeroAmount`] naming `field`.
@@ -182,6 +180,50 @@ impl Token {
     }
 }
 
+const LOW: u128 = u64::MAX as u128;
+
+/// `a * b` as a 256-bit number `(high, low)`.
+pub(crate) fn mul_wide(a: u128, b: u128) -> (u128, u128) {
+    let (a1, a0) = (a >> 64, a & LOW);
+    let (b1, b0) = (b >> 64, b & LOW);
+    let (p00, p01, p10, p11) = (a0 * b0, a0 * b1, a1 * b0, a1 * b1);
+    // At most 3 * (2^64 - 1): fits.
+    let mid = (p00 >> 64) + (p01 & LOW) + (p10 & LOW);
+    let low = (p00 & LOW) | (mid << 64);
+    let high = p11 + (p01 >> 64) + (p10 >> 64) + (mid >> 64);
+    (high, low)
+}
+
+/// `floor(a * b / c)` with a 256-bit intermediate product, so it is exact for every input
+/// whose result fits in `u128`. `None` when `c` is zero or the result does not fit.
+///
+/// The one mul-div of the crate: money ([`Amount::mul_div_floor`]), the matcher's fixed
+/// point scores and the reward splits all use it.
+pub fn mul_div_floor_wide(a: u128, b: u128, c: u128) -> Option<u128> {
+    if c == 0 {
+        return None;
+    }
+    let (high, low) = mul_wide(a, b);
+    if high == 0 {
+        return Some(low / c);
+    }
+    if high >= c {
+        return None;
+    }
+    // Long division of (high, low) by c, one bit at a time; the remainder stays below c.
+    let (mut rem, mut q) = (high, 0u128);
+    for i in (0..128).rev() {
+        let carry = rem >> 127;
+        rem = (rem << 1) | ((low >> i) & 1);
+        q <<= 1;
+        if carry == 1 || rem >= c {
+            rem = rem.wrapping_sub(c);
+            q |= 1;
+        }
+    }
+    Some(q)
+}
+
 /// Seconds in an hour: prices are per hour, accrual per second.
 pub const SECS_PER_HOUR: u128 = 3600;
 
@@ -230,5 +272,32 @@ mod tests {
         let big = Amount(u128::MAX / 2);
         assert_eq!(big.mul_div_floor(3600, 3600).unwrap(), big);
         assert!(Amount(1).mul_div_floor(1, 0).is_err());
+        // The product passes u128; the result fits.
+        assert_eq!(
+            Amount(u128::MAX)
+                .mul_div_floor(u128::MAX, u128::MAX)
+                .unwrap(),
+            Amount(u128::MAX)
+        );
+        assert!(Amount(u128::MAX).mul_div_floor(2, 1).is_err());
+    }
+
+    #[test]
+    fn wide_mul_div_is_exact() {
+        assert_eq!(
+            mul_div_floor_wide(u128::MAX, 3, 4),
+            Some(u128::MAX / 4 * 3 + 2)
+        );
+        assert_eq!(mul_div_floor_wide(7, 3, 2), Some(10));
+        assert_eq!(mul_div_floor_wide(1, 1, 0), None);
+    }
+
+    #[test]
+    fn a_share_never_exceeds_the_whole() {
+        assert_eq!(Amount(u128::MAX).share_bps(10_000), Amount(u128::MAX));
+        assert_eq!(Amount(u128::MAX).share_bps(20_000), Amount(u128::MAX));
+        assert_eq!(Amount(10_001).share_bps(5_000), Amount(5_000));
+        assert_eq!(Amount(9_999).share_bps(1), Amount(0));
+        assert_eq!(Amount(0).share_bps(10_000), Amount(0));
     }
 }

@@ -58,24 +58,75 @@ pub struct ProviderStats {
     pub feedback_count: u64,
 }
 
+/// The rating prior: `weight_milli / 1000` pseudo-ratings at `mean_milli / 1000` stars, so a
+/// provider without feedback is neither best nor worst and one bad rating among many good
+/// ones does not sink it.
+///
+/// One prior serves the matcher's rating criterion and the tier policy's rating threshold:
+/// [`RatingPrior::STANDARD`] is the default of both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RatingPrior {
+    /// Prior mean, thousandths of a star (`1_000..=5_000`).
+    pub mean_milli: u32,
+    /// Prior weight, thousandths of a rating (at least 1).
+    pub weight_milli: u64,
+}
+
+impl RatingPrior {
+    /// 4.20 stars weighing 5 ratings: the prior the tier table is calibrated against.
+    pub const STANDARD: RatingPrior = RatingPrior {
+        mean_milli: 4_200,
+        weight_milli: 5_000,
+    };
+}
+
+impl Default for RatingPrior {
+    fn default() -> Self {
+        RatingPrior::STANDARD
+    }
+}
+
 impl ProviderStats {
-    /// Uptime in basis points (answered / all challenges), `None` with no challenges yet.
+    /// Every challenge issued: answered and passed, missed, or answered and failed.
+    pub fn challenges(&self) -> u64 {
+        self.challenges_answered
+            .saturating_add(self.challenges_missed)
+            .saturating_add(self.challenges_failed)
+    }
+
+    /// Uptime in basis points: challenges answered and passed over every challenge issued
+    /// (a miss and a failed proof both count against it); `None` with no challenges yet.
+    ///
+    /// The one definition of uptime: the tier policy holds it against its table.
     pub fn uptime_bps(&self) -> Option<u32> {
-        let total = self.challenges_answered + self.challenges_missed;
-        (total > 0).then(|| (self.challenges_answered * 10_000 / total) as u32)
+        let total = self.challenges();
+        (total > 0).then(|| {
+            (u128::from(self.challenges_answered.min(total)) * 10_000 / u128::from(total)) as u32
+        })
     }
 
     /// Completion rate in basis points, `None` with no finished leases.
     pub fn completion_bps(&self) -> Option<u32> {
-        let total = self.leases_completed + self.leases_failed;
-        (total > 0).then(|| (self.leases_completed * 10_000 / total) as u32)
+        let total = self.leases_completed.saturating_add(self.leases_failed);
+        (total > 0).then(|| (u128::from(self.leases_completed) * 10_000 / u128::from(total)) as u32)
     }
 
-    /// Bayesian mean rating on 1..=5 with a prior of `prior_weight` ratings at `prior_mean`,
-    /// so a new provider is neither best nor worst.
-    pub fn rating(&self, prior_mean: f64, prior_weight: f64) -> f64 {
-        (self.feedback_sum as f64 + prior_mean * prior_weight)
-            / (self.feedback_count as f64 + prior_weight)
+    /// Bayesian mean rating in millionths of a star (`1_000_000..=5_000_000` for ratings
+    /// in `1..=5`), rounded down: `(sum + mean * weight) / (count + weight)`.
+    ///
+    /// The one rating formula: the matcher maps it onto `0..=1`, the tier policy compares
+    /// it (in hundredths of a star) with its table.
+    pub fn rating_micro(&self, prior: RatingPrior) -> u64 {
+        let w = u128::from(prior.weight_milli.max(1));
+        let num = u128::from(self.feedback_sum) * 1_000_000 + u128::from(prior.mean_milli) * w;
+        let den = u128::from(self.feedback_count) * 1_000 + w;
+        // One u128 division where `num * 1000` fits (always, for real counts); the 256-bit
+        // path only past that.
+        let micro = match num.checked_mul(1_000) {
+            Some(n) => n / den,
+            None => crate::money::mul_div_floor_wide(num, 1_000, den).unwrap_or(u128::MAX),
+        };
+        micro.min(u128::from(u64::MAX)) as u64
     }
 }
 
@@ -250,13 +301,31 @@ mod tests {
     #[test]
     fn rating_prior_puts_new_providers_in_the_middle() {
         let fresh = ProviderStats::default();
-        assert_eq!(fresh.rating(3.0, 5.0), 3.0);
+        let middle = RatingPrior {
+            mean_milli: 3_000,
+            weight_milli: 5_000,
+        };
+        assert_eq!(fresh.rating_micro(middle), 3_000_000);
+        assert_eq!(fresh.rating_micro(RatingPrior::STANDARD), 4_200_000);
         let loved = ProviderStats {
             feedback_sum: 50,
             feedback_count: 10,
             ..Default::default()
         };
-        assert!(loved.rating(3.0, 5.0) > 3.0);
+        // (50 + 3 * 5) / 15 = 4.333...
+        assert_eq!(loved.rating_micro(middle), 4_333_333);
         assert_eq!(fresh.uptime_bps(), None);
+    }
+
+    #[test]
+    fn uptime_counts_misses_and_failures_against_it() {
+        let s = ProviderStats {
+            challenges_answered: 8,
+            challenges_missed: 1,
+            challenges_failed: 1,
+            ..Default::default()
+        };
+        assert_eq!(s.challenges(), 10);
+        assert_eq!(s.uptime_bps(), Some(8_000));
     }
 }

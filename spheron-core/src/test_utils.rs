@@ -14,6 +14,34 @@ pub use crate::launcher::MockWorkloadLauncher;
 pub use crate::market::MockMarket;
 pub use crate::proof::{MockChallengeProver, MockChallengeVerifier};
 
+/// A provider agent that bids one fixed price on one model for every order accepting it
+/// (the simulation's pricing strategies live in the facade's fleet).
+pub struct FixedBidAgent {
+    /// Who bids.
+    pub provider: crate::ids::ProviderId,
+    /// On what.
+    pub model: GpuModel,
+    /// At what price per GPU-hour.
+    pub price: Amount,
+}
+
+#[async_trait::async_trait]
+impl crate::provider_agent::ProviderAgent for FixedBidAgent {
+    fn provider(&self) -> crate::ids::ProviderId {
+        self.provider
+    }
+
+    async fn on_order(&self, order: &Order) -> Option<Bid> {
+        order.request.accepts_model(self.model).then_some(Bid {
+            order: order.id,
+            provider: self.provider,
+            model: self.model,
+            price_per_gpu_hour: self.price,
+            placed_at: order.created_at,
+        })
+    }
+}
+
 /// An order for `count` GPUs of `gpu` for one hour at most `ceiling` per GPU-hour.
 pub fn order(id: u64, gpu: &str, count: u32, ceiling: u128) -> Order {
     Order {

@@ -6,15 +6,15 @@
 
 use async_trait::async_trait;
 use spheron_core::proof::{Dtype, PROTOCOL_VERSION};
+use spheron_core::test_utils::FixedBidAgent;
 use spheron_core::{
-    AccountId, Amount, BidStrategy, Challenge, ChallengeProver, ChallengeVerifier, Clock,
-    Commitment, EpochConfig, EpochProcessor, Error, Escrow, FlowConfig, GeoPoint, GpuModel,
-    GpuRequest, Inventory, LaunchSpec, LocalMarket, LogBuffer, LogStream, MemoryEscrow, Opening,
-    Orchestrator, Parts, ProofTiming, Provers, Provider, ProviderStats, Registry,
-    ReputationTierPolicy, Result, Reveal, SimClock, StrategyAgent, Timestamp, Token, TrustTier,
-    Verdict, Workload, WorkloadId, WorkloadLauncher, WorkloadStatus,
+    AccountId, Amount, Challenge, ChallengeProver, ChallengeVerifier, Clock, Commitment,
+    EpochConfig, EpochProcessor, Error, Escrow, FlowConfig, GeoPoint, GpuModel, GpuRequest,
+    Inventory, LaunchSpec, LocalMarket, LogBuffer, LogStream, MemoryEscrow, Opening, Orchestrator,
+    Parts, ProofTiming, Provers, Provider, ProviderStats, Registry, ReputationTierPolicy, Result,
+    Reveal, SimClock, Timestamp, Token, TrustTier, Verdict, Violation, Workload, WorkloadId,
+    WorkloadLauncher, WorkloadStatus,
 };
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,12 +146,11 @@ async fn the_rent_flow_feeds_the_epoch_processor() {
         escrow.deposit(p.id, p.stake).await.unwrap();
         escrow.stake(p.id, p.stake).await.unwrap();
         provers.insert(p.id, Arc::new(ScriptedProver { broken }));
-        market.add_agent(Arc::new(StrategyAgent::new(
-            p.id,
-            registry.clone(),
-            BTreeMap::from([(GpuModel::H100Sxm, Amount(price * USD))]),
-            BidStrategy::ListPrice,
-        )));
+        market.add_agent(Arc::new(FixedBidAgent {
+            provider: p.id,
+            model: GpuModel::H100Sxm,
+            price: Amount(price * USD),
+        }));
         registry.register(p);
     }
     let policy = Arc::new(ReputationTierPolicy::default());
@@ -218,7 +217,7 @@ async fn the_rent_flow_feeds_the_epoch_processor() {
         AccountId::from_label("honest"),
         AccountId::from_label("cheat"),
     );
-    let report = lease.report().await;
+    let report = lease.report().await.unwrap();
     assert_eq!(report.provider, honest);
     assert!(
         report.tier_reason.starts_with("tier 4: uptime 100.00%"),
@@ -265,6 +264,14 @@ async fn the_rent_flow_feeds_the_epoch_processor() {
     assert_eq!(r.penalties.len(), 1);
     assert_eq!(r.penalties[0].provider, cheat);
     assert_eq!(r.penalties[0].slashed, Amount(100 * USD));
+    // The report carries the violation the flow applied (a prover that cannot answer failed
+    // its proof) with the bounty it paid, as recorded by the flow.
+    assert_eq!(r.penalties[0].violation, Violation::FailedProof);
+    assert_eq!(r.penalties[0].bounty, Amount(50 * USD));
+    assert_eq!(
+        r.penalties[0].reporter,
+        Some(FlowConfig::default().verifier_account)
+    );
     // Paid through the escrow: the lease and the reward.
     assert_eq!(
         escrow.balance(honest).await.unwrap().available,

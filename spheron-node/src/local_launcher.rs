@@ -14,20 +14,25 @@
 //! GPUs: each workload gets the lowest device indices not held by another running workload
 //! on its node, `spec.gpus` of them, as `CUDA_VISIBLE_DEVICES` (set after the tenant's
 //! environment, so a workload sees only its lease's GPUs); they are freed when it ends.
+//!
+//! Memory is bounded: each log keeps the last [`LOG_BUFFER_LINES`](spheron_core::launcher::LOG_BUFFER_LINES)
+//! lines of at most [`MAX_LOG_LINE_BYTES`](spheron_core::launcher::MAX_LOG_LINE_BYTES) (output is
+//! decoded lossily, `\r` ends a line), and only the last [`FINISHED_KEPT`] finished workloads
+//! are remembered.
 
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use spheron_core::{
-    Error, LaunchSpec, LogBuffer, LogSource, LogStream, Result, Workload, WorkloadId,
+    Error, LaunchSpec, LineSplitter, LogBuffer, LogSource, LogStream, Result, Workload, WorkloadId,
     WorkloadLauncher, WorkloadStatus,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::watch;
 
@@ -49,10 +54,31 @@ struct Proc {
 /// Device indices in use, per node name (`""` when the spec names none).
 type Devices = Arc<Mutex<BTreeMap<String, BTreeSet<u32>>>>;
 
+/// Finished workloads whose status and log stay readable; older ones are forgotten.
+pub const FINISHED_KEPT: usize = 256;
+
+#[derive(Default)]
+struct Procs {
+    all: BTreeMap<WorkloadId, Arc<Proc>>,
+    /// Finished workloads, oldest first.
+    finished: VecDeque<WorkloadId>,
+}
+
+impl Procs {
+    fn finished(&mut self, id: WorkloadId) {
+        self.finished.push_back(id);
+        while self.finished.len() > FINISHED_KEPT {
+            if let Some(old) = self.finished.pop_front() {
+                self.all.remove(&old);
+            }
+        }
+    }
+}
+
 /// Runs workloads as local subprocesses.
 #[derive(Default)]
 pub struct LocalLauncher {
-    procs: Mutex<BTreeMap<WorkloadId, Arc<Proc>>>,
+    procs: Arc<Mutex<Procs>>,
     devices: Devices,
     /// Overrides [`OUTPUTS_GRACE`].
     retention: Option<Duration>,
@@ -146,6 +172,7 @@ impl LocalLauncher {
         self.procs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .all
             .values()
             .filter(|p| p.lease == lease)
             .map(|p| p.dir.clone())
@@ -163,6 +190,7 @@ impl LocalLauncher {
         self.procs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .all
             .get(id)
             .cloned()
             .ok_or_else(|| Error::Launch(format!("unknown workload {id}")))
@@ -175,8 +203,14 @@ fn pump<R: AsyncRead + Unpin + Send + 'static>(
     logs: LogBuffer,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        let mut reader = reader;
+        let mut split = LineSplitter::new();
+        let mut buf = [0u8; 8192];
+        // Bytes, not lines: a non-UTF-8 byte or a `\r` must not end the pump.
+        while let Ok(n @ 1..) = reader.read(&mut buf).await {
+            split.feed(&buf[..n], |line| logs.push(source, line));
+        }
+        if let Some(line) = split.finish() {
             logs.push(source, line);
         }
     })
@@ -276,6 +310,8 @@ impl WorkloadLauncher for LocalLauncher {
             let devices = self.devices.clone();
             let kept = dir.clone();
             let grace = self.retention.unwrap_or(OUTPUTS_GRACE);
+            let procs = self.procs.clone();
+            let finished_id = id.clone();
             tokio::spawn(async move {
                 let exit = child.wait().await;
                 // The group may hold the pipes open after the leader exits: kill the rest.
@@ -297,22 +333,30 @@ impl WorkloadLauncher for LocalLauncher {
                 logs.close();
                 free_devices(&devices, &node, &gpus);
                 tx.send_replace(status);
+                procs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .finished(finished_id);
                 // Outputs stay for downloads until the grace period is over.
                 tokio::time::sleep(grace).await;
                 let _ = tokio::fs::remove_dir_all(&kept).await;
             });
         }
-        self.procs.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            id.clone(),
-            Arc::new(Proc {
-                lease: spec.lease,
-                dir,
-                pid,
-                status: rx,
-                logs,
-                stop_requested,
-            }),
-        );
+        self.procs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .all
+            .insert(
+                id.clone(),
+                Arc::new(Proc {
+                    lease: spec.lease,
+                    dir,
+                    pid,
+                    status: rx,
+                    logs,
+                    stop_requested,
+                }),
+            );
         Ok(id)
     }
 

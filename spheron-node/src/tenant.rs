@@ -863,6 +863,8 @@ impl NetworkMarket {
                         provider: pid,
                         reason: reason.clone(),
                         slashed: Amount::ZERO,
+                        // The chain's verifiers charge it; this client applies nothing.
+                        penalty: None,
                     },
                 );
                 skipped.push(Rejection {
@@ -1173,17 +1175,28 @@ impl LeaseControl for NetLease {
         ))
     }
 
-    async fn report(&self) -> LeaseReport {
+    async fn report(&self) -> spheron_core::Result<LeaseReport> {
         let mut r = self.snapshot();
         if !r.state.is_closed() {
             let i = &self.market.inner;
-            if let Ok(now) = i.chain.block_time().await
-                && let Ok(a) = i.market.accruedAt(r.lease.0, U256::from(now)).call().await
-            {
-                r.cost = Amount(u128::try_from(a.cost).unwrap_or(u128::MAX));
-            }
+            let backend = |e: String| spheron_core::Error::Backend {
+                backend: "chain",
+                message: format!("reading the accrued cost: {e}"),
+            };
+            let now = i
+                .chain
+                .block_time()
+                .await
+                .map_err(|e| backend(e.to_string()))?;
+            let a = i
+                .market
+                .accruedAt(r.lease.0, U256::from(now))
+                .call()
+                .await
+                .map_err(|e| backend(e.to_string()))?;
+            r.cost = Amount(u128::try_from(a.cost).unwrap_or(u128::MAX));
         }
-        r
+        Ok(r)
     }
 
     async fn wait(&self) -> LeaseReport {

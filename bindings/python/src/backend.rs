@@ -137,7 +137,7 @@ impl Backend {
             Backend::Local(m) => m.rent(request, workload).await,
             Backend::Network(n) => {
                 let handle = n.market.rent(request, workload).await?;
-                let r = handle.report().await;
+                let r = handle.snapshot();
                 n.learn(r.provider, &r.provider_name);
                 Ok(handle)
             }

@@ -389,6 +389,7 @@ impl PyProgressEvent {
                 provider,
                 reason,
                 slashed,
+                ..
             } => format!(
                 "{} failed its challenge ({reason}); slashed {}, taking the next bid",
                 provider.short(),

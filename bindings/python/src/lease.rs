@@ -166,10 +166,11 @@ impl PyLease {
     /// The report now: provider, tier, score breakdown, proof, price, cost so far (final
     /// once closed), refund once settled.
     #[getter]
-    fn report(&self, py: Python<'_>) -> PyLeaseReport {
+    fn report(&self, py: Python<'_>) -> PyResult<PyLeaseReport> {
         let h = self.handle.clone();
-        let r = block_on_uninterruptible(py, async move { h.report().await });
-        self.report_of(&r)
+        let r = block_on_uninterruptible(py, async move { h.report().await })
+            .map_err(|e| to_py(py, Some(&self.market), e))?;
+        Ok(self.report_of(&r))
     }
 
     /// The workload's output from the beginning, as an iterator of `LogLine` (sync and

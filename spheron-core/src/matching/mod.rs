@@ -221,6 +221,9 @@ pub enum RejectReason {
     ChallengeFailed(String),
     /// The provider's capacity went to an earlier order in the batch.
     CapacityTaken,
+    /// The provider's launcher never started the workload ([`crate::Error::NotStarted`]):
+    /// the lease was refunded and the next bid taken.
+    NotStarted(String),
     /// The provider's profile holds a value the matcher cannot use (a non-finite or
     /// negative measured RTT, a location off the globe).
     InvalidProfile(String),
@@ -250,6 +253,7 @@ impl fmt::Display for RejectReason {
             RejectReason::WrongOrder => f.write_str("bid for another order"),
             RejectReason::ChallengeFailed(r) => write!(f, "failed proof-of-GPU: {r}"),
             RejectReason::CapacityTaken => f.write_str("capacity taken by an earlier order"),
+            RejectReason::NotStarted(r) => write!(f, "workload never started: {r}"),
             RejectReason::InvalidProfile(s) => write!(f, "invalid profile: {s}"),
             RejectReason::Other(s) => f.write_str(s),
         }

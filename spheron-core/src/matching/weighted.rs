@@ -7,7 +7,7 @@ use crate::gpu::GpuModel;
 use crate::ids::{OrderId, ProviderId};
 use crate::money::Amount;
 use crate::order::{Candidate, Order};
-use crate::provider::{ProviderProfile, ProviderStats, TrustTier};
+use crate::provider::{ProviderProfile, ProviderStats, RatingPrior, TrustTier};
 use crate::{Error, Result};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -100,7 +100,8 @@ pub struct MatcherConfig {
     pub round_seed: u64,
     /// Stake at which the stake criterion reaches 0.5 (diminishing returns beyond).
     pub stake_half: Amount,
-    /// Prior mean rating (`1..=5`) for the rating criterion.
+    /// Prior mean rating (`1..=5`) for the rating criterion (default
+    /// [`RatingPrior::STANDARD`], the tier policy's prior).
     pub rating_prior_mean: f64,
     /// Prior weight in ratings (`0.001..=1e9`), as a number of pseudo-ratings.
     pub rating_prior_weight: f64,
@@ -114,8 +115,9 @@ impl Default for MatcherConfig {
             weights: Weights::default(),
             round_seed: 0,
             stake_half: Amount(1_000 * 10u128.pow(18)),
-            rating_prior_mean: 3.0,
-            rating_prior_weight: 5.0,
+            // The one rating prior (also the tier policy's).
+            rating_prior_mean: f64::from(RatingPrior::STANDARD.mean_milli) / 1000.0,
+            rating_prior_weight: RatingPrior::STANDARD.weight_milli as f64 / 1000.0,
             latency_half_ms: 50.0,
         }
     }
@@ -127,8 +129,7 @@ pub(crate) struct Fixed {
     /// Weights in ppm, in [`CRITERIA`] order.
     pub w: [u64; N_CRITERIA],
     stake_half: u128,
-    prior_mean_milli: u128,
-    prior_weight_milli: u128,
+    prior: RatingPrior,
     half_us: u64,
 }
 
@@ -146,31 +147,11 @@ pub(crate) fn normalise(values: &[f64]) -> Vec<u64> {
         .collect()
 }
 
-/// `floor(a * b / c)` for `a <= c`, exact for every `u128` (so the result is `<= b`).
+/// `floor(a * b / c)` for `a <= c` (so the result is `<= b`): the crate's one mul-div,
+/// [`mul_div_floor_wide`](crate::money::mul_div_floor_wide).
 pub(crate) fn mul_div(a: u128, b: u64, c: u128) -> u64 {
     debug_assert!(a <= c && c > 0);
-    if a < (1 << 100) {
-        return (a * u128::from(b) / c) as u64;
-    }
-    // Wide path: the largest q in 0..=b with q * c <= a * b, by bisection on 256-bit products.
-    fn wide(x: u128, y: u64) -> (u128, u128) {
-        let (x1, x0) = (x >> 64, x & u128::from(u64::MAX));
-        let p0 = x0 * u128::from(y);
-        let p1 = x1 * u128::from(y);
-        let (lo, carry) = p0.overflowing_add(p1 << 64);
-        ((p1 >> 64) + u128::from(carry), lo)
-    }
-    let target = wide(a, b);
-    let (mut lo, mut hi) = (0u64, b);
-    while lo < hi {
-        let mid = lo + (hi - lo).div_ceil(2);
-        if wide(c, mid) <= target {
-            lo = mid;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    lo
+    crate::money::mul_div_floor_wide(a, u128::from(b), c).map_or(0, |q| q.min(u128::from(b)) as u64)
 }
 
 impl Fixed {
@@ -204,8 +185,10 @@ impl Fixed {
         Ok(Fixed {
             w,
             stake_half: config.stake_half.0,
-            prior_mean_milli: (mean * 1000.0).round() as u128,
-            prior_weight_milli: (weight * 1000.0).round() as u128,
+            prior: RatingPrior {
+                mean_milli: (mean * 1000.0).round() as u32,
+                weight_milli: ((weight * 1000.0).round() as u64).max(1),
+            },
             half_us: (half * 1000.0).round() as u64,
         })
     }
@@ -238,15 +221,11 @@ impl Fixed {
         }
     }
 
-    /// Bayesian mean rating mapped from `1..=5` onto `0..=1`.
+    /// The Bayesian mean rating ([`ProviderStats::rating_micro`]) mapped from `1..=5` onto
+    /// `0..=1`.
     pub(crate) fn rating_ppm(&self, s: &ProviderStats) -> u32 {
-        let n = 1_000_000 * u128::from(s.feedback_sum)
-            + self.prior_mean_milli * self.prior_weight_milli;
-        let d = 1_000 * (1_000 * u128::from(s.feedback_count) + self.prior_weight_milli);
-        if n <= d {
-            return 0;
-        }
-        ((n - d) * 250_000 / d).min(u128::from(ONE)) as u32
+        let micro = s.rating_micro(self.prior);
+        (micro.saturating_sub(1_000_000) / 4).min(ONE) as u32
     }
 
     /// Trust tier mapped from `0..=7` onto `0..=1`.
@@ -349,8 +328,9 @@ pub(crate) struct Scored {
 ///   profile has one, else estimated from the great-circle distance to the tenant, else 0.5;
 /// - availability: free GPUs left after the order over free GPUs now (all nodes);
 /// - cost: `(ceiling - price) / ceiling`;
-/// - rating: the feedback mean with a prior (`rating_prior_weight` pseudo-ratings at
-///   `rating_prior_mean`), mapped from 1..5 onto 0..1, so a new provider sits in the middle;
+/// - rating: [`ProviderStats::rating_micro`], the feedback mean with a prior
+///   (`rating_prior_weight` pseudo-ratings at `rating_prior_mean`, by default
+///   [`RatingPrior::STANDARD`], the tier policy's), mapped from 1..5 onto 0..1;
 /// - stake: `stake / (stake + stake_half)`;
 /// - random: a ChaCha8 draw keyed by the round seed and the order id, on the provider's own
 ///   stream, so it does not depend on the order candidates arrive in.
@@ -586,8 +566,7 @@ impl Default for WeightedMatcher {
                 200_000, 100_000, 250_000, 150_000, 100_000, 100_000, 100_000,
             ],
             stake_half: config.stake_half.0,
-            prior_mean_milli: 3_000,
-            prior_weight_milli: 5_000,
+            prior: RatingPrior::STANDARD,
             half_us: 50_000,
         });
         WeightedMatcher { config, fixed }

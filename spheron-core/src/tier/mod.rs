@@ -34,6 +34,7 @@
 //! ```
 
 mod epoch;
+mod penalty;
 mod policy;
 mod rewards;
 mod verifiers;
@@ -42,6 +43,7 @@ pub use epoch::{
     EpochConfig, EpochProcessor, EpochReport, MAX_CATCH_UP, PenaltyRecord, ProviderEpoch,
     RecheckOutcome, Standing, VerdictReceipt, VerifierEpoch,
 };
+pub use penalty::{Applied, Charge, PenaltyRoute, apply_penalty};
 pub use policy::{ReputationTierPolicy, TierConfig, TierRow, UPTIME_TIERS_BPS, UptimeTierPolicy};
 pub use rewards::{PoolSplit, mul_div_floor_wide, split_pool};
 pub use verifiers::{VerdictId, VerifierConfig, VerifierStanding};
@@ -112,13 +114,10 @@ impl Penalty {
         ban: false,
     };
 
-    /// The slash amount for `stake` (rounded down, never above the stake).
+    /// The slash amount for `stake`: `slash_bps` of it, rounded down, never above the
+    /// stake (exact for every stake; nothing falls back to the whole).
     pub fn slash_amount(&self, stake: Amount) -> Amount {
-        // `slash_bps <= 10 000`, so the result is at most the stake and always fits.
-        Amount(
-            mul_div_floor_wide(stake.0, u128::from(self.slash_bps.min(10_000)), 10_000)
-                .unwrap_or(stake.0),
-        )
+        stake.share_bps(self.slash_bps)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::{Penalty, TierDecision, TierHistory, TierPolicy, Violation};
 use crate::gpu::HardwareClass;
-use crate::provider::{ProviderStats, TrustTier};
+use crate::provider::{ProviderStats, RatingPrior, TrustTier};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -112,8 +112,8 @@ impl TierConfig {
         ultra_high_bps: 15_000,
         medium_bps: 12_000,
         entry_bps: 10_000,
-        rating_prior_centi: 420,
-        rating_prior_weight: 5,
+        rating_prior_centi: RatingPrior::STANDARD.mean_milli / 10,
+        rating_prior_weight: RatingPrior::STANDARD.weight_milli / 1_000,
         up_epochs: 3,
         down_epochs: 2,
         missed: Penalty::NONE,
@@ -239,6 +239,16 @@ impl TierConfig {
     }
 }
 
+impl TierConfig {
+    /// The rating prior of this table ([`RatingPrior::STANDARD`] in the standard table).
+    pub fn rating_prior(&self) -> RatingPrior {
+        RatingPrior {
+            mean_milli: self.rating_prior_centi.saturating_mul(10),
+            weight_milli: self.rating_prior_weight.saturating_mul(1_000),
+        }
+    }
+}
+
 impl Default for TierConfig {
     fn default() -> Self {
         TierConfig::STANDARD
@@ -257,33 +267,18 @@ struct Metrics {
     ratings: u64,
 }
 
-fn ratio_bps(num: u64, den: u64) -> u32 {
-    (u128::from(num) * 10_000 / u128::from(den.max(1))) as u32
-}
-
 impl Metrics {
     fn of(cfg: &TierConfig, s: &ProviderStats) -> Option<Metrics> {
-        let challenges = s
-            .challenges_answered
-            .saturating_add(s.challenges_missed)
-            .saturating_add(s.challenges_failed);
-        if challenges == 0 {
-            return None;
-        }
+        let challenges = s.challenges();
+        let uptime_bps = s.uptime_bps()?;
         let leases = s.leases_completed.saturating_add(s.leases_failed);
-        let weight = u128::from(cfg.rating_prior_weight);
-        let den = u128::from(s.feedback_count) + weight;
-        let rating_centi = (u128::from(s.feedback_sum) * 100
-            + u128::from(cfg.rating_prior_centi) * weight)
-            .checked_div(den)
-            .map_or(cfg.rating_prior_centi, |r| {
-                r.min(u128::from(u32::MAX)) as u32
-            });
+        let rating_centi =
+            (s.rating_micro(cfg.rating_prior()) / 10_000).min(u64::from(u32::MAX)) as u32;
         Some(Metrics {
-            uptime_bps: ratio_bps(s.challenges_answered.min(challenges), challenges),
+            uptime_bps,
             passed: s.challenges_answered,
             challenges,
-            completion_bps: (leases > 0).then(|| ratio_bps(s.leases_completed, leases)),
+            completion_bps: s.completion_bps(),
             leases,
             rating_centi,
             ratings: s.feedback_count,

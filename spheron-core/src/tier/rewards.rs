@@ -2,49 +2,9 @@
 
 use crate::ids::AccountId;
 use crate::money::Amount;
+pub use crate::money::mul_div_floor_wide;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-
-const LOW: u128 = u64::MAX as u128;
-
-/// `a * b` as a 256-bit number `(high, low)`.
-fn mul_wide(a: u128, b: u128) -> (u128, u128) {
-    let (a1, a0) = (a >> 64, a & LOW);
-    let (b1, b0) = (b >> 64, b & LOW);
-    let (p00, p01, p10, p11) = (a0 * b0, a0 * b1, a1 * b0, a1 * b1);
-    // At most 3 * (2^64 - 1): fits.
-    let mid = (p00 >> 64) + (p01 & LOW) + (p10 & LOW);
-    let low = (p00 & LOW) | (mid << 64);
-    let high = p11 + (p01 >> 64) + (p10 >> 64) + (mid >> 64);
-    (high, low)
-}
-
-/// `floor(a * b / c)` with a 256-bit intermediate product, so it is exact for every input
-/// whose result fits in `u128`. `None` when `c` is zero or the result does not fit.
-pub fn mul_div_floor_wide(a: u128, b: u128, c: u128) -> Option<u128> {
-    if c == 0 {
-        return None;
-    }
-    let (high, low) = mul_wide(a, b);
-    if high == 0 {
-        return Some(low / c);
-    }
-    if high >= c {
-        return None;
-    }
-    // Long division of (high, low) by c, one bit at a time; the remainder stays below c.
-    let (mut rem, mut q) = (high, 0u128);
-    for i in (0..128).rev() {
-        let carry = rem >> 127;
-        rem = (rem << 1) | ((low >> i) & 1);
-        q <<= 1;
-        if carry == 1 || rem >= c {
-            rem = rem.wrapping_sub(c);
-            q |= 1;
-        }
-    }
-    Some(q)
-}
 
 /// A pool split among accounts in proportion to weights.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +59,7 @@ pub fn split_pool(pool: Amount, weights: &[(AccountId, u128)]) -> Result<PoolSpl
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::money::mul_wide;
     use proptest::prelude::*;
 
     #[test]

@@ -111,6 +111,9 @@ pub(super) struct Pending {
     pub outcome: Option<Violation>,
     /// Re-checks so far: (checker, outcome).
     pub checks: Vec<(AccountId, Option<Violation>)>,
+    /// The epoch of the verdict: an audit nobody completes within the statistics window is
+    /// dropped at a close.
+    pub epoch: u64,
 }
 
 impl Pending {
