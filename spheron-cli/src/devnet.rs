@@ -464,14 +464,7 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
     let ready_by = tokio::time::Instant::now() + Duration::from_secs(120);
     for party in parties.iter().filter(|p| p.role == "provider") {
         loop {
-            for (name, c) in children.iter_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    return Err(msg(format!(
-                        "{name} exited during start-up ({status}); see {}",
-                        dir.join(format!("logs/{name}.log")).display()
-                    )));
-                }
-            }
+            exited_during_start(&mut children, &dir)?;
             let record = registry::provider(&tc.chain, tc.addresses.market, party.address)
                 .await
                 .ok()
@@ -502,70 +495,36 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    // And when every operator is registered with its endpoint.
-    for party in parties.iter().filter(|p| p.role == "operator") {
+    // And when every operator (with its endpoint) and every verifier is registered and staked.
+    for party in parties
+        .iter()
+        .filter(|p| p.role == "operator" || p.role == "verifier")
+    {
+        let kind = if party.role == "operator" {
+            spheron_chain::quorum::Kind::Operator
+        } else {
+            spheron_chain::quorum::Kind::Verifier
+        };
         loop {
-            let registered = spheron_chain::quorum::parties(
-                &tc.chain,
-                tc.addresses.operators,
-                spheron_chain::quorum::Kind::Operator,
-            )
-            .await
-            .map(|ps| {
-                ps.iter().any(|p| {
-                    p.address == party.address && p.endpoint == party.endpoint && p.staked > 0
-                })
-            })
-            .unwrap_or(false);
+            let registered =
+                spheron_chain::quorum::parties(&tc.chain, tc.addresses.operators, kind)
+                    .await
+                    .map(|ps| {
+                        ps.iter().any(|p| {
+                            p.address == party.address
+                                && p.staked > 0
+                                && (party.endpoint.is_empty() || p.endpoint == party.endpoint)
+                        })
+                    })
+                    .unwrap_or(false);
             if registered {
                 break;
             }
-            for (name, c) in children.iter_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    return Err(msg(format!(
-                        "{name} exited during start-up ({status}); see {}",
-                        dir.join(format!("logs/{name}.log")).display()
-                    )));
-                }
-            }
+            exited_during_start(&mut children, &dir)?;
             if tokio::time::Instant::now() > ready_by {
                 return Err(msg(format!(
-                    "operator {} did not register within 120 s",
-                    party.address
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    // And when every verifier is registered and staked.
-    for party in parties.iter().filter(|p| p.role == "verifier") {
-        loop {
-            let registered = spheron_chain::quorum::parties(
-                &tc.chain,
-                tc.addresses.operators,
-                spheron_chain::quorum::Kind::Verifier,
-            )
-            .await
-            .map(|ps| {
-                ps.iter()
-                    .any(|p| p.address == party.address && p.staked > 0)
-            })
-            .unwrap_or(false);
-            if registered {
-                break;
-            }
-            for (name, c) in children.iter_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    return Err(msg(format!(
-                        "{name} exited during start-up ({status}); see {}",
-                        dir.join(format!("logs/{name}.log")).display()
-                    )));
-                }
-            }
-            if tokio::time::Instant::now() > ready_by {
-                return Err(msg(format!(
-                    "verifier {} did not register within 120 s",
-                    party.address
+                    "{} {} did not register within 120 s",
+                    party.role, party.address
                 )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -596,6 +555,19 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
     drop(tc);
     println!("devnet stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// An error naming the first child that has exited, with its log.
+fn exited_during_start(children: &mut [(String, Child)], dir: &Path) -> Result<()> {
+    for (name, c) in children.iter_mut() {
+        if let Ok(Some(status)) = c.try_wait() {
+            return Err(msg(format!(
+                "{name} exited during start-up ({status}); see {}",
+                dir.join(format!("logs/{name}.log")).display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn watch_children(children: &mut [(String, Child)]) {

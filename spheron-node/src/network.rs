@@ -126,3 +126,45 @@ pub fn parse_key(key: &str) -> Result<alloy::signers::local::PrivateKeySigner> {
         .parse()
         .map_err(|e| Error::config("key", format!("not a 0x-hex private key: {e}")))
 }
+
+/// Reads and parses the 0x-hex private key in `key_file`.
+pub fn load_key(key_file: &Path) -> Result<alloy::signers::local::PrivateKeySigner> {
+    let text = std::fs::read_to_string(key_file)
+        .map_err(|e| Error::config(key_file.display().to_string(), format!("cannot read: {e}")))?;
+    parse_key(&text)
+}
+
+/// Registers `me` as a party of `kind` at `endpoint` in the operators contract of `net`
+/// unless it is registered there already with stake: staking `stake` SPHN when it has none,
+/// and re-registering (no new stake) when its endpoint changed.
+pub async fn ensure_party(
+    chain: &spheron_chain::Chain,
+    net: &NetworkFile,
+    me: Address,
+    kind: spheron_chain::quorum::Kind,
+    endpoint: &str,
+    stake: u128,
+) -> Result<()> {
+    use spheron_chain::quorum;
+    let party = quorum::parties(chain, net.operators, kind)
+        .await
+        .map_err(Error::Chain)?
+        .into_iter()
+        .find(|p| p.address == me);
+    let staked = party.as_ref().is_some_and(|p| p.staked > 0);
+    if staked && party.as_ref().is_some_and(|p| p.endpoint == endpoint) {
+        return Ok(());
+    }
+    quorum::register_party(
+        chain,
+        net.operators,
+        net.sphn,
+        me,
+        kind,
+        endpoint,
+        if staked { 0 } else { stake },
+    )
+    .await
+    .map_err(Error::Chain)?;
+    Ok(())
+}

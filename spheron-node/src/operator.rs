@@ -18,7 +18,7 @@
 
 use crate::error::{Error, Result};
 use crate::matching;
-use crate::network::{NetworkFile, parse_key};
+use crate::network::NetworkFile;
 use crate::tiers::{self, SignedTiers};
 use alloy::primitives::Address;
 use alloy::providers::DynProvider;
@@ -158,10 +158,7 @@ impl OperatorNode {
     /// Connects with the operator's key (read from `key_file`) to the network in `network`.
     pub async fn start(network: &Path, key_file: &Path, config: OperatorConfig) -> Result<Self> {
         let net = NetworkFile::load(network)?;
-        let text = std::fs::read_to_string(key_file).map_err(|e| {
-            Error::config(key_file.display().to_string(), format!("cannot read: {e}"))
-        })?;
-        Self::start_with_key(net, parse_key(&text)?, config).await
+        Self::start_with_key(net, crate::network::load_key(key_file)?, config).await
     }
 
     /// Like [`OperatorNode::start`] with the network and key in hand: binds the exchange,
@@ -180,29 +177,8 @@ impl OperatorNode {
             .endpoint
             .clone()
             .unwrap_or_else(|| format!("http://{local}"));
-        let party = quorum::parties(&chain, net.operators, Kind::Operator)
-            .await
-            .map_err(chain_err)?
-            .into_iter()
-            .find(|p| p.address == me);
-        if party.as_ref().is_none_or(|p| p.endpoint != endpoint) {
-            let stake = if party.as_ref().is_some_and(|p| p.staked > 0) {
-                0
-            } else {
-                config.stake
-            };
-            quorum::register_party(
-                &chain,
-                net.operators,
-                net.sphn,
-                me,
-                Kind::Operator,
-                &endpoint,
-                stake,
-            )
-            .await
-            .map_err(chain_err)?;
-        }
+        crate::network::ensure_party(&chain, &net, me, Kind::Operator, &endpoint, config.stake)
+            .await?;
         let match_window = u64::from(
             market
                 .matchWindowSecs()
@@ -516,22 +492,12 @@ async fn tier_round(s: &Shared, audit_at: Address, epoch: u64) -> Result<bool> {
     let (_, end) = audit::epoch_bounds(&s.chain, audit_at, epoch)
         .await
         .map_err(chain_err)?;
-    let (weights, total) = quorum::weights_at(&s.chain, s.net.operators, Kind::Operator, end)
-        .await
-        .map_err(chain_err)?;
-    let weight_of: BTreeMap<Address, u128> = weights.iter().copied().collect();
-    let endpoints: BTreeMap<Address, String> =
-        quorum::parties(&s.chain, s.net.operators, Kind::Operator)
-            .await
-            .map_err(chain_err)?
-            .into_iter()
-            .map(|p| (p.address, p.endpoint))
-            .collect();
-    let mut order: Vec<Address> = weights.iter().map(|(a, _)| *a).collect();
-    order.sort();
-    let n = order.len().max(1);
-    let turn = order.iter().position(|a| *a == s.me).unwrap_or(0);
-    let my_turn = (turn + n - (epoch as usize % n)) % n;
+    let Committee {
+        weight_of,
+        total,
+        endpoints,
+        my_turn,
+    } = committee(s, end, epoch).await?;
     let mut sigs: BTreeMap<Address, Vec<u8>> = BTreeMap::from([(s.me, signature)]);
     let started = tokio::time::Instant::now();
     loop {
@@ -614,6 +580,42 @@ async fn fetch_tiers(
         return None;
     }
     Some(sig)
+}
+
+/// The operators whose signatures count for a round decided at block time `at`.
+struct Committee {
+    /// Each operator's weight at `at`.
+    weight_of: BTreeMap<Address, u128>,
+    /// Their total.
+    total: u128,
+    /// Where each registered operator serves.
+    endpoints: BTreeMap<Address, String>,
+    /// How many turns this operator waits before it submits (turns rotate by the round's
+    /// id over the operators with weight).
+    my_turn: usize,
+}
+
+async fn committee(s: &Shared, at: u64, round: u64) -> Result<Committee> {
+    let (weights, total) = quorum::weights_at(&s.chain, s.net.operators, Kind::Operator, at)
+        .await
+        .map_err(chain_err)?;
+    let endpoints: BTreeMap<Address, String> =
+        quorum::parties(&s.chain, s.net.operators, Kind::Operator)
+            .await
+            .map_err(chain_err)?
+            .into_iter()
+            .map(|p| (p.address, p.endpoint))
+            .collect();
+    let mut order: Vec<Address> = weights.iter().map(|(a, _)| *a).collect();
+    order.sort();
+    let n = order.len().max(1);
+    let turn = order.iter().position(|a| *a == s.me).unwrap_or(0);
+    Ok(Committee {
+        weight_of: weights.into_iter().collect(),
+        total,
+        endpoints,
+        my_turn: (turn + n - (round % n as u64) as usize) % n,
+    })
 }
 
 async fn serve_match(
@@ -702,24 +704,12 @@ async fn round(s: &Shared, id: u64, o: &OpenOrder) -> Result<()> {
     );
     tracing::info!(order = id, %winner, score = best.score, "signed the match");
 
-    let (weights, total) =
-        quorum::weights_at(&s.chain, s.net.operators, Kind::Operator, o.deadline)
-            .await
-            .map_err(chain_err)?;
-    let weight_of: BTreeMap<Address, u128> = weights.iter().copied().collect();
-    let endpoints: BTreeMap<Address, String> =
-        quorum::parties(&s.chain, s.net.operators, Kind::Operator)
-            .await
-            .map_err(chain_err)?
-            .into_iter()
-            .map(|p| (p.address, p.endpoint))
-            .collect();
-    // Submission turns rotate by order id over the operators with weight.
-    let mut order: Vec<Address> = weights.iter().map(|(a, _)| *a).collect();
-    order.sort();
-    let turn = order.iter().position(|a| *a == s.me).unwrap_or(0);
-    let n = order.len().max(1);
-    let my_turn = (turn + n - (id as usize % n)) % n;
+    let Committee {
+        weight_of,
+        total,
+        endpoints,
+        my_turn,
+    } = committee(s, o.deadline, id).await?;
     let match_deadline = o.deadline + s.match_window;
 
     let mut sigs: BTreeMap<Address, Vec<u8>> = BTreeMap::from([(s.me, signature)]);

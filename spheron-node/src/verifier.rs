@@ -26,7 +26,7 @@
 
 use crate::error::{Error, Result};
 use crate::gateway_client::GatewayClient;
-use crate::network::{NetworkFile, parse_key};
+use crate::network::NetworkFile;
 use crate::registry::ProviderMeta;
 use alloy::primitives::{Address, B256, keccak256};
 use alloy::providers::Provider as _;
@@ -374,10 +374,7 @@ impl VerifierNode {
     /// Connects with the verifier's key (read from `key_file`) to the network in `network`.
     pub async fn start(network: &Path, key_file: &Path, config: VerifierConfig) -> Result<Self> {
         let net = NetworkFile::load(network)?;
-        let text = std::fs::read_to_string(key_file).map_err(|e| {
-            Error::config(key_file.display().to_string(), format!("cannot read: {e}"))
-        })?;
-        Self::start_with_key(net, parse_key(&text)?, config).await
+        Self::start_with_key(net, crate::network::load_key(key_file)?, config).await
     }
 
     /// Like [`VerifierNode::start`] with the network and key in hand: registers and stakes the
@@ -400,24 +397,8 @@ impl VerifierNode {
         } else {
             config.endpoint.clone()
         };
-        let party = quorum::parties(&chain, net.operators, Kind::Verifier)
-            .await
-            .map_err(chain_err)?
-            .into_iter()
-            .find(|p| p.address == me);
-        if party.as_ref().is_none_or(|p| p.staked == 0) {
-            quorum::register_party(
-                &chain,
-                net.operators,
-                net.sphn,
-                me,
-                Kind::Verifier,
-                &endpoint,
-                config.stake,
-            )
-            .await
-            .map_err(chain_err)?;
-        }
+        crate::network::ensure_party(&chain, &net, me, Kind::Verifier, &endpoint, config.stake)
+            .await?;
         let (genesis, end0) = audit::epoch_bounds(&chain, audit, 0)
             .await
             .map_err(chain_err)?;
