@@ -231,3 +231,30 @@ pub fn signer_of(
     sig.recover_address_from_prehash(&digest)
         .map_err(|e| Error::config("signature", e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(passes: u64, fails: u64) -> ProviderStats {
+        ProviderStats {
+            challenges_answered: passes,
+            challenges_missed: fails,
+            ..ProviderStats::default()
+        }
+    }
+
+    #[test]
+    fn a_provider_climbs_one_tier_per_epoch_and_drops_to_what_it_earned() {
+        let policy =
+            ReputationTierPolicy::new(TierConfig::STANDARD).unwrap_or_else(|e| panic!("{e}"));
+        // Perfect uptime, no leases, no ratings (the prior): it earns the top tier, one step at a time.
+        assert_eq!(next_tier(&policy, 0, &stats(10, 0)), 1);
+        assert_eq!(next_tier(&policy, 6, &stats(10, 0)), 7);
+        assert_eq!(next_tier(&policy, 7, &stats(10, 0)), 7);
+        // Half its challenges failed: straight down to what that earns (0).
+        assert_eq!(next_tier(&policy, 7, &stats(5, 5)), 0);
+        // No challenge results: it stays where it is.
+        assert_eq!(next_tier(&policy, 4, &stats(0, 0)), 4);
+    }
+}

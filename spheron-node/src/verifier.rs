@@ -851,3 +851,49 @@ impl TapWarn for Outcome {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_is_fixed_by_the_key_and_unknowable_without_it() {
+        let key = PrivateKeySigner::random();
+        let other = PrivateKeySigner::random();
+        let p = Address::repeat_byte(7);
+        let seed = B256::repeat_byte(1);
+        let a = schedule(&key, seed, 5, p, 1_000, 50, 8);
+        assert_eq!(
+            a,
+            schedule(&key, seed, 5, p, 1_000, 50, 8),
+            "reproducible with the key"
+        );
+        assert!(a.windows(2).all(|w| w[0] <= w[1]), "sorted");
+        assert!(a.iter().all(|t| (1_000..1_050).contains(t)), "{a:?}");
+        // Another key, epoch, provider or chain seed draws other times.
+        assert_ne!(a, schedule(&other, seed, 5, p, 1_000, 50, 8));
+        assert_ne!(a, schedule(&key, seed, 6, p, 1_000, 50, 8));
+        assert_ne!(
+            a,
+            schedule(&key, seed, 5, Address::repeat_byte(8), 1_000, 50, 8)
+        );
+        assert_ne!(a, schedule(&key, B256::repeat_byte(2), 5, p, 1_000, 50, 8));
+    }
+
+    #[test]
+    fn the_schedule_covers_the_epoch_evenly() {
+        // Over many epochs the offsets spread over the whole usable window: a provider that is
+        // online in a quarter of it meets about a quarter of the challenges.
+        let key = PrivateKeySigner::random();
+        let p = Address::repeat_byte(3);
+        let mut quarters = [0u32; 4];
+        for epoch in 0..500 {
+            for t in schedule(&key, B256::ZERO, epoch, p, 0, 100, 4) {
+                quarters[(t / 25) as usize] += 1;
+            }
+        }
+        for q in quarters {
+            assert!((400..600).contains(&q), "{quarters:?}");
+        }
+    }
+}
