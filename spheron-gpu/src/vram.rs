@@ -396,7 +396,7 @@ pub struct VramSim {
 
 impl VramSim {
     /// The test setting: scale `1e-6` for memory and bandwidth, 90 % fill, 16 layers,
-    /// degree 8, 8 rounds of 8 openings, 10 ms + 2 ms per round, fill deadline 1.25x the
+    /// degree 8, 8 rounds of 8 openings, 20 ms + 2 ms per round, fill deadline 1.25x the
     /// claimed model's fill time.
     pub const fn standard() -> Self {
         VramSim {
@@ -407,7 +407,7 @@ impl VramSim {
             degree: 8,
             rounds: 8,
             queries: 8,
-            round_us: 10_000,
+            round_us: 20_000,
             rtt_credit_us: 2_000,
             fill_margin: 1.25,
         }
@@ -472,9 +472,22 @@ impl VramVerifier {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut session)?;
         getrandom::fill(&mut seed)?;
+        Ok(self.challenge_from(provider, claimed, session, seed))
+    }
+
+    /// The challenge [`VramVerifier::challenge`] issues, with the given session and seed
+    /// instead of fresh entropy: for reproducible tests and audits only (a verifier that
+    /// reuses or predicts them lets a prover precompute).
+    pub fn challenge_from(
+        &self,
+        provider: Option<ProviderId>,
+        claimed: GpuModel,
+        session: [u8; 16],
+        seed: [u8; 32],
+    ) -> VramChallenge {
         let g = self.sim.geometry(claimed);
         let fill = self.sim.fill_time(claimed, &g).as_secs_f64() * self.sim.fill_margin;
-        Ok(VramChallenge {
+        VramChallenge {
             session,
             seed,
             provider,
@@ -484,7 +497,7 @@ impl VramVerifier {
             queries: self.sim.queries,
             round_bound_us: self.sim.round_us + self.sim.rtt_credit_us,
             fill_deadline_us: (fill * 1e6) as u64 + self.sim.rtt_credit_us,
-        })
+        }
     }
 
     /// Runs `ch` against `prover`, timing the fill and every round on the verifier's clock.
@@ -733,7 +746,10 @@ impl VramProver for SimProver {
         let keys = Keys::of(ch);
         let g = ch.geometry;
         let all = fill(&keys, &g);
-        let tree = Tree::new(&keys.tree, all.iter().map(|l| leaf(&keys.tree, l)).collect());
+        let tree = Tree::new(
+            &keys.tree,
+            all.iter().map(|l| leaf(&keys.tree, l)).collect(),
+        );
         let budget = self.budget(&g);
         let kept = all
             .iter()
