@@ -136,11 +136,14 @@ async fn smaller_models_at_their_own_bandwidth_miss_the_fill_deadline() {
     }
 }
 
+/// Keys, challenge, labels and tree of a filled array.
+type Filled = (Keys, VramChallenge, Vec<[u8; 32]>, Tree);
+
 /// A prover that fills and commits a cheap top layer (seed-derived, no parents: nothing to
 /// keep, regenerated at once), keeping the rest honestly.
 struct CheapTopLayer {
     inner: SimProver,
-    state: Mutex<Option<(Keys, VramChallenge, Vec<[u8; 32]>, Tree)>>,
+    state: Mutex<Option<Filled>>,
 }
 
 #[async_trait]
@@ -173,7 +176,6 @@ impl VramProver for CheapTopLayer {
         let guard = self.state.lock().map_err(|e| e.to_string())?;
         let (keys, ch, all, tree) = guard.as_ref().ok_or("not filled")?;
         let g = ch.geometry;
-        let _ = keys;
         for o in &mut a.openings {
             let (layer, index) = g.locate(o.position).ok_or("outside")?;
             o.label.label = all[o.position as usize];
