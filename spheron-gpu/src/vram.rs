@@ -10,7 +10,8 @@
 //!    `label(key, j, v, parents)` over its `degree` [`parents`] in layer `j - 1`, drawn from a
 //!    seeded bipartite expander. Every layer is kept.
 //! 3. **Commit** ([`VramCommitment`]): the root of a keyed, domain-separated Merkle tree
-//!    ([`crate::merkle`]) over all labels, layer by layer, within the fill deadline.
+//!    ([`crate::merkle`]) over all labels, layer by layer, within the fill deadline; signed by
+//!    the provider's key ([`sign`], like [`crate::binding`]) when the verifier requires it.
 //! 4. **Openings**: a chain of `rounds` rounds of `queries` labels each ([`RoundRequest`]); round
 //!    `i`'s positions are derived from round `i - 1`'s answer ([`round_positions`]), so nothing
 //!    can be asked in advance. Every opening carries the label, its parents and Merkle paths.
@@ -26,6 +27,9 @@
 
 use crate::catalog::spec;
 use crate::merkle::{self, Hash, Tree, TreeKey};
+use alloy_primitives::Signature;
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
 use async_trait::async_trait;
 use spheron_core::{GpuModel, ProviderId};
 use std::collections::HashMap;
@@ -200,6 +204,51 @@ pub struct VramCommitment {
     pub session: [u8; 16],
     /// Merkle root over all labels, layer-major.
     pub root: Hash,
+    /// EIP-191 signature `r || s || v` over [`commitment_message`] by the provider's key.
+    pub signature: Option<[u8; 65]>,
+}
+
+/// Domain string at the start of every signed VRAM commitment.
+pub const DOMAIN: &[u8] = b"spheron vram commitment v1";
+
+/// The message a provider signs for `root` in answer to `ch`:
+/// `DOMAIN || provider (20 bytes, zero if none) || session || blake3(seed) || root`.
+pub fn commitment_message(ch: &VramChallenge, root: &Hash) -> Vec<u8> {
+    let mut m = Vec::with_capacity(DOMAIN.len() + 20 + 16 + 64);
+    m.extend_from_slice(DOMAIN);
+    m.extend_from_slice(&ch.provider.map(|p| p.0).unwrap_or([0; 20]));
+    m.extend_from_slice(&ch.session);
+    m.extend_from_slice(blake3::hash(&ch.seed).as_bytes());
+    m.extend_from_slice(root);
+    m
+}
+
+/// Signs `root` for `ch` with `key` (EIP-191).
+pub fn sign(key: &PrivateKeySigner, ch: &VramChallenge, root: &Hash) -> Result<[u8; 65], String> {
+    key.sign_message_sync(&commitment_message(ch, root))
+        .map(|s| s.as_bytes())
+        .map_err(|e| format!("signing the commitment: {e}"))
+}
+
+/// `None` when `c` is signed by the provider `ch` names, else why not.
+pub fn check_signature(ch: &VramChallenge, c: &VramCommitment) -> Option<String> {
+    let Some(expected) = ch.provider else {
+        return Some("the challenge names no provider to check the signature against".into());
+    };
+    let Some(raw) = c.signature else {
+        return Some("the commitment is not signed".into());
+    };
+    let sig = match Signature::from_raw(&raw) {
+        Ok(s) => s,
+        Err(e) => return Some(format!("bad signature encoding: {e}")),
+    };
+    match sig.recover_address_from_msg(commitment_message(ch, &c.root)) {
+        Err(e) => Some(format!("signature does not recover: {e}")),
+        Ok(a) if a.0.0 == expected.0 => None,
+        Ok(a) => Some(format!(
+            "signed by {a:#x}, not by the challenged provider {expected}"
+        )),
+    }
 }
 
 /// One round of the opening chain.
@@ -333,6 +382,9 @@ pub enum VramFailure {
         /// The label position.
         position: u64,
     },
+    /// The commitment is not signed by the challenged provider (or the challenge names none).
+    #[error("commitment not bound to the provider: {0}")]
+    Unsigned(String),
     /// The prover returned an error.
     #[error("prover error: {0}")]
     Prover(String),
@@ -450,7 +502,10 @@ impl VramSim {
 
     /// The verifier of this setting.
     pub fn verifier(&self) -> VramVerifier {
-        VramVerifier { sim: *self }
+        VramVerifier {
+            sim: *self,
+            require_signature: false,
+        }
     }
 }
 
@@ -458,9 +513,16 @@ impl VramSim {
 #[derive(Clone, Copy, Debug)]
 pub struct VramVerifier {
     sim: VramSim,
+    require_signature: bool,
 }
 
 impl VramVerifier {
+    /// This verifier, accepting only commitments signed by the challenged provider.
+    pub fn requiring_signatures(mut self) -> Self {
+        self.require_signature = true;
+        self
+    }
+
     /// A fresh challenge for a claim of `claimed` by `provider`: seed and session from the
     /// operating system's entropy, bounds from the model and the simulation.
     pub fn challenge(
@@ -502,7 +564,7 @@ impl VramVerifier {
 
     /// Runs `ch` against `prover`, timing the fill and every round on the verifier's clock.
     pub async fn run(&self, ch: &VramChallenge, prover: &dyn VramProver) -> VramVerdict {
-        match run_inner(ch, prover).await {
+        match run_inner(ch, prover, self.require_signature).await {
             Ok(v) => v,
             Err(f) => VramVerdict::Fail(f),
         }
@@ -516,6 +578,7 @@ fn micros(d: Duration) -> u64 {
 async fn run_inner(
     ch: &VramChallenge,
     prover: &dyn VramProver,
+    require_signature: bool,
 ) -> Result<VramVerdict, VramFailure> {
     let keys = Keys::of(ch);
     let start = Instant::now();
@@ -529,6 +592,9 @@ async fn run_inner(
     }
     if c.session != ch.session {
         return Err(VramFailure::WrongSession { round: 0 });
+    }
+    if let Some(why) = check_signature(ch, &c).filter(|_| require_signature) {
+        return Err(VramFailure::Unsigned(why));
     }
     let mut previous = c.root;
     let mut worst = 0;
@@ -666,6 +732,7 @@ pub struct SimProver {
     actual: GpuModel,
     fill_as: GpuModel,
     keep: Keep,
+    key: Option<PrivateKeySigner>,
     state: Mutex<Option<State>>,
 }
 
@@ -692,8 +759,15 @@ impl SimProver {
             actual,
             fill_as,
             keep,
+            key: None,
             state: Mutex::new(None),
         }
+    }
+
+    /// This prover, signing its commitments with `key`.
+    pub fn signed(mut self, key: PrivateKeySigner) -> Self {
+        self.key = Some(key);
+        self
     }
 
     fn budget(&self, g: &Geometry) -> u64 {
@@ -767,9 +841,14 @@ impl VramProver for SimProver {
         });
         let pace = self.sim.fill_time(self.fill_as, &g);
         tokio::time::sleep(pace.saturating_sub(start.elapsed())).await;
+        let signature = match &self.key {
+            Some(k) => Some(sign(k, ch, &root)?),
+            None => None,
+        };
         Ok(VramCommitment {
             session: ch.session,
             root,
+            signature,
         })
     }
 

@@ -167,6 +167,7 @@ impl VramProver for CheapTopLayer {
         Ok(VramCommitment {
             session: ch.session,
             root,
+            signature: None,
         })
     }
 
@@ -343,5 +344,36 @@ async fn replayed_answers_fail() {
             };
             assert!(expected, "{v:?}");
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commitments_must_be_signed_by_the_challenged_provider() {
+    use alloy_signer_local::PrivateKeySigner;
+    let _g = SERIAL.lock().await;
+    let sim = VramSim::standard();
+    let v = sim.verifier().requiring_signatures();
+    let me = PrivateKeySigner::random();
+    let other = PrivateKeySigner::random();
+    let id = spheron_gpu::binding::provider_id(&me);
+    let m = GpuModel::Rtx4090;
+    let (session, seed) = entropy(0, 10);
+    let ch = v.challenge_from(Some(id), m, session, seed);
+    let signed = SimProver::honest(sim, m).signed(me);
+    let r = v.run(&ch, &signed).await;
+    assert!(r.passed(), "{r:?}");
+    for (name, p) in [
+        ("unsigned", SimProver::honest(sim, m)),
+        (
+            "signed by another key",
+            SimProver::honest(sim, m).signed(other),
+        ),
+    ] {
+        let r = v.run(&ch, &p).await;
+        println!("{name}: {r:?}");
+        assert!(
+            matches!(r, VramVerdict::Fail(VramFailure::Unsigned(_))),
+            "{name}: {r:?}"
+        );
     }
 }
