@@ -34,6 +34,7 @@ use async_trait::async_trait;
 use spheron_core::{GpuModel, ProviderId};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A label: 32 bytes.
@@ -734,6 +735,7 @@ pub struct SimProver {
     keep: Keep,
     key: Option<PrivateKeySigner>,
     state: Mutex<Option<State>>,
+    recomputed: AtomicU64,
 }
 
 impl std::fmt::Debug for SimProver {
@@ -761,7 +763,14 @@ impl SimProver {
             keep,
             key: None,
             state: Mutex::new(None),
+            recomputed: AtomicU64::new(0),
         }
+    }
+
+    /// Labels this prover has recomputed while answering, since it was created (what its
+    /// pacing charged for).
+    pub fn recomputed(&self) -> u64 {
+        self.recomputed.load(Ordering::Relaxed)
     }
 
     /// This prover, signing its commitments with `key`.
@@ -896,6 +905,7 @@ impl VramProver for SimProver {
                 hashed,
             )
         };
+        self.recomputed.fetch_add(hashed, Ordering::Relaxed);
         let pace = self
             .sim
             .per_label(self.actual)

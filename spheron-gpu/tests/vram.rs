@@ -10,7 +10,7 @@ use spheron_core::{GpuModel, ProviderId};
 use spheron_gpu::merkle::Tree;
 use spheron_gpu::vram::{
     Keep, Keys, RoundAnswer, RoundRequest, SimProver, VramChallenge, VramCommitment, VramFailure,
-    VramProver, VramSim, VramVerdict, fill, label, leaf,
+    VramProver, VramSim, VramVerdict, answer_digest, fill, label, leaf, round_positions,
 };
 use std::sync::Mutex;
 
@@ -375,5 +375,64 @@ async fn commitments_must_be_signed_by_the_challenged_provider() {
             matches!(r, VramVerdict::Fail(VramFailure::Unsigned(_))),
             "{name}: {r:?}"
         );
+    }
+}
+
+/// Per-round escape rate without any clock: the cheater runs unpaced (bandwidth scale 1), and
+/// each round's recomputed labels are priced at the standard simulation's per-label time of
+/// its model; a round escapes when that stays within the round bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_round_escape_rates_of_smaller_memories() {
+    let _g = SERIAL.lock().await;
+    let sim = VramSim::standard();
+    let unpaced = VramSim {
+        bandwidth_scale: 1.0,
+        ..sim
+    };
+    let v = sim.verifier();
+    for (actual, claimed) in PAIRS {
+        for keep in [Keep::TopOf(actual), Keep::UniformOf(actual)] {
+            let p = SimProver::new(unpaced, actual, claimed, keep);
+            let (mut rounds, mut escaped) = (0u32, 0u32);
+            for t in 0..20 {
+                let (session, seed) = entropy(t, 11);
+                let ch = v.challenge_from(None, claimed, session, seed);
+                let keys = Keys::of(&ch);
+                let c = p.fill(&ch).await.expect("fill");
+                let mut previous = c.root;
+                for round in 0..ch.rounds {
+                    let req = RoundRequest {
+                        session: ch.session,
+                        round,
+                        positions: round_positions(
+                            &keys,
+                            &ch.geometry,
+                            ch.queries,
+                            round,
+                            &previous,
+                        ),
+                    };
+                    let before = p.recomputed();
+                    let a = p.open(&req).await.expect("open");
+                    let hashed = u32::try_from(p.recomputed() - before).unwrap_or(u32::MAX);
+                    let cost = sim.per_label(actual).saturating_mul(hashed);
+                    rounds += 1;
+                    if cost.as_micros() <= u128::from(ch.round_bound_us) {
+                        escaped += 1;
+                    }
+                    previous = answer_digest(&keys, &a);
+                }
+            }
+            let rate = f64::from(escaped) / f64::from(rounds);
+            println!(
+                "{actual} ({keep:?}) claiming {claimed}: {escaped}/{rounds} rounds within the bound \
+                 ({:.1} %); all {} rounds of a challenge: ~{:.1e}",
+                100.0 * rate,
+                sim.rounds,
+                rate.powi(sim.rounds as i32)
+            );
+            // A cheater must escape every round; far fewer than half do.
+            assert!(rate < 0.5, "{actual} {keep:?}: {escaped}/{rounds}");
+        }
     }
 }
