@@ -932,6 +932,50 @@ mod tests {
     }
 
     #[test]
+    fn garbage_answers_are_typed_failures() {
+        let sim = VramSim::standard();
+        let ch = sim
+            .verifier()
+            .challenge_from(None, GpuModel::T4, [1; 16], [2; 32]);
+        let keys = Keys::of(&ch);
+        let g = ch.geometry;
+        let pl = PathLabel {
+            label: [0; 32],
+            path: vec![[0; 32]; 100],
+        };
+        // Layer 0 (no parents) opened with parents; a position outside the array; an empty path.
+        for (pos, parents, asked) in [
+            (3, vec![pl.clone()], 3),
+            (g.total() + 5, vec![], g.total() + 5),
+            (g.position(2, 1), vec![pl.clone(); 8], g.position(2, 1)),
+            (7, vec![], 8),
+        ] {
+            let req = RoundRequest {
+                session: ch.session,
+                round: 0,
+                positions: vec![asked],
+            };
+            let a = RoundAnswer {
+                session: ch.session,
+                round: 0,
+                openings: vec![Opening {
+                    position: pos,
+                    label: pl.clone(),
+                    parents,
+                }],
+            };
+            let r = check_answer(&ch, &keys, &[9; 32], &req, &a);
+            assert!(
+                matches!(
+                    r,
+                    Err(VramFailure::Malformed { .. } | VramFailure::BadPath { .. })
+                ),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
     fn recomputed_labels_equal_filled_ones() {
         let sim = VramSim::standard();
         let ch = sim
