@@ -13,6 +13,7 @@
 //!   attack tests); [`FreivaldsVerifier`]: the default verifier, `O(n^2)` per challenge;
 //!   [`RecomputeVerifier`]: full recomputation, for small `n`;
 //! * [`Simulation`]: the setting under which CPU provers stand in for GPUs;
+//! * [`vram`]: the VRAM-residency round (proof of space on stacked expanders), in simulation;
 //! * `http` (feature, default): [`http::serve`] answers challenges over HTTP, [`http::HttpProver`]
 //!   and [`http::challenge`] verify a remote provider with real timing;
 //! * `cuda` (feature): `cuda::CudaProver`, NVRTC generation and hashing kernels with cuBLAS
@@ -57,6 +58,7 @@ pub mod merkle;
 pub mod prf;
 pub mod recompute;
 pub mod simulation;
+pub mod vram;
 
 pub use binding::SignedProver;
 pub use catalog::{GpuSpec, spec};
