@@ -81,8 +81,10 @@ async fn rent_runs_on_kubernetes() {
         .await
         .unwrap();
 
-    // A pod that never starts (its image cannot be pulled) fails the rent with the waiting
-    // reason within the start timeout, nothing is billed and the tenant is refunded in full.
+    // A pod that never starts (its image cannot be pulled) fails that launch with the waiting
+    // reason within the start timeout; the rent flow refunds the lock and fails over to the
+    // next bid. With the only provider gone the rent fails, naming why, nothing is billed
+    // and the tenant is refunded in full.
     let before = market.balance(market.tenant()).await.unwrap();
     let stuck = Workload::command(["python", "train.py"])
         .image("registry.invalid/missing:1")
@@ -92,7 +94,14 @@ async fn rent_runs_on_kubernetes() {
         .expect("the start timeout ends the rent")
         .expect_err("the workload never ran");
     assert!(
-        matches!(&err, spheron::Error::NotStarted { reason, .. } if reason.contains("ImagePullBackOff")),
+        matches!(
+            &err,
+            spheron::Error::NoMatch { rejected, .. }
+                if rejected.iter().any(|r| matches!(
+                    &r.reason,
+                    spheron::RejectReason::NotStarted(why) if why.contains("ImagePullBackOff")
+                ))
+        ),
         "{err}"
     );
     let after = market.balance(market.tenant()).await.unwrap();
