@@ -297,7 +297,9 @@ async fn check_manifest(
     Ok(m)
 }
 
-fn archive_path(dir: &std::path::Path, lease: u64) -> PathBuf {
+/// Where a lease's uploaded working directory is kept in the provider's upload directory `dir`
+/// until its workload ends.
+pub fn archive_path(dir: &std::path::Path, lease: u64) -> PathBuf {
     dir.join(format!("lease-{lease}.tar"))
 }
 
@@ -343,13 +345,9 @@ async fn put_manifest(State(b): State<Shared>, req: Request) -> Response {
             }
             w.source = Some(path);
         }
-        let archive = workload.workdir.as_ref().and_then(|w| w.source.clone());
-        let launched = b.launch(&a.lease, workload).await;
-        if let Some(p) = archive {
-            // Unpacked by the launch (or refused): the archive is not needed again.
-            let _ = tokio::fs::remove_file(p).await;
-        }
-        launched
+        // The launch may run in the background and unpacks the archive there; the provider
+        // removes it when the lease's workload ends ([`archive_path`]).
+        b.launch(&a.lease, workload).await
     };
     json(r.await)
 }
@@ -530,6 +528,14 @@ async fn wrong_method() -> GatewayError {
 
 /// The gateway's routes over `backend`, with the proof-of-GPU routes of `prover` merged in.
 pub fn router(backend: Arc<dyn LeaseBackend>, prover: Arc<dyn ChallengeProver>) -> Router {
+    lease_routes(backend)
+        .merge(spheron_gpu::http::router(prover))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+}
+
+/// The lease and node routes over `backend` (everything but proof of GPU).
+fn lease_routes(backend: Arc<dyn LeaseBackend>) -> Router {
     Router::new()
         .route("/status", get(node_status))
         .route("/lease/{id}/manifest", put(put_manifest))
@@ -539,9 +545,6 @@ pub fn router(backend: Arc<dyn LeaseBackend>, prover: Arc<dyn ChallengeProver>) 
         .route("/lease/{id}/workdir", put(put_workdir))
         .route("/lease/{id}/files", get(get_file))
         .with_state(backend)
-        .merge(spheron_gpu::http::router(prover))
-        .fallback(no_route)
-        .method_not_allowed_fallback(wrong_method)
 }
 
 /// [`router`] with the proof-of-GPU commit endpoint behind `gate`: only challengers it
@@ -551,13 +554,7 @@ pub fn router_gated(
     prover: Arc<dyn ChallengeProver>,
     gate: Arc<dyn spheron_gpu::http::ChallengeGate>,
 ) -> Router {
-    Router::new()
-        .route("/status", get(node_status))
-        .route("/lease/{id}/manifest", put(put_manifest))
-        .route("/lease/{id}/status", get(lease_status))
-        .route("/lease/{id}/logs", get(logs))
-        .route("/lease/{id}/stop", post(stop))
-        .with_state(backend)
+    lease_routes(backend)
         .merge(spheron_gpu::http::router_gated(
             prover,
             spheron_gpu::http::ServerLimits::default(),

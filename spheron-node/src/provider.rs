@@ -880,6 +880,9 @@ impl ProviderNode {
     /// deletion takes seconds) goes on.
     async fn finish(&self, id: u64, work: WorkState) {
         let i = &self.inner;
+        // The uploaded working directory was unpacked at launch (or never used): gone now.
+        let archive = crate::gateway::archive_path(&i.cfg.data_dir.join("workdirs"), id);
+        let _ = tokio::fs::remove_file(archive).await;
         let wid = i
             .workloads
             .lock()

@@ -1183,6 +1183,18 @@ impl LeaseControl for NetLease {
                 backend: "chain",
                 message: format!("reading the accrued cost: {e}"),
             };
+            // Closed on chain before this client saw the close: the accrual is no longer
+            // defined, and the settlement arrives with the close event.
+            let state = i
+                .market
+                .getOrder(r.lease.0)
+                .call()
+                .await
+                .map_err(|e| backend(e.to_string()))?
+                .state;
+            if state != order_state::LEASED {
+                return Ok(r);
+            }
             let now = i
                 .chain
                 .block_time()

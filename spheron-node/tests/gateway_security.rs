@@ -858,12 +858,13 @@ async fn a_workdir_is_uploaded_hashed_into_the_manifest_and_outputs_downloaded()
     assert_eq!(sent.bytes, packed.archive.len() as u64);
     let run = node.backend.workdirs.lock().unwrap()[&1].clone();
     assert!(run.join("train.py").is_file() && !run.join(".git").exists());
-    // The archive is gone once unpacked.
+    // The archive stays until the workload ends (a launch may unpack it in the background;
+    // the provider node removes it when the lease's workload finishes).
     assert_eq!(
         std::fs::read_dir(node.backend.uploads.path().join("archives"))
             .unwrap()
             .count(),
-        0
+        1
     );
 
     let out = tempfile::tempdir().unwrap();

@@ -356,7 +356,7 @@ impl Orchestrator {
                     && !skipped.iter().any(|s: &Rejection| s.provider == prov.id)
             })
             .collect();
-        skipped.extend(explain_absent(p.matcher.as_ref(), order, &absent)?);
+        skipped.extend(explain_absent(order, &absent)?);
         let ranking = p.matcher.rank(order, &candidates)?;
         skipped.extend(ranking.rejected.iter().cloned());
         Ok((ranking, skipped))
@@ -678,14 +678,11 @@ impl Orchestrator {
 }
 
 /// Why each registered provider in `absent` (none of which bid) would not serve `order`, in
-/// the matcher's own words: each is put to the matcher with a bid at the ceiling on every
-/// model it lists, and the matcher's rejection is its reason; one the matcher would take
-/// simply did not bid.
-fn explain_absent(
-    matcher: &dyn Matcher,
-    order: &Order,
-    absent: &[Provider],
-) -> Result<Vec<Rejection>> {
+/// the hard filters' own words ([`StandardFilters`](crate::matching::StandardFilters), the
+/// ones `WeightedMatcher` applies): each is screened with a bid at the ceiling on every model
+/// it lists, and the filter's rejection is its reason; one that passes simply did not bid.
+/// The configured matcher is not asked: a custom one sees only real bids.
+fn explain_absent(order: &Order, absent: &[Provider]) -> Result<Vec<Rejection>> {
     let mut out = Vec::with_capacity(absent.len());
     let mut asked = Vec::new();
     let mut hypothetical = Vec::new();
@@ -726,12 +723,12 @@ fn explain_absent(
     if asked.is_empty() {
         return Ok(out);
     }
-    let ranking = matcher.rank(order, &hypothetical)?;
+    let screened = crate::matching::StandardFilters::new(order)?.screen(&hypothetical);
     for id in asked {
-        let reason = if ranking.ranked.iter().any(|r| r.provider() == id) {
+        let reason = if screened.eligible.iter().any(|c| c.profile.id == id) {
             RejectReason::Other("did not bid (price above the ceiling or no answer)".into())
         } else {
-            let mine: Vec<&Rejection> = ranking
+            let mine: Vec<&Rejection> = screened
                 .rejected
                 .iter()
                 .filter(|r| r.provider == id)
