@@ -439,16 +439,24 @@ async fn serve_tiers(
     State(s): State<Arc<Shared>>,
     UrlPath(epoch): UrlPath<u64>,
 ) -> std::result::Result<Json<SignedTiers>, (StatusCode, Json<serde_json::Value>)> {
-    let signed = s
-        .signed_tiers
+    signed_or_404(&s.signed_tiers, epoch, "tiers for epoch")
+}
+
+/// What this operator signed for `key` in `map`, or a typed `404` naming `what`.
+fn signed_or_404<T: Clone>(
+    map: &Mutex<BTreeMap<u64, T>>,
+    key: u64,
+    what: &str,
+) -> std::result::Result<Json<T>, (StatusCode, Json<serde_json::Value>)> {
+    let signed = map
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .get(&epoch)
+        .get(&key)
         .cloned();
     signed.map(Json).ok_or_else(|| {
         (
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({"error": "not_signed", "message": format!("no tiers for epoch {epoch} yet")})),
+            Json(serde_json::json!({"error": "not_signed", "message": format!("no {what} {key} yet")})),
         )
     })
 }
@@ -622,18 +630,7 @@ async fn serve_match(
     State(s): State<Arc<Shared>>,
     UrlPath(order): UrlPath<u64>,
 ) -> std::result::Result<Json<SignedMatch>, (StatusCode, Json<serde_json::Value>)> {
-    let signed = s
-        .signed
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&order)
-        .cloned();
-    signed.map(Json).ok_or_else(|| {
-        (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({"error": "not_signed", "message": format!("no result for order {order} yet")})),
-        )
-    })
+    signed_or_404(&s.signed, order, "result for order")
 }
 
 /// Computes, signs, exchanges and (in turn) submits order `id`'s match.

@@ -153,18 +153,6 @@ pub fn to_core(e: Error) -> spheron_core::Error {
     }
 }
 
-/// 64 bytes of OS entropy for a challenge; an error (never zeros) when the OS has none.
-fn entropy() -> spheron_core::Result<[[u8; 32]; 2]> {
-    let mut out = [[0u8; 32]; 2];
-    for e in &mut out {
-        getrandom::fill(e).map_err(|e| spheron_core::Error::Backend {
-            backend: "entropy",
-            message: format!("the OS gave no randomness for the challenge: {e}"),
-        })?;
-    }
-    Ok(out)
-}
-
 /// Waits for `fut` until `clock` reaches `deadline`.
 async fn within<T>(
     clock: &dyn Clock,
@@ -831,7 +819,10 @@ impl NetworkMarket {
         // Signed as this lease's tenant: the gateway commits only for challengers the chain
         // vouches for.
         let prover = gateway.prover().with_challenger(i.signer.clone(), Some(id));
-        let entropy = entropy()?;
+        let entropy = crate::verifier::os_entropy().map_err(|e| spheron_core::Error::Backend {
+            backend: "entropy",
+            message: e.to_string(),
+        })?;
         let proof = within(
             i.clock.as_ref(),
             i.config.challenge_timeout,

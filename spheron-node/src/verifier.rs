@@ -329,8 +329,8 @@ fn chain_err(e: spheron_chain::Error) -> Error {
     Error::Chain(e)
 }
 
-/// 64 bytes of OS entropy; an error (never a fallback) when the OS has none.
-fn os_entropy() -> Result<[[u8; 32]; 2]> {
+/// 64 bytes of OS entropy for a challenge; an error (never a fallback) when the OS has none.
+pub(crate) fn os_entropy() -> Result<[[u8; 32]; 2]> {
     let mut out = [[0u8; 32]; 2];
     for e in &mut out {
         getrandom::fill(e)
