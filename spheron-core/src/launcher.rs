@@ -75,7 +75,7 @@ pub struct Workdir {
     /// provider's archive after it. Never serialized.
     #[serde(skip)]
     pub source: Option<std::path::PathBuf>,
-    /// keccak-256 of the tar archive (`0x` hex), once packed.
+    /// BLAKE3-256 of the tar archive (`0x` hex), once packed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
     /// Size of the archive in bytes, once packed.

@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Builds a workdir of `MB` megabytes (10 files of pseudo-random bytes), then times: packing
-//! it (tar + keccak-256), uploading the archive (`PUT /lease/1/workdir`: the signature over
-//! the body hash, the transfer, the provider's keccak-256 and write to disk), the manifest
+//! it (tar + BLAKE3), uploading the archive (`PUT /lease/1/workdir`: the signature over
+//! the body hash, the transfer, the provider's BLAKE3 and write to disk), the manifest
 //! launch that checks the stored archive's hash and unpacks it, and downloading a
 //! `MB`-megabyte output file (`GET /lease/1/files`, streamed to disk). The backend is in
 //! memory (no chain): what is measured is the gateway's data path.
@@ -203,7 +203,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("workdir: {mb} MB in 10 files, archive {bytes} bytes");
     println!(
-        "pack (tar + keccak-256)       {pack_s:7.3} s  {:8.1} MB/s",
+        "pack (tar + BLAKE3)       {pack_s:7.3} s  {:8.1} MB/s",
         mbps(bytes, pack_s)
     );
     println!(

@@ -307,12 +307,16 @@ fn internal(e: impl std::fmt::Display) -> GatewayError {
     GatewayError::new(ErrorCode::Internal, e.to_string())
 }
 
-/// keccak-256 of the file at `path`, off the async threads.
+/// The content hash ([`auth::body_hash`]) of the file at `path`, streamed, off the async threads.
 async fn hash_file(path: PathBuf) -> Result<alloy::primitives::B256, GatewayError> {
-    tokio::task::spawn_blocking(move || std::fs::read(&path).map(alloy::primitives::keccak256))
-        .await
-        .map_err(internal)?
-        .map_err(internal)
+    tokio::task::spawn_blocking(move || {
+        let mut h = blake3::Hasher::new();
+        h.update_reader(std::fs::File::open(&path)?)?;
+        Ok::<_, std::io::Error>(alloy::primitives::B256::from(*h.finalize().as_bytes()))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)
 }
 
 async fn put_manifest(State(b): State<Shared>, req: Request) -> Response {
@@ -384,7 +388,7 @@ async fn put_workdir(State(b): State<Shared>, req: Request) -> Response {
             std::fs::rename(&part, &fin)?;
             Ok(WorkdirReceipt {
                 lease,
-                hash: format!("{:#x}", alloy::primitives::keccak256(&body)),
+                hash: format!("{:#x}", auth::body_hash(&body)),
                 bytes: body.len() as u64,
             })
         })

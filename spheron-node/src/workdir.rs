@@ -8,7 +8,7 @@
 //! files and directories only, at relative paths without `..`, so an archive never writes
 //! outside its destination.
 
-use alloy::primitives::{B256, keccak256};
+use alloy::primitives::B256;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
@@ -63,7 +63,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorkdirError + '_ {
 pub struct Packed {
     /// The tar archive.
     pub archive: Vec<u8>,
-    /// keccak-256 of `archive`.
+    /// BLAKE3-256 of `archive` ([`crate::auth::body_hash`]).
     pub hash: B256,
 }
 
@@ -161,7 +161,7 @@ pub fn pack(dir: &Path, limit: u64) -> Result<Packed, WorkdirError> {
             limit,
         });
     }
-    let hash = keccak256(&archive);
+    let hash = crate::auth::body_hash(&archive);
     Ok(Packed { archive, hash })
 }
 
@@ -271,7 +271,7 @@ mod tests {
         let a = pack(src.path(), MAX_WORKDIR_BYTES).unwrap();
         let b = pack(src.path(), MAX_WORKDIR_BYTES).unwrap();
         assert_eq!(a.hash, b.hash);
-        assert_eq!(a.hash, keccak256(&a.archive));
+        assert_eq!(a.hash, crate::auth::body_hash(&a.archive));
         let dest = tempfile::tempdir().unwrap();
         assert_eq!(unpack(&a.archive[..], dest.path()).unwrap(), 3);
         assert_eq!(
