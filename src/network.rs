@@ -5,6 +5,7 @@
 
 use spheron_core::{Error, Result};
 use spheron_node::network::{NetworkFile, parse_key};
+pub use spheron_node::quote::{NetworkQuote, NoQuote, Quotes};
 pub use spheron_node::tenant::{LeaseSummary, NetworkMarket, TenantConfig};
 use std::path::Path;
 

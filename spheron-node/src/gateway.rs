@@ -122,6 +122,14 @@ pub trait LeaseBackend: Send + Sync + 'static {
     async fn stop(&self, lease: &ChainLease) -> Result<LeaseStatus, GatewayError>;
     /// The node as a whole.
     async fn node_status(&self) -> NodeStatus;
+    /// What this node would bid on `request` now ([`crate::wire::QuoteReply`]); the default:
+    /// it gives no quotes (`BadRequest`).
+    async fn quote(
+        &self,
+        _request: spheron_core::GpuRequest,
+    ) -> Result<Option<crate::wire::QuotedBid>, GatewayError> {
+        Err(bad_request("this node gives no quotes"))
+    }
     /// Where this node keeps uploaded working directories (one archive per lease); `None`
     /// (the default): it takes none.
     fn upload_dir(&self) -> Option<PathBuf> {
@@ -237,6 +245,30 @@ fn json<T: serde::Serialize>(v: Result<T, GatewayError>) -> Response {
 
 async fn node_status(State(b): State<Shared>) -> Response {
     axum::Json(b.node_status().await).into_response()
+}
+
+/// Largest `POST /quote` body: a request's JSON is a few hundred bytes.
+const MAX_QUOTE_BYTES: usize = 16 * 1024;
+
+async fn quote(State(b): State<Shared>, req: Request) -> Response {
+    let r = async {
+        let body = axum::body::to_bytes(req.into_body(), MAX_QUOTE_BYTES)
+            .await
+            .map_err(|e| {
+                GatewayError::new(
+                    ErrorCode::TooLarge,
+                    format!("quote body unreadable or over {MAX_QUOTE_BYTES} bytes: {e}"),
+                )
+            })?;
+        let request: spheron_core::GpuRequest = serde_json::from_slice(&body)
+            .map_err(|e| bad_request(format!("quote request JSON: {e}")))?;
+        let bid = b.quote(request).await?;
+        Ok(crate::wire::QuoteReply {
+            provider: b.provider(),
+            bid,
+        })
+    };
+    json(r.await)
 }
 
 async fn check_manifest(
@@ -542,6 +574,7 @@ pub fn router(backend: Arc<dyn LeaseBackend>, prover: Arc<dyn ChallengeProver>) 
 fn lease_routes(backend: Arc<dyn LeaseBackend>) -> Router {
     Router::new()
         .route("/status", get(node_status))
+        .route("/quote", post(quote))
         .route("/lease/{id}/manifest", put(put_manifest))
         .route("/lease/{id}/status", get(lease_status))
         .route("/lease/{id}/logs", get(logs))

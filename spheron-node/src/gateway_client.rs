@@ -418,6 +418,23 @@ impl GatewayClient {
             .await
     }
 
+    /// `POST /quote` (unsigned): what the provider would bid on `request` now.
+    pub async fn quote(
+        &self,
+        request: &spheron_core::GpuRequest,
+    ) -> Result<crate::wire::QuoteReply, GatewayError> {
+        let body = serde_json::to_vec(request).map_err(|e| {
+            GatewayError::new(ErrorCode::BadRequest, format!("quote request JSON: {e}"))
+        })?;
+        self.answer(
+            self.http
+                .post(format!("{}/quote", self.target))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
+        )
+        .await
+    }
+
     /// Signs and sends the manifest launching `workload` on `lease` at `provider`, valid for
     /// `ttl_secs` (at most [`auth::MAX_EXPIRY_SECS`], else the gateway refuses it).
     pub async fn send_manifest(

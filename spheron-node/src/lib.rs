@@ -27,6 +27,7 @@ pub mod matching;
 pub mod network;
 pub mod operator;
 pub mod provider;
+pub mod quote;
 pub mod registry;
 pub mod store;
 pub mod tenant;

@@ -1172,6 +1172,37 @@ impl LeaseBackend for ProviderNode {
         unix_now()
     }
 
+    async fn quote(
+        &self,
+        request: GpuRequest,
+    ) -> std::result::Result<Option<crate::wire::QuotedBid>, GatewayError> {
+        let i = &self.inner;
+        let now = unix_now().saturating_mul(1000);
+        // The same agent that bids on orders, asked about an order that is never published;
+        // it only reads the inventory, so nothing is held.
+        let order = Order {
+            id: OrderId(0),
+            tenant: AccountId([0; 20]),
+            request,
+            created_at: Timestamp(now),
+            bid_deadline: Timestamp(now),
+        };
+        let free = |model| {
+            i.registry
+                .get(self.account())
+                .map(|p| p.inventory.largest_free_block(model))
+                .unwrap_or(0)
+        };
+        Ok(i.agent
+            .on_order(&order)
+            .await
+            .map(|bid| crate::wire::QuotedBid {
+                model: bid.model,
+                price_per_gpu_hour: bid.price_per_gpu_hour.0.to_string(),
+                free_gpus: free(bid.model),
+            }))
+    }
+
     async fn chain_lease(
         &self,
         lease: u64,

@@ -425,6 +425,25 @@ impl NetworkMarket {
         Ok(registry::providers(&self.inner.chain, self.inner.net.market).await?)
     }
 
+    /// What each registered provider would bid on `request` now, cheapest first, with the
+    /// providers that gave no quote and why ([`crate::quote`]). Nothing is published or
+    /// locked; each gateway gets [`crate::quote::TIMEOUT`] to answer.
+    pub async fn quote(&self, request: &GpuRequest) -> spheron_core::Result<crate::quote::Quotes> {
+        let i = &self.inner;
+        let records = registry::providers(&i.chain, i.net.market).await?;
+        crate::quote::collect(request, records, crate::quote::TIMEOUT, |rec| {
+            GatewayClient::new_pinned(
+                &rec.endpoint,
+                i.signer.clone(),
+                i.net.chain_id,
+                i.net.market,
+                rec.cert_hash,
+            )
+            .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
     /// The tenant's leases and orders, read from the chain (not from this process's memory).
     pub async fn leases(&self) -> spheron_core::Result<Vec<LeaseSummary>> {
         let i = &self.inner;

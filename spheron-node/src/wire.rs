@@ -91,6 +91,28 @@ pub struct NodeStatus {
     pub version: String,
 }
 
+/// `POST /quote`: what the provider would bid on a request now (unauthenticated; nothing is
+/// published, reserved or promised: the bid on an order decides).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuoteReply {
+    /// The provider's chain account.
+    pub provider: Address,
+    /// Its bid, or `None` when it would not bid (no fitting free GPUs, price over the ceiling).
+    pub bid: Option<QuotedBid>,
+}
+
+/// A provider's would-be bid in a [`QuoteReply`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotedBid {
+    /// The GPU model it would offer.
+    pub model: GpuModel,
+    /// Its price per GPU-hour in base units of the payment token (a decimal string: JSON
+    /// numbers do not hold 128 bits).
+    pub price_per_gpu_hour: String,
+    /// GPUs of that model free now, on its largest machine.
+    pub free_gpus: u32,
+}
+
 /// Machine-readable reason of a refused gateway request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -134,6 +134,21 @@ impl LeaseBackend for Memory {
     async fn chain_lease(&self, lease: u64) -> Result<Option<ChainLease>, GatewayError> {
         Ok(self.leases.get(&lease).cloned())
     }
+    async fn quote(
+        &self,
+        request: spheron_core::GpuRequest,
+    ) -> Result<Option<spheron_node::wire::QuotedBid>, GatewayError> {
+        // One H100 SXM machine of 8 at 2.50 (6 decimals), bidding its list price.
+        let price = 2_500_000u128;
+        Ok((request.accepts_model(GpuModel::H100Sxm)
+            && request.count <= 8
+            && request.max_price_per_gpu_hour.0 >= price)
+            .then(|| spheron_node::wire::QuotedBid {
+                model: GpuModel::H100Sxm,
+                price_per_gpu_hour: price.to_string(),
+                free_gpus: 8,
+            }))
+    }
     async fn use_nonce(
         &self,
         signer: Address,
@@ -754,6 +769,58 @@ async fn status_and_proof_routes_need_no_signature() {
     assert_eq!(status, 200);
     assert_eq!(v["name"], "memory");
     client.prover().ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn quotes_need_no_signature_and_bad_bodies_are_typed() {
+    let node = Node::start().await;
+    let client = node.client(stranger());
+    let req = |gpu: &str, price: u128| {
+        spheron_core::GpuRequest::builder()
+            .gpu(gpu)
+            .hours(1)
+            .max_price_per_gpu_hour(spheron_core::Amount(price))
+            .build()
+            .unwrap()
+    };
+    let q = client.quote(&req("h100", 3_000_000)).await.unwrap();
+    assert_eq!(q.provider, provider());
+    let bid = q.bid.unwrap();
+    assert_eq!(
+        (bid.model, bid.price_per_gpu_hour.as_str()),
+        (GpuModel::H100Sxm, "2500000")
+    );
+    // Below its price, or another model: no bid (not an error).
+    assert_eq!(
+        client.quote(&req("h100", 2_000_000)).await.unwrap().bid,
+        None
+    );
+    assert_eq!(
+        client.quote(&req("rtx4090", 3_000_000)).await.unwrap().bid,
+        None
+    );
+    refused(
+        node.send("POST", "/quote", b"{not json", None).await,
+        400,
+        "bad_request",
+    );
+    refused(
+        node.send("POST", "/quote", b"{\"count\": 1}", None).await,
+        400,
+        "bad_request",
+    );
+    refused(
+        node.send("GET", "/quote", b"", None).await,
+        400,
+        "bad_request",
+    );
+    let huge = vec![b' '; 16 * 1024 + 1];
+    refused(
+        node.send("POST", "/quote", &huge, None).await,
+        413,
+        "too_large",
+    );
+    assert_eq!(node.launch_calls(), 0);
 }
 
 #[tokio::test]

@@ -395,7 +395,7 @@ impl PyMarketplace {
     }
 
     /// What each provider would bid on `request` now, cheapest first; nothing is published
-    /// or locked. Embedded only for now: raises `UnsupportedError` on a network.
+    /// or locked. On a network every registered provider's gateway is asked.
     fn quote(
         &self,
         py: Python<'_>,
@@ -414,7 +414,18 @@ impl PyMarketplace {
                     |_| Ok(()),
                 )
             }
-            Backend::Network(_) => Err(unsupported(py, "quote", "network")),
+            Backend::Network(n) => {
+                let n = n.clone();
+                let req = request.inner.clone();
+                let decimals = self.inner.token().decimals;
+                let quotes = block_on(py, async move { n.market.quote(&req).await }, |_| Ok(()))?
+                    .map_err(|e| to_py(py, Some(&self.inner), e))?;
+                Ok(quotes
+                    .quotes
+                    .iter()
+                    .map(|q| crate::quote::PyQuote::network(q, decimals))
+                    .collect())
+            }
         }
     }
 

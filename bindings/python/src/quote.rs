@@ -5,7 +5,8 @@
 //! request against its current inventory (the same [`StrategyAgent`] that bids in a rent),
 //! then the request's provider filters (regions, denied regions, trust tier, allow and deny
 //! lists, bans) are applied. Latency is not estimated, and the matcher's ranking is not run:
-//! a quote lists prices, it does not pick.
+//! a quote lists prices, it does not pick. On a network the providers' gateways answer
+//! ([`spheron::network::Quotes`]).
 
 use crate::convert::Money;
 use pyo3::prelude::*;
@@ -45,6 +46,22 @@ impl PyQuote {
             "Quote({}, {}, {} at {}/GPU-hour, {} in all)",
             self.provider_name, self.region, self.model, self.price_per_hour, self.cost
         )
+    }
+}
+
+impl PyQuote {
+    /// A network quote ([`spheron::network::NetworkQuote`]).
+    pub(crate) fn network(q: &spheron::network::NetworkQuote, decimals: u8) -> Self {
+        PyQuote {
+            provider: format!("{:#x}", q.provider),
+            provider_name: q.name.clone(),
+            region: q.region.clone(),
+            model: q.model.name().to_string(),
+            price_per_hour: Money::new(q.price_per_gpu_hour, decimals),
+            cost: Money::new(q.cost, decimals),
+            free_gpus: q.free_gpus,
+            tier: q.tier,
+        }
     }
 }
 

@@ -130,6 +130,26 @@ def test_providers_come_from_the_registry(market: spheron.Marketplace, network_f
     assert all(p.name and p.models for p in providers)
 
 
+def test_quote_asks_each_provider_gateway(market: spheron.Marketplace) -> None:
+    from decimal import Decimal
+
+    before = market.balance()
+    quotes = market.quote(one_h100())
+    assert market.balance().locked == before.locked  # nothing published or locked
+    # The devnet's three H100 providers list 2.20 (ams), 2.40 (fra) and 2.80 (iad).
+    listed = {"ams-h100": Decimal("2.20"), "fra-h100": Decimal("2.40"), "iad-h100": Decimal("2.80")}
+    assert len(quotes) == 3, quotes
+    assert all(listed[q.provider_name] == q.price_per_hour for q in quotes)
+    assert [q.price_per_hour for q in quotes] == sorted(q.price_per_hour for q in quotes)
+    assert all(q.cost == q.price_per_hour and q.model == "h100-sxm" and q.free_gpus >= 1 for q in quotes)
+    registered = {p.id.lower() for p in market.providers()}
+    assert {q.provider.lower() for q in quotes} <= registered
+    # The matcher's filters apply: one region; a ceiling under every price.
+    only = market.quote(one_h100(region="eu-west"))
+    assert [q.provider_name for q in only] == ["ams-h100"]
+    assert market.quote(one_h100(max_price_per_hour="2")) == []
+
+
 def test_rent_runs_on_the_provider_and_settles(market: spheron.Marketplace) -> None:
     before = market.balance()
     events: List[spheron.ProgressEvent] = []

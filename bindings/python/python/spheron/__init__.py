@@ -431,8 +431,9 @@ class Marketplace:
         price: the most the rent would pay). Providers that the request's filters exclude
         (regions, tier, allow and deny lists) or that would not bid (price above the ceiling,
         no room) are left out. The matcher then ranks the bids (price is one of its
-        criteria), so the rent may choose another than the cheapest. Embedded only for now:
-        raises :class:`UnsupportedError` on a network."""
+        criteria), so the rent may choose another than the cheapest. On a network every
+        registered provider's gateway is asked (over its pinned certificate) what it would
+        bid now; those that do not answer within 5 s are left out."""
         return self._native.quote(request)
 
     def ledger_balanced(self) -> bool:
