@@ -92,8 +92,8 @@ def main() -> int:
             region=["eu-central", "eu-west"],
             location=(50.94, 6.96),  # the tenant sits in Cologne
         )
-        for q in market.quote(request):
-            print(f"  quote: {q.provider_name:<16} {q.region:<11} {q.model:<10} {q.price_per_hour}/GPU-hour")
+    for q in market.quote(request):
+        print(f"  quote: {q.provider_name:<16} {q.region:<11} {q.model:<10} {q.price_per_hour}/GPU-hour")
     work = Path(tempfile.mkdtemp(prefix="spheron-example-"))
     project = make_project(work / "project")
     print(

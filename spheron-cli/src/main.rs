@@ -101,6 +101,9 @@ enum Command {
     },
     /// Rent GPUs and run a command on them; exits with the workload's exit status.
     Rent(tenant::RentArgs),
+    /// What each provider would bid on a request now, cheapest first; nothing is published
+    /// or locked.
+    Quote(tenant::QuoteArgs),
     /// Your leases, read from the chain.
     Lease {
         #[command(subcommand)]
@@ -296,6 +299,7 @@ async fn run(cli: Cli) -> anyhow_like::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rent(args) => tenant::rent(&cli.global, args).await,
+        Command::Quote(args) => tenant::quote(&cli.global, args).await,
         Command::Lease { command } => tenant::lease(&cli.global, command).await,
         Command::Providers { json } => tenant::providers(&cli.global, json).await,
         Command::Verifiers { json } => verifiers::verifiers(&cli.global, json).await,

@@ -12,9 +12,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// `spheron rent` options.
+/// What to rent: the request options `spheron rent` and `spheron quote` share.
 #[derive(Debug, Args)]
-pub struct RentArgs {
+pub struct RequestArgs {
     /// GPU model, e.g. `h100`, `a100-80g`, `rtx4090`.
     #[arg(long)]
     gpu: String,
@@ -36,6 +36,23 @@ pub struct RentArgs {
     /// Lowest trust tier.
     #[arg(long)]
     min_tier: Option<u8>,
+}
+
+/// `spheron quote` options.
+#[derive(Debug, Args)]
+pub struct QuoteArgs {
+    #[command(flatten)]
+    request: RequestArgs,
+    /// JSON output (amounts as decimal strings of base units).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `spheron rent` options.
+#[derive(Debug, Args)]
+pub struct RentArgs {
+    #[command(flatten)]
+    request: RequestArgs,
     /// Environment variable for the workload, `KEY=VALUE` (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -108,7 +125,7 @@ async fn connect(g: &Global) -> Result<NetworkMarket> {
     Ok(NetworkMarket::connect(net, key).await?)
 }
 
-fn request(args: &RentArgs, token: &Token) -> Result<GpuRequest> {
+fn request(args: &RequestArgs, token: &Token) -> Result<GpuRequest> {
     let mut b = GpuRequest::builder()
         .gpu(&args.gpu)
         .count(args.count)
@@ -147,17 +164,77 @@ fn describe(step: &Step, token: &Token) -> String {
     }
 }
 
+/// `spheron quote`: what each provider would bid on the request now (nothing is published).
+pub async fn quote(g: &Global, args: QuoteArgs) -> Result<ExitCode> {
+    let market = connect(g).await?;
+    let token = market.token().clone();
+    let req = request(&args.request, &token)?;
+    let q = market.quote(&req).await?;
+    if args.json {
+        let quotes: Vec<_> = q
+            .quotes
+            .iter()
+            .map(|q| {
+                serde_json::json!({
+                    "provider": format!("{:#x}", q.provider),
+                    "name": q.name,
+                    "region": q.region,
+                    "tier": q.tier,
+                    "model": q.model.name(),
+                    "price_per_gpu_hour": q.price_per_gpu_hour.0.to_string(),
+                    "cost": q.cost.0.to_string(),
+                    "free_gpus": q.free_gpus,
+                })
+            })
+            .collect();
+        let none: Vec<_> = q
+            .none
+            .iter()
+            .map(|n| serde_json::json!({"provider": format!("{:#x}", n.provider), "reason": n.reason}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"token": token.symbol, "quotes": quotes, "no_quote": none})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if q.quotes.is_empty() {
+        println!("no provider quotes this request");
+    } else {
+        println!(
+            "{:<16} {:<14} {:<10} {:>4} {:>14} {:>14} {:>5}",
+            "PROVIDER", "REGION", "MODEL", "TIER", "PER GPU-HOUR", "AT MOST", "FREE"
+        );
+        for x in &q.quotes {
+            println!(
+                "{:<16} {:<14} {:<10} {:>4} {:>14} {:>14} {:>5}",
+                x.name,
+                x.region,
+                x.model.name(),
+                x.tier,
+                token.format(x.price_per_gpu_hour),
+                token.format(x.cost),
+                x.free_gpus
+            );
+        }
+    }
+    for n in &q.none {
+        eprintln!("no quote from {:#x}: {}", n.provider, n.reason);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `spheron rent`.
 pub async fn rent(g: &Global, args: RentArgs) -> Result<ExitCode> {
     let market = connect(g).await?;
     let token = market.token().clone();
-    let req = request(&args, &token)?;
+    let req = request(&args.request, &token)?;
     let mut workload = if args.torchrun {
         let (script, rest) = args
             .command
             .split_first()
             .ok_or_else(|| msg("--torchrun needs a training script after `--`"))?;
-        spheron::Torchrun::new(script.clone(), args.count)
+        spheron::Torchrun::new(script.clone(), args.request.count)
             .args(rest.iter().cloned())
             .workload()
             .map_err(|e| msg(format!("--torchrun: {e}")))?

@@ -179,6 +179,61 @@ async fn network_end_to_end() {
         );
     }
 
+    // 0. Quote through the CLI: every provider's gateway answers with its bid strategy's
+    //    price (the devnet lists 2.20, 2.40 and 2.80 for its first three H100 providers);
+    //    nothing is published.
+    let out = cli(
+        &net_path,
+        &tenant,
+        &[
+            "quote",
+            "--gpu",
+            "h100",
+            "--hours",
+            "2",
+            "--max-price",
+            "5",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "quote failed: {}", text(&out.stderr));
+    let q: serde_json::Value = serde_json::from_slice(&out.stdout).expect("quote JSON");
+    let prices: Vec<&str> = q["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["price_per_gpu_hour"].as_str().unwrap())
+        .collect();
+    assert_eq!(prices, ["2200000", "2400000", "2800000"], "{q}");
+    assert_eq!(
+        q["quotes"][0]["cost"], "4400000",
+        "2 hours of 1 GPU at 2.20"
+    );
+    let out = cli(
+        &net_path,
+        &tenant,
+        &[
+            "quote",
+            "--gpu",
+            "h100",
+            "--max-price",
+            "2.30",
+            "--region",
+            "eu-central",
+        ],
+    );
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("no provider quotes this request"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("would not bid"),
+        "the provider over the ceiling says why: {}",
+        text(&out.stderr)
+    );
+
     // 1. Rent through the CLI: the workload runs on the provider's side and its output comes
     //    back through the gateway; the CLI exits with the workload's status.
     let out = cli(
