@@ -110,7 +110,7 @@ pub fn challenger_message(body: &[u8], expiry: u64, lease: Option<u64>) -> Vec<u
     m
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -312,7 +312,7 @@ pub async fn serve(listener: tokio::net::TcpListener, prover: Arc<dyn ChallengeP
 
 /// Why a request failed: a transport error, or a typed busy reply.
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     Transport(Error),
     Busy(BusyReply),
 }
@@ -465,7 +465,7 @@ impl HttpProver {
         Ok(started.elapsed())
     }
 
-    async fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+    pub(crate) async fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         body: &T,
@@ -477,7 +477,8 @@ impl HttpProver {
             .post(format!("{}{path}", self.base))
             .header(axum::http::header::CONTENT_TYPE, "application/json")
             .timeout(timeout);
-        if path == COMMIT_PATH
+        // The requests that make the provider's GPU work are signed.
+        if (path == COMMIT_PATH || path == crate::vram_http::FILL_PATH)
             && let Some((key, lease)) = &self.challenger
         {
             use alloy_signer::SignerSync;

@@ -59,6 +59,8 @@ pub mod prf;
 pub mod recompute;
 pub mod simulation;
 pub mod vram;
+#[cfg(feature = "http")]
+pub mod vram_http;
 
 pub use binding::SignedProver;
 pub use catalog::{GpuSpec, spec};

@@ -55,7 +55,7 @@ pub const NODE_CONTEXT: &str = "spheron 2026 vram merkle node";
 pub const LABEL_BYTES: u64 = 32;
 
 /// Shape of the array.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Geometry {
     /// Number of layers (layer 0 has no parents).
     pub layers: u32,
@@ -92,11 +92,13 @@ impl Geometry {
 }
 
 /// A VRAM-residency challenge.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VramChallenge {
     /// Session id (fresh, OS entropy).
+    #[serde(with = "hex_array")]
     pub session: [u8; 16],
     /// Seed of labels and expander (fresh, OS entropy).
+    #[serde(with = "hex_array")]
     pub seed: [u8; 32],
     /// The challenged provider; keys the labels and the tree.
     pub provider: Option<ProviderId>,
@@ -199,13 +201,16 @@ pub fn fill(keys: &Keys, g: &Geometry) -> Vec<Label> {
 }
 
 /// The commitment to a filled array.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VramCommitment {
     /// The challenge's session.
+    #[serde(with = "hex_array")]
     pub session: [u8; 16],
     /// Merkle root over all labels, layer-major.
+    #[serde(with = "hex_array")]
     pub root: Hash,
     /// EIP-191 signature `r || s || v` over [`commitment_message`] by the provider's key.
+    #[serde(with = "hex_signature")]
     pub signature: Option<[u8; 65]>,
 }
 
@@ -253,9 +258,10 @@ pub fn check_signature(ch: &VramChallenge, c: &VramCommitment) -> Option<String>
 }
 
 /// One round of the opening chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoundRequest {
     /// The challenge's session.
+    #[serde(with = "hex_array")]
     pub session: [u8; 16],
     /// Round number, from 0.
     pub round: u32,
@@ -264,16 +270,18 @@ pub struct RoundRequest {
 }
 
 /// A label with its Merkle path.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PathLabel {
     /// The label.
+    #[serde(with = "hex_array")]
     pub label: Label,
     /// Sibling path of its leaf.
+    #[serde(with = "hex_path")]
     pub path: Vec<Hash>,
 }
 
 /// One opened label: the label, its parents (in expander order) and all their paths.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Opening {
     /// Global position of the label.
     pub position: u64,
@@ -284,9 +292,10 @@ pub struct Opening {
 }
 
 /// A prover's answer to one round.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoundAnswer {
     /// The challenge's session.
+    #[serde(with = "hex_array")]
     pub session: [u8; 16],
     /// The round answered.
     pub round: u32,
@@ -389,6 +398,21 @@ pub enum VramFailure {
     /// The prover returned an error.
     #[error("prover error: {0}")]
     Prover(String),
+    /// The prover is busy with another session (not a failure of this one).
+    #[error("prover busy; retry after {retry_after_ms} ms")]
+    Busy {
+        /// How long it asked to wait.
+        retry_after_ms: u64,
+    },
+}
+
+impl From<VramProverError> for VramFailure {
+    fn from(e: VramProverError) -> Self {
+        match e {
+            VramProverError::Busy { retry_after_ms } => VramFailure::Busy { retry_after_ms },
+            VramProverError::Failed(s) => VramFailure::Prover(s),
+        }
+    }
 }
 
 /// The verdict of one VRAM round.
@@ -412,13 +436,41 @@ impl VramVerdict {
     }
 }
 
+/// Why a prover did not answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VramProverError {
+    /// It is answering another session's round now (its memory holds one array): not a
+    /// failure; ask again later.
+    #[error("busy with another VRAM round; retry after {retry_after_ms} ms")]
+    Busy {
+        /// How long to wait.
+        retry_after_ms: u64,
+    },
+    /// Anything else (unreachable, refused, malformed answer, an unknown session).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for VramProverError {
+    fn from(s: String) -> Self {
+        VramProverError::Failed(s)
+    }
+}
+
+impl From<&str> for VramProverError {
+    fn from(s: &str) -> Self {
+        VramProverError::Failed(s.to_string())
+    }
+}
+
 /// A prover of the VRAM round.
 #[async_trait]
 pub trait VramProver: Send + Sync {
     /// Fills the array of `ch` and commits to it.
-    async fn fill(&self, ch: &VramChallenge) -> Result<VramCommitment, String>;
+    async fn fill(&self, ch: &VramChallenge) -> Result<VramCommitment, VramProverError>;
     /// Answers one round of openings.
-    async fn open(&self, req: &RoundRequest) -> Result<RoundAnswer, String>;
+    async fn open(&self, req: &RoundRequest) -> Result<RoundAnswer, VramProverError>;
 }
 
 /// The simulation's setting: scales, geometry and bounds.
@@ -464,6 +516,17 @@ impl VramSim {
             rtt_credit_us: 2_000,
             fill_margin: 1.25,
         }
+    }
+
+    /// The network setting: [`VramSim::standard`] with 40 ms per round before the round-trip
+    /// credit, room for a round's answer (72 labels with their Merkle paths, about 64 KiB of
+    /// JSON) to cross HTTP on a loaded machine; with the largest credit
+    /// ([`MAX_RTT_CREDIT_US`]) a round may take 50 ms, still under what a smaller memory
+    /// takes to recompute its missing labels (`cargo test -p spheron-gpu --test vram_http`).
+    pub const fn network() -> Self {
+        let mut s = Self::standard();
+        s.round_us = 40_000;
+        s
     }
 
     /// Labels that `model`'s whole memory holds at this scale.
@@ -517,7 +580,20 @@ pub struct VramVerifier {
     require_signature: bool,
 }
 
+/// Largest round-trip credit a verifier gives a VRAM round over the network, µs: the
+/// latency bounds must still separate the catalog's pairs with it (see `BENCHMARKS.md`). A
+/// verifier far from a provider (more than 10 ms away) cannot tell memory apart this way.
+pub const MAX_RTT_CREDIT_US: u64 = 10_000;
+
 impl VramVerifier {
+    /// This verifier, crediting every round and the fill with `rtt` of network round trip,
+    /// as the verifier measured it itself, capped at [`MAX_RTT_CREDIT_US`].
+    #[must_use]
+    pub fn with_rtt_credit(mut self, rtt: Duration) -> Self {
+        self.sim.rtt_credit_us = micros(rtt).min(MAX_RTT_CREDIT_US);
+        self
+    }
+
     /// This verifier, accepting only commitments signed by the challenged provider.
     pub fn requiring_signatures(mut self) -> Self {
         self.require_signature = true;
@@ -583,7 +659,7 @@ async fn run_inner(
 ) -> Result<VramVerdict, VramFailure> {
     let keys = Keys::of(ch);
     let start = Instant::now();
-    let c = prover.fill(ch).await.map_err(VramFailure::Prover)?;
+    let c = prover.fill(ch).await?;
     let fill_us = micros(start.elapsed());
     if fill_us > ch.fill_deadline_us {
         return Err(VramFailure::FillLate {
@@ -607,7 +683,7 @@ async fn run_inner(
             positions: positions.clone(),
         };
         let t = Instant::now();
-        let a = prover.open(&req).await.map_err(VramFailure::Prover)?;
+        let a = prover.open(&req).await?;
         let took = micros(t.elapsed());
         if took > ch.round_bound_us {
             return Err(VramFailure::RoundLate {
@@ -824,7 +900,7 @@ fn get(st: &State, memo: &mut HashMap<u64, Label>, pos: u64, hashed: &mut u64) -
 
 #[async_trait]
 impl VramProver for SimProver {
-    async fn fill(&self, ch: &VramChallenge) -> Result<VramCommitment, String> {
+    async fn fill(&self, ch: &VramChallenge) -> Result<VramCommitment, VramProverError> {
         let start = Instant::now();
         let keys = Keys::of(ch);
         let g = ch.geometry;
@@ -861,7 +937,7 @@ impl VramProver for SimProver {
         })
     }
 
-    async fn open(&self, req: &RoundRequest) -> Result<RoundAnswer, String> {
+    async fn open(&self, req: &RoundRequest) -> Result<RoundAnswer, VramProverError> {
         let start = Instant::now();
         let (answer, hashed) = {
             let guard = self.state.lock().map_err(|e| e.to_string())?;
@@ -995,5 +1071,67 @@ mod tests {
         let l = get(&st, &mut HashMap::new(), top, &mut hashed);
         assert_eq!(l, all[top as usize]);
         assert!(hashed > u64::from(ch.geometry.labels_per_layer));
+    }
+}
+
+/// Byte arrays as hex strings in JSON.
+mod hex_array {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(b: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&alloy_primitives::hex::encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
+        let s = String::deserialize(d)?;
+        let v = alloy_primitives::hex::decode(&s).map_err(serde::de::Error::custom)?;
+        v.try_into().map_err(|v: Vec<u8>| {
+            serde::de::Error::custom(format!("expected {N} bytes, got {}", v.len()))
+        })
+    }
+}
+
+/// A Merkle path as a list of hex strings.
+mod hex_path {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(p.iter().map(alloy_primitives::hex::encode))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| {
+                let v = alloy_primitives::hex::decode(s).map_err(serde::de::Error::custom)?;
+                <[u8; 32]>::try_from(v.as_slice()).map_err(|_| {
+                    serde::de::Error::custom(format!("expected 32 bytes, got {}", v.len()))
+                })
+            })
+            .collect()
+    }
+}
+
+/// An optional 65-byte signature as a hex string or null.
+mod hex_signature {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Option<[u8; 65]>, s: S) -> Result<S::Ok, S::Error> {
+        match b {
+            Some(b) => s.serialize_some(&alloy_primitives::hex::encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 65]>, D::Error> {
+        let Some(s) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let v = alloy_primitives::hex::decode(&s).map_err(serde::de::Error::custom)?;
+        <[u8; 65]>::try_from(v.as_slice())
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("expected 65 bytes, got {}", v.len())))
     }
 }

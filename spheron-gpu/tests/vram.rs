@@ -10,7 +10,8 @@ use spheron_core::{GpuModel, ProviderId};
 use spheron_gpu::merkle::Tree;
 use spheron_gpu::vram::{
     Keep, Keys, RoundAnswer, RoundRequest, SimProver, VramChallenge, VramCommitment, VramFailure,
-    VramProver, VramSim, VramVerdict, answer_digest, fill, label, leaf, round_positions,
+    VramProver, VramProverError, VramSim, VramVerdict, answer_digest, fill, label, leaf,
+    round_positions,
 };
 use std::sync::Mutex;
 
@@ -148,7 +149,7 @@ struct CheapTopLayer {
 
 #[async_trait]
 impl VramProver for CheapTopLayer {
-    async fn fill(&self, ch: &VramChallenge) -> Result<VramCommitment, String> {
+    async fn fill(&self, ch: &VramChallenge) -> Result<VramCommitment, VramProverError> {
         let keys = Keys::of(ch);
         let g = ch.geometry;
         let mut all = fill(&keys, &g);
@@ -171,7 +172,7 @@ impl VramProver for CheapTopLayer {
         })
     }
 
-    async fn open(&self, req: &RoundRequest) -> Result<RoundAnswer, String> {
+    async fn open(&self, req: &RoundRequest) -> Result<RoundAnswer, VramProverError> {
         // The honest answer's shape, with this prover's labels and paths.
         let mut a = self.inner.open(req).await?;
         let guard = self.state.lock().map_err(|e| e.to_string())?;
@@ -216,10 +217,10 @@ struct Tamper<F> {
 
 #[async_trait]
 impl<F: Fn(&mut RoundAnswer) + Send + Sync> VramProver for Tamper<F> {
-    async fn fill(&self, ch: &VramChallenge) -> Result<VramCommitment, String> {
+    async fn fill(&self, ch: &VramChallenge) -> Result<VramCommitment, VramProverError> {
         self.inner.fill(ch).await
     }
-    async fn open(&self, req: &RoundRequest) -> Result<RoundAnswer, String> {
+    async fn open(&self, req: &RoundRequest) -> Result<RoundAnswer, VramProverError> {
         let mut a = self.inner.open(req).await?;
         (self.tamper)(&mut a);
         Ok(a)
@@ -291,10 +292,10 @@ struct Replay {
 
 #[async_trait]
 impl VramProver for Replay {
-    async fn fill(&self, ch: &VramChallenge) -> Result<VramCommitment, String> {
+    async fn fill(&self, ch: &VramChallenge) -> Result<VramCommitment, VramProverError> {
         self.inner.fill(ch).await
     }
-    async fn open(&self, req: &RoundRequest) -> Result<RoundAnswer, String> {
+    async fn open(&self, req: &RoundRequest) -> Result<RoundAnswer, VramProverError> {
         let old = self
             .recorded
             .lock()
