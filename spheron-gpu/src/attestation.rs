@@ -634,7 +634,7 @@ impl AttestationReport {
 /// Decodes hex text, ignoring whitespace.
 pub fn decode_hex(text: &str) -> Result<Vec<u8>, ReportError> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(ReportError::NotHex(format!(
             "odd number of digits ({})",
             digits.len()
@@ -994,7 +994,7 @@ fn parse_pem_chain(pem: &str) -> Result<Vec<Certificate>, ChainError> {
             return Err(ChainError::TooLong { max: MAX_CHAIN_LEN });
         }
         let cert =
-            Certificate::from_pem(trimmed[..end].as_bytes()).map_err(|e| parse(e.to_string()))?;
+            Certificate::from_pem(&trimmed.as_bytes()[..end]).map_err(|e| parse(e.to_string()))?;
         certs.push(cert);
         rest = &trimmed[end..];
     }

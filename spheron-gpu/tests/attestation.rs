@@ -1,6 +1,8 @@
 //! Confidential-computing attestation on a recorded H100 report (NVIDIA's nvtrust sample,
 //! `fixtures/nvidia/NOTICE`) and on chains from a throwaway CA made here.
 
+#![allow(clippy::unwrap_used)] // helpers building fixtures; a failure there is a test failure
+
 use p384::ecdsa::signature::Signer as _;
 use p384::ecdsa::{Signature, SigningKey};
 use p384::pkcs8::DecodePrivateKey as _;
@@ -21,7 +23,8 @@ const REPORT_HEX: &str = include_str!("../fixtures/nvidia/hopperAttestationRepor
 const CHAIN_PEM: &str = include_str!("../fixtures/nvidia/hopperCertChain.txt");
 const RIM_ROOT_PEM: &str = include_str!("../fixtures/nvidia/verifier_RIM_root.pem");
 
-/// The nonce of the recorded request (bytes 4..36 of the report).
+/// The nonce of the recorded request (bytes 4..36 of the report), which the GPU signed. (The
+/// fixed `NONCE` in the NVIDIA verifier's config, `4cff7f53…`, is not the one this sample carries.)
 const FIXTURE_NONCE: &str = "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb";
 /// The firmware id the recorded report and its leaf certificate carry.
 const FIXTURE_FWID: &str = "f5c384aebb579217a2c66b17ed0f28e6a9b8d639041acd7b4721cec004f7275494ba94bb5cdfdb3055ee051762b1f75d";
