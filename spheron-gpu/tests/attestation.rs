@@ -569,6 +569,15 @@ impl TestCa {
 
     /// A leaf certificate (optionally certifying `fwid` the Hopper way) and its signing key.
     fn leaf(&self, fwid: Option<&[u8]>) -> (String, SigningKey) {
+        self.leaf_with(fwid, None)
+    }
+
+    /// A leaf as [`TestCa::leaf`], with one more extension.
+    fn leaf_with(
+        &self,
+        fwid: Option<&[u8]>,
+        extra: Option<CustomExtension>,
+    ) -> (String, SigningKey) {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
         let mut p = params(
             "CN=Test GPU Leaf,O=Test",
@@ -584,6 +593,7 @@ impl TestCa {
                 content,
             )];
         }
+        p.custom_extensions.extend(extra);
         let pem = p.signed_by(&key, &self.intermediate).unwrap().pem();
         let signing = SigningKey::from_pkcs8_der(&key.serialize_der()).unwrap();
         (pem, signing)
@@ -726,4 +736,72 @@ fn an_issuer_that_is_not_a_ca_is_refused() {
         ),
         Err(AttestationError::Chain(ChainError::NotACa { index: 1, .. }))
     ));
+}
+
+#[test]
+fn no_truncation_parses_and_no_flipped_byte_verifies() {
+    let r = report();
+    for len in 0..r.len() {
+        assert!(
+            AttestationReport::parse(&r[..len]).is_err(),
+            "prefix of {len} bytes parsed"
+        );
+    }
+    let chain = verify_chain(CHAIN_PEM, &root(), at()).unwrap();
+    let key = chain.leaf_key();
+    // Every byte is covered by the signature or is the signature; a stride (prime, so that it
+    // lands on every field) keeps the debug-build run to seconds.
+    for pos in (0..r.len()).step_by(41).chain([r.len() - 1]) {
+        let mut f = r.clone();
+        f[pos] ^= 0x20;
+        let accepted = AttestationReport::parse(&f).is_ok_and(|p| {
+            Signature::from_slice(&p.response.signature).is_ok_and(|s| {
+                p384::ecdsa::signature::Verifier::verify(key, p.signed_bytes(), &s).is_ok()
+            })
+        });
+        assert!(!accepted, "flipping byte {pos} still verifies");
+    }
+}
+
+#[test]
+fn an_unknown_critical_extension_is_refused() {
+    let ca = TestCa::new("CN=Test Root,O=Test");
+    let root = TrustAnchor::from_pem(&ca.root_pem).unwrap();
+    let fwid = unhex(FIXTURE_FWID);
+    let ext = |critical: bool| {
+        let mut e =
+            CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![0x05, 0x00]);
+        e.set_criticality(critical);
+        e
+    };
+    // Not critical: ignored, the report verifies.
+    let (leaf, key) = ca.leaf_with(Some(&fwid), Some(ext(false)));
+    assert!(
+        verify_report(
+            &forged_report(&nonce(), &key),
+            &ca.chain(&leaf),
+            &root,
+            &nonce(),
+            at()
+        )
+        .is_ok()
+    );
+    // Critical: refused, naming the extension.
+    let (leaf, key) = ca.leaf_with(Some(&fwid), Some(ext(true)));
+    match verify_report(
+        &forged_report(&nonce(), &key),
+        &ca.chain(&leaf),
+        &root,
+        &nonce(),
+        at(),
+    ) {
+        Err(AttestationError::Chain(ChainError::UnknownCriticalExtension {
+            index: 0,
+            oid,
+            ..
+        })) => {
+            assert_eq!(oid, "1.3.6.1.4.1.99999.1")
+        }
+        r => panic!("{r:?}"),
+    }
 }
