@@ -8,6 +8,9 @@
 //! * [`prf`]: the counter-based PRF generating the full-range int8 challenge matrices (same on
 //!   CPU and GPU);
 //! * [`merkle`]: BLAKE3 row commitments keyed by the session, leaves separated from nodes;
+//! * [`attestation`]: the optional confidential-computing attestation of Hopper GPUs (SPDM
+//!   measurement report signed by the GPU, certificate chain to NVIDIA's pinned root, nonce
+//!   bound to the challenge session), and the typed "unsupported" elsewhere;
 //! * [`binding`]: commitments signed by the provider's key, [`binding::SignedProver`];
 //! * [`CpuProver`]: the CPU reference prover (with pacing and [`Fault`]s for simulation and
 //!   attack tests); [`FreivaldsVerifier`]: the default verifier, `O(n^2)` per challenge;
@@ -45,6 +48,7 @@
 //! # });
 //! ```
 
+pub mod attestation;
 pub mod binding;
 pub mod catalog;
 pub mod cpu;
