@@ -685,6 +685,9 @@ async fn run_inner(
         let t = Instant::now();
         let a = prover.open(&req).await?;
         let took = micros(t.elapsed());
+        // A wrong answer is reported as wrong even when it is also late: the content is the
+        // stronger evidence, and timing noise must not hide it.
+        check_answer(ch, &keys, &c.root, &req, &a)?;
         if took > ch.round_bound_us {
             return Err(VramFailure::RoundLate {
                 round,
@@ -693,7 +696,6 @@ async fn run_inner(
             });
         }
         worst = worst.max(took);
-        check_answer(ch, &keys, &c.root, &req, &a)?;
         previous = answer_digest(&keys, &a);
     }
     Ok(VramVerdict::Pass {

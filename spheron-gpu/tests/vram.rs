@@ -49,8 +49,12 @@ async fn trials(
     out
 }
 
+/// Late: a round past its bound, or (on a loaded machine) the fill past its deadline.
 fn late_round(v: &VramVerdict) -> bool {
-    matches!(v, VramVerdict::Fail(VramFailure::RoundLate { .. }))
+    matches!(
+        v,
+        VramVerdict::Fail(VramFailure::RoundLate { .. } | VramFailure::FillLate { .. })
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
