@@ -392,6 +392,8 @@ pub async fn run(args: DevnetArgs) -> Result<ExitCode> {
             key_file.display().to_string(),
             "--challenges".into(),
             challenges,
+            // Every devnet provider is simulated, so every one serves the VRAM round.
+            "--vram".into(),
         ];
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let v = spawn(&bin, &refs, &dir.join(format!("logs/{name}.log")))?;

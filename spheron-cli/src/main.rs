@@ -176,6 +176,10 @@ enum VerifierCommand {
         /// Challenges per provider per epoch (at most the audit contract's limit).
         #[arg(long, default_value_t = 2)]
         challenges: u16,
+        /// Also run the VRAM-residency round in every challenge (simulated provers only;
+        /// `spheron devnet` sets it). A provider that does not serve the round fails.
+        #[arg(long)]
+        vram: bool,
     },
 }
 
@@ -273,6 +277,7 @@ async fn run(cli: Cli) -> anyhow_like::Result<ExitCode> {
                 VerifierCommand::Run {
                     verifier_key_file,
                     challenges,
+                    vram,
                 },
         } => {
             let network = cli.global.network_path();
@@ -290,6 +295,7 @@ async fn run(cli: Cli) -> anyhow_like::Result<ExitCode> {
                 &key_file,
                 spheron_node::verifier::VerifierConfig {
                     challenges_per_epoch: challenges,
+                    vram,
                     ..Default::default()
                 },
             )

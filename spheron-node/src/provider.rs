@@ -259,6 +259,8 @@ struct Inner {
     backend: Backend,
     workloads: Mutex<BTreeMap<u64, WorkloadId>>,
     prover: Arc<dyn ChallengeProver>,
+    /// Who answers the VRAM-residency round (`None`: the node serves none).
+    vram: Option<Arc<dyn spheron_gpu::vram::VramProver>>,
     pending: Mutex<BTreeMap<u64, Pending>>,
     /// GPUs held for open bids: (node, GPUs, bid deadline) per order, so concurrent orders
     /// are never promised the same GPUs.
@@ -304,6 +306,18 @@ impl ProviderNode {
         // addressed to it are answered (proof-of-GPU binding).
         let prover: Arc<dyn ChallengeProver> =
             Arc::new(spheron_gpu::SignedProver::new(prover, key.clone()));
+        // The VRAM round exists only in simulation (no CUDA kernels yet): a simulated prover
+        // answers it for the first GPU listed, with commitments signed by the provider's key.
+        let vram: Option<Arc<dyn spheron_gpu::vram::VramProver>> = match cfg.prover.as_str() {
+            "simulated" => Some(Arc::new(
+                spheron_gpu::vram::SimProver::honest(
+                    spheron_gpu::vram::VramSim::network(),
+                    cfg.first_model()?,
+                )
+                .signed(key.clone()),
+            )),
+            _ => None,
+        };
         let token = net.payment.token();
         let (configured, prices) = cfg.inventory_and_prices(&token)?;
         let backend = Backend::new(cfg.launcher, cfg.kubernetes.as_ref()).await?;
@@ -439,6 +453,7 @@ impl ProviderNode {
                 backend,
                 workloads: Mutex::new(BTreeMap::new()),
                 prover,
+                vram,
                 pending: Mutex::new(BTreeMap::new()),
                 held: Mutex::new(BTreeMap::new()),
                 tls: tls.map(|(_, c)| c),
@@ -543,7 +558,20 @@ impl ProviderNode {
             self.inner.net.operators,
             self.inner.me,
         ));
-        let router = crate::gateway::router_gated(backend, self.inner.prover.clone(), gate);
+        let mut router =
+            crate::gateway::router_gated(backend, self.inner.prover.clone(), gate.clone());
+        if let Some(vram) = &self.inner.vram {
+            // At most what the simulated memory of its model holds.
+            let model = self.inner.cfg.first_model()?;
+            let limits = spheron_gpu::vram_http::VramLimits::for_capacity(
+                spheron_gpu::vram::VramSim::network().capacity(model),
+            );
+            router = router.merge(spheron_gpu::vram_http::router_gated(
+                vram.clone(),
+                limits,
+                gate,
+            ));
+        }
         let server = match self.inner.tls.clone() {
             Some(config) => tokio::spawn(crate::gateway::serve_tls(listener, router, config)),
             None => tokio::spawn(crate::gateway::serve(listener, router)),

@@ -79,6 +79,9 @@ pub struct VerifierConfig {
     /// Most challenges running at once (each waits out the provider's commit phase,
     /// seconds on real GPUs; the verifier's own work is milliseconds).
     pub max_in_flight: usize,
+    /// Whether every challenge also runs the VRAM-residency round (simulated provers only:
+    /// there are no CUDA kernels for it yet). A provider that does not serve it fails.
+    pub vram: bool,
 }
 
 impl Default for VerifierConfig {
@@ -93,6 +96,7 @@ impl Default for VerifierConfig {
             tail_secs: 2,
             conduct: Conduct::Honest,
             max_in_flight: 32,
+            vram: false,
         }
     }
 }
@@ -185,6 +189,7 @@ struct Challenger {
     verifier: Arc<dyn ChallengeVerifier>,
     timeout: Duration,
     conduct: Conduct,
+    vram: bool,
 }
 
 /// Attempts at a provider whose proof failed on time alone: scheduling noise only ever makes
@@ -273,6 +278,7 @@ impl Challenger {
         match report {
             Err(_) => Outcome::Failed(format!("no answer within {} s", self.timeout.as_secs())),
             Ok(r) => match r.verdict {
+                Verdict::Pass { .. } if self.vram => self.vram_round(target, &prover, pid).await,
                 Verdict::Pass { .. } => Outcome::Passed,
                 Verdict::Fail(FailReason::Busy { .. }) => Outcome::Missed,
                 Verdict::Fail(reason @ (FailReason::Late { .. } | FailReason::TooSlow { .. })) => {
@@ -280,6 +286,45 @@ impl Challenger {
                 }
                 Verdict::Fail(reason) => Outcome::Failed(reason.to_string()),
             },
+        }
+    }
+}
+
+impl Challenger {
+    /// The VRAM-residency round ([`spheron_gpu::vram`], simulated) against the provider that
+    /// just passed the compute challenge: its memory must hold the claimed model's array.
+    /// Bounds from [`VramSim::network`](spheron_gpu::vram::VramSim::network), credited with
+    /// the round trip this verifier measures itself (capped).
+    async fn vram_round(
+        &self,
+        target: &Target,
+        prover: &spheron_gpu::http::HttpProver,
+        pid: spheron_core::AccountId,
+    ) -> Outcome {
+        use spheron_gpu::vram::{VramFailure, VramSim, VramVerdict};
+        let rtt = match (prover.ping().await, prover.ping().await) {
+            (Ok(a), Ok(b)) => a.min(b),
+            (Err(e), _) | (_, Err(e)) => return Outcome::Offline(e.to_string()),
+        };
+        let v = VramSim::network()
+            .verifier()
+            .requiring_signatures()
+            .with_rtt_credit(rtt);
+        let ch = match v.challenge(Some(pid), target.model) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Missed.tap_warn(&e.to_string()),
+        };
+        match tokio::time::timeout(self.timeout, v.run(&ch, prover)).await {
+            Err(_) => Outcome::Failed(format!(
+                "VRAM round: no answer within {} s",
+                self.timeout.as_secs()
+            )),
+            Ok(VramVerdict::Pass { .. }) => Outcome::Passed,
+            Ok(VramVerdict::Fail(VramFailure::Busy { .. })) => Outcome::Missed,
+            Ok(VramVerdict::Fail(
+                f @ (VramFailure::RoundLate { .. } | VramFailure::FillLate { .. }),
+            )) => Outcome::Failed(format!("{TIMING}VRAM round: {f}")),
+            Ok(VramVerdict::Fail(f)) => Outcome::Failed(format!("VRAM round: {f}")),
         }
     }
 }
@@ -435,6 +480,7 @@ impl VerifierNode {
                 market: net.market,
                 verifier: Arc::new(verifier),
                 timeout: config.challenge_timeout,
+                vram: config.vram,
                 conduct: config.conduct,
             }),
             slots: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
@@ -469,6 +515,7 @@ impl VerifierNode {
             verifier,
             timeout: self.config.challenge_timeout,
             conduct: self.config.conduct,
+            vram: self.config.vram,
         });
         self
     }

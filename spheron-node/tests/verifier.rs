@@ -22,6 +22,8 @@ use spheron_chain::quorum::{self, Kind};
 use spheron_chain::registry::{self, Registration};
 use spheron_chain::{Chain, MarketConfig};
 use spheron_core::{GeoPoint, GpuModel};
+use spheron_gpu::vram::{Keep, SimProver, VramSim};
+use spheron_gpu::vram_http::VramLimits;
 use spheron_gpu::{Fault, SignedProver, Simulation};
 use spheron_node::challenge_gate::ChainGate;
 use spheron_node::network::{NetworkFile, PaymentToken};
@@ -112,10 +114,13 @@ impl Drop for Net {
     }
 }
 
-/// Serves a signed simulated prover for `key` on loopback; `online` gates every request.
+/// Serves a signed simulated prover for `key` on loopback, a `runs_as` GPU claiming `claims`:
+/// compute at `runs_as`'s rate, and a VRAM round that keeps what `runs_as`'s memory holds
+/// (the top layers; everything when it is the claimed model). `online` gates every request.
 async fn serve_prover(
     key: &PrivateKeySigner,
     runs_as: GpuModel,
+    claims: GpuModel,
     online: Arc<AtomicBool>,
     gate: Arc<ChainGate>,
 ) -> (String, tokio::task::JoinHandle<()>) {
@@ -124,8 +129,21 @@ async fn serve_prover(
         Arc::new(sim.prover(runs_as, None, Fault::None)),
         key.clone(),
     ));
-    let router = spheron_gpu::http::router_gated(prover, Default::default(), gate).layer(
-        axum::middleware::from_fn(
+    let memory = VramSim::network();
+    let keep = if runs_as == claims {
+        Keep::All
+    } else {
+        Keep::TopOf(runs_as)
+    };
+    let vram = SimProver::new(memory, runs_as, claims, keep).signed(key.clone());
+    let limits = VramLimits::for_capacity(memory.capacity(claims));
+    let router = spheron_gpu::http::router_gated(prover, Default::default(), gate.clone())
+        .merge(spheron_gpu::vram_http::router_gated(
+            Arc::new(vram),
+            limits,
+            gate,
+        ))
+        .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let online = online.clone();
                 async move {
@@ -137,8 +155,7 @@ async fn serve_prover(
                     }
                 }
             },
-        ),
-    );
+        ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -210,7 +227,8 @@ impl Net {
                 tc.addresses.operators,
                 who,
             ));
-            let (url, task) = serve_prover(&key, spec.runs_as, online.clone(), gate).await;
+            let (url, task) =
+                serve_prover(&key, spec.runs_as, spec.claims, online.clone(), gate).await;
             tasks.push(task);
             if let Presence::EarlyInEpoch { share } = spec.presence {
                 let window = (f64::from(EPOCH) * share) as u64;
@@ -273,6 +291,8 @@ impl Net {
                     // The simulated provers share this machine's cores: one challenge at a
                     // time per verifier keeps their (simulated) timing honest.
                     max_in_flight: 1,
+                    // Every provider here serves the (simulated) VRAM round.
+                    vram: true,
                     ..VerifierConfig::default()
                 },
             )
@@ -571,6 +591,45 @@ async fn a_weaker_gpu_is_confirmed_by_the_recheck_and_slashed() {
         assert_eq!(s.overturned, 0);
     }
     assert!(confirmed >= 1);
+    n.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_smaller_memory_is_caught_by_the_vram_round_and_slashed() {
+    let _serial = SERIAL.lock().await;
+    let Some(tc) = chain().await else { return };
+    // An H100 SXM computes like an H200: only its 80 GB against the H200's 141 GB tell
+    // them apart.
+    let specs = [ProviderSpec {
+        claims: GpuModel::H200,
+        runs_as: GpuModel::H100Sxm,
+        presence: Presence::Always,
+    }];
+    let mut n = Net::start(tc, &specs, &[Conduct::Honest, Conduct::Honest], 0, 1).await;
+    let cheater = n.providers[0];
+    let before = n.stake_of(cheater).await;
+    let handles: Vec<VerifierHandle> = n.verifiers.iter().map(|(_, h)| h.clone()).collect();
+    eventually(4 * u64::from(EPOCH), "a confirmed case", async || {
+        handles.iter().any(|h| !h.snapshot().confirmed.is_empty())
+    })
+    .await;
+    let after = n.stake_of(cheater).await;
+    assert!(after < before, "stake {before} -> {after}");
+    let checks: Vec<_> = handles.iter().flat_map(|h| h.snapshot().checks).collect();
+    let vram_fails = checks
+        .iter()
+        .filter(|c| matches!(&c.outcome, Outcome::Failed(r) if r.contains("VRAM round")))
+        .count();
+    let passes = checks
+        .iter()
+        .filter(|c| c.outcome == Outcome::Passed)
+        .count();
+    eprintln!(
+        "H100 SXM claiming H200: {vram_fails} VRAM failures, {passes} passes of {} checks; stake {before} -> {after} (simulated)",
+        checks.len()
+    );
+    assert!(vram_fails >= 1);
+    assert_eq!(passes, 0, "the VRAM round never passes a smaller memory");
     n.stop();
 }
 
