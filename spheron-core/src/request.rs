@@ -510,6 +510,51 @@ mod tests {
         assert_eq!(r.models.len(), 2);
     }
 
+    #[test]
+    fn cost_controls_parse_and_validate() {
+        let yaml = |extra: &str| {
+            GpuRequest::from_yaml(
+                &format!("gpu: h100\nduration: 2h\nmax_price_per_gpu_hour: \"3\"\n{extra}"),
+                &usd(),
+            )
+        };
+        let r = yaml("max_spend: \"1.5 USDS\"\nidle_timeout: 10m\n").unwrap();
+        assert_eq!(r.max_spend, Some(Amount(1_500_000)));
+        assert_eq!(r.idle_timeout_secs, Some(600));
+        assert_eq!(r.locked_amount().unwrap(), Amount(1_500_000));
+        // 1.5 at a 3-per-hour ceiling buys half an hour.
+        assert_eq!(r.spend_limited_secs(), 1800);
+        assert_eq!(
+            yaml("max_spend: \"12.5\"\n").unwrap().locked_amount().unwrap(),
+            Amount(6_000_000)
+        );
+        assert_eq!(
+            field_of(yaml("max_spend: \"1 SPHN\"\n").unwrap_err()),
+            "max_spend"
+        );
+        assert_eq!(
+            field_of(yaml("max_spend: \"0\"\n").unwrap_err()),
+            "max_spend"
+        );
+        // Less than a second's worth.
+        assert_eq!(
+            field_of(yaml("max_spend: \"0.000001\"\n").unwrap_err()),
+            "max_spend"
+        );
+        assert_eq!(
+            field_of(yaml("idle_timeout: soon\n").unwrap_err()),
+            "idle_timeout"
+        );
+        assert_eq!(
+            field_of(yaml("idle_timeout: 0s\n").unwrap_err()),
+            "idle_timeout"
+        );
+        // Without a cap nothing changes.
+        let plain = yaml("").unwrap();
+        assert_eq!(plain.locked_amount().unwrap(), plain.budget().unwrap());
+        assert_eq!(plain.spend_limited_secs(), plain.duration_secs);
+    }
+
     fn field_of(e: Error) -> &'static str {
         match e {
             Error::InvalidField { field, .. } => field,
