@@ -1289,8 +1289,8 @@ async fn supervise(
     let i = &market.inner;
     let started = lease.snapshot();
     let id = started.lease.0;
-    let ends_at =
-        started.started_at.0 / 1000 + market.lease(id).await.map(|s| s.duration_secs).unwrap_or(0);
+    let duration = market.lease(id).await.map(|s| s.duration_secs).unwrap_or(0);
+    let ends_at = started.started_at.0 / 1000 + duration;
     let mut failures = 0u32;
     let mut last_work = None;
     let mut our_reason: Option<CloseReason> = None;
@@ -1422,9 +1422,14 @@ async fn supervise(
         }
         _ => reason,
     };
-    // The ordered duration was what the spend cap buys: its end is the cap's.
+    // The ordered duration was what the spend cap buys: its end is the cap's (a provider
+    // that closed the lease at that end did not fail).
+    let ran_to_end = settlement.is_some_and(|s| duration > 0 && s.seconds >= duration);
     let reason = match reason {
         CloseReason::Expired | CloseReason::FundsExhausted if lease.limits.capped => {
+            CloseReason::SpendCapReached
+        }
+        CloseReason::ProviderFailed { .. } if lease.limits.capped && ran_to_end => {
             CloseReason::SpendCapReached
         }
         r => r,
