@@ -6,7 +6,8 @@ use spheron_core::{
     AccountId, Amount, Balance, ChallengeVerifier, Clock, EpochConfig, EpochProcessor, Error,
     Escrow, FlowConfig, GpuRequest, LeaseHandle, LeaseReport, LedgerTotals, LocalMarket, Matcher,
     MemoryEscrow, Orchestrator, Parts, ProgressEvent, Provers, Provider, Registry, Result,
-    SpendLimit, Standing, StrategyAgent, SystemClock, TierPolicy, Token, Workload, WorkloadLauncher,
+    SpendLimit, Standing, StrategyAgent, SystemClock, TierPolicy, Token, Workload,
+    WorkloadLauncher,
 };
 use spheron_gpu::Simulation;
 use spheron_node::LocalLauncher;

@@ -77,7 +77,12 @@ async fn the_idle_detector_stops_an_idle_lease_and_the_tenant_pays_only_until_th
         accrued_cost(r.price_per_gpu_hour, r.gpus, s.seconds).expect("cost")
     );
     assert_eq!(s.paid.0 + s.refunded.0, r.budget.0);
-    assert!(s.paid.0 * 100 < r.budget.0, "paid {} of {}", s.paid, r.budget);
+    assert!(
+        s.paid.0 * 100 < r.budget.0,
+        "paid {} of {}",
+        s.paid,
+        r.budget
+    );
     assert!(m.ledger_totals().expect("ledger").is_balanced());
 }
 
@@ -166,12 +171,18 @@ async fn a_marketplace_spend_cap_refuses_the_rent_that_would_exceed_it() {
         .expect("marketplace");
     // Each rent locks 2 h x 3 USD = 6 USD.
     let first = m
-        .rent(request().build().expect("request"), Workload::command(["sleep", "30"]))
+        .rent(
+            request().build().expect("request"),
+            Workload::command(["sleep", "30"]),
+        )
         .await
         .expect("first rent");
     let mut events = m.events();
     let refused = m
-        .rent(request().build().expect("request"), Workload::command(["sleep", "30"]))
+        .rent(
+            request().build().expect("request"),
+            Workload::command(["sleep", "30"]),
+        )
         .await;
     match refused {
         Err(Error::SpendCapExceeded {
@@ -200,15 +211,24 @@ async fn a_marketplace_spend_cap_refuses_the_rent_that_would_exceed_it() {
     clock.advance(Duration::from_secs(1800));
     let r = first.stop().await.expect("stop");
     let paid = r.settlement.expect("settled").paid;
-    assert_eq!(paid, accrued_cost(r.price_per_gpu_hour, 1, 1800).expect("cost"));
+    assert_eq!(
+        paid,
+        accrued_cost(r.price_per_gpu_hour, 1, 1800).expect("cost")
+    );
     let limit = m.spend_limit().expect("a cap is set");
     assert_eq!(limit.committed(), paid);
     let third = m
-        .rent(request().build().expect("request"), Workload::command(["sleep", "30"]))
+        .rent(
+            request().build().expect("request"),
+            Workload::command(["sleep", "30"]),
+        )
         .await
         .expect("third rent fits after the refund");
     assert_eq!(limit.committed().0, paid.0 + 6 * USD);
     let mut later = m.events();
     third.stop().await.expect("stop");
-    assert!(matches!(later.next().await.map(|e| e.step), Some(Step::Settled { .. })));
+    assert!(matches!(
+        later.next().await.map(|e| e.step),
+        Some(Step::Settled { .. })
+    ));
 }

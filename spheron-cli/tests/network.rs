@@ -364,7 +364,12 @@ async fn network_end_to_end() {
         "price x elapsed until the stop"
     );
     assert_eq!(s.paid.0 + s.refunded.0, report.budget.0);
-    assert!(s.paid.0 * 50 < report.budget.0, "paid {} of {}", s.paid, report.budget);
+    assert!(
+        s.paid.0 * 50 < report.budget.0,
+        "paid {} of {}",
+        s.paid,
+        report.budget
+    );
     assert_eq!(market.settlement(report.lease.0).await.unwrap(), Some(s));
 
     //     A lease's spend cap, through the CLI: 0.011111 buys 8 s at the 5-per-hour ceiling,
@@ -375,16 +380,34 @@ async fn network_end_to_end() {
         &net_path,
         &tenant,
         &[
-            "rent", "--gpu", "h100", "--hours", "1", "--max-price", "5", "--max-spend",
-            "0.011111", "--json", "--", "sleep", "300",
+            "rent",
+            "--gpu",
+            "h100",
+            "--hours",
+            "1",
+            "--max-price",
+            "5",
+            "--max-spend",
+            "0.011111",
+            "--json",
+            "--",
+            "sleep",
+            "300",
         ],
     );
     let stdout = text(&out.stdout);
     eprintln!("capped rent stderr:\n{}", text(&out.stderr));
     let report: LeaseReport =
         serde_json::from_str(stdout.lines().last().unwrap()).expect("the --json report");
-    assert_eq!(report.state, LeaseState::Closed(CloseReason::SpendCapReached));
-    assert!(report.budget.0 <= cap, "locked {} over the cap", report.budget);
+    assert_eq!(
+        report.state,
+        LeaseState::Closed(CloseReason::SpendCapReached)
+    );
+    assert!(
+        report.budget.0 <= cap,
+        "locked {} over the cap",
+        report.budget
+    );
     let s = report.settlement.expect("settled");
     assert!(s.paid.0 <= cap, "paid {} over the cap {cap}", s.paid);
     assert!(s.seconds <= 8, "billed {} s", s.seconds);

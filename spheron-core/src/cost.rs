@@ -209,14 +209,20 @@ mod tests {
                 cap,
                 committed,
                 requested,
-            }) => assert_eq!((cap, committed, requested), (Amount(100), Amount(60), Amount(50))),
+            }) => assert_eq!(
+                (cap, committed, requested),
+                (Amount(100), Amount(60), Amount(50))
+            ),
             other => panic!("expected SpendCapExceeded, got {other:?}"),
         }
         a.settle(Some(Amount(15)));
         assert_eq!(limit.committed(), Amount(15));
         let b = limit.commit(Amount(85)).unwrap();
         drop(b);
-        assert_eq!((limit.committed(), limit.remaining()), (Amount(15), Amount(85)));
+        assert_eq!(
+            (limit.committed(), limit.remaining()),
+            (Amount(15), Amount(85))
+        );
         limit.commit(Amount(10)).unwrap().settle(None);
         assert_eq!(limit.committed(), Amount(25));
         assert!(limit.commit(Amount(u128::MAX)).is_err());

@@ -77,12 +77,8 @@ impl GpuRequest {
     pub fn spend_limited_secs(&self) -> u64 {
         match self.max_spend {
             None => self.duration_secs,
-            Some(cap) => crate::cost::seconds_within(
-                cap,
-                self.max_price_per_gpu_hour,
-                self.count,
-            )
-            .min(self.duration_secs),
+            Some(cap) => crate::cost::seconds_within(cap, self.max_price_per_gpu_hour, self.count)
+                .min(self.duration_secs),
         }
     }
 
@@ -525,7 +521,10 @@ mod tests {
         // 1.5 at a 3-per-hour ceiling buys half an hour.
         assert_eq!(r.spend_limited_secs(), 1800);
         assert_eq!(
-            yaml("max_spend: \"12.5\"\n").unwrap().locked_amount().unwrap(),
+            yaml("max_spend: \"12.5\"\n")
+                .unwrap()
+                .locked_amount()
+                .unwrap(),
             Amount(6_000_000)
         );
         assert_eq!(

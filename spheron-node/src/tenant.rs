@@ -1295,7 +1295,10 @@ async fn supervise(
     let mut last_work = None;
     let mut our_reason: Option<CloseReason> = None;
     // Idle: no output and no GPU activity, as the provider's gateway reports them.
-    let mut idle = lease.limits.idle_timeout.map(spheron_core::IdleDetector::new);
+    let mut idle = lease
+        .limits
+        .idle_timeout
+        .map(spheron_core::IdleDetector::new);
     let mut activity_missing_logged = false;
     loop {
         // A decided close goes out at once.

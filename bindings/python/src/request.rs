@@ -111,8 +111,7 @@ fn idle_secs(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<u64> {
         let f: f64 = v
             .extract()
             .map_err(|_| bad("expected a duration string or a number of seconds".into()))?;
-        if !f.is_finite() || !(1.0..=spheron_core::request::MAX_DURATION_SECS as f64).contains(&f)
-        {
+        if !f.is_finite() || !(1.0..=spheron_core::request::MAX_DURATION_SECS as f64).contains(&f) {
             return Err(bad(format!("{f} s is outside 1 s..=90 days")));
         }
         f.round() as u64

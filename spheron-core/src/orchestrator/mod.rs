@@ -304,9 +304,8 @@ impl Orchestrator {
             self.lock(order, budget, &verified, emit).await?;
             match self.launch(order, &verified, workload, emit).await {
                 Ok(launched) => {
-                    return Ok(self.supervise(
-                        order, budget, verified, launched, skipped, emit, commitment,
-                    ));
+                    return Ok(self
+                        .supervise(order, budget, verified, launched, skipped, emit, commitment));
                 }
                 Err(LaunchFailure::NotStarted(reason)) => {
                     self.refund(order, &verified, reason, emit, &mut skipped)

@@ -8,7 +8,7 @@
 
 use super::{Emitter, LeaseControl, LeaseReport, Parts};
 use crate::clock::Timestamp;
-use crate::cost::{SpendCommitment, IdleDetector};
+use crate::cost::{IdleDetector, SpendCommitment};
 use crate::escrow::Settlement;
 use crate::events::Step;
 use crate::launcher::{LogStream, WorkloadId, WorkloadLauncher, WorkloadStatus};
@@ -91,7 +91,11 @@ enum Ending {
 
 /// Resolves once the idle detector fires for `workload`; never, without a timeout or when
 /// the launcher cannot report activity. A failed activity read counts as nothing seen.
-async fn idle(launcher: &dyn WorkloadLauncher, workload: &WorkloadId, timeout: Option<Duration>) -> Duration {
+async fn idle(
+    launcher: &dyn WorkloadLauncher,
+    workload: &WorkloadId,
+    timeout: Option<Duration>,
+) -> Duration {
     let Some(timeout) = timeout else {
         return std::future::pending().await;
     };
