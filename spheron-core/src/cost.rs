@@ -13,7 +13,7 @@
 //!   line to stdout or stderr and its GPUs were not busy (utilisation at least
 //!   [`GPU_BUSY_PERCENT`]) for the request's
 //!   [`idle_timeout`](crate::GpuRequest::idle_timeout_secs). The launcher reports both signals
-//!   as an [`Activity`](crate::launcher::Activity); where it cannot measure GPU utilisation
+//!   as an [`Activity`]; where it cannot measure GPU utilisation
 //!   (simulated GPUs), only log output counts. The tenant side, who pays, stops the lease with
 //!   [`CloseReason::Idle`](crate::CloseReason::Idle) and is billed until the stop.
 
