@@ -6,7 +6,8 @@ use spheron_core::{
     AccountId, Amount, Balance, ChallengeVerifier, Clock, EpochConfig, EpochProcessor, Error,
     Escrow, FlowConfig, GpuRequest, LeaseHandle, LeaseReport, LedgerTotals, LocalMarket, Matcher,
     MemoryEscrow, Orchestrator, Parts, ProgressEvent, Provers, Provider, Registry, Result,
-    Standing, StrategyAgent, SystemClock, TierPolicy, Token, Workload, WorkloadLauncher,
+    SpendLimit, Standing, StrategyAgent, SystemClock, TierPolicy, Token, Workload,
+    WorkloadLauncher,
 };
 use spheron_gpu::Simulation;
 use spheron_node::LocalLauncher;
@@ -41,6 +42,7 @@ pub struct Marketplace {
     registry: Arc<Registry>,
     tenant: AccountId,
     verifier_account: AccountId,
+    spend: Option<Arc<SpendLimit>>,
 }
 
 impl std::fmt::Debug for Marketplace {
@@ -70,6 +72,7 @@ pub struct LocalBuilder {
     tenant_funds: Amount,
     epochs: EpochConfig,
     treasury_funds: Amount,
+    spend_cap: Option<Amount>,
 }
 
 impl Marketplace {
@@ -92,6 +95,7 @@ impl Marketplace {
             tenant_funds: Amount::ZERO,
             epochs: EpochConfig::default(),
             treasury_funds: Amount::ZERO,
+            spend_cap: None,
         }
     }
 
@@ -166,6 +170,12 @@ impl Marketplace {
     /// A provider's standing: tier, ban, hysteresis state and why.
     pub fn standing(&self, provider: AccountId) -> Result<Standing> {
         self.epochs.standing(provider)
+    }
+
+    /// The marketplace's spend cap, when one was set ([`LocalBuilder::spend_cap`]): its cap
+    /// and what its leases committed so far.
+    pub fn spend_limit(&self) -> Option<&Arc<SpendLimit>> {
+        self.spend.as_ref()
     }
 
     /// The orchestrator, for integrators who need the parts.
@@ -263,6 +273,13 @@ impl LocalBuilder {
         self.epochs = config;
         self
     }
+    /// Caps the total this marketplace's leases may commit (locked while running, paid once
+    /// settled; refunds return to the allowance): a rent that would go over it fails with
+    /// [`Error::SpendCapExceeded`] before anything is published.
+    pub fn spend_cap(mut self, cap: Amount) -> Self {
+        self.spend_cap = Some(cap);
+        self
+    }
     /// Funds the treasury that pays the epoch reward pools.
     pub fn treasury_funds(mut self, amount: Amount) -> Self {
         self.treasury_funds = amount;
@@ -275,6 +292,10 @@ impl LocalBuilder {
             return Err(Error::invalid("max_attempts", "must be at least 1"));
         }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let spend = match self.spend_cap {
+            Some(cap) => Some(SpendLimit::new(cap.non_zero("spend_cap")?)),
+            None => None,
+        };
         let stake_decimals = self.token.decimals;
         let ledger = Arc::new(MemoryEscrow::new(self.token));
         let escrow: Arc<dyn Escrow> = ledger.clone();
@@ -315,6 +336,7 @@ impl LocalBuilder {
                 treasury: self.epochs.treasury,
                 bounty_bps: self.epochs.verifiers.bounty_bps,
             },
+            spend_limit: spend.clone(),
             ..FlowConfig::default()
         };
         let verifier_account = config.verifier_account;
@@ -362,6 +384,7 @@ impl LocalBuilder {
             registry,
             tenant: self.tenant,
             verifier_account,
+            spend,
         })
     }
 }

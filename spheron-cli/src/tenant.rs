@@ -36,6 +36,13 @@ pub struct RequestArgs {
     /// Lowest trust tier.
     #[arg(long)]
     min_tier: Option<u8>,
+    /// Spend cap of this lease in the payment token, e.g. `2.5` (or `2.5 USDS`): the lease
+    /// never costs more; it ends as `spend cap reached` when the cap is used.
+    #[arg(long)]
+    max_spend: Option<String>,
+    /// Stop the lease after this long with no new output and no GPU activity, e.g. `10m`.
+    #[arg(long)]
+    idle_timeout: Option<String>,
 }
 
 /// `spheron quote` options.
@@ -140,6 +147,18 @@ fn request(args: &RequestArgs, token: &Token) -> Result<GpuRequest> {
     }
     if let Some(t) = args.min_tier {
         b = b.min_tier(t);
+    }
+    if let Some(cap) = &args.max_spend {
+        b = b.max_spend(spheron_core::request::parse_spend(token, cap)?);
+    }
+    if let Some(t) = &args.idle_timeout {
+        let secs = spheron_core::request::parse_duration(t).map_err(|_| {
+            spheron_core::Error::invalid(
+                "idle-timeout",
+                format!("`{t}` is not a duration like 10m, 90s or 1h"),
+            )
+        })?;
+        b = b.idle_timeout(std::time::Duration::from_secs(secs));
     }
     Ok(b.build()?)
 }

@@ -386,6 +386,88 @@ async fn network_end_to_end() {
         before.0 - available.0
     );
 
+    // 2d. Cost control. The idle detector: a workload that goes quiet is stopped by the
+    //     tenant after its idle timeout (from the activity the gateway reports: log output
+    //     only, the devnet's GPUs are simulated), and the chain bills only until the stop.
+    let idle_request = GpuRequest::builder()
+        .gpu("h100")
+        .hours(1)
+        .max_price_per_gpu_hour(Amount(5_000_000))
+        .idle_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let lease = market
+        .rent(
+            idle_request,
+            Workload::command(["sh", "-c", "echo working; exec sleep 300"]),
+        )
+        .await
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(90), lease.wait())
+        .await
+        .expect("the idle lease is stopped");
+    let LeaseState::Closed(CloseReason::Idle { idle_secs }) = report.state.clone() else {
+        panic!("expected an idle close, got {}", report.state);
+    };
+    assert!(idle_secs >= 3, "idle for {idle_secs} s");
+    let s = report.settlement.unwrap();
+    // Generous bounds: the chain's seconds from start to the close transaction.
+    assert!((3..=40).contains(&s.seconds), "billed {} s", s.seconds);
+    assert_eq!(
+        s.paid,
+        spheron::money::accrued_cost(report.price_per_gpu_hour, report.gpus, s.seconds).unwrap(),
+        "price x elapsed until the stop"
+    );
+    assert_eq!(s.paid.0 + s.refunded.0, report.budget.0);
+    assert!(
+        s.paid.0 * 50 < report.budget.0,
+        "paid {} of {}",
+        s.paid,
+        report.budget
+    );
+    assert_eq!(market.settlement(report.lease.0).await.unwrap(), Some(s));
+
+    //     A lease's spend cap, through the CLI: 0.011111 buys 8 s at the 5-per-hour ceiling,
+    //     so the order asks for 8 s, the chain locks at most the cap, and the lease ends as
+    //     `spend cap reached` with the cap never exceeded.
+    let cap = 11_111u128;
+    let out = cli(
+        &net_path,
+        &tenant,
+        &[
+            "rent",
+            "--gpu",
+            "h100",
+            "--hours",
+            "1",
+            "--max-price",
+            "5",
+            "--max-spend",
+            "0.011111",
+            "--json",
+            "--",
+            "sleep",
+            "300",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    eprintln!("capped rent stderr:\n{}", text(&out.stderr));
+    let report: LeaseReport =
+        serde_json::from_str(stdout.lines().last().unwrap()).expect("the --json report");
+    assert_eq!(
+        report.state,
+        LeaseState::Closed(CloseReason::SpendCapReached)
+    );
+    assert!(
+        report.budget.0 <= cap,
+        "locked {} over the cap",
+        report.budget
+    );
+    let s = report.settlement.expect("settled");
+    assert!(s.paid.0 <= cap, "paid {} over the cap {cap}", s.paid);
+    assert!(s.seconds <= 8, "billed {} s", s.seconds);
+    assert_eq!(s.paid.0 + s.refunded.0, report.budget.0);
+
     // 3. A fresh process finds and stops a lease that this process started.
     let lease = market
         .rent(request(5_000_000), Workload::command(["sleep", "300"]))

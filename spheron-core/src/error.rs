@@ -46,6 +46,19 @@ pub enum Error {
         /// What the account had available.
         available: Amount,
     },
+    /// A rent would take a marketplace's committed spend past its cap
+    /// ([`SpendLimit`](crate::cost::SpendLimit)); nothing was published.
+    #[error(
+        "the marketplace spend cap of {cap} would be exceeded: {committed} is committed and this rent needs {requested}"
+    )]
+    SpendCapExceeded {
+        /// The marketplace's cap.
+        cap: Amount,
+        /// Committed by its leases so far (locked while running, paid once settled).
+        committed: Amount,
+        /// What this rent would lock.
+        requested: Amount,
+    },
     /// A bid's price is above the order's price ceiling.
     #[error("bid of {price} per GPU-hour is above the order's ceiling of {ceiling}")]
     BidAboveCeiling {

@@ -223,6 +223,19 @@ pub struct LogLine {
     pub line: String,
 }
 
+/// What a launcher can tell about a workload's recent activity, for the idle detector
+/// ([`crate::cost::IdleDetector`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Milliseconds since the workload last wrote a line to stdout or stderr (since it
+    /// started, when it wrote nothing). The launcher's own notices do not count.
+    pub quiet_ms: u64,
+    /// Utilisation of the workload's busiest GPU now, percent, when the launcher can measure
+    /// it (real GPUs); `None` for simulated GPUs, where only log output counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_utilization: Option<u8>,
+}
+
 /// A stream of log lines that ends when the workload's output ends.
 pub type LogStream = BoxStream<'static, LogLine>;
 
@@ -246,6 +259,12 @@ pub trait WorkloadLauncher: Send + Sync {
     /// Stops the workload and releases what it used; resolves once it is gone. Also called
     /// after the workload finished by itself, to finish its clean-up; then it must succeed.
     async fn stop(&self, id: &WorkloadId) -> Result<()>;
+    /// The workload's recent activity, for idle detection; `None` when this launcher cannot
+    /// tell (the default), and then no lease it runs is ever stopped as idle.
+    async fn activity(&self, id: &WorkloadId) -> Result<Option<Activity>> {
+        let _ = id;
+        Ok(None)
+    }
 }
 
 /// Lines a [`LogBuffer`] keeps by default; older ones are dropped (readers are told).
@@ -257,6 +276,8 @@ struct LogState {
     next_seq: u64,
     capacity: usize,
     closed: bool,
+    /// When the last stdout or stderr line arrived (the buffer's creation before any).
+    last_output: std::time::Instant,
 }
 
 impl Default for LogState {
@@ -266,6 +287,7 @@ impl Default for LogState {
             next_seq: 0,
             capacity: LOG_BUFFER_LINES,
             closed: false,
+            last_output: std::time::Instant::now(),
         }
     }
 }
@@ -319,6 +341,9 @@ impl LogBuffer {
         }
         let seq = s.next_seq;
         s.next_seq += 1;
+        if source != LogSource::System {
+            s.last_output = std::time::Instant::now();
+        }
         s.lines.push_back(LogLine {
             seq,
             source,
@@ -345,6 +370,12 @@ impl LogBuffer {
     /// Whether no line is kept.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How long since the last stdout or stderr line (since the buffer was created, when
+    /// there was none); [`LogSource::System`] lines do not count.
+    pub fn quiet_for(&self) -> std::time::Duration {
+        self.lock().last_output.elapsed()
     }
 
     /// Lines written so far, kept or dropped.

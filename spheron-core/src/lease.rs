@@ -34,6 +34,15 @@ pub enum CloseReason {
     FundsExhausted,
     /// The leased duration ran out, or the order found no provider before it expired.
     Expired,
+    /// The lease's spend cap ([`GpuRequest::max_spend`](crate::GpuRequest::max_spend)) was
+    /// used up.
+    SpendCapReached,
+    /// The idle detector stopped the lease: no log output and no GPU activity for
+    /// `idle_secs` (at least the request's idle timeout).
+    Idle {
+        /// Seconds without activity when the lease was stopped.
+        idle_secs: u64,
+    },
 }
 
 impl CloseReason {
@@ -61,6 +70,10 @@ impl fmt::Display for CloseReason {
             CloseReason::ChallengeFailed { reason } => write!(f, "challenge failed: {reason}"),
             CloseReason::FundsExhausted => f.write_str("funds exhausted"),
             CloseReason::Expired => f.write_str("expired"),
+            CloseReason::SpendCapReached => f.write_str("spend cap reached"),
+            CloseReason::Idle { idle_secs } => {
+                write!(f, "idle (no output or GPU activity for {idle_secs} s)")
+            }
         }
     }
 }
@@ -157,6 +170,8 @@ mod tests {
             CloseReason::ChallengeFailed { reason: "y".into() },
             CloseReason::FundsExhausted,
             CloseReason::Expired,
+            CloseReason::SpendCapReached,
+            CloseReason::Idle { idle_secs: 60 },
         ]
     }
 
@@ -193,8 +208,8 @@ mod tests {
                 }
             }
         }
-        // Open: match + 2 closes; Matched: activate + 4 closes; Active: 7 closes.
-        assert_eq!(legal, 3 + 5 + 7);
+        // Open: match + 2 closes; Matched: activate + 4 closes; Active: 9 closes.
+        assert_eq!(legal, 3 + 5 + 9);
     }
 
     #[test]

@@ -37,6 +37,7 @@
 
 pub mod bidding;
 pub mod clock;
+pub mod cost;
 pub mod entropy;
 pub mod error;
 pub mod escrow;
@@ -67,6 +68,7 @@ pub mod test_utils;
 
 pub use bidding::{BidStrategy, StrategyAgent};
 pub use clock::{Clock, SimClock, SystemClock, Timestamp};
+pub use cost::{IdleDetector, SpendCommitment, SpendLimit};
 pub use entropy::{EntropySource, OsEntropy};
 pub use error::{Error, Result};
 pub use escrow::{Balance, Escrow, LeaseTerms, LedgerTotals, MemoryEscrow, Settlement};
@@ -74,8 +76,8 @@ pub use events::{ProgressEvent, Step};
 pub use gpu::{GeoPoint, GpuModel, HardwareClass};
 pub use ids::{AccountId, LeaseId, OrderId, ProviderId};
 pub use launcher::{
-    LaunchSpec, LineSplitter, LogBuffer, LogLine, LogSource, LogStream, Secret, Workdir, Workload,
-    WorkloadId, WorkloadKind, WorkloadLauncher, WorkloadStatus,
+    Activity, LaunchSpec, LineSplitter, LogBuffer, LogLine, LogSource, LogStream, Secret, Workdir,
+    Workload, WorkloadId, WorkloadKind, WorkloadLauncher, WorkloadStatus,
 };
 pub use lease::{CloseReason, LeaseEvent, LeaseState};
 pub use market::{LocalMarket, Market, MarketEvent};

@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 #[non_exhaustive]
 pub enum MarketEvent {
     /// A new order is open for bids.
-    OrderPublished(Order),
+    OrderPublished(Box<Order>),
     /// A bid was accepted into an order's book.
     BidPlaced(Bid),
     /// An order was matched to a provider under a lease.
@@ -166,7 +166,7 @@ impl Market for LocalMarket {
                 },
             );
         }
-        self.emit(MarketEvent::OrderPublished(order.clone()));
+        self.emit(MarketEvent::OrderPublished(Box::new(order.clone())));
         let agents: Vec<_> = self
             .agents
             .read()

@@ -39,6 +39,16 @@ pub struct GpuRequest {
     pub allow_providers: Vec<ProviderId>,
     /// Never these providers.
     pub deny_providers: Vec<ProviderId>,
+    /// Spend cap of this lease in base units: the most it may ever cost. The escrow locks at
+    /// most this much and the lease ends with
+    /// [`CloseReason::SpendCapReached`](crate::CloseReason::SpendCapReached) once it is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_spend: Option<Amount>,
+    /// Idle timeout in seconds: the lease stops with
+    /// [`CloseReason::Idle`](crate::CloseReason::Idle) after this long with no new log output
+    /// and no GPU activity (see [`crate::cost`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 impl GpuRequest {
@@ -51,6 +61,30 @@ impl GpuRequest {
     /// The budget locked in escrow: ceiling x count x hours (per second, exact).
     pub fn budget(&self) -> Result<Amount> {
         crate::money::accrued_cost(self.max_price_per_gpu_hour, self.count, self.duration_secs)
+    }
+
+    /// What the escrow locks: the [`budget`](Self::budget), capped at
+    /// [`max_spend`](Self::max_spend).
+    pub fn locked_amount(&self) -> Result<Amount> {
+        let budget = self.budget()?;
+        Ok(self.max_spend.map_or(budget, |cap| cap.min(budget)))
+    }
+
+    /// The longest lease whose [`budget`](Self::budget) at the price ceiling stays within
+    /// [`max_spend`](Self::max_spend) (the ordered duration without a cap). A chain that
+    /// locks ceiling x count x duration is sent this duration, so its lock never exceeds the
+    /// cap.
+    pub fn spend_limited_secs(&self) -> u64 {
+        match self.max_spend {
+            None => self.duration_secs,
+            Some(cap) => crate::cost::seconds_within(cap, self.max_price_per_gpu_hour, self.count)
+                .min(self.duration_secs),
+        }
+    }
+
+    /// The idle timeout, when set.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        self.idle_timeout_secs.map(std::time::Duration::from_secs)
     }
 
     /// Whether `model` satisfies the model and memory constraints.
@@ -68,6 +102,8 @@ impl GpuRequest {
     /// max_price_per_gpu_hour: "3.00"
     /// regions: [eu-west]
     /// min_tier: 3
+    /// max_spend: "12.5"    # the lease's spend cap; "12.5 USDS" names the token too
+    /// idle_timeout: 10m    # stop after 10 minutes without output or GPU activity
     /// ```
     pub fn from_yaml(yaml: &str, token: &Token) -> Result<Self> {
         let spec: SpecFile =
@@ -114,8 +150,40 @@ impl GpuRequest {
             b.deny_providers
                 .push(AccountIdOrErr::parse(&p, "deny_providers")?);
         }
+        if let Some(m) = spec.max_spend {
+            b = b.max_spend(parse_spend(token, &m)?);
+        }
+        if let Some(t) = spec.idle_timeout {
+            b.idle_timeout_secs = Some(parse_duration(&t).map_err(|_| {
+                Error::invalid(
+                    "idle_timeout",
+                    format!("`{t}` is not a duration like 10m, 90s or 1h"),
+                )
+            })?);
+        }
         b.build()
     }
+}
+
+/// Parses a spend cap: a decimal amount of `token`, optionally followed by its symbol
+/// (`"12.5"`, `"12.5 SPHN"`); another symbol is refused.
+pub fn parse_spend(token: &Token, s: &str) -> Result<Amount> {
+    let s = s.trim();
+    let number = match s.split_once(char::is_whitespace) {
+        Some((n, sym)) if sym.trim().eq_ignore_ascii_case(&token.symbol) => n,
+        Some((_, sym)) => {
+            return Err(Error::invalid(
+                "max_spend",
+                format!(
+                    "`{s}` is in {}, but this market pays in {}",
+                    sym.trim(),
+                    token.symbol
+                ),
+            ));
+        }
+        None => s,
+    };
+    token.parse("max_spend", number)
 }
 
 struct AccountIdOrErr;
@@ -159,6 +227,8 @@ struct SpecFile {
     allow_providers: Vec<String>,
     #[serde(default)]
     deny_providers: Vec<String>,
+    max_spend: Option<String>,
+    idle_timeout: Option<String>,
 }
 
 /// Parses `2h`, `90m`, `3600s`, `1h30m`, or a bare number of seconds.
@@ -219,6 +289,8 @@ pub struct GpuRequestBuilder {
     min_tier: Option<u8>,
     allow_providers: Vec<ProviderId>,
     deny_providers: Vec<ProviderId>,
+    max_spend: Option<Amount>,
+    idle_timeout_secs: Option<u64>,
 }
 
 impl GpuRequestBuilder {
@@ -293,6 +365,17 @@ impl GpuRequestBuilder {
         self
     }
 
+    /// Spend cap of the lease in base units (see [`GpuRequest::max_spend`]).
+    pub fn max_spend(mut self, cap: Amount) -> Self {
+        self.max_spend = Some(cap);
+        self
+    }
+    /// Idle timeout (see [`GpuRequest::idle_timeout_secs`]); whole seconds, at least 1.
+    pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.idle_timeout_secs = Some(timeout.as_secs());
+        self
+    }
+
     /// Validates and builds the request. Every error names the field.
     pub fn build(self) -> Result<GpuRequest> {
         let mut models = Vec::new();
@@ -359,9 +442,31 @@ impl GpuRequestBuilder {
             min_tier,
             allow_providers: self.allow_providers,
             deny_providers: self.deny_providers,
+            max_spend: self.max_spend,
+            idle_timeout_secs: self.idle_timeout_secs,
         };
         // The budget must be representable.
         req.budget()?;
+        if let Some(cap) = req.max_spend {
+            cap.non_zero("max_spend")?;
+            if req.spend_limited_secs() == 0 {
+                return Err(Error::invalid(
+                    "max_spend",
+                    format!(
+                        "{cap} buys less than one second of {} GPU(s) at the ceiling of {} per GPU-hour",
+                        req.count, req.max_price_per_gpu_hour
+                    ),
+                ));
+            }
+        }
+        if let Some(t) = req.idle_timeout_secs
+            && (t == 0 || t > MAX_DURATION_SECS)
+        {
+            return Err(Error::invalid(
+                "idle_timeout",
+                format!("{t} s is outside 1 s..=90 days"),
+            ));
+        }
         Ok(req)
     }
 }
@@ -399,6 +504,54 @@ mod tests {
         assert_eq!(r.max_price_per_gpu_hour, Amount(2_500_000));
         assert_eq!(r.min_tier, TrustTier(3));
         assert_eq!(r.models.len(), 2);
+    }
+
+    #[test]
+    fn cost_controls_parse_and_validate() {
+        let yaml = |extra: &str| {
+            GpuRequest::from_yaml(
+                &format!("gpu: h100\nduration: 2h\nmax_price_per_gpu_hour: \"3\"\n{extra}"),
+                &usd(),
+            )
+        };
+        let r = yaml("max_spend: \"1.5 USDS\"\nidle_timeout: 10m\n").unwrap();
+        assert_eq!(r.max_spend, Some(Amount(1_500_000)));
+        assert_eq!(r.idle_timeout_secs, Some(600));
+        assert_eq!(r.locked_amount().unwrap(), Amount(1_500_000));
+        // 1.5 at a 3-per-hour ceiling buys half an hour.
+        assert_eq!(r.spend_limited_secs(), 1800);
+        assert_eq!(
+            yaml("max_spend: \"12.5\"\n")
+                .unwrap()
+                .locked_amount()
+                .unwrap(),
+            Amount(6_000_000)
+        );
+        assert_eq!(
+            field_of(yaml("max_spend: \"1 SPHN\"\n").unwrap_err()),
+            "max_spend"
+        );
+        assert_eq!(
+            field_of(yaml("max_spend: \"0\"\n").unwrap_err()),
+            "max_spend"
+        );
+        // Less than a second's worth.
+        assert_eq!(
+            field_of(yaml("max_spend: \"0.000001\"\n").unwrap_err()),
+            "max_spend"
+        );
+        assert_eq!(
+            field_of(yaml("idle_timeout: soon\n").unwrap_err()),
+            "idle_timeout"
+        );
+        assert_eq!(
+            field_of(yaml("idle_timeout: 0s\n").unwrap_err()),
+            "idle_timeout"
+        );
+        // Without a cap nothing changes.
+        let plain = yaml("").unwrap();
+        assert_eq!(plain.locked_amount().unwrap(), plain.budget().unwrap());
+        assert_eq!(plain.spend_limited_secs(), plain.duration_secs);
     }
 
     fn field_of(e: Error) -> &'static str {

@@ -1383,6 +1383,18 @@ impl WorkloadLauncher for KubeLauncher {
         Ok(self.run(id)?.logs.stream())
     }
 
+    /// Log output only: the pods' GPU utilisation is not read (no metrics source is assumed).
+    async fn activity(
+        &self,
+        id: &WorkloadId,
+    ) -> spheron_core::Result<Option<spheron_core::Activity>> {
+        let quiet = self.run(id)?.logs.quiet_for();
+        Ok(Some(spheron_core::Activity {
+            quiet_ms: u64::try_from(quiet.as_millis()).unwrap_or(u64::MAX),
+            gpu_utilization: None,
+        }))
+    }
+
     async fn stop(&self, id: &WorkloadId) -> spheron_core::Result<()> {
         match self.teardown(id).await {
             // Already pruned: nothing is left to stop.

@@ -91,6 +91,7 @@ impl LeaseBackend for Bench {
             open_on_chain: true,
             started_at: None,
             ended_at: None,
+            activity: None,
         })
     }
     async fn logs(&self, _: &ChainLease, _: u64, _: bool) -> Result<LogStream, GatewayError> {

@@ -15,6 +15,10 @@
 //! on its node, `spec.gpus` of them, as `CUDA_VISIBLE_DEVICES` (set after the tenant's
 //! environment, so a workload sees only its lease's GPUs); they are freed when it ends.
 //!
+//! Activity (for the tenant's idle detector): the time since the workload's last stdout or
+//! stderr line and, with [`LocalLauncher::with_gpu_monitor`] (real GPUs), the utilisation of
+//! its GPUs read with `nvidia-smi`; without it (simulated GPUs) only log output is reported.
+//!
 //! Memory is bounded: each log keeps the last [`LOG_BUFFER_LINES`](spheron_core::launcher::LOG_BUFFER_LINES)
 //! lines of at most [`MAX_LOG_LINE_BYTES`](spheron_core::launcher::MAX_LOG_LINE_BYTES) (output is
 //! decoded lossily, `\r` ends a line), and only the last [`FINISHED_KEPT`] finished workloads
@@ -49,6 +53,8 @@ struct Proc {
     status: watch::Receiver<WorkloadStatus>,
     logs: LogBuffer,
     stop_requested: Arc<AtomicBool>,
+    /// The device indices it was given.
+    gpus: Vec<u32>,
 }
 
 /// Device indices in use, per node name (`""` when the spec names none).
@@ -82,6 +88,46 @@ pub struct LocalLauncher {
     devices: Devices,
     /// Overrides [`OUTPUTS_GRACE`].
     retention: Option<Duration>,
+    /// Whether activity reports include GPU utilisation from `nvidia-smi`.
+    gpu_monitor: bool,
+}
+
+/// How long one `nvidia-smi` query may take.
+const NVIDIA_SMI_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The utilisation (percent) of the busiest of `devices`, from `nvidia-smi`; `None` when it
+/// cannot be read (no driver, no such device).
+async fn gpu_utilization(devices: &[u32]) -> Option<u8> {
+    let out = tokio::time::timeout(
+        NVIDIA_SMI_TIMEOUT,
+        Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=index,utilization.gpu",
+                "--format=csv,noheader,nounits",
+            ])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_utilization(&String::from_utf8_lossy(&out.stdout), devices)
+}
+
+/// The busiest of `devices` in `nvidia-smi --query-gpu=index,utilization.gpu` CSV output.
+fn parse_utilization(csv: &str, devices: &[u32]) -> Option<u8> {
+    csv.lines()
+        .filter_map(|l| {
+            let (i, u) = l.split_once(',')?;
+            let i: u32 = i.trim().parse().ok()?;
+            let u: u8 = u.trim().parse().ok()?;
+            devices.contains(&i).then_some(u.min(100))
+        })
+        .max()
 }
 
 /// Fills the fresh working directory `dir` from `workdir`'s source, off the async threads.
@@ -156,6 +202,16 @@ impl LocalLauncher {
     #[must_use]
     pub fn with_retention(mut self, grace: Duration) -> Self {
         self.retention = Some(grace);
+        self
+    }
+
+    /// Reports the utilisation of each workload's GPUs (read with `nvidia-smi`, by the device
+    /// indices given in `CUDA_VISIBLE_DEVICES`) in its [`Activity`](spheron_core::Activity),
+    /// for idle detection on real GPUs. Off by default: with simulated GPUs the indices name
+    /// no real device, and only log output counts.
+    #[must_use]
+    pub fn with_gpu_monitor(mut self) -> Self {
+        self.gpu_monitor = true;
         self
     }
 
@@ -285,6 +341,7 @@ impl WorkloadLauncher for LocalLauncher {
             }
         };
         let pid = child.id();
+        let gpus_held = gpus.clone();
         let logs = LogBuffer::new();
         logs.push(
             LogSource::System,
@@ -355,6 +412,7 @@ impl WorkloadLauncher for LocalLauncher {
                     status: rx,
                     logs,
                     stop_requested,
+                    gpus: gpus_held,
                 }),
             );
         Ok(id)
@@ -377,6 +435,20 @@ impl WorkloadLauncher for LocalLauncher {
         Ok(self.get(id)?.logs.stream())
     }
 
+    async fn activity(&self, id: &WorkloadId) -> Result<Option<spheron_core::Activity>> {
+        let proc = self.get(id)?;
+        let quiet = proc.logs.quiet_for();
+        let gpu_utilization = if self.gpu_monitor && !proc.gpus.is_empty() {
+            gpu_utilization(&proc.gpus).await
+        } else {
+            None
+        };
+        Ok(Some(spheron_core::Activity {
+            quiet_ms: u64::try_from(quiet.as_millis()).unwrap_or(u64::MAX),
+            gpu_utilization,
+        }))
+    }
+
     async fn stop(&self, id: &WorkloadId) -> Result<()> {
         let proc = self.get(id)?;
         if proc.status.borrow().is_terminal() {
@@ -397,5 +469,19 @@ impl WorkloadLauncher for LocalLauncher {
             .await
             .map_err(|_| Error::Launch(format!("workload {id} vanished")))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_utilization;
+
+    #[test]
+    fn utilisation_is_the_busiest_of_the_workloads_gpus() {
+        let csv = "0, 3\n1, 97\n2, 40\nnot a line\n";
+        assert_eq!(parse_utilization(csv, &[0, 2]), Some(40));
+        assert_eq!(parse_utilization(csv, &[1]), Some(97));
+        assert_eq!(parse_utilization(csv, &[5]), None);
+        assert_eq!(parse_utilization("", &[0]), None);
     }
 }

@@ -49,6 +49,8 @@ pub fn bare_request(gpus: u32, duration_secs: u32, ceiling: u128) -> GpuRequest 
         min_tier: TrustTier(0),
         allow_providers: Vec::new(),
         deny_providers: Vec::new(),
+        max_spend: None,
+        idle_timeout_secs: None,
     }
 }
 

@@ -1075,6 +1075,7 @@ impl ProviderNode {
             open_on_chain: l.open_on_chain,
             started_at: l.started_at,
             ended_at: l.ended_at,
+            activity: None,
         }
     }
 
@@ -1326,7 +1327,20 @@ impl LeaseBackend for ProviderNode {
     }
 
     async fn status(&self, lease: &ChainLease) -> std::result::Result<LeaseStatus, GatewayError> {
-        Ok(self.status_of(&self.row(lease.lease)?))
+        let mut status = self.status_of(&self.row(lease.lease)?);
+        if status.work == WorkState::Running {
+            let wid = self
+                .inner
+                .workloads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&lease.lease)
+                .cloned();
+            if let Some(wid) = wid {
+                status.activity = self.inner.launcher.activity(&wid).await.ok().flatten();
+            }
+        }
+        Ok(status)
     }
 
     async fn logs(

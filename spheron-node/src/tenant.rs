@@ -63,6 +63,9 @@ pub struct TenantConfig {
     pub expiry_grace: Duration,
     /// Attempts of each settlement transaction.
     pub settle_attempts: u32,
+    /// A spend cap over every lease rented through this market object, base units (none by
+    /// default): see [`SpendLimit`](spheron_core::SpendLimit).
+    pub spend_cap: Option<Amount>,
 }
 
 impl Default for TenantConfig {
@@ -79,6 +82,7 @@ impl Default for TenantConfig {
             gateway_failures: 5,
             expiry_grace: Duration::from_secs(30),
             settle_attempts: 5,
+            spend_cap: None,
         }
     }
 }
@@ -117,6 +121,8 @@ struct Inner {
     config: TenantConfig,
     clock: Arc<dyn Clock>,
     events: broadcast::Sender<ProgressEvent>,
+    /// The market's spend cap, from [`TenantConfig::spend_cap`].
+    spend: Option<Arc<spheron_core::SpendLimit>>,
 }
 
 /// The tenant's client of a network; see the [module docs](self).
@@ -341,6 +347,7 @@ impl NetworkMarket {
                 me,
                 market,
                 verifier: Arc::new(verifier),
+                spend: config.spend_cap.map(spheron_core::SpendLimit::new),
                 config,
                 clock,
                 events,
@@ -637,12 +644,43 @@ impl NetworkMarket {
     }
 
     /// Rents GPUs: returns once the workload runs on a provider that passed proof of GPU.
+    ///
+    /// Cost control: the contract locks ceiling x count x duration, so a request with a
+    /// `max_spend` orders only the duration the cap buys at its price ceiling
+    /// ([`GpuRequest::spend_limited_secs`]): the lock, and so any payment, stays within the
+    /// cap, and a lease that runs to that end closes as
+    /// [`CloseReason::SpendCapReached`]. The market's [`TenantConfig::spend_cap`] is checked
+    /// before anything is published. An `idle_timeout` is enforced by the lease's supervisor
+    /// from the activity the provider's gateway reports.
     pub async fn rent(
         &self,
         request: GpuRequest,
         workload: Workload,
     ) -> spheron_core::Result<LeaseHandle> {
         workload.validate()?;
+        let mut request = request;
+        request.duration_secs = request.spend_limited_secs();
+        let commitment = match &self.inner.spend {
+            Some(limit) => Some(limit.commit(request.budget()?)?),
+            None => None,
+        };
+        let handle = self.rent_attempts(request, workload).await?;
+        if let Some(c) = commitment {
+            let h = handle.clone();
+            tokio::spawn(async move {
+                let r = h.wait().await;
+                c.settle(r.settlement.map(|s| s.paid));
+            });
+        }
+        Ok(handle)
+    }
+
+    /// The rent flow proper: up to `max_attempts` providers.
+    async fn rent_attempts(
+        &self,
+        request: GpuRequest,
+        workload: Workload,
+    ) -> spheron_core::Result<LeaseHandle> {
         let i = &self.inner;
         let budget = request.budget()?;
         let (available, _) = self.balance().await?;
@@ -1009,6 +1047,7 @@ impl NetworkMarket {
             stop_tx,
             closed_rx,
             progress: progress.clone(),
+            limits: NetLimits::of(request),
         });
         tokio::spawn(supervise(shared.clone(), stop_rx, closed_tx));
         Ok(Attempt::Running(LeaseHandle::new(shared)))
@@ -1158,6 +1197,29 @@ fn log_stream(g: GatewayClient, id: u64, follow: bool) -> LogStream {
         .boxed()
 }
 
+/// The cost limits a network lease's supervisor enforces.
+struct NetLimits {
+    /// The request's idle timeout.
+    idle_timeout: Option<Duration>,
+    /// Whether the ordered duration is what the spend cap buys (its end is the cap's).
+    capped: bool,
+}
+
+impl NetLimits {
+    fn of(request: &GpuRequest) -> Self {
+        NetLimits {
+            idle_timeout: request.idle_timeout(),
+            capped: request.max_spend.is_some_and(|cap| {
+                spheron_core::cost::seconds_within(
+                    cap,
+                    request.max_price_per_gpu_hour,
+                    request.count,
+                ) <= request.duration_secs
+            }),
+        }
+    }
+}
+
 /// A network lease behind a [`LeaseHandle`].
 struct NetLease {
     market: NetworkMarket,
@@ -1166,6 +1228,7 @@ struct NetLease {
     stop_tx: watch::Sender<bool>,
     closed_rx: watch::Receiver<bool>,
     progress: Arc<Mutex<Vec<ProgressEvent>>>,
+    limits: NetLimits,
 }
 
 #[async_trait::async_trait]
@@ -1245,17 +1308,29 @@ async fn supervise(
     let i = &market.inner;
     let started = lease.snapshot();
     let id = started.lease.0;
-    let ends_at =
-        started.started_at.0 / 1000 + market.lease(id).await.map(|s| s.duration_secs).unwrap_or(0);
+    let duration = market.lease(id).await.map(|s| s.duration_secs).unwrap_or(0);
+    let ends_at = started.started_at.0 / 1000 + duration;
     let mut failures = 0u32;
     let mut last_work = None;
     let mut our_reason: Option<CloseReason> = None;
+    // Idle: no output and no GPU activity, as the provider's gateway reports them.
+    let mut idle = lease
+        .limits
+        .idle_timeout
+        .map(spheron_core::IdleDetector::new);
+    let mut activity_missing_logged = false;
     loop {
+        // A decided close goes out at once.
+        let wait = if our_reason.is_some() {
+            Duration::ZERO
+        } else {
+            i.config.lease_poll
+        };
         tokio::select! {
             _ = stop_rx.wait_for(|s| *s) => {
                 our_reason = Some(CloseReason::TenantStopped);
             }
-            _ = tokio::time::sleep(i.config.lease_poll) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         if let Some(reason) = &our_reason {
             tracing::info!(lease = id, ?reason, "closing the lease");
@@ -1270,6 +1345,33 @@ async fn supervise(
         match lease.gateway.status(id).await {
             Ok(s) => {
                 failures = 0;
+                if let Some(detector) = idle.as_mut()
+                    && s.work == crate::wire::WorkState::Running
+                {
+                    match &s.activity {
+                        Some(a) => {
+                            if let Some(quiet) = detector.observe(a) {
+                                tracing::info!(
+                                    lease = id,
+                                    quiet_ms = a.quiet_ms,
+                                    gpu_measured = detector.gpu_measured(),
+                                    "idle: stopping the lease"
+                                );
+                                our_reason = Some(CloseReason::Idle {
+                                    idle_secs: quiet.as_secs(),
+                                });
+                            }
+                        }
+                        None if !activity_missing_logged => {
+                            activity_missing_logged = true;
+                            tracing::warn!(
+                                lease = id,
+                                "the provider reports no activity: the idle timeout is not enforced"
+                            );
+                        }
+                        None => {}
+                    }
+                }
                 last_work = Some(s.work);
             }
             Err(e) => {
@@ -1283,6 +1385,9 @@ async fn supervise(
         };
         if !order_state::is_live(state) {
             break;
+        }
+        if our_reason.is_some() {
+            continue;
         }
         if failures >= i.config.gateway_failures {
             our_reason = Some(CloseReason::ProviderFailed {
@@ -1338,6 +1443,18 @@ async fn supervise(
             CloseReason::FundsExhausted
         }
         _ => reason,
+    };
+    // The ordered duration was what the spend cap buys: its end is the cap's (a provider
+    // that closed the lease at that end did not fail).
+    let ran_to_end = settlement.is_some_and(|s| duration > 0 && s.seconds >= duration);
+    let reason = match reason {
+        CloseReason::Expired | CloseReason::FundsExhausted if lease.limits.capped => {
+            CloseReason::SpendCapReached
+        }
+        CloseReason::ProviderFailed { .. } if lease.limits.capped && ran_to_end => {
+            CloseReason::SpendCapReached
+        }
+        r => r,
     };
     if let Some(s) = settlement {
         market.emit(

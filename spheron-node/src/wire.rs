@@ -57,6 +57,10 @@ pub struct LeaseStatus {
     pub started_at: Option<u64>,
     /// Unix seconds when it ended.
     pub ended_at: Option<u64>,
+    /// The workload's recent activity (time since its last output line, GPU utilisation
+    /// when measured), for the tenant's idle detector; absent when the node cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<spheron_core::Activity>,
 }
 
 /// `PUT /lease/{id}/workdir`: the working directory archive the provider stored.

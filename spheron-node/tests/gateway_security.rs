@@ -116,6 +116,7 @@ impl Memory {
             open_on_chain: l.active,
             started_at: None,
             ended_at: None,
+            activity: None,
         }
     }
 }

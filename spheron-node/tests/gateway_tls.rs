@@ -45,6 +45,7 @@ impl Memory {
             open_on_chain: l.active,
             started_at: None,
             ended_at: None,
+            activity: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! | `NoMatch` | `NoMatchError` (`.order`, `.rejected`); `ChallengeFailedError` (a subclass) when providers were dropped for failing proof-of-GPU |
 //! | `ChallengeFailed` | `ChallengeFailedError` |
 //! | `InsufficientFunds` | `InsufficientFundsError` (`.needed`, `.available`) |
+//! | `SpendCapExceeded` | `SpendCapExceededError` (`.cap`, `.committed`, `.requested`) |
 //! | `Launch` | `LaunchError` |
 //! | `Matcher` | `MatcherError` (`__cause__`: the Python matcher's exception) |
 //! | `LeaseClosed` | `LeaseClosedError` (`.lease`) |
@@ -126,6 +127,20 @@ pub(crate) fn to_py(py: Python<'_>, market: Option<&Backend>, e: Error) -> PyErr
             &[
                 ("needed", obj(py, Money::new(needed, decimals))),
                 ("available", obj(py, Money::new(available, decimals))),
+            ],
+        ),
+        Error::SpendCapExceeded {
+            cap,
+            committed,
+            requested,
+        } => make(
+            py,
+            "SpendCapExceededError",
+            message,
+            &[
+                ("cap", obj(py, Money::new(cap, decimals))),
+                ("committed", obj(py, Money::new(committed, decimals))),
+                ("requested", obj(py, Money::new(requested, decimals))),
             ],
         ),
         // A workload that never started is a launch failure (nothing was billed).

@@ -156,7 +156,7 @@ fn emit(py: Python<'_>, cb: &Py<PyAny>, market: &Backend, e: &ProgressEvent) {
 impl PyMarketplace {
     /// Builds the embedded marketplace. `funds` (USD) are deposited for the tenant.
     #[staticmethod]
-    #[pyo3(signature = (funds=None, *, seed=None, bid_window=0.2, max_attempts=3, matcher=None))]
+    #[pyo3(signature = (funds=None, *, seed=None, bid_window=0.2, max_attempts=3, matcher=None, spend_cap=None))]
     fn local(
         py: Python<'_>,
         funds: Option<&Bound<'_, PyAny>>,
@@ -164,9 +164,13 @@ impl PyMarketplace {
         bid_window: f64,
         max_attempts: i64,
         matcher: Option<Bound<'_, PyAny>>,
+        spend_cap: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let token = usd();
         let mut b = Marketplace::local().token(token.clone());
+        if let Some(c) = spend_cap {
+            b = b.spend_cap(parse_price(py, "spend_cap", c, &token)?);
+        }
         if let Some(f) = funds {
             b = b.tenant_funds(parse_price(py, "funds", f, &token)?);
         }
@@ -213,8 +217,19 @@ impl PyMarketplace {
     /// `$SPHERON_NETWORK`) as the tenant holding the 0x-hex private `key` (default:
     /// `$SPHERON_KEY`, else the network file's first tenant account).
     #[staticmethod]
-    #[pyo3(signature = (network=None, key=None))]
-    fn connect(py: Python<'_>, network: Option<PathBuf>, key: Option<String>) -> PyResult<Self> {
+    #[pyo3(signature = (network=None, key=None, *, spend_cap=None))]
+    fn connect(
+        py: Python<'_>,
+        network: Option<PathBuf>,
+        key: Option<String>,
+        spend_cap: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        // The network's token is only known once connected: the cap is parsed with the
+        // requests' 6 decimals, which `rent` checks the market's token against.
+        let spend_cap = match spend_cap {
+            Some(c) => Some(parse_price(py, "spend_cap", c, &usd())?),
+            None => None,
+        };
         let path = match network {
             Some(p) => p,
             None => match std::env::var_os("SPHERON_NETWORK") {
@@ -249,7 +264,11 @@ impl PyMarketplace {
         let connected = block_on(
             py,
             async move {
-                let market = Marketplace::connect(&at, &key).await?;
+                let config = spheron::TenantConfig {
+                    spend_cap,
+                    ..spheron::TenantConfig::default()
+                };
+                let market = Marketplace::connect_with(&at, &key, config).await?;
                 Ok::<_, Error>(Network::new(market, at).await)
             },
             |_| Ok(()),

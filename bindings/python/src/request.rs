@@ -97,6 +97,47 @@ fn str_list(py: Python<'_>, field: &'static str, v: &Bound<'_, PyAny>) -> PyResu
     ))
 }
 
+/// An idle timeout: a duration string (`"10m"`, `"90s"`) or a number of seconds (at least 1).
+fn idle_secs(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<u64> {
+    let bad = |what: String| invalid(py, "idle_timeout", what);
+    if v.is_instance_of::<PyBool>() {
+        return Err(bad("expected a duration, got a bool".into()));
+    }
+    let secs = if v.is_instance_of::<PyString>() {
+        let s: String = v.extract()?;
+        spheron_core::request::parse_duration(&s)
+            .map_err(|_| bad(format!("`{s}` is not a duration like 10m, 90s or 1h")))?
+    } else {
+        let f: f64 = v
+            .extract()
+            .map_err(|_| bad("expected a duration string or a number of seconds".into()))?;
+        if !f.is_finite() || !(1.0..=spheron_core::request::MAX_DURATION_SECS as f64).contains(&f) {
+            return Err(bad(format!("{f} s is outside 1 s..=90 days")));
+        }
+        f.round() as u64
+    };
+    if secs == 0 {
+        return Err(bad("must be at least 1 s".into()));
+    }
+    Ok(secs)
+}
+
+/// Applies the cost-control keywords to `b`.
+fn cost_controls(
+    py: Python<'_>,
+    mut b: spheron_core::GpuRequestBuilder,
+    max_spend: Option<&Bound<'_, PyAny>>,
+    idle_timeout: Option<&Bound<'_, PyAny>>,
+) -> PyResult<spheron_core::GpuRequestBuilder> {
+    if let Some(m) = max_spend {
+        b = b.max_spend(parse_price(py, "max_spend", m, &usd())?);
+    }
+    if let Some(t) = idle_timeout {
+        b = b.idle_timeout(std::time::Duration::from_secs(idle_secs(py, t)?));
+    }
+    Ok(b)
+}
+
 /// A provider given by hex address or by name (ids of named providers derive from the name).
 fn provider_ref(s: &str) -> ProviderId {
     ProviderId::parse(s).unwrap_or_else(|_| AccountId::from_label(s))
@@ -115,7 +156,8 @@ impl PyGpuRequest {
     #[pyo3(signature = (
         gpu=None, count=None, hours=None, *, max_price_per_hour=None, duration=None,
         region=None, deny_regions=None, min_tier=None, min_memory_gib=None,
-        max_latency_ms=None, location=None, allow_providers=None, deny_providers=None
+        max_latency_ms=None, location=None, allow_providers=None, deny_providers=None,
+        max_spend=None, idle_timeout=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -133,8 +175,10 @@ impl PyGpuRequest {
         location: Option<(f64, f64)>,
         allow_providers: Option<&Bound<'_, PyAny>>,
         deny_providers: Option<&Bound<'_, PyAny>>,
+        max_spend: Option<&Bound<'_, PyAny>>,
+        idle_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let mut b = GpuRequest::builder();
+        let mut b = cost_controls(py, GpuRequest::builder(), max_spend, idle_timeout)?;
         if let Some(g) = gpu {
             for name in str_list(py, "gpu", g)? {
                 b = b.gpu(&name);
@@ -237,6 +281,33 @@ impl PyGpuRequest {
         Ok(PyGpuRequest { inner })
     }
 
+    /// This request with a spend cap (USD) and/or an idle timeout (a duration string or
+    /// seconds); the others keep their values.
+    #[pyo3(signature = (*, max_spend=None, idle_timeout=None))]
+    fn with_limits(
+        &self,
+        py: Python<'_>,
+        max_spend: Option<&Bound<'_, PyAny>>,
+        idle_timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let mut r = self.inner.clone();
+        // Validated by the builder with the request's own ceiling and count.
+        let probe = cost_controls(py, GpuRequest::builder(), max_spend, idle_timeout)?
+            .gpu("t4")
+            .count(r.count)
+            .duration_secs(r.duration_secs)
+            .max_price_per_gpu_hour(r.max_price_per_gpu_hour)
+            .build()
+            .map_err(|e| to_py(py, None, e))?;
+        if max_spend.is_some() {
+            r.max_spend = probe.max_spend;
+        }
+        if idle_timeout.is_some() {
+            r.idle_timeout_secs = probe.idle_timeout_secs;
+        }
+        Ok(PyGpuRequest { inner: r })
+    }
+
     /// Parses a YAML spec (prices as decimal strings in USD).
     #[staticmethod]
     fn from_yaml(py: Python<'_>, text: &str) -> PyResult<Self> {
@@ -286,6 +357,16 @@ impl PyGpuRequest {
     #[getter]
     fn min_tier(&self) -> u8 {
         self.inner.min_tier.0
+    }
+    /// The lease's spend cap (USD), if any.
+    #[getter]
+    fn max_spend(&self) -> Option<Money> {
+        self.inner.max_spend.map(|m| Money::new(m, usd().decimals))
+    }
+    /// The idle timeout in seconds, if any.
+    #[getter]
+    fn idle_timeout_secs(&self) -> Option<u64> {
+        self.inner.idle_timeout_secs
     }
     /// What is locked in escrow: ceiling x count x duration.
     #[getter]

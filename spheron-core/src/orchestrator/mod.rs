@@ -8,8 +8,12 @@
 //!    lease opened). A failed challenge penalises the provider and takes the next bid; a
 //!    launch the launcher never started ([`Error::NotStarted`]) refunds the lock and takes
 //!    the next bid; any other failure hands everything back and fails the rent;
-//! 4. *supervise* until the tenant stops, the paid time ends or the workload ends, then
-//!    *settle* (`supervise.rs`).
+//! 4. *supervise* until the tenant stops, the paid time ends, the workload ends, the
+//!    lease's spend cap is used or the idle detector fires, then *settle* (`supervise.rs`).
+//!
+//! Cost control ([`crate::cost`]): the lock is the budget capped at the request's
+//! `max_spend`; a marketplace [`SpendLimit`] (in [`FlowConfig::spend_limit`]) is committed
+//! before the order is published and keeps only what the lease paid.
 //!
 //! An order that fails at any step is closed on the market.
 
@@ -22,6 +26,7 @@ pub use lease_control::{LeaseControl, LeaseHandle};
 pub use report::LeaseReport;
 
 use crate::clock::{Clock, Timestamp};
+use crate::cost::{SpendCommitment, SpendLimit};
 use crate::entropy::{EntropySource, OsEntropy};
 use crate::escrow::{Escrow, LeaseTerms};
 use crate::events::{ProgressEvent, Step};
@@ -90,6 +95,8 @@ pub struct FlowConfig {
     /// The first order id this orchestrator assigns (then +1 per order). Markets that outlive
     /// one process (a chain) need ids that no earlier run used.
     pub first_order_id: u64,
+    /// A spend cap over every lease this orchestrator rents (none by default).
+    pub spend_limit: Option<Arc<SpendLimit>>,
 }
 
 impl Default for FlowConfig {
@@ -100,6 +107,7 @@ impl Default for FlowConfig {
             verifier_account: AccountId::from_label("spheron.verifier"),
             penalties: PenaltyRoute::default(),
             first_order_id: 1,
+            spend_limit: None,
         }
     }
 }
@@ -226,6 +234,11 @@ impl Orchestrator {
         workload: Workload,
     ) -> Result<LeaseHandle> {
         workload.validate()?;
+        // The marketplace cap is checked before anything is published.
+        let commitment = match &self.config.spend_limit {
+            Some(limit) => Some(limit.commit(request.locked_amount()?)?),
+            None => None,
+        };
         let order = self.open_order(tenant, request).await?;
         let emit = Emitter {
             order: order.id,
@@ -233,7 +246,7 @@ impl Orchestrator {
             tx: self.events.clone(),
             clock: self.parts.clock.clone(),
         };
-        let result = self.drive(&order, &workload, &emit).await;
+        let result = self.drive(&order, &workload, &emit, commitment).await;
         if result.is_err()
             && let Err(e) = self.parts.market.close_order(order.id).await
         {
@@ -244,7 +257,7 @@ impl Orchestrator {
 
     /// The order for `request`, once the tenant's available funds cover its budget.
     async fn open_order(&self, tenant: AccountId, request: GpuRequest) -> Result<Order> {
-        let budget = request.budget()?;
+        let budget = request.locked_amount()?;
         let available = self.parts.escrow.balance(tenant).await?.available;
         if available < budget {
             return Err(Error::InsufficientFunds {
@@ -269,8 +282,9 @@ impl Orchestrator {
         order: &Order,
         workload: &Workload,
         emit: &Emitter,
+        commitment: Option<SpendCommitment>,
     ) -> Result<LeaseHandle> {
-        let budget = order.request.budget()?;
+        let budget = order.request.locked_amount()?;
         let bids = self.publish_and_collect(order, budget, emit).await?;
         let (ranking, mut skipped) = self.rank(order, bids)?;
         for (i, ranked) in ranking.ranked.iter().enumerate() {
@@ -290,7 +304,8 @@ impl Orchestrator {
             self.lock(order, budget, &verified, emit).await?;
             match self.launch(order, &verified, workload, emit).await {
                 Ok(launched) => {
-                    return Ok(self.supervise(order, budget, verified, launched, skipped, emit));
+                    return Ok(self
+                        .supervise(order, budget, verified, launched, skipped, emit, commitment));
                 }
                 Err(LaunchFailure::NotStarted(reason)) => {
                     self.refund(order, &verified, reason, emit, &mut skipped)
@@ -560,6 +575,7 @@ impl Orchestrator {
     }
 
     /// Step 4, *supervise*: writes the report and hands the lease to its supervisor task.
+    #[allow(clippy::too_many_arguments)]
     fn supervise(
         &self,
         order: &Order,
@@ -568,8 +584,16 @@ impl Orchestrator {
         launched: Launched,
         skipped: Vec<Rejection>,
         emit: &Emitter,
+        commitment: Option<SpendCommitment>,
     ) -> LeaseHandle {
         let p = &self.parts;
+        let price = v.choice.candidate.bid.price_per_gpu_hour;
+        // The lease's spend cap ends it at the last second the cap pays for at its price.
+        let cap_at = order.request.max_spend.and_then(|cap| {
+            let secs = crate::cost::seconds_within(cap, price, order.request.count);
+            let at = launched.started_at.add(Duration::from_secs(secs));
+            (at < launched.ends_at).then_some(at)
+        });
         let provider = v.choice.provider();
         let (name, region, tier, tier_reason) = match p.registry.get(provider) {
             Ok(prov) => {
@@ -614,6 +638,9 @@ impl Orchestrator {
             closed_rx,
             workload: launched.workload,
             ends_at: launched.ends_at,
+            cap_at,
+            idle_timeout: order.request.idle_timeout(),
+            commitment: Mutex::new(commitment),
             node: v.node,
             parts: p.clone(),
         });

@@ -1,14 +1,21 @@
 //! The last two steps of the rent flow: *supervise* a running lease until it ends, then
 //! *settle* it (tear down, settle the escrow, return capacity, record the outcome).
+//!
+//! Cost control: a lease with a spend cap ends at the last second the cap pays for
+//! (`cap_at`); one with an idle timeout is watched by an [`IdleDetector`] fed with the
+//! launcher's [`Activity`](crate::launcher::Activity) reports, and stopped as
+//! [`CloseReason::Idle`] when it fires. Either way the escrow bills up to that instant.
 
 use super::{Emitter, LeaseControl, LeaseReport, Parts};
 use crate::clock::Timestamp;
+use crate::cost::{IdleDetector, SpendCommitment};
 use crate::escrow::Settlement;
 use crate::events::Step;
 use crate::launcher::{LogStream, WorkloadId, WorkloadLauncher, WorkloadStatus};
 use crate::lease::{CloseReason, LeaseEvent, LeaseState};
 use crate::{Error, Result};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// What the supervisor and every [`super::LeaseHandle`] of one lease share.
@@ -18,6 +25,12 @@ pub(super) struct LeaseShared {
     pub(super) closed_rx: watch::Receiver<bool>,
     pub(super) workload: WorkloadId,
     pub(super) ends_at: Timestamp,
+    /// When the lease's spend cap is used up, if before `ends_at`.
+    pub(super) cap_at: Option<Timestamp>,
+    /// The request's idle timeout.
+    pub(super) idle_timeout: Option<Duration>,
+    /// What this lease holds against the marketplace's spend cap.
+    pub(super) commitment: Mutex<Option<SpendCommitment>>,
     pub(super) node: String,
     pub(super) parts: Parts,
 }
@@ -71,7 +84,46 @@ impl LeaseControl for LeaseShared {
 enum Ending {
     Stop,
     Expire,
+    SpendCap,
+    Idle(Duration),
     Exit(Result<WorkloadStatus>),
+}
+
+/// Resolves once the idle detector fires for `workload`; never, without a timeout or when
+/// the launcher cannot report activity. A failed activity read counts as nothing seen.
+async fn idle(
+    launcher: &dyn WorkloadLauncher,
+    workload: &WorkloadId,
+    timeout: Option<Duration>,
+) -> Duration {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    let mut detector = IdleDetector::new(timeout);
+    loop {
+        tokio::time::sleep(detector.poll_interval()).await;
+        match launcher.activity(workload).await {
+            Ok(Some(a)) => {
+                if let Some(quiet) = detector.observe(&a) {
+                    tracing::info!(
+                        %workload,
+                        quiet_ms = a.quiet_ms,
+                        gpu_measured = detector.gpu_measured(),
+                        "idle: stopping the lease"
+                    );
+                    return quiet;
+                }
+            }
+            Ok(None) => {
+                tracing::warn!(
+                    %workload,
+                    "the launcher cannot report activity: the idle timeout is not enforced"
+                );
+                return std::future::pending().await;
+            }
+            Err(e) => tracing::debug!(%workload, error = %e, "reading activity"),
+        }
+    }
 }
 
 /// *Supervise*: waits for the tenant's stop, the paid duration's end or the workload's own
@@ -83,15 +135,27 @@ pub(super) async fn supervise(
     emit: Emitter,
 ) {
     let p = &shared.parts;
+    let cap_at = shared.cap_at;
+    let spend_cap = async {
+        match cap_at {
+            Some(at) => p.clock.sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
     let ending = tokio::select! {
         biased;
         _ = stop_rx.wait_for(|s| *s) => Ending::Stop,
         _ = p.clock.sleep_until(shared.ends_at) => Ending::Expire,
+        _ = spend_cap => Ending::SpendCap,
+        quiet = idle(p.launcher.as_ref(), &shared.workload, shared.idle_timeout) => Ending::Idle(quiet),
         status = p.launcher.wait(&shared.workload) => Ending::Exit(status),
     };
     // The clock stops here, before any teardown (log drain, object deletion) that the
-    // tenant must not pay for; never bill past the paid duration.
-    let at = p.clock.now().min(shared.ends_at);
+    // tenant must not pay for; never bill past the paid duration or the spend cap.
+    let mut at = p.clock.now().min(shared.ends_at);
+    if let Some(cap) = shared.cap_at {
+        at = at.min(cap);
+    }
     settle(&shared, close_reason(ending), at, &emit).await;
     closed_tx.send_replace(true);
 }
@@ -100,6 +164,10 @@ fn close_reason(ending: Ending) -> CloseReason {
     match ending {
         Ending::Stop => CloseReason::TenantStopped,
         Ending::Expire => CloseReason::Expired,
+        Ending::SpendCap => CloseReason::SpendCapReached,
+        Ending::Idle(quiet) => CloseReason::Idle {
+            idle_secs: quiet.as_secs(),
+        },
         Ending::Exit(Ok(WorkloadStatus::Succeeded)) => CloseReason::Completed,
         Ending::Exit(Ok(WorkloadStatus::Failed { exit_code })) => {
             CloseReason::WorkloadFailed { exit_code }
@@ -125,6 +193,14 @@ async fn settle(shared: &LeaseShared, reason: CloseReason, at: Timestamp, emit: 
     let (lease, order, provider, gpus) =
         shared.with_report(|r| (r.lease, r.order, r.provider, r.gpus));
     let settlement: Result<Settlement> = p.escrow.settle(lease, at).await;
+    let commitment = shared
+        .commitment
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(c) = commitment {
+        c.settle(settlement.as_ref().ok().map(|s| s.paid));
+    }
     if let Err(e) = p.registry.release(provider, &shared.node, gpus) {
         tracing::warn!(%lease, error = %e, "returning capacity failed");
     }

@@ -73,6 +73,7 @@ from .errors import (
     NoMatchError,
     ProverError,
     SpheronError,
+    SpendCapExceededError,
     StepTimeoutError,
     UnclosedLeaseWarning,
     UnsupportedError,
@@ -104,6 +105,7 @@ __all__ = [
     "NoMatchError",
     "ChallengeFailedError",
     "InsufficientFundsError",
+    "SpendCapExceededError",
     "LaunchError",
     "MatcherError",
     "LeaseClosedError",
@@ -269,6 +271,15 @@ class Matcher(Protocol):
     def rank(self, order: Order, bids: List[Bid]) -> Iterable[RankItem]: ...
 
 
+def _limited(
+    request: GpuRequest, max_spend: Optional[Amount], idle_timeout: Union[str, float, None]
+) -> GpuRequest:
+    """``request`` with the rent's cost-control keywords applied."""
+    if max_spend is None and idle_timeout is None:
+        return request
+    return request.with_limits(max_spend=max_spend, idle_timeout=idle_timeout)
+
+
 class Marketplace:
     """A GPU marketplace. :meth:`local` builds the embedded one: in-process market and
     escrow, a simulated fleet of twelve providers in six regions (H200 down to T4), real
@@ -297,14 +308,21 @@ class Marketplace:
         max_attempts: int = 3,
         matcher: Optional[Matcher] = None,
         progress: Progress = None,
+        spend_cap: Optional[Amount] = None,
     ) -> "Marketplace":
         """The embedded marketplace. ``funds`` (USD) are deposited for the tenant; ``seed``
         makes matching and challenges reproducible; ``bid_window`` (seconds) is how long
         orders collect bids; ``max_attempts`` how many providers are challenged before
         giving up; ``matcher`` replaces the default weighted matcher; ``progress`` is the
-        default for :meth:`rent`."""
+        default for :meth:`rent`; ``spend_cap`` (USD) caps what all its leases together may
+        commit (see :class:`SpendCapExceededError`)."""
         native = _native.Marketplace.local(
-            funds, seed=seed, bid_window=bid_window, max_attempts=max_attempts, matcher=matcher
+            funds,
+            seed=seed,
+            bid_window=bid_window,
+            max_attempts=max_attempts,
+            matcher=matcher,
+            spend_cap=spend_cap,
         )
         return cls(native, progress)
 
@@ -315,6 +333,7 @@ class Marketplace:
         key: Optional[str] = None,
         *,
         progress: Progress = None,
+        spend_cap: Optional[Amount] = None,
     ) -> "Marketplace":
         """A tenant client of the network described by the ``network.json`` at ``network``
         (default: ``$SPHERON_NETWORK``), signing with the 0x-hex private ``key`` (default:
@@ -323,8 +342,9 @@ class Marketplace:
 
         Raises :class:`InvalidRequestError` (``field="network"``, naming the file) for a
         missing or unreadable network file, (``field="key"``) for a bad key, and
-        :class:`BackendError` when the chain cannot be reached."""
-        native = _native.Marketplace.connect(network, key)
+        :class:`BackendError` when the chain cannot be reached. ``spend_cap`` caps what all
+        leases rented through this object together may commit."""
+        native = _native.Marketplace.connect(network, key, spend_cap=spend_cap)
         return cls(native, progress)
 
     def rent(
@@ -338,6 +358,8 @@ class Marketplace:
         secrets: Optional[Mapping[str, str]] = None,
         workdir: Union[str, "PathLike[str]", None] = None,
         progress: Progress = None,
+        max_spend: Optional[Amount] = None,
+        idle_timeout: Union[str, float, None] = None,
     ) -> Lease:
         """Rents GPUs for ``request`` and starts ``command`` on them: publish, bids, rank,
         proof-of-GPU challenge (failing over with reasons), escrow lock, launch. Returns the
@@ -359,10 +381,18 @@ class Marketplace:
         directory, come back with ``lease.download("outputs/model.ckpt", dest)`` until the
         lease has ended plus a grace period (10 minutes).
 
+        Cost control: ``max_spend`` (USD) caps what this lease may ever cost (only that much
+        is locked; the lease closes as ``spend cap reached`` when it is used) and
+        ``idle_timeout`` (``"10m"`` or seconds) stops it, as ``idle (...)``, once the workload
+        wrote no output and its GPUs were idle that long (where GPU utilisation cannot be
+        measured, as with simulated GPUs, only output counts); the tenant pays until the
+        stop. Both override the request's own ``max_spend`` / ``idle_timeout``.
+
         Raises :class:`NoMatchError` (every provider and why), :class:`ChallengeFailedError`,
-        :class:`InsufficientFundsError`, :class:`LaunchError`, :class:`MatcherError`,
-        :class:`InvalidRequestError`."""
+        :class:`InsufficientFundsError`, :class:`SpendCapExceededError`, :class:`LaunchError`,
+        :class:`MatcherError`, :class:`InvalidRequestError`."""
         args, environment = _workload(request, workload, command, env)
+        request = _limited(request, max_spend, idle_timeout)
         return self._native.rent(
             request,
             command=args,
@@ -384,9 +414,12 @@ class Marketplace:
         secrets: Optional[Mapping[str, str]] = None,
         workdir: Union[str, "PathLike[str]", None] = None,
         progress: Progress = None,
+        max_spend: Optional[Amount] = None,
+        idle_timeout: Union[str, float, None] = None,
     ) -> Lease:
         """The awaitable twin of :meth:`rent`."""
         args, environment = _workload(request, workload, command, env)
+        request = _limited(request, max_spend, idle_timeout)
         return await self._native.rent_async(
             request,
             command=args,

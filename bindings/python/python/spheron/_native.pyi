@@ -53,6 +53,14 @@ class GpuRequest:
         location: Optional[tuple[float, float]] = None,
         allow_providers: Optional[Union[str, Sequence[str]]] = None,
         deny_providers: Optional[Union[str, Sequence[str]]] = None,
+        max_spend: Optional[_Amount] = None,
+        idle_timeout: Optional[Union[str, float]] = None,
+    ) -> GpuRequest: ...
+    def with_limits(
+        self,
+        *,
+        max_spend: Optional[_Amount] = None,
+        idle_timeout: Optional[Union[str, float]] = None,
     ) -> GpuRequest: ...
     @staticmethod
     def from_yaml(text: str) -> GpuRequest: ...
@@ -70,6 +78,10 @@ class GpuRequest:
     def regions(self) -> list[str]: ...
     @property
     def min_tier(self) -> int: ...
+    @property
+    def max_spend(self) -> Optional[Decimal]: ...
+    @property
+    def idle_timeout_secs(self) -> Optional[int]: ...
     @property
     def budget(self) -> Decimal: ...
     def __eq__(self, other: object, /) -> bool: ...
@@ -371,11 +383,14 @@ class Marketplace:
         bid_window: float = 0.2,
         max_attempts: int = 3,
         matcher: Optional[Any] = None,
+        spend_cap: Optional[_Amount] = None,
     ) -> Marketplace: ...
     @staticmethod
     def connect(
         network: Optional[Union[str, PathLike[str]]] = None,
         key: Optional[str] = None,
+        *,
+        spend_cap: Optional[_Amount] = None,
     ) -> Marketplace: ...
     def rent(
         self,

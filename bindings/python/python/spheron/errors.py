@@ -11,6 +11,8 @@ NoMatch                                :class:`NoMatchError` (``.order``, ``.rej
 NoMatch after failed proofs,           :class:`ChallengeFailedError` (a ``NoMatchError``)
 ChallengeFailed
 InsufficientFunds                      :class:`InsufficientFundsError` (``.needed``, ``.available``)
+SpendCapExceeded                       :class:`SpendCapExceededError` (``.cap``, ``.committed``,
+                                       ``.requested``)
 Launch                                 :class:`LaunchError`
 Matcher                                :class:`MatcherError` (``__cause__``: what ``rank`` raised)
 LeaseClosed                            :class:`LeaseClosedError` (``.lease``)
@@ -39,6 +41,7 @@ __all__ = [
     "NoMatchError",
     "ChallengeFailedError",
     "InsufficientFundsError",
+    "SpendCapExceededError",
     "LaunchError",
     "MatcherError",
     "LeaseClosedError",
@@ -100,6 +103,25 @@ class InsufficientFundsError(SpheronError):
         super().__init__(message)
         self.needed: Optional[Decimal] = needed
         self.available: Optional[Decimal] = available
+
+
+class SpendCapExceededError(SpheronError):
+    """The rent would take the marketplace's committed spend past its ``spend_cap``:
+    ``committed`` (locked by running leases, paid by settled ones) plus ``requested`` (what
+    this rent would lock) is more than ``cap``. Nothing was published or locked."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cap: Optional[Decimal] = None,
+        committed: Optional[Decimal] = None,
+        requested: Optional[Decimal] = None,
+    ) -> None:
+        super().__init__(message)
+        self.cap: Optional[Decimal] = cap
+        self.committed: Optional[Decimal] = committed
+        self.requested: Optional[Decimal] = requested
 
 
 class LaunchError(SpheronError):
