@@ -250,8 +250,17 @@ impl FreivaldsVerifier {
             ));
         }
         let leaves = ch.batch as usize * n;
-        let bound = i64::from(prf::MAX_ENTRY * prf::MAX_ENTRY) * i64::from(ch.n);
+        let bound = (prf::MAX_ENTRY * prf::MAX_ENTRY) as u64 * u64::from(ch.n);
         let key = binding::tree_key(ch);
+        let r = prf::r_vector(&reveal.r_seed, n);
+        // Up to n = 2^15 both dot products fit an i64 (values bounded by the range check below:
+        // |C| <= 2^29, r < 2^16, |B r| <= 2^38, |A| <= 2^7: every sum stays below 2^61); beyond,
+        // i128.
+        let narrow = n <= 1 << 15;
+        // One pass over each opened row, a leaf (1 KiB, in L1) at a time: range check, leaf
+        // hash, and (narrow n) the row's dot product with r, accumulated in i64.
+        let mut got = Vec::with_capacity(opening.rows.len());
+        let mut leaf_hashes = Vec::with_capacity(n.div_ceil(merkle::LEAF_VALUES));
         for (row, sample) in opening.rows.iter().zip(&reveal.samples) {
             if sample.k >= ch.batch || sample.row >= ch.n {
                 return malformed(format!("sample {sample:?} outside the challenge"));
@@ -269,55 +278,53 @@ impl FreivaldsVerifier {
                     row.values.len()
                 ));
             }
-            if let Some(v) = row.values.iter().find(|v| i64::from(**v).abs() > bound) {
-                return malformed(format!(
-                    "value {v} in row {sample:?} is outside ±2^14 n = ±{bound}"
-                ));
+            leaf_hashes.clear();
+            let mut dot = 0i128;
+            for (leaf, rs) in row
+                .values
+                .chunks(merkle::LEAF_VALUES)
+                .zip(r.chunks(merkle::LEAF_VALUES))
+            {
+                if u64::from(max_abs(leaf)) > bound {
+                    let v = leaf.iter().find(|v| u64::from(v.unsigned_abs()) > bound);
+                    return malformed(format!(
+                        "value {} in row {sample:?} is outside ±2^14 n = ±{bound}",
+                        v.copied().unwrap_or_default()
+                    ));
+                }
+                leaf_hashes.push(merkle::leaf_hash(&key, leaf));
+                if narrow {
+                    // In range: |sum| <= 256 * 2^29 * 2^16 < 2^63.
+                    dot += i128::from(dot_i32(leaf, rs));
+                }
             }
             let idx = sample.k as usize * n + sample.row as usize;
-            let h = merkle::row_hash(&key, &row.values);
+            let h = merkle::root(&key, &leaf_hashes);
             if merkle::root_from_path(&key, h, idx, leaves, &row.path) != Some(commitment.root) {
                 return Some(FailReason::BadPath(*sample));
             }
-        }
-        // The Freivalds probe: B r once, then each opened row against A_k[i, :] (B r).
-        let s = prf::seed_words(&ch.seed);
-        let r = prf::r_vector(&reveal.r_seed, n);
-        let br = prf::matrix_times_vector(&s, n, prf::B_ID, &r);
-        if br.len() != n {
-            return malformed("internal: B r has the wrong length".into());
-        }
-        // Up to n = 2^15 both dot products fit an i64 (values were bounded above: |C| <= 2^29,
-        // r < 2^16, |B r| <= 2^38, |A| <= 2^7: every sum stays below 2^61); beyond, i128.
-        let narrow = n <= 1 << 15;
-        let mut a_row = vec![0i8; n];
-        for row in &opening.rows {
-            let (want, got) = if narrow {
-                prf::fill_row(
-                    &s,
-                    n,
-                    prf::a_id(row.sample.k),
-                    row.sample.row as usize,
-                    &mut a_row,
-                );
-                let want: i64 = a_row.iter().zip(&br).map(|(&a, &b)| i64::from(a) * b).sum();
-                let got: i64 = row
-                    .values
-                    .iter()
-                    .zip(&r)
-                    .map(|(&a, &b)| i64::from(a) * i64::from(b))
-                    .sum();
-                (i128::from(want), i128::from(got))
-            } else {
-                let want =
-                    prf::row_dot(&s, n, prf::a_id(row.sample.k), row.sample.row as usize, &br);
-                let got: i128 = row
+            if !narrow {
+                dot = row
                     .values
                     .iter()
                     .zip(&r)
                     .map(|(&a, &b)| i128::from(a) * i128::from(b))
                     .sum();
-                (want, got)
+            }
+            got.push(dot);
+        }
+        // The Freivalds probe: B r once, then each opened row against A_k[i, :] (B r).
+        let s = prf::seed_words(&ch.seed);
+        let br = prf::matrix_times_vector(&s, n, prf::B_ID, &r);
+        if br.len() != n {
+            return malformed("internal: B r has the wrong length".into());
+        }
+        for (row, got) in opening.rows.iter().zip(got) {
+            let (id, i) = (prf::a_id(row.sample.k), row.sample.row as usize);
+            let want = if narrow {
+                i128::from(prf::row_dot_i64(&s, n, id, i, &br))
+            } else {
+                prf::row_dot(&s, n, id, i, &br)
             };
             if got != want {
                 return Some(FailReason::BadRow(row.sample));
@@ -325,6 +332,52 @@ impl FreivaldsVerifier {
         }
         None
     }
+}
+
+/// The largest `|v|` of `values` (vectorised: see [`dot_i32`]).
+fn max_abs(values: &[i32]) -> u32 {
+    #[inline(always)]
+    fn generic(values: &[i32]) -> u32 {
+        values.iter().fold(0, |m, v| m.max(v.unsigned_abs()))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn avx2(values: &[i32]) -> u32 {
+        generic(values)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports AVX2 (checked just above); no other precondition.
+        return unsafe { avx2(values) };
+    }
+    generic(values)
+}
+
+/// `sum a_j b_j` in i64 (wrapping, never panicking; exact while the true sum fits), compiled
+/// with AVX2 where the CPU has it: the crate is built for baseline x86-64 (SSE2), whose
+/// code for this loop is several times slower.
+fn dot_i32(a: &[i32], b: &[i32]) -> i64 {
+    #[inline(always)]
+    fn generic(a: &[i32], b: &[i32]) -> i64 {
+        let mut acc = 0i64;
+        for (&x, &y) in a.iter().zip(b) {
+            acc = acc.wrapping_add(i64::from(x) * i64::from(y));
+        }
+        acc
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn avx2(a: &[i32], b: &[i32]) -> i64 {
+        generic(a, b)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports AVX2 (checked just above); no other precondition.
+        return unsafe { avx2(a, b) };
+    }
+    generic(a, b)
 }
 
 impl ChallengeVerifier for FreivaldsVerifier {

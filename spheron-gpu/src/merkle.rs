@@ -168,14 +168,31 @@ pub fn root_from_path(
     it.next().is_none().then_some(h)
 }
 
-/// The hash of one row of values.
+/// The hash of one leaf: `keyed(leaf_key, values as little-endian bytes)`. A leaf holds at
+/// most [`LEAF_VALUES`] values; longer slices are hashed whole all the same (the same bytes,
+/// the same hash), only without the stack buffer.
+pub fn leaf_hash(key: &TreeKey, values: &[i32]) -> Hash {
+    if values.len() > LEAF_VALUES {
+        let mut h = blake3::Hasher::new_keyed(&key.leaf);
+        for v in values {
+            h.update(&v.to_le_bytes());
+        }
+        return *h.finalize().as_bytes();
+    }
+    // The bytes on the stack: no allocation per leaf.
+    let mut buf = [0u8; LEAF_VALUES * 4];
+    for (b, v) in buf.chunks_exact_mut(4).zip(values) {
+        b.copy_from_slice(&v.to_le_bytes());
+    }
+    *blake3::keyed_hash(&key.leaf, &buf[..values.len() * 4]).as_bytes()
+}
+
+/// The hash of one row of values: the root over its leaves ([`leaf_hash`] of each run of
+/// [`LEAF_VALUES`] values).
 pub fn row_hash(key: &TreeKey, values: &[i32]) -> Hash {
     let leaves: Vec<Hash> = values
         .chunks(LEAF_VALUES)
-        .map(|c| {
-            let bytes: Vec<u8> = c.iter().flat_map(|v| v.to_le_bytes()).collect();
-            *blake3::keyed_hash(&key.leaf, &bytes).as_bytes()
-        })
+        .map(|c| leaf_hash(key, c))
         .collect();
     root(key, &leaves)
 }
@@ -205,6 +222,20 @@ mod tests {
                 bad[0] ^= 1;
                 assert_ne!(root_from_path(&key, bad, i, n, &p), Some(r));
             }
+        }
+    }
+
+    #[test]
+    fn leaf_hash_is_the_keyed_hash_of_the_bytes() {
+        let key = TreeKey::for_session(&[4; 16]);
+        for len in [0usize, 1, 255, 256, 257, 600] {
+            let v: Vec<i32> = (0..len as i32).map(|i| i.wrapping_mul(-7_654_321)).collect();
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            assert_eq!(
+                leaf_hash(&key, &v),
+                *blake3::keyed_hash(&key.leaf, &bytes).as_bytes(),
+                "len={len}"
+            );
         }
     }
 
