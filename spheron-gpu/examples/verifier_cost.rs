@@ -196,12 +196,14 @@ fn main() {
 
         let s = prf::seed_words(&ch.seed);
         let key = binding::tree_key(&ch);
-        let bound = i64::from(prf::MAX_ENTRY * prf::MAX_ENTRY) * i64::from(n);
+        let bound = (prf::MAX_ENTRY * prf::MAX_ENTRY) as u32 * n;
+        let leaf = merkle::LEAF_VALUES;
         let (c, w) = time(runs, || {
             opening
                 .rows
                 .iter()
-                .filter(|r| r.values.iter().any(|v| i64::from(*v).abs() > bound))
+                .flat_map(|r| r.values.chunks(leaf))
+                .filter(|l| prf::max_abs(l) > bound)
                 .count()
         });
         println!("  range checks              {}", fmt(c, w));
@@ -226,8 +228,7 @@ fn main() {
                 .zip(&hashes)
                 .filter(|(r, h)| {
                     let idx = r.sample.k as usize * nn + r.sample.row as usize;
-                    merkle::root_from_path(&key, **h, idx, leaves, &r.path)
-                        == Some(commitment.root)
+                    merkle::root_from_path(&key, **h, idx, leaves, &r.path) == Some(commitment.root)
                 })
                 .count()
         });
@@ -235,40 +236,28 @@ fn main() {
         let (c, w) = time(runs, || prf::r_vector(&reveal.r_seed, nn));
         println!("  r                         {}", fmt(c, w));
         let r = prf::r_vector(&reveal.r_seed, nn);
+        let (c, w) = time(runs, || {
+            opening
+                .rows
+                .iter()
+                .map(|row| prf::dot_i32(&row.values, &r))
+                .collect::<Vec<_>>()
+        });
+        println!("  opened rows . r           {}", fmt(c, w));
         let (c, w) = time(runs, || prf::matrix_times_vector(&s, nn, prf::B_ID, &r));
         println!("  B r                       {}", fmt(c, w));
         let br = prf::matrix_times_vector(&s, nn, prf::B_ID, &r);
-        let mut a_row = vec![0i8; nn];
         let (c, w) = time(runs, || {
             opening
                 .rows
                 .iter()
                 .map(|row| {
-                    let (k, i) = (row.sample.k, row.sample.row as usize);
-                    prf::fill_row(&s, nn, prf::a_id(k), i, &mut a_row);
-                    a_row
-                        .iter()
-                        .zip(&br)
-                        .map(|(&a, &b)| i64::from(a) * b)
-                        .sum::<i64>()
+                    let (id, i) = (prf::a_id(row.sample.k), row.sample.row as usize);
+                    prf::row_dot_i64(&s, nn, id, i, &br)
                 })
                 .collect::<Vec<_>>()
         });
         println!("  A_k rows . B r            {}", fmt(c, w));
-        let (c, w) = time(runs, || {
-            opening
-                .rows
-                .iter()
-                .map(|row| {
-                    row.values
-                        .iter()
-                        .zip(&r)
-                        .map(|(&a, &b)| i64::from(a) * i64::from(b))
-                        .sum::<i64>()
-                })
-                .collect::<Vec<_>>()
-        });
-        println!("  opened rows . r           {}", fmt(c, w));
 
         // Outside verify(): one signature recovery and the JSON decoding of the opening.
         let signer = PrivateKeySigner::from_bytes(&[7u8; 32].into()).expect("key");
