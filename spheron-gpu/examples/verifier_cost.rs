@@ -57,26 +57,31 @@ fn thread_cpu_ns() -> Option<u64> {
     None
 }
 
-/// Mean thread CPU and best wall time of `f` over `runs` runs, in ms.
-fn time<T>(runs: u32, mut f: impl FnMut() -> T) -> (Option<f64>, f64) {
+/// Thread CPU per run of `f` (median and least over `runs` runs) and best wall time, in ms.
+fn time<T>(runs: u32, mut f: impl FnMut() -> T) -> (Option<(f64, f64)>, f64) {
     black_box(f()); // warm-up
     let mut best = f64::INFINITY;
-    let cpu0 = thread_cpu_ns();
+    let mut cpu = Vec::new();
     for _ in 0..runs {
+        let c0 = thread_cpu_ns();
         let t = Instant::now();
         black_box(f());
         best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        if let Some((a, b)) = c0.zip(thread_cpu_ns()) {
+            cpu.push((b - a) as f64 / 1e6);
+        }
     }
-    let cpu = cpu0
-        .zip(thread_cpu_ns())
-        .map(|(a, b)| (b - a) as f64 / 1e6 / f64::from(runs));
-    (cpu, best)
+    cpu.sort_by(f64::total_cmp);
+    let stats = (!cpu.is_empty()).then(|| (cpu[cpu.len() / 2], cpu[0]));
+    (stats, best)
 }
 
-fn fmt(cpu: Option<f64>, wall: f64) -> String {
+fn fmt(cpu: Option<(f64, f64)>, wall: f64) -> String {
     match cpu {
-        Some(c) => format!("{c:8.2} ms CPU  {wall:8.2} ms wall"),
-        None => format!("     n/a CPU  {wall:8.2} ms wall"),
+        Some((median, least)) => {
+            format!("CPU {median:7.2} ms median {least:7.2} ms least   wall {wall:7.2} ms best")
+        }
+        None => format!("CPU n/a   wall {wall:7.2} ms best"),
     }
 }
 
@@ -183,7 +188,7 @@ fn main() {
             "the exchange must pass"
         );
         let nn = n as usize;
-        let runs = if n >= 16384 { 10 } else { 20 };
+        let runs = if n >= 16384 { 15 } else { 25 };
         println!(
             "n = {n}: K = {}, {} samples, {runs} runs",
             ch.batch,

@@ -3,8 +3,10 @@
 //! calibrated INT8 rate.
 //!
 //! Cost per challenge: one pass over `B` regenerated row by row into `B r` without storing it
-//! (`n^2` entries, 4 per 32-bit PRF word, vectorised), then `O(n)` per opened row (regenerate
-//! row `i` of `A_k`, dot with `B r`, dot the opened row with `r`). Independent of `K`.
+//! (`n^2` entries, 4 per 32-bit PRF word, vectorised), then `O(n)` per opened row (range check,
+//! leaf hashes and Merkle path, regenerate row `i` of `A_k` and dot it with `B r`, dot the
+//! opened row with `r`; all vectorised). Independent of `K`. At n = 16384 on one core the
+//! `B r` pass is about 85 % of the time (`BENCHMARKS.md`, `examples/verifier_cost.rs`).
 //!
 //! Soundness: the prover commits to all `K n` rows before it learns `r` and the samples.
 //! Samples are uniform over all rows of all products; a committed row that differs from the
