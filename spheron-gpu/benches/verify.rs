@@ -2,7 +2,7 @@
 //! regeneration of `B` row by row into `B r` (never stored) and of the sampled rows of `A_k`
 //! from the seed, with the default real-GPU configuration (64 samples, batch sized for a 4 s
 //! commit phase on an H100 SXM at its calibrated INT8 rate). Signature checking is off (it
-//! costs one secp256k1 recovery, ~0.1 ms).
+//! costs one secp256k1 recovery, about 0.2 ms).
 //!
 //! The exchange verified is a passing one: the sampled rows are computed exactly (as
 //! `A_k[i, :] B`, setup only) and committed in a Merkle tree whose other leaves are filler, so

@@ -3,8 +3,10 @@
 //! calibrated INT8 rate.
 //!
 //! Cost per challenge: one pass over `B` regenerated row by row into `B r` without storing it
-//! (`n^2` entries, 4 per 32-bit PRF word, vectorised), then `O(n)` per opened row (regenerate
-//! row `i` of `A_k`, dot with `B r`, dot the opened row with `r`). Independent of `K`.
+//! (`n^2` entries, 4 per 32-bit PRF word, vectorised), then `O(n)` per opened row (range check,
+//! leaf hashes and Merkle path, regenerate row `i` of `A_k` and dot it with `B r`, dot the
+//! opened row with `r`; all vectorised). Independent of `K`. At n = 16384 on one core the
+//! `B r` pass is about 85 % of the time (`BENCHMARKS.md`, `examples/verifier_cost.rs`).
 //!
 //! Soundness: the prover commits to all `K n` rows before it learns `r` and the samples.
 //! Samples are uniform over all rows of all products; a committed row that differs from the
@@ -250,8 +252,17 @@ impl FreivaldsVerifier {
             ));
         }
         let leaves = ch.batch as usize * n;
-        let bound = i64::from(prf::MAX_ENTRY * prf::MAX_ENTRY) * i64::from(ch.n);
+        let bound = (prf::MAX_ENTRY * prf::MAX_ENTRY) as u64 * u64::from(ch.n);
         let key = binding::tree_key(ch);
+        let r = prf::r_vector(&reveal.r_seed, n);
+        // Up to n = 2^15 both dot products fit an i64 (values bounded by the range check below:
+        // |C| <= 2^29, r < 2^16, |B r| <= 2^38, |A| <= 2^7: every sum stays below 2^61); beyond,
+        // i128.
+        let narrow = n <= 1 << 15;
+        // Each opened row (64 KiB at n = 16384, in L2) is read three times, by vectorised
+        // passes: range check, leaf hashes (16 leaves at a time), dot product with r.
+        let mut got = Vec::with_capacity(opening.rows.len());
+        let mut leaf_hashes = Vec::with_capacity(n.div_ceil(merkle::LEAF_VALUES));
         for (row, sample) in opening.rows.iter().zip(&reveal.samples) {
             if sample.k >= ch.batch || sample.row >= ch.n {
                 return malformed(format!("sample {sample:?} outside the challenge"));
@@ -269,55 +280,46 @@ impl FreivaldsVerifier {
                     row.values.len()
                 ));
             }
-            if let Some(v) = row.values.iter().find(|v| i64::from(**v).abs() > bound) {
+            if let Some(v) = row
+                .values
+                .chunks(merkle::LEAF_VALUES)
+                .find(|leaf| u64::from(prf::max_abs(leaf)) > bound)
+                .and_then(|leaf| leaf.iter().find(|v| u64::from(v.unsigned_abs()) > bound))
+            {
                 return malformed(format!(
                     "value {v} in row {sample:?} is outside ±2^14 n = ±{bound}"
                 ));
             }
+            leaf_hashes.clear();
+            merkle::leaf_hashes(&key, &row.values, &mut leaf_hashes);
             let idx = sample.k as usize * n + sample.row as usize;
-            let h = merkle::row_hash(&key, &row.values);
+            let h = merkle::root(&key, &leaf_hashes);
             if merkle::root_from_path(&key, h, idx, leaves, &row.path) != Some(commitment.root) {
                 return Some(FailReason::BadPath(*sample));
             }
+            got.push(if narrow {
+                // In range: |sum| <= 2^15 * 2^29 * 2^16 < 2^63.
+                i128::from(prf::dot_i32(&row.values, &r))
+            } else {
+                row.values
+                    .iter()
+                    .zip(&r)
+                    .map(|(&a, &b)| i128::from(a) * i128::from(b))
+                    .sum()
+            });
         }
         // The Freivalds probe: B r once, then each opened row against A_k[i, :] (B r).
         let s = prf::seed_words(&ch.seed);
-        let r = prf::r_vector(&reveal.r_seed, n);
         let br = prf::matrix_times_vector(&s, n, prf::B_ID, &r);
         if br.len() != n {
             return malformed("internal: B r has the wrong length".into());
         }
-        // Up to n = 2^15 both dot products fit an i64 (values were bounded above: |C| <= 2^29,
-        // r < 2^16, |B r| <= 2^38, |A| <= 2^7: every sum stays below 2^61); beyond, i128.
-        let narrow = n <= 1 << 15;
-        let mut a_row = vec![0i8; n];
-        for row in &opening.rows {
-            let (want, got) = if narrow {
-                prf::fill_row(
-                    &s,
-                    n,
-                    prf::a_id(row.sample.k),
-                    row.sample.row as usize,
-                    &mut a_row,
-                );
-                let want: i64 = a_row.iter().zip(&br).map(|(&a, &b)| i64::from(a) * b).sum();
-                let got: i64 = row
-                    .values
-                    .iter()
-                    .zip(&r)
-                    .map(|(&a, &b)| i64::from(a) * i64::from(b))
-                    .sum();
-                (i128::from(want), i128::from(got))
+        for (row, got) in opening.rows.iter().zip(got) {
+            let (id, i) = (prf::a_id(row.sample.k), row.sample.row as usize);
+            let want = if narrow {
+                i128::from(prf::row_dot_i64(&s, n, id, i, &br))
             } else {
-                let want =
-                    prf::row_dot(&s, n, prf::a_id(row.sample.k), row.sample.row as usize, &br);
-                let got: i128 = row
-                    .values
-                    .iter()
-                    .zip(&r)
-                    .map(|(&a, &b)| i128::from(a) * i128::from(b))
-                    .sum();
-                (want, got)
+                prf::row_dot(&s, n, id, i, &br)
             };
             if got != want {
                 return Some(FailReason::BadRow(row.sample));

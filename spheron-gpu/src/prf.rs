@@ -270,13 +270,24 @@ fn matvec_avx512(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
 /// signed bytes, four products summed into each i32 lane), no unpacking. Per lane and word the
 /// sum is at most `4 * 255 * 128 < 2^17`, and a lane sees `n / 64` words, so the i32 lanes
 /// cannot overflow for `n <= MAX_EXACT_N`.
+///
+/// The PRF words are computed exactly as [`row_word`] does, with two rewritings that keep
+/// every bit and take work off the one port (p0) that runs 512-bit shifts and multiplies:
+/// * the first `t ^ (t >> 16)` of `fmix32(w ^ k0)`: every word index `w` is below `2^16`
+///   (`n <= MAX_EXACT_N` gives `w < 2^15`), so `(w ^ k0) >> 16 = k0 >> 16` and the step is
+///   `w ^ (k0 ^ (k0 >> 16))` with the constant folded once per row;
+/// * the other shifts by 16 are byte shuffles (`vpshufb`, which runs on p5): bytes 2 and 3 of
+///   each lane moved down, the upper two zeroed.
+///
+/// Precondition (besides the CPU features): `n <= MAX_EXACT_N`, checked by the caller.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vnni")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(unsafe_code)]
 fn matvec_vnni(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
     use std::arch::x86_64::*;
     let full = n / ENTRIES_PER_WORD;
     let vec_words = full - full % LANES;
+    debug_assert!(full < 1 << 16, "word indices must stay below 2^16");
     let pack = |shift: u32| -> Vec<u32> {
         (0..vec_words)
             .map(|w| {
@@ -287,25 +298,55 @@ fn matvec_vnni(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
     };
     let (lo, hi) = (pack(0), pack(8));
     let lane_ids = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let step = _mm512_set1_epi32(LANES as i32);
     let c1 = _mm512_set1_epi32(0x85EB_CA6Bu32 as i32);
     let c2 = _mm512_set1_epi32(0xC2B2_AE35u32 as i32);
-    let fmix = |mut h: __m512i| {
-        h = _mm512_xor_si512(h, _mm512_srli_epi32::<16>(h));
+    // vpshufb control for `x >> 16` in each 32-bit lane: result bytes (2, 3, zero, zero);
+    // a control byte with its top bit set writes zero.
+    const SHR16: [u32; LANES] = [
+        0x8080_0302,
+        0x8080_0706,
+        0x8080_0B0A,
+        0x8080_0F0E,
+        0x8080_0302,
+        0x8080_0706,
+        0x8080_0B0A,
+        0x8080_0F0E,
+        0x8080_0302,
+        0x8080_0706,
+        0x8080_0B0A,
+        0x8080_0F0E,
+        0x8080_0302,
+        0x8080_0706,
+        0x8080_0B0A,
+        0x8080_0F0E,
+    ];
+    // SAFETY: SHR16 holds exactly 16 u32 (64 bytes).
+    let shr16 = unsafe { _mm512_loadu_si512(SHR16.as_ptr().cast()) };
+    // h ^ (h >> 16) with the shift as a byte shuffle.
+    let xorshift16 = |h: __m512i| _mm512_xor_si512(h, _mm512_shuffle_epi8(h, shr16));
+    // fmix32 after its first xor-shift.
+    let fmix_rest = |mut h: __m512i| {
         h = _mm512_mullo_epi32(h, c1);
         h = _mm512_xor_si512(h, _mm512_srli_epi32::<13>(h));
         h = _mm512_mullo_epi32(h, c2);
-        _mm512_xor_si512(h, _mm512_srli_epi32::<16>(h))
+        xorshift16(h)
     };
     let mut out = vec![0i64; n];
     for (i, o) in out.iter_mut().enumerate() {
-        let (k0, k1) = row_key(s, id, i);
-        let (k0, k1) = (_mm512_set1_epi32(k0 as i32), _mm512_set1_epi32(k1 as i32));
+        let key = row_key(s, id, i);
+        let (k0, k1) = key;
+        let k0 = _mm512_set1_epi32((k0 ^ (k0 >> 16)) as i32);
+        let k1 = _mm512_set1_epi32(k1 as i32);
         let mut acc_lo = _mm512_setzero_si512();
         let mut acc_hi = _mm512_setzero_si512();
+        let mut wv = lane_ids;
         let mut w = 0;
         while w + LANES <= vec_words {
-            let wv = _mm512_add_epi32(_mm512_set1_epi32(w as i32), lane_ids);
-            let x = fmix(_mm512_xor_si512(fmix(_mm512_xor_si512(wv, k0)), k1));
+            let x = fmix_rest(xorshift16(_mm512_xor_si512(
+                fmix_rest(_mm512_xor_si512(wv, k0)),
+                k1,
+            )));
             // SAFETY: w + 16 <= vec_words = lo.len() = hi.len(): 16 u32 words in bounds.
             let (l, h) = unsafe {
                 (
@@ -315,6 +356,7 @@ fn matvec_vnni(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
             };
             acc_lo = _mm512_dpbusd_epi32(acc_lo, l, x);
             acc_hi = _mm512_dpbusd_epi32(acc_hi, h, x);
+            wv = _mm512_add_epi32(wv, step);
             w += LANES;
         }
         let mut lanes_lo = [0i32; LANES];
@@ -324,9 +366,9 @@ fn matvec_vnni(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i64> {
             _mm512_storeu_si512(lanes_lo.as_mut_ptr().cast(), acc_lo);
             _mm512_storeu_si512(lanes_hi.as_mut_ptr().cast(), acc_hi);
         }
+        // Summed in i64: one lane stays below 2^31, the sum of 16 may not (n near 2^17).
         let mut acc: i64 = lanes_lo.iter().map(|&v| i64::from(v)).sum::<i64>()
             + 256 * lanes_hi.iter().map(|&v| i64::from(v)).sum::<i64>();
-        let key = row_key(s, id, i);
         for (j, &rv) in r
             .iter()
             .enumerate()
@@ -350,12 +392,14 @@ pub fn matrix_times_vector(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i6
         return Vec::new();
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
+    if n <= MAX_EXACT_N as usize
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vnni")
     {
         #[allow(unsafe_code)]
-        // SAFETY: the CPU supports AVX-512F and VNNI (checked just above); the function has
-        // no other precondition.
+        // SAFETY: the CPU supports AVX-512F, BW and VNNI (checked just above), and
+        // n <= MAX_EXACT_N, the function's one other precondition.
         return unsafe { matvec_vnni(s, n, id, r) };
     }
     #[cfg(target_arch = "x86_64")]
@@ -378,6 +422,81 @@ pub fn matrix_times_vector(s: &[u64; 4], n: usize, id: u64, r: &[i32]) -> Vec<i6
     matvec_generic(s, n, id, r)
 }
 
+/// Words per block of [`row_dot_i64`]: regenerated into a buffer, then multiplied.
+const DOT_BLOCK_WORDS: usize = 64;
+
+// Inlined into the feature-enabled wrappers below (see `matvec_generic`).
+#[inline(always)]
+fn row_dot_i64_generic(key: (u32, u32), n: usize, v: &[i64]) -> i64 {
+    let full = n / ENTRIES_PER_WORD;
+    let mut acc = 0i64;
+    let mut bytes = [0i8; DOT_BLOCK_WORDS * ENTRIES_PER_WORD];
+    let mut w0 = 0;
+    while w0 < full {
+        let m = (full - w0).min(DOT_BLOCK_WORDS);
+        for (t, b) in bytes.chunks_exact_mut(ENTRIES_PER_WORD).take(m).enumerate() {
+            let x = row_word(key, (w0 + t) as u32).to_le_bytes();
+            for (b, x) in b.iter_mut().zip(x) {
+                *b = x as i8;
+            }
+        }
+        let e = m * ENTRIES_PER_WORD;
+        let vs = &v[w0 * ENTRIES_PER_WORD..w0 * ENTRIES_PER_WORD + e];
+        let mut part = 0i64;
+        for (&a, &b) in bytes[..e].iter().zip(vs) {
+            part = part.wrapping_add(i64::from(a).wrapping_mul(b));
+        }
+        acc = acc.wrapping_add(part);
+        w0 += m;
+    }
+    for (j, &b) in v.iter().enumerate().take(n).skip(full * ENTRIES_PER_WORD) {
+        let x = row_word(key, (j / ENTRIES_PER_WORD) as u32).to_le_bytes();
+        acc = acc.wrapping_add(i64::from(x[j % ENTRIES_PER_WORD] as i8).wrapping_mul(b));
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn row_dot_i64_avx2(key: (u32, u32), n: usize, v: &[i64]) -> i64 {
+    row_dot_i64_generic(key, n, v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2")]
+fn row_dot_i64_avx512(key: (u32, u32), n: usize, v: &[i64]) -> i64 {
+    row_dot_i64_generic(key, n, v)
+}
+
+/// The dot product of row `i` of matrix `id` with `v[..n]`, regenerated block by block (never
+/// stored whole), vectorised where the CPU allows, in wrapping i64: exact while
+/// `128 n max|v| < 2^63`, which the verifier's `B r` meets for `n <= 2^15` (`|B r| <= 2^38`).
+/// `0` if `v` is shorter than `n`. Equals [`row_dot`] wherever the bound holds.
+pub fn row_dot_i64(s: &[u64; 4], n: usize, id: u64, i: usize, v: &[i64]) -> i64 {
+    if v.len() < n {
+        return 0;
+    }
+    let key = row_key(s, id, i);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+    {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports the enabled features (checked just above); the function
+        // has no other precondition.
+        return unsafe { row_dot_i64_avx512(key, n, v) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports AVX2 (checked just above); no other precondition.
+        return unsafe { row_dot_i64_avx2(key, n, v) };
+    }
+    row_dot_i64_generic(key, n, v)
+}
+
 /// The dot product of row `i` of matrix `id` with `v` (any i64 vector of length `n`), in
 /// i128 so no `n` or `v` can overflow it.
 pub fn row_dot(s: &[u64; 4], n: usize, id: u64, i: usize, v: &[i64]) -> i128 {
@@ -387,6 +506,53 @@ pub fn row_dot(s: &[u64; 4], n: usize, id: u64, i: usize, v: &[i64]) -> i128 {
         .zip(v)
         .map(|(&a, &b)| i128::from(a) * i128::from(b))
         .sum()
+}
+
+/// The largest `|v|` of `values`, vectorised (see [`dot_i32`]); `0` for an empty slice.
+pub fn max_abs(values: &[i32]) -> u32 {
+    #[inline(always)]
+    fn generic(values: &[i32]) -> u32 {
+        values.iter().fold(0, |m, v| m.max(v.unsigned_abs()))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn avx2(values: &[i32]) -> u32 {
+        generic(values)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports AVX2 (checked just above); no other precondition.
+        return unsafe { avx2(values) };
+    }
+    generic(values)
+}
+
+/// `sum a_j b_j` over the shorter of the two slices, in i64 (wrapping, never panicking; exact
+/// while the true sum fits), compiled with AVX2 where the CPU has it: the crate is built for
+/// baseline x86-64 (SSE2), whose code for this loop is several times slower. The verifier
+/// dots each opened row with `r` with it.
+pub fn dot_i32(a: &[i32], b: &[i32]) -> i64 {
+    #[inline(always)]
+    fn generic(a: &[i32], b: &[i32]) -> i64 {
+        let mut acc = 0i64;
+        for (&x, &y) in a.iter().zip(b) {
+            acc = acc.wrapping_add(i64::from(x) * i64::from(y));
+        }
+        acc
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn avx2(a: &[i32], b: &[i32]) -> i64 {
+        generic(a, b)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports AVX2 (checked just above); no other precondition.
+        return unsafe { avx2(a, b) };
+    }
+    generic(a, b)
 }
 
 #[cfg(test)]
@@ -455,17 +621,75 @@ mod tests {
                     assert_eq!(unsafe { matvec_avx512(&s, n, B_ID, &r) }, dense, "n={n}");
                 }
                 if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vnni")
                 {
-                    // SAFETY: features checked.
+                    // SAFETY: features checked; n <= MAX_EXACT_N.
                     assert_eq!(unsafe { matvec_vnni(&s, n, B_ID, &r) }, dense, "n={n}");
                 }
             }
             let wide: Vec<i64> = r.iter().map(|&v| i64::from(v)).collect();
             for (i, d) in dense.iter().enumerate() {
                 assert_eq!(row_dot(&s, n, B_ID, i, &wide), i128::from(*d));
+                assert_eq!(row_dot_i64(&s, n, B_ID, i, &wide), *d, "n={n} i={i}");
             }
         }
+    }
+
+    #[test]
+    fn row_dot_i64_matches_i128_on_every_path() {
+        // Vectors as large as the verifier's B r (|B r| <= 2^38 at n = 2^15), of both signs.
+        let s = seed_words(&[5u8; 32]);
+        for n in [1usize, 3, 4, 63, 64, 65, 255, 256, 257, 1000, 4099] {
+            let v: Vec<i64> = (0..n as u64)
+                .map(|j| (word(&s, j ^ 0xABCD) as i64) >> 25)
+                .collect();
+            for i in [0usize, 1, n / 2, n - 1] {
+                let want = row_dot(&s, n, a_id(3), i, &v);
+                let want = i64::try_from(want).expect("fits");
+                let key = row_key(&s, a_id(3), i);
+                assert_eq!(row_dot_i64(&s, n, a_id(3), i, &v), want, "n={n} i={i}");
+                assert_eq!(row_dot_i64_generic(key, n, &v), want, "n={n} i={i}");
+                #[cfg(target_arch = "x86_64")]
+                #[allow(unsafe_code)]
+                {
+                    if std::arch::is_x86_feature_detected!("avx2") {
+                        // SAFETY: feature checked.
+                        assert_eq!(unsafe { row_dot_i64_avx2(key, n, &v) }, want);
+                    }
+                    if std::arch::is_x86_feature_detected!("avx512f")
+                        && std::arch::is_x86_feature_detected!("avx512bw")
+                        && std::arch::is_x86_feature_detected!("avx512vl")
+                        && std::arch::is_x86_feature_detected!("avx512dq")
+                    {
+                        // SAFETY: features checked.
+                        assert_eq!(unsafe { row_dot_i64_avx512(key, n, &v) }, want);
+                    }
+                }
+            }
+        }
+        // Too short a vector gives 0, not a panic.
+        assert_eq!(row_dot_i64(&s, 10, B_ID, 0, &[1; 9]), 0);
+    }
+
+    #[test]
+    fn vectorised_helpers_match_the_plain_loops() {
+        for len in [0usize, 1, 7, 8, 255, 256, 1000] {
+            let a: Vec<i32> = (0..len as u64)
+                .map(|j| word(&[1, 2, 3, 4], j) as i32)
+                .collect();
+            let b: Vec<i32> = r_vector(&[6u8; 32], len);
+            let want: i64 = a
+                .iter()
+                .zip(&b)
+                .map(|(&x, &y)| i64::from(x) * i64::from(y))
+                .fold(0i64, |s, p| s.wrapping_add(p));
+            assert_eq!(dot_i32(&a, &b), want, "len={len}");
+            let m = a.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
+            assert_eq!(max_abs(&a), m, "len={len}");
+        }
+        assert_eq!(max_abs(&[i32::MIN, 3]), 1 << 31);
+        assert_eq!(dot_i32(&[1, 2, 3], &[4, 5]), 14);
     }
 
     #[test]

@@ -430,3 +430,116 @@ async fn replaying_an_old_session_is_always_caught() {
     );
     assert_eq!((as_is, relabelled, resigned), (trials, trials, trials - 1));
 }
+
+/// Row `i` of `A_k B` at size `n`, from the PRF (`b` is `B` as int8).
+fn true_row(s: &[u64; 4], n: usize, b: &[i8], k: u32, i: usize) -> Vec<i32> {
+    let a = spheron_gpu::prf::row(s, n, spheron_gpu::prf::a_id(k), i);
+    let mut acc = vec![0i32; n];
+    for (l, &av) in a.iter().enumerate() {
+        for (c, &bv) in acc.iter_mut().zip(&b[l * n..(l + 1) * n]) {
+            *c += av * i32::from(bv);
+        }
+    }
+    acc
+}
+
+#[test]
+fn rows_long_enough_for_the_vector_paths_pass_honest_and_fail_changed() {
+    // n = 4396: each opened row has 16 full leaves hashed together (16 lanes), one more full
+    // leaf and a ragged one hashed alone, and the PRF rows end in a partial vector of words.
+    // Only the two sampled rows are computed; the other leaves of the tree are filler.
+    use spheron_core::proof::{Commitment, OpenedRow, PROTOCOL_VERSION};
+    use spheron_gpu::merkle::{self, Tree};
+    use spheron_gpu::{binding, prf};
+    let n = 4396u32;
+    let nn = n as usize;
+    let v = FreivaldsVerifier::new(VerifierConfig {
+        n,
+        samples: 2,
+        untimed_batch: 2,
+        timing: TimingPolicy::Off,
+        require_signature: false,
+        ..VerifierConfig::default()
+    })
+    .expect("valid config");
+    let ch = v.issue(GpuModel::L4, [5; 32]);
+    let s = prf::seed_words(&ch.seed);
+    let mut commitment = Commitment {
+        version: PROTOCOL_VERSION,
+        session: ch.session,
+        root: [0; 32],
+        device: None,
+        signature: None,
+    };
+    let reveal = v.reveal(&ch, &commitment, [6; 32]);
+    let b = prf::matrix_i8(&s, nn, prf::B_ID);
+    let rows: Vec<Vec<i32>> = reveal
+        .samples
+        .iter()
+        .map(|x| true_row(&s, nn, &b, x.k, x.row as usize))
+        .collect();
+    let key = binding::tree_key(&ch);
+    let index = |x: &spheron_core::proof::Sample| x.k as usize * nn + x.row as usize;
+    // The opening of `rows` under a tree committing to them.
+    let open = |rows: &[Vec<i32>], commitment: &mut Commitment| {
+        let mut hashes: Vec<merkle::Hash> = (0..ch.batch as usize * nn)
+            .map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes())
+            .collect();
+        for (x, row) in reveal.samples.iter().zip(rows) {
+            hashes[index(x)] = merkle::row_hash(&key, row);
+        }
+        let tree = Tree::new(&key, hashes);
+        commitment.root = tree.root();
+        Opening {
+            version: PROTOCOL_VERSION,
+            session: ch.session,
+            rows: reveal
+                .samples
+                .iter()
+                .zip(rows)
+                .map(|(x, values)| OpenedRow {
+                    sample: *x,
+                    values: values.clone(),
+                    path: tree.path(index(x)).expect("in range"),
+                })
+                .collect(),
+        }
+    };
+    let t = ProofTiming::default();
+    let honest = open(&rows, &mut commitment);
+    let verdict = v.verify(&ch, &commitment, &reveal, &honest, &t);
+    assert!(matches!(verdict, Verdict::Pass { .. }), "{verdict:?}");
+
+    // One value changed, in a leaf hashed in the 16-lane group, and in the ragged leaf.
+    for at in [15 * 256 + 7, nn - 1] {
+        let mut changed = honest.clone();
+        changed.rows[1].values[at] += 1;
+        let verdict = v.verify(&ch, &commitment, &reveal, &changed, &t);
+        assert!(
+            matches!(verdict, Verdict::Fail(FailReason::BadPath(_))),
+            "{at}: {verdict:?}"
+        );
+    }
+    // A value outside ±2^14 n.
+    let mut wild = honest.clone();
+    wild.rows[0].values[300] = 16_384 * n as i32 + 1;
+    let verdict = v.verify(&ch, &commitment, &reveal, &wild, &t);
+    assert!(
+        matches!(verdict, Verdict::Fail(FailReason::Malformed(_))),
+        "{verdict:?}"
+    );
+    // A changed value under a tree that commits to it: the Freivalds probe catches it.
+    let mut wrong = rows.clone();
+    wrong[0][4100] -= 3;
+    if reveal.samples[0] == reveal.samples[1] {
+        // The same row drawn twice (chance 1 in K n): both openings must change alike.
+        wrong[1] = wrong[0].clone();
+    }
+    let mut recommitted = commitment.clone();
+    let opening = open(&wrong, &mut recommitted);
+    let verdict = v.verify(&ch, &recommitted, &reveal, &opening, &t);
+    assert!(
+        matches!(verdict, Verdict::Fail(FailReason::BadRow(_))),
+        "{verdict:?}"
+    );
+}
