@@ -9,7 +9,7 @@
 //!
 //! A GPU's memory holds one array at a time, so the server keeps one active session: from
 //! its fill until its last round is answered, a round fails, or the time its own bounds allow
-//! an honest exchange (plus 2 s, at most [`VramLimits::session_ttl`]) passes. A second
+//! an honest exchange (plus 0.5 s, at most [`VramLimits::session_ttl`]) passes. A second
 //! fill meanwhile gets a typed busy reply, which the verifier counts as neither a pass nor a
 //! fail. The server bounds what a challenger may ask ([`VramLimits`]): the array's size (at
 //! most what the prover's memory holds), rounds, openings and parents, so a challenge cannot
@@ -117,7 +117,7 @@ struct Active {
     rounds: u32,
     since: Instant,
     /// How long from `since` it may hold the memory: what the challenge's own bounds allow an
-    /// honest fill (then, from the commitment, all its rounds) plus 2 s, at most
+    /// honest fill (then, from the commitment, all its rounds) plus 0.5 s, at most
     /// [`VramLimits::session_ttl`]; a verifier that stops after a failed round frees the
     /// memory soon.
     ttl: Duration,
@@ -125,9 +125,12 @@ struct Active {
 
 fn slack(us: u64, cap: Duration) -> Duration {
     Duration::from_micros(us)
-        .saturating_add(Duration::from_secs(2))
+        .saturating_add(SESSION_SLACK)
         .min(cap)
 }
+
+/// What a session may take beyond its own bounds (network, the verifier's checks).
+const SESSION_SLACK: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 struct Shared {

@@ -197,6 +197,9 @@ struct Challenger {
 /// once.
 pub const TIMING_ATTEMPTS: u32 = 3;
 
+/// VRAM rounds tried at a provider whose memory another session holds.
+const VRAM_BUSY_WAITS: u32 = 3;
+
 /// The prefix of a timing failure's reason.
 const TIMING: &str = "timing: ";
 
@@ -310,11 +313,29 @@ impl Challenger {
             .verifier()
             .requiring_signatures()
             .with_rtt_credit(rtt);
-        let ch = match v.challenge(Some(pid), target.model) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Missed.tap_warn(&e.to_string()),
-        };
-        match tokio::time::timeout(self.timeout, v.run(&ch, prover)).await {
+        // The memory holds one session: one that another verifier (or this one's previous,
+        // failed attempt) holds is waited out, a few seconds at most, then counted as missed.
+        let mut verdict = None;
+        for _ in 0..VRAM_BUSY_WAITS {
+            let ch = match v.challenge(Some(pid), target.model) {
+                Ok(c) => c,
+                Err(e) => return Outcome::Missed.tap_warn(&e.to_string()),
+            };
+            match tokio::time::timeout(self.timeout, v.run(&ch, prover)).await {
+                Ok(VramVerdict::Fail(VramFailure::Busy { retry_after_ms })) => {
+                    verdict = Some(Ok(VramVerdict::Fail(VramFailure::Busy { retry_after_ms })));
+                    let wait = Duration::from_millis(retry_after_ms.min(5_000) + 100);
+                    tokio::time::sleep(wait).await;
+                }
+                other => {
+                    verdict = Some(other);
+                    break;
+                }
+            }
+        }
+        match verdict.unwrap_or(Ok(VramVerdict::Fail(VramFailure::Busy {
+            retry_after_ms: 0,
+        }))) {
             Err(_) => Outcome::Failed(format!(
                 "VRAM round: no answer within {} s",
                 self.timeout.as_secs()

@@ -609,7 +609,7 @@ async fn a_smaller_memory_is_caught_by_the_vram_round_and_slashed() {
     let cheater = n.providers[0];
     let before = n.stake_of(cheater).await;
     let handles: Vec<VerifierHandle> = n.verifiers.iter().map(|(_, h)| h.clone()).collect();
-    eventually(4 * u64::from(EPOCH), "a confirmed case", async || {
+    eventually(8 * u64::from(EPOCH), "a confirmed case", async || {
         handles.iter().any(|h| !h.snapshot().confirmed.is_empty())
     })
     .await;
