@@ -74,7 +74,7 @@ pub use events::{ProgressEvent, Step};
 pub use gpu::{GeoPoint, GpuModel, HardwareClass};
 pub use ids::{AccountId, LeaseId, OrderId, ProviderId};
 pub use launcher::{
-    LaunchSpec, LineSplitter, LogBuffer, LogLine, LogSource, LogStream, Secret, Workdir, Workload,
+    Endpoint, LaunchSpec, LineSplitter, LogBuffer, LogLine, LogSource, LogStream, Secret, Workdir, Workload,
     WorkloadId, WorkloadKind, WorkloadLauncher, WorkloadStatus,
 };
 pub use lease::{CloseReason, LeaseEvent, LeaseState};
