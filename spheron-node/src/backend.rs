@@ -233,6 +233,14 @@ impl Backend {
         }
     }
 
+    /// Whether the gateway can proxy the ports workloads declare ([`crate::ports`]): the
+    /// local launcher's loopback ports, yes; Kubernetes, not yet (the pod gets its
+    /// `containerPort`s and a ClusterIP Service, but the node does not proxy into the
+    /// cluster), so such workloads are refused rather than run with unreachable ports.
+    pub fn proxies_ports(&self) -> bool {
+        self.local.is_some()
+    }
+
     /// The workload launcher.
     pub fn launcher(&self) -> Arc<dyn WorkloadLauncher> {
         self.launcher.clone()

@@ -55,6 +55,10 @@ pub const PROXY_TIMEOUT: Duration = Duration::from_secs(300);
 /// The header that may carry the lease's token instead of `Authorization`.
 pub const TOKEN_HEADER: &str = "x-spheron-token";
 
+/// The header the gateway adds to every answer that came from the workload (so that a
+/// client tells the workload's own 404 from the gateway's refusal).
+pub const PROXY_HEADER: &str = "x-spheron-proxied";
+
 /// `GET /lease/{id}/token`: the bearer token that opens the lease's ports.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseToken {
@@ -351,10 +355,67 @@ async fn proxy_inner(s: &PortState, req: Request) -> Result<Response, GatewayErr
     for n in hop_by_hop(resp.headers()) {
         out_headers.remove(n);
     }
+    out_headers.insert(PROXY_HEADER, HeaderValue::from_static("1"));
     let mut out = Body::from_stream(resp.bytes_stream()).into_response();
     *out.status_mut() = status;
     *out.headers_mut() = out_headers;
     Ok(out)
+}
+
+/// Serves `listener` as a plain-HTTP forwarder to `port` of `lease` through `client`'s gateway
+/// (its certificate pinned): every request to the listener goes to the workload's port at the
+/// same path, with the lease's token added, and its answer comes back (what
+/// `spheron lease proxy` runs). Clients of the listener need no token and no certificate, so
+/// bind it to loopback. Runs until the listener fails or the task is dropped; fetching the
+/// token first may fail (the gateway's refusal).
+pub async fn forward(
+    client: crate::gateway_client::GatewayClient,
+    lease: u64,
+    port: u16,
+    listener: tokio::net::TcpListener,
+) -> Result<(), GatewayError> {
+    let token = Arc::new(client.lease_token(lease).await?.token);
+    let handler = move |req: Request| {
+        let client = client.clone();
+        let token = token.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let pq = parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
+            let headers = forward_headers(&parts.headers, false);
+            let r = client
+                .port_request(
+                    lease,
+                    port,
+                    Some(&token),
+                    parts.method,
+                    &pq,
+                    headers,
+                    capped(body, MAX_PROXY_BODY_BYTES),
+                )
+                .await;
+            match r {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let mut h = resp.headers().clone();
+                    for n in hop_by_hop(resp.headers()) {
+                        h.remove(n);
+                    }
+                    let mut out = Body::from_stream(resp.bytes_stream()).into_response();
+                    *out.status_mut() = status;
+                    *out.headers_mut() = h;
+                    out
+                }
+                Err(e) => e.into_response(),
+            }
+        }
+    };
+    let app = Router::new().fallback(handler);
+    axum::serve(listener, app)
+        .await
+        .map_err(|e| internal(format!("forwarder: {e}")))
 }
 
 #[cfg(test)]

@@ -1213,6 +1213,16 @@ impl LeaseBackend for ProviderNode {
     ) -> std::result::Result<LeaseStatus, GatewayError> {
         let i = &self.inner;
         let row = self.row(lease.lease)?;
+        if !workload.ports.is_empty() && !i.backend.proxies_ports() {
+            return Err(GatewayError::new(
+                ErrorCode::NoSuchPort,
+                format!(
+                    "ports {:?}: this provider's launcher ({:?}) cannot expose ports through its gateway",
+                    workload.ports,
+                    i.backend.kind()
+                ),
+            ));
+        }
         let moved = i
             .store
             .transition(

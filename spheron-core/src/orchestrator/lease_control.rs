@@ -99,8 +99,10 @@ impl LeaseHandle {
     /// lease runs: in network mode the provider gateway's proxy URL with a bearer token; in
     /// embedded mode the workload's own loopback address.
     ///
-    /// Errors: [`Error::InvalidField`](crate::Error::InvalidField) naming `ports` when the
-    /// port was not declared, the lease no longer runs or the backend exposes none.
+    /// Errors: [`Error::LeaseClosed`](crate::Error::LeaseClosed) once the lease has ended;
+    /// embedded, [`Error::InvalidField`](crate::Error::InvalidField) naming `ports` when the
+    /// port was not declared or the launcher exposes none (in network mode the gateway refuses
+    /// requests to such a port with `no_such_port`).
     ///
     /// [`Workload::port`]: crate::Workload::port
     pub async fn endpoint(&self, port: u16) -> Result<crate::launcher::Endpoint> {

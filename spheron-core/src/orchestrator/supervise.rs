@@ -71,10 +71,7 @@ impl LeaseControl for LeaseShared {
     async fn endpoint(&self, port: u16) -> Result<crate::launcher::Endpoint> {
         let lease = self.snapshot().lease;
         if *self.closed_rx.borrow() {
-            return Err(Error::invalid(
-                "ports",
-                format!("lease {lease} has ended: its ports are closed"),
-            ));
+            return Err(Error::LeaseClosed(lease));
         }
         let addr = self
             .parts
