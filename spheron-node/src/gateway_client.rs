@@ -28,6 +28,17 @@ pub const MAX_ANSWER: usize = 4 << 20;
 /// Limit on a working directory upload or a file download.
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How [`GatewayClient::port_request`] authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortAuth<'a> {
+    /// The lease's bearer token ([`GatewayClient::lease_token`]).
+    Token(&'a str),
+    /// Signed by the tenant's key, like every lease route.
+    Signed,
+    /// No credential at all: the gateway refuses it (`unsigned`); for checks and tests.
+    Anonymous,
+}
+
 /// Log lines as they arrive; a refusal or transport failure is the last item.
 pub type LogLines = BoxStream<'static, Result<LogLine, GatewayError>>;
 
@@ -543,15 +554,14 @@ impl GatewayClient {
     }
 
     /// Sends a request to `port` of `lease` at `path_and_query` (starting with `/`) through
-    /// the gateway's proxy, through the pinned channel: with `token` as a bearer token, or
-    /// signed by the tenant when `token` is `None` (the body is then sent whole). Any answer
-    /// of the workload is returned as is (its status included); a refusal of the gateway is
-    /// the error.
+    /// the gateway's proxy and the pinned channel, authenticated as `auth` says (a signed
+    /// request sends its body whole). Any answer of the workload is returned as is, its
+    /// status included; a refusal of the gateway is the error.
     pub async fn port_request(
         &self,
         lease: u64,
         port: u16,
-        token: Option<&str>,
+        auth: PortAuth<'_>,
         method: Method,
         path_and_query: &str,
         headers: reqwest::header::HeaderMap,
@@ -562,21 +572,22 @@ impl GatewayClient {
             crate::ports::port_path(lease, port).trim_end_matches('/'),
             path_and_query
         );
-        let rb = match token {
-            Some(t) => self
-                .http
-                .request(method, format!("{}{path}", self.target))
-                .headers(headers)
-                .header(crate::ports::TOKEN_HEADER, t)
-                .body(body),
-            None => {
+        let plain = || {
+            self.http
+                .request(method.clone(), format!("{}{path}", self.target))
+                .headers(headers.clone())
+        };
+        let rb = match auth {
+            PortAuth::Token(t) => plain().header(crate::ports::TOKEN_HEADER, t).body(body),
+            PortAuth::Anonymous => plain().body(body),
+            PortAuth::Signed => {
                 let bytes = body.as_bytes().map(<[u8]>::to_vec).ok_or_else(|| {
                     GatewayError::new(
                         ErrorCode::BadRequest,
                         "a signed port request needs its whole body (not a stream)",
                     )
                 })?;
-                let mut rb = self.signed(method, &path, lease, bytes).await?;
+                let mut rb = self.signed(method.clone(), &path, lease, bytes).await?;
                 for (k, v) in &headers {
                     rb = rb.header(k, v);
                 }

@@ -389,7 +389,7 @@ pub async fn forward(
                 .port_request(
                     lease,
                     port,
-                    Some(&token),
+                    crate::gateway_client::PortAuth::Token(&token),
                     parts.method,
                     &pq,
                     headers,
