@@ -557,6 +557,7 @@ impl GatewayClient {
     /// the gateway's proxy and the pinned channel, authenticated as `auth` says (a signed
     /// request sends its body whole). Any answer of the workload is returned as is, its
     /// status included; a refusal of the gateway is the error.
+    #[allow(clippy::too_many_arguments)]
     pub async fn port_request(
         &self,
         lease: u64,
