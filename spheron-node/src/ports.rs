@@ -232,14 +232,14 @@ fn hop_by_hop(h: &HeaderMap) -> Vec<HeaderName> {
 }
 
 /// What a request sends on: its headers without the hop-by-hop, `Host`, signature and token
-/// headers (and `Authorization` when it carried the token).
+/// headers (and `Authorization` when it carried the token). `Content-Length` stays, so a
+/// body is sent with its length (servers that take no chunked uploads get what they need).
 fn forward_headers(h: &HeaderMap, token_in_authorization: bool) -> HeaderMap {
     let mut out = h.clone();
     for n in hop_by_hop(h) {
         out.remove(n);
     }
     out.remove(header::HOST);
-    out.remove(header::CONTENT_LENGTH);
     for n in [
         crate::auth::SIGNER_HEADER,
         crate::auth::EXPIRY_HEADER,
@@ -255,8 +255,13 @@ fn forward_headers(h: &HeaderMap, token_in_authorization: bool) -> HeaderMap {
     out
 }
 
-/// A request body read as it comes, failing once over `limit` bytes.
+/// A request body read as it comes, failing once over `limit` bytes; an empty one stays
+/// empty (not an empty chunked stream, which a bodyless GET must not carry).
 fn capped(body: Body, limit: usize) -> reqwest::Body {
+    use axum::body::HttpBody;
+    if body.size_hint().exact() == Some(0) {
+        return reqwest::Body::from(Vec::new());
+    }
     let stream = body.into_data_stream().scan(0usize, move |seen, chunk| {
         let item = chunk.map_err(std::io::Error::other).and_then(|c: Bytes| {
             *seen += c.len();
