@@ -12,6 +12,7 @@ __version__: str
 __all__ = [
     "Balance",
     "Bid",
+    "Endpoint",
     "EventIterator",
     "GpuRequest",
     "Lease",
