@@ -74,8 +74,8 @@ pub use events::{ProgressEvent, Step};
 pub use gpu::{GeoPoint, GpuModel, HardwareClass};
 pub use ids::{AccountId, LeaseId, OrderId, ProviderId};
 pub use launcher::{
-    Endpoint, LaunchSpec, LineSplitter, LogBuffer, LogLine, LogSource, LogStream, Secret, Workdir, Workload,
-    WorkloadId, WorkloadKind, WorkloadLauncher, WorkloadStatus,
+    Endpoint, LaunchSpec, LineSplitter, LogBuffer, LogLine, LogSource, LogStream, Secret, Workdir,
+    Workload, WorkloadId, WorkloadKind, WorkloadLauncher, WorkloadStatus,
 };
 pub use lease::{CloseReason, LeaseEvent, LeaseState};
 pub use market::{LocalMarket, Market, MarketEvent};

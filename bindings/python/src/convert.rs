@@ -585,7 +585,11 @@ impl PyEndpoint {
         self.inner.headers().into_iter().collect()
     }
     fn __repr__(&self) -> String {
-        let token = if self.inner.token.is_some() { "'***'" } else { "None" };
+        let token = if self.inner.token.is_some() {
+            "'***'"
+        } else {
+            "None"
+        };
         format!(
             "Endpoint(port={}, url={:?}, token={token})",
             self.inner.port, self.inner.url
