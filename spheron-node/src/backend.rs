@@ -516,13 +516,9 @@ mod tests {
             matches!(&e, Error::Config { field, .. } if field == "kubernetes"),
             "{e}"
         );
-        assert_eq!(
-            Backend::new(LauncherKind::Local, None)
-                .await
-                .unwrap()
-                .kind(),
-            LauncherKind::Local
-        );
+        let local = Backend::new(LauncherKind::Local, None).await.unwrap();
+        assert_eq!(local.kind(), LauncherKind::Local);
+        assert!(local.proxies_ports());
     }
 
     #[cfg(feature = "kubernetes")]
@@ -555,6 +551,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ok.kind(), LauncherKind::Kubernetes);
+        assert!(
+            !ok.proxies_ports(),
+            "a Kubernetes node refuses declared ports"
+        );
         assert!(ok.pid(&WorkloadId("spheron-lease-1".into())).is_none());
         for (k, field) in [
             (
