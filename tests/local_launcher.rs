@@ -277,3 +277,52 @@ async fn a_workdir_is_copied_in_and_outputs_are_kept_for_the_grace_period() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn declared_ports_get_free_loopback_ports_of_their_own() {
+    let l = LocalLauncher::new();
+    let w = Workload::command([
+        "sh",
+        "-c",
+        "echo $PORT $SPHERON_PORT_8000 $SPHERON_PORT_9000; sleep 30",
+    ])
+    .port(8000)
+    .port(9000);
+    // Two workloads declare the same ports: each gets its own.
+    let a = l.launch(&spec(31), &w).await.expect("launch");
+    let b = l.launch(&spec(32), &w).await.expect("launch");
+    let addr = |id, p| l.port_addr(id, p).expect("exposed");
+    let (a8, a9, b8) = (addr(&a, 8000), addr(&a, 9000), addr(&b, 8000));
+    assert!(a8.ip().is_loopback());
+    assert_ne!(a8, a9);
+    assert_ne!(a8, b8, "two leases declaring 8000 never share a port");
+    assert!(l.port_addr(&a, 7000).is_none(), "undeclared");
+    let first_line = |id| {
+        let logs = l.logs(id).expect("logs");
+        async move {
+            logs.filter(|x| futures::future::ready(x.source == LogSource::Stdout))
+                .map(|x| x.line)
+                .next()
+                .await
+                .expect("a line")
+        }
+    };
+    assert_eq!(
+        first_line(&a).await,
+        format!("{} {} {}", a8.port(), a8.port(), a9.port()),
+        "PORT is the first declared port's"
+    );
+    l.stop(&a).await.expect("stop");
+    assert!(l.port_addr(&a, 8000).is_none(), "closed once stopped");
+    assert_eq!(l.port_addr(&b, 8000), Some(b8));
+    l.stop(&b).await.expect("stop");
+    // Bad ports are refused before anything runs.
+    let e = l
+        .launch(&spec(33), &Workload::command(["true"]).port(80).port(80))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidField { field: "ports", .. }),
+        "{e}"
+    );
+}

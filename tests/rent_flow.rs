@@ -294,3 +294,51 @@ async fn bad_requests_get_typed_errors_and_lock_nothing() {
     assert_eq!((b.available, b.locked), (Amount(100 * USD), Amount(0)));
     assert!(m.ledger_totals().expect("ledger").is_balanced());
 }
+
+#[tokio::test]
+async fn embedded_endpoints_are_the_workloads_loopback_port() {
+    use std::io::{Read, Write};
+    let clock = SimClock::default();
+    let m = market(&clock).await;
+    let server = Workload::command([
+        "sh",
+        "-c",
+        "printf embedded > hello.txt; exec python3 -m http.server \"$PORT\" --bind 127.0.0.1",
+    ])
+    .port(8000);
+    let lease = m.rent(h100_request(), server).await.expect("rent");
+    let e = lease.endpoint(8000).await.expect("endpoint");
+    assert!(e.url.starts_with("http://127.0.0.1:"), "{}", e.url);
+    assert!(e.token.is_none() && e.headers().is_empty());
+    let err = lease.endpoint(8001).await.unwrap_err();
+    assert!(
+        matches!(err, spheron::Error::InvalidField { field: "ports", .. }),
+        "{err}"
+    );
+    let addr = e
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let body = tokio::task::spawn_blocking(move || {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                write!(s, "GET /hello.txt HTTP/1.0\r\n\r\n").unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).unwrap();
+                return out;
+            }
+            assert!(std::time::Instant::now() < until, "never listened");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(body.starts_with("HTTP/1.0 200"), "{body}");
+    assert!(body.ends_with("embedded"), "{body}");
+    lease.stop().await.expect("stop");
+    let err = lease.endpoint(8000).await.unwrap_err();
+    assert!(matches!(err, spheron::Error::LeaseClosed(_)), "{err}");
+}

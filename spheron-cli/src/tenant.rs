@@ -67,6 +67,11 @@ pub struct RentArgs {
     /// environment (repeatable): never printed, never in the signed manifest.
     #[arg(long = "secret", value_name = "KEY")]
     secret: Vec<String>,
+    /// Expose this port of the workload through the provider's gateway (repeatable): the
+    /// workload listens on `127.0.0.1:$PORT` (first port) or `$SPHERON_PORT_<port>`; reach
+    /// it with `spheron lease proxy ID PORT` or `spheron lease endpoint ID PORT`.
+    #[arg(long = "port", value_name = "PORT")]
+    port: Vec<u16>,
     /// Start the command (a training script and its arguments) with `torchrun`, one worker
     /// per rented GPU, with the rendezvous variables set: `--torchrun -- train.py --epochs 3`.
     #[arg(long)]
@@ -114,6 +119,30 @@ pub enum LeaseCommand {
         /// Where to write it (default: the file's name in the current directory).
         #[arg(long, short)]
         to: Option<std::path::PathBuf>,
+    },
+    /// The URL and bearer token of a port the lease's workload exposes (`--port`), for HTTP
+    /// clients of your own; the URL is the provider's gateway, whose self-signed certificate
+    /// is pinned by the hash printed (use `spheron lease proxy` for clients that cannot pin).
+    Endpoint {
+        /// Lease id.
+        id: u64,
+        /// The declared port.
+        port: u16,
+        /// JSON output (`url`, `token`, `cert_hash`, `headers`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve a port of the lease's workload on a local plain-HTTP address: every request to
+    /// `--listen` goes through the provider's gateway (certificate pinned, token added) to
+    /// the workload, e.g. `curl http://127.0.0.1:9000/v1/models`. Runs until interrupted.
+    Proxy {
+        /// Lease id.
+        id: u64,
+        /// The declared port.
+        port: u16,
+        /// Local address to listen on (keep it loopback: it needs no token).
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
     },
     /// Stop a lease: closes it on chain (paid pro rata, the rest refunded) and tells the
     /// provider.
@@ -270,6 +299,9 @@ pub async fn rent(g: &Global, args: RentArgs) -> Result<ExitCode> {
             .secrets
             .insert(name.clone(), spheron_core::Secret::new(value));
     }
+    for &p in &args.port {
+        workload = workload.port(p);
+    }
     for kv in &args.env {
         let (k, v) = kv
             .split_once('=')
@@ -340,6 +372,15 @@ pub async fn rent(g: &Global, args: RentArgs) -> Result<ExitCode> {
         r.model,
         token.format(r.price_per_gpu_hour)
     );
+    for &p in &args.port {
+        match lease.endpoint(p).await {
+            Ok(e) => eprintln!(
+                "port {p}: {} (token: `spheron lease endpoint {} {p}`; local: `spheron lease proxy {} {p}`)",
+                e.url, r.lease.0, r.lease.0
+            ),
+            Err(e) => eprintln!("port {p}: {e}"),
+        }
+    }
     let mut logs = lease.logs()?;
     let mut interrupted = false;
     loop {
@@ -484,6 +525,48 @@ pub async fn lease(g: &Global, cmd: LeaseCommand) -> Result<ExitCode> {
             };
             let n = market.download(id, &path, &dest).await?;
             eprintln!("lease {id}: {path} -> {} ({n} bytes)", dest.display());
+        }
+        LeaseCommand::Endpoint {
+            id,
+            port,
+            json: as_json,
+        } => {
+            let e = market.endpoint(id, port).await?;
+            let token = e.token.as_ref().map(|t| t.expose().to_string());
+            if as_json {
+                json(&serde_json::json!({
+                    "lease": id,
+                    "port": port,
+                    "url": e.url,
+                    "token": token,
+                    "cert_hash": e.cert_hash,
+                    "headers": e.headers().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                }))?;
+            } else {
+                println!("url:       {}", e.url);
+                if let Some(t) = &token {
+                    println!("token:     {t}");
+                    println!("header:    Authorization: Bearer {t}");
+                }
+                if let Some(h) = &e.cert_hash {
+                    println!("cert hash: {h} (SHA-256 of the gateway's DER certificate)");
+                }
+            }
+        }
+        LeaseCommand::Proxy { id, port, listen } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| msg(format!("--listen {listen}: {e}")))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| msg(format!("--listen {listen}: {e}")))?;
+            // Printed on stdout once serving starts, so scripts can wait for it.
+            println!("forwarding http://{local}/ to port {port} of lease {id}");
+            let _ = std::io::stdout().flush();
+            tokio::select! {
+                r = market.forward_port(id, port, listener) => r?,
+                _ = tokio::signal::ctrl_c() => {}
+            }
         }
         LeaseCommand::Stop { id, json: as_json } => {
             let s = market.stop_lease(id).await?;

@@ -113,6 +113,18 @@ impl Workload {
         self
     }
 
+    /// Exposes `port` (the workload listens on it as a service): the provider gives the
+    /// workload a free port of its own for it (`PORT` for the first declared port,
+    /// `SPHERON_PORT_<port>` for each) and serves it through its gateway; marks the workload a
+    /// [`WorkloadKind::Service`]. Checked by [`Workload::validate`]: 1-65535, no duplicates,
+    /// at most [`MAX_PORTS`].
+    #[must_use]
+    pub fn port(mut self, port: u16) -> Self {
+        self.ports.push(port);
+        self.kind = WorkloadKind::Service;
+        self
+    }
+
     /// Adds an environment variable.
     #[must_use]
     pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
@@ -134,6 +146,7 @@ impl Workload {
                 "the program name is empty",
             ));
         }
+        validate_ports(&self.ports)?;
         for k in self.env.keys().chain(self.secrets.keys()) {
             let ok = !k.is_empty()
                 && !k.starts_with(|c: char| c.is_ascii_digit())
@@ -146,6 +159,72 @@ impl Workload {
             }
         }
         Ok(())
+    }
+}
+
+/// Most ports one workload may expose.
+pub const MAX_PORTS: usize = 16;
+
+/// Checks declared ports: each in 1-65535, none twice, at most [`MAX_PORTS`]
+/// ([`crate::Error::InvalidField`] naming `ports`).
+pub fn validate_ports(ports: &[u16]) -> Result<()> {
+    if ports.len() > MAX_PORTS {
+        return Err(crate::Error::invalid(
+            "ports",
+            format!(
+                "{} ports declared, at most {MAX_PORTS} are accepted",
+                ports.len()
+            ),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for &p in ports {
+        if p == 0 {
+            return Err(crate::Error::invalid(
+                "ports",
+                "port 0 is not a port: use 1-65535",
+            ));
+        }
+        if !seen.insert(p) {
+            return Err(crate::Error::invalid(
+                "ports",
+                format!("port {p} is declared twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How a tenant reaches a port its workload exposes ([`crate::LeaseHandle::endpoint`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The declared port.
+    pub port: u16,
+    /// The URL that reaches the workload's port: append the request path (it ends in `/`).
+    /// Network mode: the provider gateway's proxy route, `https://` with the provider's own
+    /// certificate (pinned by hash, see [`Endpoint::cert_hash`]); embedded mode: the
+    /// workload's loopback address, `http://127.0.0.1:<port>/`.
+    pub url: String,
+    /// The bearer token to send as `Authorization: Bearer <token>` (network mode); `None`
+    /// when the URL needs none (embedded mode, loopback).
+    pub token: Option<Secret>,
+    /// SHA-256 of the gateway's DER certificate (`0x` hex) that clients must pin, when the
+    /// URL is `https://`.
+    pub cert_hash: Option<String>,
+}
+
+impl Endpoint {
+    /// The headers a client sends with every request: the bearer token, if any.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.token
+            .iter()
+            .map(|t| {
+                (
+                    "authorization".to_string(),
+                    format!("Bearer {}", t.expose()),
+                )
+            })
+            .collect()
     }
 }
 
@@ -264,6 +343,11 @@ pub trait WorkloadLauncher: Send + Sync {
     async fn activity(&self, id: &WorkloadId) -> Result<Option<Activity>> {
         let _ = id;
         Ok(None)
+    }
+    /// Where the workload's declared `port` can be reached from this machine while it runs;
+    /// `None` (the default) when the launcher exposes no such port.
+    fn port_addr(&self, _id: &WorkloadId, _port: u16) -> Option<std::net::SocketAddr> {
+        None
     }
 }
 
@@ -538,6 +622,30 @@ mod tests {
             .env("OK_1", "v")
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn ports_are_checked() {
+        let field = |w: Workload| match w.validate() {
+            Err(crate::Error::InvalidField { field, reason }) => (field, reason),
+            other => panic!("expected an invalid field, got {other:?}"),
+        };
+        let w = Workload::command(["srv"]).port(8000);
+        assert_eq!(w.kind, WorkloadKind::Service);
+        w.validate().unwrap();
+        let (f, r) = field(Workload::command(["srv"]).port(0));
+        assert_eq!(f, "ports");
+        assert!(r.contains("port 0"), "{r}");
+        let (f, r) = field(Workload::command(["srv"]).port(8000).port(8000));
+        assert_eq!(f, "ports");
+        assert!(r.contains("8000") && r.contains("twice"), "{r}");
+        let mut many = Workload::command(["srv"]);
+        for p in 1..=(MAX_PORTS as u16 + 1) {
+            many = many.port(p);
+        }
+        let (f, r) = field(many);
+        assert_eq!(f, "ports");
+        assert!(r.contains("at most"), "{r}");
     }
 
     #[test]

@@ -76,8 +76,8 @@ pub use events::{ProgressEvent, Step};
 pub use gpu::{GeoPoint, GpuModel, HardwareClass};
 pub use ids::{AccountId, LeaseId, OrderId, ProviderId};
 pub use launcher::{
-    Activity, LaunchSpec, LineSplitter, LogBuffer, LogLine, LogSource, LogStream, Secret, Workdir,
-    Workload, WorkloadId, WorkloadKind, WorkloadLauncher, WorkloadStatus,
+    Activity, Endpoint, LaunchSpec, LineSplitter, LogBuffer, LogLine, LogSource, LogStream, Secret,
+    Workdir, Workload, WorkloadId, WorkloadKind, WorkloadLauncher, WorkloadStatus,
 };
 pub use lease::{CloseReason, LeaseEvent, LeaseState};
 pub use market::{LocalMarket, Market, MarketEvent};

@@ -233,6 +233,14 @@ impl Backend {
         }
     }
 
+    /// Whether the gateway can proxy the ports workloads declare ([`crate::ports`]): the
+    /// local launcher's loopback ports, yes; Kubernetes, not yet (the pod gets its
+    /// `containerPort`s and a ClusterIP Service, but the node does not proxy into the
+    /// cluster), so such workloads are refused rather than run with unreachable ports.
+    pub fn proxies_ports(&self) -> bool {
+        self.local.is_some()
+    }
+
     /// The workload launcher.
     pub fn launcher(&self) -> Arc<dyn WorkloadLauncher> {
         self.launcher.clone()
@@ -508,13 +516,9 @@ mod tests {
             matches!(&e, Error::Config { field, .. } if field == "kubernetes"),
             "{e}"
         );
-        assert_eq!(
-            Backend::new(LauncherKind::Local, None)
-                .await
-                .unwrap()
-                .kind(),
-            LauncherKind::Local
-        );
+        let local = Backend::new(LauncherKind::Local, None).await.unwrap();
+        assert_eq!(local.kind(), LauncherKind::Local);
+        assert!(local.proxies_ports());
     }
 
     #[cfg(feature = "kubernetes")]
@@ -547,6 +551,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ok.kind(), LauncherKind::Kubernetes);
+        assert!(
+            !ok.proxies_ports(),
+            "a Kubernetes node refuses declared ports"
+        );
         assert!(ok.pid(&WorkloadId("spheron-lease-1".into())).is_none());
         for (k, field) in [
             (

@@ -10,6 +10,8 @@
 //! | `POST /lease/{id}/stop` | tenant | | [`LeaseStatus`] |
 //! | `PUT /lease/{id}/workdir` | tenant | tar archive, up to [`MAX_WORKDIR_BYTES`] | [`WorkdirReceipt`] |
 //! | `GET /lease/{id}/files?path=P` | tenant | | the bytes of file `P` of the lease's working directory |
+//! | `GET /lease/{id}/token` | tenant | | [`LeaseToken`](crate::ports::LeaseToken) |
+//! | any `/lease/{id}/ports/{port}/{path}` | tenant, or the lease's token | proxied | the workload's answer, see [`crate::ports`] |
 //!
 //! Every refusal is a [`GatewayError`] as JSON with the status of its [`ErrorCode`].
 //!
@@ -140,6 +142,19 @@ pub trait LeaseBackend: Send + Sync + 'static {
     async fn lease_dir(&self, _lease: &ChainLease) -> Option<PathBuf> {
         None
     }
+    /// Where the gateway proxies `port` of lease `lease` ([`crate::ports`]): only while its
+    /// workload runs ([`ErrorCode::NotRunning`]) and for a port it declared
+    /// ([`ErrorCode::NoSuchPort`]). The default: this node exposes no ports.
+    async fn service_addr(
+        &self,
+        lease: u64,
+        port: u16,
+    ) -> Result<std::net::SocketAddr, GatewayError> {
+        Err(GatewayError::new(
+            ErrorCode::NoSuchPort,
+            format!("port {port} of lease {lease}: this node exposes no ports"),
+        ))
+    }
 }
 
 type Shared = Arc<dyn LeaseBackend>;
@@ -149,9 +164,9 @@ fn bad_request(msg: impl Into<String>) -> GatewayError {
 }
 
 /// A request that passed the signature, expiry, lease and tenant checks.
-struct Authorized {
-    lease: ChainLease,
-    body: Bytes,
+pub(crate) struct Authorized {
+    pub(crate) lease: ChainLease,
+    pub(crate) body: Bytes,
     uri: axum::http::Uri,
 }
 
@@ -172,7 +187,7 @@ async fn authorize(backend: &dyn LeaseBackend, req: Request) -> Result<Authorize
     authorize_up_to(backend, req, MAX_BODY_BYTES).await
 }
 
-async fn authorize_up_to(
+pub(crate) async fn authorize_up_to(
     backend: &dyn LeaseBackend,
     req: Request,
     limit: usize,
@@ -335,7 +350,7 @@ pub fn archive_path(dir: &std::path::Path, lease: u64) -> PathBuf {
     dir.join(format!("lease-{lease}.tar"))
 }
 
-fn internal(e: impl std::fmt::Display) -> GatewayError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> GatewayError {
     GatewayError::new(ErrorCode::Internal, e.to_string())
 }
 
@@ -581,7 +596,8 @@ fn lease_routes(backend: Arc<dyn LeaseBackend>) -> Router {
         .route("/lease/{id}/stop", post(stop))
         .route("/lease/{id}/workdir", put(put_workdir))
         .route("/lease/{id}/files", get(get_file))
-        .with_state(backend)
+        .with_state(backend.clone())
+        .merge(crate::ports::routes(backend))
 }
 
 /// [`router`] with the proof-of-GPU commit endpoint behind `gate`: only challengers it

@@ -28,6 +28,17 @@ pub const MAX_ANSWER: usize = 4 << 20;
 /// Limit on a working directory upload or a file download.
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How [`GatewayClient::port_request`] authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortAuth<'a> {
+    /// The lease's bearer token ([`GatewayClient::lease_token`]).
+    Token(&'a str),
+    /// Signed by the tenant's key, like every lease route.
+    Signed,
+    /// No credential at all: the gateway refuses it (`unsigned`); for checks and tests.
+    Anonymous,
+}
+
 /// Log lines as they arrive; a refusal or transport failure is the last item.
 pub type LogLines = BoxStream<'static, Result<LogLine, GatewayError>>;
 
@@ -46,6 +57,8 @@ pub struct GatewayClient {
     target: String,
     /// The pinned TLS channel to an `https://` gateway ([`GatewayClient::new_pinned`]).
     tunnel: Option<Arc<PinnedTunnel>>,
+    /// The pinned certificate hash of an `https://` gateway.
+    cert_hash: Option<B256>,
 }
 
 impl std::fmt::Debug for GatewayClient {
@@ -152,6 +165,7 @@ impl GatewayClient {
             timeout: DEFAULT_TIMEOUT,
             prover,
             tunnel: None,
+            cert_hash: None,
         })
     }
 
@@ -212,6 +226,7 @@ impl GatewayClient {
             .map_err(|e| GatewayError::new(ErrorCode::BadRequest, e.to_string()))?
             .with_keepalive(tunnel.clone());
         client.tunnel = Some(tunnel);
+        client.cert_hash = Some(cert_hash);
         Ok(client)
     }
 
@@ -525,6 +540,91 @@ impl GatewayClient {
     pub async fn stop(&self, lease: u64) -> Result<LeaseStatus, GatewayError> {
         self.lease_call(Method::POST, lease, "stop", Vec::new())
             .await
+    }
+
+    /// `GET /lease/{lease}/token`: the bearer token that opens the lease's ports
+    /// ([`crate::ports`]).
+    pub async fn lease_token(&self, lease: u64) -> Result<crate::ports::LeaseToken, GatewayError> {
+        self.lease_call(Method::GET, lease, "token", Vec::new())
+            .await
+    }
+
+    /// The pinned certificate hash of an `https://` gateway (`None` for plain loopback http).
+    pub fn cert_hash(&self) -> Option<B256> {
+        self.cert_hash
+    }
+
+    /// How to reach `port` of `lease` through this gateway: the proxy URL, the lease's token
+    /// and the certificate hash to pin.
+    pub async fn endpoint(
+        &self,
+        lease: u64,
+        port: u16,
+    ) -> Result<spheron_core::Endpoint, GatewayError> {
+        let t = self.lease_token(lease).await?;
+        Ok(spheron_core::Endpoint {
+            port,
+            url: format!("{}{}", self.base, crate::ports::port_path(lease, port)),
+            token: Some(spheron_core::Secret::new(t.token)),
+            cert_hash: self.cert_hash.map(|h| format!("{h:#x}")),
+        })
+    }
+
+    /// Sends a request to `port` of `lease` at `path_and_query` (starting with `/`) through
+    /// the gateway's proxy and the pinned channel, authenticated as `auth` says (a signed
+    /// request sends its body whole). Any answer of the workload is returned as is, its
+    /// status included; a refusal of the gateway is the error.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn port_request(
+        &self,
+        lease: u64,
+        port: u16,
+        auth: PortAuth<'_>,
+        method: Method,
+        path_and_query: &str,
+        headers: reqwest::header::HeaderMap,
+        body: reqwest::Body,
+    ) -> Result<Response, GatewayError> {
+        let path = format!(
+            "{}{}",
+            crate::ports::port_path(lease, port).trim_end_matches('/'),
+            path_and_query
+        );
+        let plain = || {
+            self.http
+                .request(method.clone(), format!("{}{path}", self.target))
+                .headers(headers.clone())
+        };
+        let rb = match auth {
+            PortAuth::Token(t) => plain().header(crate::ports::TOKEN_HEADER, t).body(body),
+            PortAuth::Anonymous => plain().body(body),
+            PortAuth::Signed => {
+                let bytes = body.as_bytes().map(<[u8]>::to_vec).ok_or_else(|| {
+                    GatewayError::new(
+                        ErrorCode::BadRequest,
+                        "a signed port request needs its whole body (not a stream)",
+                    )
+                })?;
+                let mut rb = self.signed(method.clone(), &path, lease, bytes).await?;
+                for (k, v) in &headers {
+                    rb = rb.header(k, v);
+                }
+                rb
+            }
+        };
+        let resp = rb
+            .timeout(crate::ports::PROXY_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        // The gateway's own refusals carry its JSON error; anything else is the workload's.
+        if resp.status().is_client_error() || resp.status().is_server_error() {
+            let from_gateway = resp.headers().get(crate::ports::PROXY_HEADER).is_none();
+            if from_gateway {
+                return Err(refusal(resp).await);
+            }
+        }
+        Ok(resp)
     }
 
     /// The lease's log from line `from`; with `follow`, new lines as they come until the

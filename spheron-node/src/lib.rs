@@ -26,6 +26,7 @@ pub mod local_launcher;
 pub mod matching;
 pub mod network;
 pub mod operator;
+pub mod ports;
 pub mod provider;
 pub mod quote;
 pub mod registry;

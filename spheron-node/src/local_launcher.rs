@@ -19,6 +19,13 @@
 //! stderr line and, with [`LocalLauncher::with_gpu_monitor`] (real GPUs), the utilisation of
 //! its GPUs read with `nvidia-smi`; without it (simulated GPUs) only log output is reported.
 //!
+//! Ports: each port the workload declares ([`Workload::port`]) gets a free port of this
+//! machine's loopback, chosen by the launcher (two leases may both declare 8000), given to the
+//! workload as `SPHERON_PORT_<declared>=<port>` for each and `PORT=<port>` for the first (set
+//! after the tenant's environment); the workload listens on `127.0.0.1:<port>`.
+//! [`WorkloadLauncher::port_addr`] answers that address while the workload runs (the provider's
+//! gateway proxies to it); the port is freed when it ends.
+//!
 //! Memory is bounded: each log keeps the last [`LOG_BUFFER_LINES`](spheron_core::launcher::LOG_BUFFER_LINES)
 //! lines of at most [`MAX_LOG_LINE_BYTES`](spheron_core::launcher::MAX_LOG_LINE_BYTES) (output is
 //! decoded lossily, `\r` ends a line), and only the last [`FINISHED_KEPT`] finished workloads
@@ -55,6 +62,8 @@ struct Proc {
     stop_requested: Arc<AtomicBool>,
     /// The device indices it was given.
     gpus: Vec<u32>,
+    /// Declared port -> the loopback port it was given.
+    ports: BTreeMap<u16, u16>,
 }
 
 /// Device indices in use, per node name (`""` when the spec names none).
@@ -86,6 +95,8 @@ impl Procs {
 pub struct LocalLauncher {
     procs: Arc<Mutex<Procs>>,
     devices: Devices,
+    /// Loopback ports handed to running workloads.
+    ports: Arc<Mutex<BTreeSet<u16>>>,
     /// Overrides [`OUTPUTS_GRACE`].
     retention: Option<Duration>,
     /// Whether activity reports include GPU utilisation from `nvidia-smi`.
@@ -182,6 +193,43 @@ fn free_devices(devices: &Devices, node: &str, picked: &[u32]) {
         for i in picked {
             used.remove(i);
         }
+    }
+}
+
+/// Picks a free loopback port for each of `declared` (the OS chooses, skipping those already
+/// handed to another workload), recorded in `used` until [`free_ports`].
+fn take_ports(used: &Mutex<BTreeSet<u16>>, declared: &[u16]) -> Result<BTreeMap<u16, u16>> {
+    let mut used = used.lock().unwrap_or_else(|p| p.into_inner());
+    // Every probe stays bound until all are picked, so the OS never hands out one twice.
+    let mut probes = Vec::new();
+    let mut picked = BTreeMap::new();
+    for &d in declared {
+        let port = loop {
+            let l = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                .map_err(|e| Error::Launch(format!("no free loopback port for port {d}: {e}")))?;
+            let p = l
+                .local_addr()
+                .map_err(|e| Error::Launch(format!("no free loopback port for port {d}: {e}")))?
+                .port();
+            probes.push(l);
+            if !used.contains(&p) {
+                break p;
+            }
+            if probes.len() > 64 * declared.len().max(1) {
+                return Err(Error::Launch(format!("no free loopback port for port {d}")));
+            }
+        };
+        picked.insert(d, port);
+    }
+    used.extend(picked.values().copied());
+    Ok(picked)
+}
+
+/// Frees ports taken by [`take_ports`].
+fn free_ports(used: &Mutex<BTreeSet<u16>>, picked: &BTreeMap<u16, u16>) {
+    let mut used = used.lock().unwrap_or_else(|p| p.into_inner());
+    for p in picked.values() {
+        used.remove(p);
     }
 }
 
@@ -308,6 +356,13 @@ impl WorkloadLauncher for LocalLauncher {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
+        let ports = match take_ports(&self.ports, &workload.ports) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
         let node = spec.node.clone().unwrap_or_default();
         let gpus = take_devices(&self.devices, &node, spec.gpus);
         let visible = gpus
@@ -327,6 +382,18 @@ impl WorkloadLauncher for LocalLauncher {
             .envs(&workload.env)
             .envs(workload.secrets.iter().map(|(k, v)| (k, v.expose())))
             .env("CUDA_VISIBLE_DEVICES", &visible)
+            .envs(
+                ports
+                    .iter()
+                    .map(|(d, p)| (format!("SPHERON_PORT_{d}"), p.to_string())),
+            )
+            .envs(
+                workload
+                    .ports
+                    .first()
+                    .and_then(|d| ports.get(d))
+                    .map(|p| ("PORT", p.to_string())),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -336,6 +403,7 @@ impl WorkloadLauncher for LocalLauncher {
             Ok(c) => c,
             Err(e) => {
                 free_devices(&self.devices, &node, &gpus);
+                free_ports(&self.ports, &ports);
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(Error::Launch(format!("cannot start `{program}`: {e}")));
             }
@@ -351,6 +419,12 @@ impl WorkloadLauncher for LocalLauncher {
                 spec.lease
             ),
         );
+        for (d, p) in &ports {
+            logs.push(
+                LogSource::System,
+                format!("port {d}: listen on 127.0.0.1:{p} (SPHERON_PORT_{d})"),
+            );
+        }
         let mut pumps = Vec::new();
         if let Some(out) = child.stdout.take() {
             pumps.push(pump(out, LogSource::Stdout, logs.clone()));
@@ -365,6 +439,8 @@ impl WorkloadLauncher for LocalLauncher {
             let logs = logs.clone();
             let stop_requested = stop_requested.clone();
             let devices = self.devices.clone();
+            let used_ports = self.ports.clone();
+            let held_ports = ports.clone();
             let kept = dir.clone();
             let grace = self.retention.unwrap_or(OUTPUTS_GRACE);
             let procs = self.procs.clone();
@@ -389,6 +465,7 @@ impl WorkloadLauncher for LocalLauncher {
                 logs.push(LogSource::System, format!("workload ended: {status:?}"));
                 logs.close();
                 free_devices(&devices, &node, &gpus);
+                free_ports(&used_ports, &held_ports);
                 tx.send_replace(status);
                 procs
                     .lock()
@@ -413,6 +490,7 @@ impl WorkloadLauncher for LocalLauncher {
                     logs,
                     stop_requested,
                     gpus: gpus_held,
+                    ports,
                 }),
             );
         Ok(id)
@@ -469,6 +547,15 @@ impl WorkloadLauncher for LocalLauncher {
             .await
             .map_err(|_| Error::Launch(format!("workload {id} vanished")))?;
         Ok(())
+    }
+
+    fn port_addr(&self, id: &WorkloadId, port: u16) -> Option<std::net::SocketAddr> {
+        let proc = self.get(id).ok()?;
+        if proc.status.borrow().is_terminal() {
+            return None;
+        }
+        let p = *proc.ports.get(&port)?;
+        Some((std::net::Ipv4Addr::LOCALHOST, p).into())
     }
 }
 

@@ -1273,6 +1273,16 @@ impl LeaseBackend for ProviderNode {
     ) -> std::result::Result<LeaseStatus, GatewayError> {
         let i = &self.inner;
         let row = self.row(lease.lease)?;
+        if !workload.ports.is_empty() && !i.backend.proxies_ports() {
+            return Err(GatewayError::new(
+                ErrorCode::NoSuchPort,
+                format!(
+                    "ports {:?}: this provider's launcher ({:?}) cannot expose ports through its gateway",
+                    workload.ports,
+                    i.backend.kind()
+                ),
+            ));
+        }
         let moved = i
             .store
             .transition(
@@ -1384,6 +1394,47 @@ impl LeaseBackend for ProviderNode {
 
     async fn lease_dir(&self, lease: &ChainLease) -> Option<PathBuf> {
         self.inner.backend.workdir_of_lease(LeaseId(lease.lease))
+    }
+
+    async fn service_addr(
+        &self,
+        lease: u64,
+        port: u16,
+    ) -> std::result::Result<std::net::SocketAddr, GatewayError> {
+        let row = self
+            .inner
+            .store
+            .lease(lease)
+            .map_err(gw_internal)?
+            .ok_or_else(|| {
+                GatewayError::new(
+                    ErrorCode::UnknownLease,
+                    format!("no lease {lease} with this provider"),
+                )
+            })?;
+        let not_running = || {
+            GatewayError::new(
+                ErrorCode::NotRunning,
+                format!("lease {lease}'s workload does not run: its ports are closed"),
+            )
+        };
+        if row.work != WorkState::Running || !row.open_on_chain {
+            return Err(not_running());
+        }
+        let wid = self
+            .inner
+            .workloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&lease)
+            .cloned()
+            .ok_or_else(not_running)?;
+        self.inner.launcher.port_addr(&wid, port).ok_or_else(|| {
+            GatewayError::new(
+                ErrorCode::NoSuchPort,
+                format!("lease {lease}'s workload exposes no port {port}"),
+            )
+        })
     }
 
     async fn node_status(&self) -> NodeStatus {

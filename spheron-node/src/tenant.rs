@@ -598,6 +598,40 @@ impl NetworkMarket {
         g.download(id, path, dest).await.map_err(gateway_err)
     }
 
+    /// How to reach port `port` of lease `id`'s workload through its provider's gateway
+    /// ([`crate::ports`]): the proxy URL, the lease's bearer token and the certificate hash.
+    pub async fn endpoint(
+        &self,
+        id: u64,
+        port: u16,
+    ) -> spheron_core::Result<spheron_core::Endpoint> {
+        let g = self.lease_gateway(id).await?;
+        g.endpoint(id, port).await.map_err(gateway_err)
+    }
+
+    /// Serves `listener` as a plain-HTTP forwarder to port `port` of lease `id` through its
+    /// provider's pinned gateway ([`crate::ports::forward`]); runs until the listener fails.
+    pub async fn forward_port(
+        &self,
+        id: u64,
+        port: u16,
+        listener: tokio::net::TcpListener,
+    ) -> spheron_core::Result<()> {
+        let g = self.lease_gateway(id).await?;
+        crate::ports::forward(g, id, port, listener)
+            .await
+            .map_err(gateway_err)
+    }
+
+    async fn lease_gateway(&self, id: u64) -> spheron_core::Result<GatewayClient> {
+        let provider = self
+            .lease(id)
+            .await?
+            .provider
+            .ok_or(spheron_core::Error::UnknownOrder(OrderId(id)))?;
+        self.gateway(provider).await
+    }
+
     /// The gateway status of lease `id`.
     pub async fn lease_gateway_status(
         &self,
@@ -1233,6 +1267,17 @@ struct NetLease {
 
 #[async_trait::async_trait]
 impl LeaseControl for NetLease {
+    async fn endpoint(&self, port: u16) -> spheron_core::Result<spheron_core::Endpoint> {
+        let r = self.snapshot();
+        if r.state.is_closed() {
+            return Err(spheron_core::Error::LeaseClosed(r.lease));
+        }
+        self.gateway
+            .endpoint(r.lease.0, port)
+            .await
+            .map_err(gateway_err)
+    }
+
     fn snapshot(&self) -> LeaseReport {
         self.report
             .lock()

@@ -157,6 +157,16 @@ pub enum ErrorCode {
     /// The server presented another TLS certificate than the one its registration pins
     /// (`cert_hash`): a client-side refusal, never sent by a gateway (502 if it ever were).
     UntrustedCertificate,
+    /// The lease token sent to a port is not that lease's (401).
+    BadToken,
+    /// The lease's workload declared no such port (404).
+    NoSuchPort,
+    /// The lease's workload does not run (yet or any more): its ports are closed (409).
+    NotRunning,
+    /// The workload's port did not answer a proxied request (502).
+    UpstreamFailed,
+    /// The workload's port did not answer a proxied request in time (504).
+    UpstreamTimeout,
 }
 
 impl ErrorCode {
@@ -166,17 +176,23 @@ impl ErrorCode {
             ErrorCode::Unsigned
             | ErrorCode::BadSignature
             | ErrorCode::Expired
-            | ErrorCode::Replayed => StatusCode::UNAUTHORIZED,
+            | ErrorCode::Replayed
+            | ErrorCode::BadToken => StatusCode::UNAUTHORIZED,
             ErrorCode::WrongTenant | ErrorCode::WrongProvider | ErrorCode::WrongLease => {
                 StatusCode::FORBIDDEN
             }
             ErrorCode::WorkloadMismatch | ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::UnknownLease | ErrorCode::NoSuchFile => StatusCode::NOT_FOUND,
+            ErrorCode::UnknownLease | ErrorCode::NoSuchFile | ErrorCode::NoSuchPort => {
+                StatusCode::NOT_FOUND
+            }
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::LeaseNotActive | ErrorCode::AlreadyLaunched => StatusCode::CONFLICT,
+            ErrorCode::LeaseNotActive | ErrorCode::AlreadyLaunched | ErrorCode::NotRunning => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::UntrustedCertificate => StatusCode::BAD_GATEWAY,
+            ErrorCode::UntrustedCertificate | ErrorCode::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 }

@@ -540,3 +540,59 @@ impl PyProviderInfo {
         }
     }
 }
+
+/// How to reach a port the workload exposes (`Lease.endpoint(port)`): the URL (append the
+/// request path) and the headers to send with every request.
+#[pyclass(module = "spheron._native", name = "Endpoint", frozen)]
+#[derive(Clone)]
+pub struct PyEndpoint {
+    inner: spheron_core::Endpoint,
+}
+
+impl From<spheron_core::Endpoint> for PyEndpoint {
+    fn from(inner: spheron_core::Endpoint) -> Self {
+        PyEndpoint { inner }
+    }
+}
+
+#[pymethods]
+impl PyEndpoint {
+    /// The declared port.
+    #[getter]
+    fn port(&self) -> u16 {
+        self.inner.port
+    }
+    /// The URL that reaches the port, ending in `/`: the provider gateway's proxy route
+    /// (`https://`, its certificate pinned by `cert_hash`) on a network, the workload's
+    /// loopback address (`http://127.0.0.1:<port>/`) in the embedded marketplace.
+    #[getter]
+    fn url(&self) -> String {
+        self.inner.url.clone()
+    }
+    /// The lease's bearer token (network), or `None` (embedded: none needed).
+    #[getter]
+    fn token(&self) -> Option<String> {
+        self.inner.token.as_ref().map(|t| t.expose().to_string())
+    }
+    /// SHA-256 of the gateway's DER certificate (`0x` hex) to pin, for an `https://` URL.
+    #[getter]
+    fn cert_hash(&self) -> Option<String> {
+        self.inner.cert_hash.clone()
+    }
+    /// The headers to send with every request (`{"authorization": "Bearer ..."}`, or `{}`).
+    #[getter]
+    fn headers(&self) -> std::collections::BTreeMap<String, String> {
+        self.inner.headers().into_iter().collect()
+    }
+    fn __repr__(&self) -> String {
+        let token = if self.inner.token.is_some() {
+            "'***'"
+        } else {
+            "None"
+        };
+        format!(
+            "Endpoint(port={}, url={:?}, token={token})",
+            self.inner.port, self.inner.url
+        )
+    }
+}

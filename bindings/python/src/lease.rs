@@ -246,6 +246,17 @@ impl PyLease {
             .map_err(|e| to_py(py, Some(&self.market), e))
     }
 
+    /// How to reach `port`, declared with `rent(..., ports=[port])`, while the lease runs:
+    /// an `Endpoint` with the URL and the headers (bearer token) to send. Raises
+    /// `LeaseClosedError` once the lease has ended, `InvalidRequestError` (`field="ports"`)
+    /// for a port the embedded marketplace's workload did not declare.
+    fn endpoint(&self, py: Python<'_>, port: u16) -> PyResult<crate::convert::PyEndpoint> {
+        let h = self.handle.clone();
+        block_on(py, async move { h.endpoint(port).await }, |_| Ok(()))?
+            .map(Into::into)
+            .map_err(|e| to_py(py, Some(&self.market), e))
+    }
+
     /// The awaitable twin of `wait`.
     fn wait_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let h = self.handle.clone();

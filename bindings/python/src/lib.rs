@@ -114,6 +114,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<convert::PyScoreItem>()?;
     m.add_class::<convert::PyProofResult>()?;
     m.add_class::<convert::PyLogLine>()?;
+    m.add_class::<convert::PyEndpoint>()?;
     m.add_class::<convert::PyBalance>()?;
     m.add_class::<convert::PyProviderInfo>()?;
     m.add_class::<matcher::PyOrder>()?;

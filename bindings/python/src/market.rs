@@ -106,6 +106,7 @@ impl PyMarketplace {
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn workload(
         py: Python<'_>,
         command: Vec<String>,
@@ -113,6 +114,7 @@ impl PyMarketplace {
         env: Option<BTreeMap<String, String>>,
         secrets: Option<BTreeMap<String, String>>,
         workdir: Option<PathBuf>,
+        ports: Option<Vec<i64>>,
     ) -> PyResult<Workload> {
         if command.is_empty() && image.is_none() {
             return Err(invalid(
@@ -140,6 +142,11 @@ impl PyMarketplace {
             use spheron::node::workdir::{MAX_WORKDIR_BYTES, measure};
             measure(&dir, MAX_WORKDIR_BYTES).map_err(|e| invalid(py, "workdir", e.to_string()))?;
             w = w.workdir(dir);
+        }
+        for p in ports.unwrap_or_default() {
+            let p = u16::try_from(p)
+                .map_err(|_| invalid(py, "ports", format!("port {p} is outside 1-65535")))?;
+            w = w.port(p);
         }
         w.validate().map_err(|e| to_py(py, None, e))?;
         Ok(w)
@@ -284,7 +291,7 @@ impl PyMarketplace {
     /// Rents GPUs and starts `command` on them; returns once it runs. Blocks with the GIL
     /// released; `on_event` is called with each progress event of this rent (and of no
     /// other). `secrets` reach the workload's environment and are never logged.
-    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None))]
+    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None, ports=None))]
     #[allow(clippy::too_many_arguments)]
     fn rent(
         &self,
@@ -296,8 +303,9 @@ impl PyMarketplace {
         secrets: Option<BTreeMap<String, String>>,
         workdir: Option<PathBuf>,
         on_event: Option<Py<PyAny>>,
+        ports: Option<Vec<i64>>,
     ) -> PyResult<PyLease> {
-        let workload = Self::workload(py, command, image, env, secrets, workdir)?;
+        let workload = Self::workload(py, command, image, env, secrets, workdir, ports)?;
         self.check_token(py)?;
         let req: GpuRequest = request.inner.clone();
         let permit = block_on(py, self.publish.clone().lock_owned(), |_| Ok(()))?;
@@ -349,7 +357,7 @@ impl PyMarketplace {
     }
 
     /// The awaitable twin of `rent`.
-    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None))]
+    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None, ports=None))]
     #[allow(clippy::too_many_arguments)]
     fn rent_async<'py>(
         slf: Py<Self>,
@@ -361,8 +369,9 @@ impl PyMarketplace {
         secrets: Option<BTreeMap<String, String>>,
         workdir: Option<PathBuf>,
         on_event: Option<Py<PyAny>>,
+        ports: Option<Vec<i64>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let workload = Self::workload(py, command, image, env, secrets, workdir)?;
+        let workload = Self::workload(py, command, image, env, secrets, workdir, ports)?;
         slf.get().check_token(py)?;
         let req: GpuRequest = request.inner.clone();
         let this = slf.get();

@@ -353,6 +353,62 @@ def test_workdir_upload_and_output_download_through_the_gateway(
     assert "no_such_file" in str(e.value) or "NoSuchFile" in str(e.value)
 
 
+def _pinned_get(endpoint: spheron.Endpoint, path: str, headers: Dict[str, str]) -> "tuple[int, bytes]":
+    """GET ``path`` of the endpoint over HTTPS, accepting only the gateway certificate whose
+    SHA-256 is ``endpoint.cert_hash`` (what an external client does to pin it)."""
+    import hashlib
+    import http.client
+    import ssl
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(endpoint.url)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False  # the certificate is pinned by hash instead
+    ctx.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection(u.hostname or "", u.port, context=ctx, timeout=30)
+    try:
+        conn.connect()
+        der = conn.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+        assert der is not None and "0x" + hashlib.sha256(der).hexdigest() == endpoint.cert_hash
+        conn.request("GET", u.path.rstrip("/") + path, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_a_service_port_through_the_gateway(market: spheron.Marketplace) -> None:
+    serve = "printf served > hello.txt; exec python3 -m http.server \"$PORT\" --bind 127.0.0.1"
+    with market.rent(one_h100(), command=["sh", "-c", serve], ports=[8000]) as lease:
+        ep = lease.endpoint(8000)
+        assert ep.port == 8000
+        assert ep.url.startswith("https://") and ep.url.endswith(f"/lease/{lease.id}/ports/8000/")
+        assert ep.token and ep.headers == {"authorization": f"Bearer {ep.token}"}
+        assert ep.token not in repr(ep)
+        deadline = time.monotonic() + 60
+        while True:
+            status, body = _pinned_get(ep, "/hello.txt", ep.headers)
+            if status == 200 or time.monotonic() > deadline:
+                break
+            assert status == 502, body  # the server is not listening yet
+            time.sleep(0.25)
+        assert (status, body) == (200, b"served")
+        status, body = _pinned_get(ep, "/hello.txt", {})
+        assert status == 401 and json.loads(body)["error"] == "unsigned"
+        status, body = _pinned_get(ep, "/hello.txt", {"authorization": "Bearer " + "0" * 64})
+        assert status == 401 and json.loads(body)["error"] == "bad_token"
+        lease.stop()
+        with pytest.raises(spheron.LeaseClosedError):
+            lease.endpoint(8000)
+        deadline = time.monotonic() + 30
+        while True:
+            status, body = _pinned_get(ep, "/hello.txt", ep.headers)
+            if status == 409 or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        assert status == 409 and json.loads(body)["error"] == "not_running", body
+
+
 def test_the_training_example_uploads_trains_and_downloads_on_the_devnet(devnet: Path) -> None:
     import sys
 

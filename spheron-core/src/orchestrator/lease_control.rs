@@ -24,6 +24,15 @@ pub trait LeaseControl: Send + Sync {
     /// Stops the lease, waits for settlement and returns the final report; a lease that is
     /// already closed (or stopping) gives [`Error::LeaseClosed`](crate::Error::LeaseClosed).
     async fn stop(&self) -> Result<LeaseReport>;
+    /// How to reach the workload's declared `port` while the lease runs. The default: this
+    /// backend exposes no ports ([`Error::InvalidField`](crate::Error::InvalidField) naming
+    /// `ports`).
+    async fn endpoint(&self, port: u16) -> Result<crate::launcher::Endpoint> {
+        Err(crate::Error::invalid(
+            "ports",
+            format!("port {port}: this lease's backend exposes no ports"),
+        ))
+    }
 }
 
 /// A handle on a running lease. Dropping it does not stop the lease.
@@ -84,5 +93,19 @@ impl LeaseHandle {
     /// A lease that is already closed gives [`Error::LeaseClosed`](crate::Error::LeaseClosed).
     pub async fn stop(&self) -> Result<LeaseReport> {
         self.inner.stop().await
+    }
+
+    /// How to reach port `port` that the workload declared ([`Workload::port`]) while the
+    /// lease runs: in network mode the provider gateway's proxy URL with a bearer token; in
+    /// embedded mode the workload's own loopback address.
+    ///
+    /// Errors: [`Error::LeaseClosed`](crate::Error::LeaseClosed) once the lease has ended;
+    /// embedded, [`Error::InvalidField`](crate::Error::InvalidField) naming `ports` when the
+    /// port was not declared or the launcher exposes none (in network mode the gateway refuses
+    /// requests to such a port with `no_such_port`).
+    ///
+    /// [`Workload::port`]: crate::Workload::port
+    pub async fn endpoint(&self, port: u16) -> Result<crate::launcher::Endpoint> {
+        self.inner.endpoint(port).await
     }
 }

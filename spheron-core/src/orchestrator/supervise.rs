@@ -78,6 +78,31 @@ impl LeaseControl for LeaseShared {
         self.stop_tx.send_replace(true);
         Ok(self.wait().await)
     }
+
+    /// Embedded mode: the workload's own address on this machine, as its launcher exposes it
+    /// (the local launcher: a loopback port), no token.
+    async fn endpoint(&self, port: u16) -> Result<crate::launcher::Endpoint> {
+        let lease = self.snapshot().lease;
+        if *self.closed_rx.borrow() {
+            return Err(Error::LeaseClosed(lease));
+        }
+        let addr = self
+            .parts
+            .launcher
+            .port_addr(&self.workload, port)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "ports",
+                    format!("port {port} is not exposed by lease {lease} (declare it with Workload::port)"),
+                )
+            })?;
+        Ok(crate::launcher::Endpoint {
+            port,
+            url: format!("http://{addr}/"),
+            token: None,
+            cert_hash: None,
+        })
+    }
 }
 
 /// How a lease ended.

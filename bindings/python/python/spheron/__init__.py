@@ -45,6 +45,7 @@ from . import _native
 from ._native import (
     Balance,
     Bid,
+    Endpoint,
     EventIterator,
     GpuRequest,
     Lease,
@@ -87,6 +88,7 @@ __all__ = [
     "LeaseReport",
     "LogLine",
     "LogIterator",
+    "Endpoint",
     "EventIterator",
     "ProgressEvent",
     "ProgressDisplay",
@@ -200,6 +202,21 @@ def torchrun(
     )
     extra = _strings("env", env) or {}
     return Workload(command=command, env={**rendezvous, **extra}, gpus=gpus)
+
+
+def _ports(ports: Optional[Sequence[int]]) -> Optional[List[int]]:
+    """``ports`` as a list of ints (a bool or a non-int is refused)."""
+    if ports is None:
+        return None
+    if isinstance(ports, (str, bytes)) or not all(
+        isinstance(p, int) and not isinstance(p, bool) for p in ports
+    ):
+        raise InvalidRequestError(
+            "invalid `ports`: expected a list of port numbers (ints)",
+            field="ports",
+            reason="expected a list of port numbers (ints)",
+        )
+    return list(ports)
 
 
 def _workload(
@@ -360,6 +377,7 @@ class Marketplace:
         progress: Progress = None,
         max_spend: Optional[Amount] = None,
         idle_timeout: Union[str, float, None] = None,
+        ports: Optional[Sequence[int]] = None,
     ) -> Lease:
         """Rents GPUs for ``request`` and starts ``command`` on them: publish, bids, rank,
         proof-of-GPU challenge (failing over with reasons), escrow lock, launch. Returns the
@@ -388,6 +406,13 @@ class Marketplace:
         measured, as with simulated GPUs, only output counts); the tenant pays until the
         stop. Both override the request's own ``max_spend`` / ``idle_timeout``.
 
+        ``ports`` are ports the workload serves (an inference server, a notebook): the
+        provider gives the workload a free port of its own for each (``$PORT`` for the first,
+        ``$SPHERON_PORT_<port>`` for each; listen on ``127.0.0.1``) and ``lease.endpoint(port)``
+        says how to reach it: on a network, the provider gateway's URL with a bearer token
+        in ``headers``; embedded, the workload's loopback address. At most 16, each 1-65535,
+        no duplicates (else :class:`InvalidRequestError` with ``field="ports"``).
+
         Raises :class:`NoMatchError` (every provider and why), :class:`ChallengeFailedError`,
         :class:`InsufficientFundsError`, :class:`SpendCapExceededError`, :class:`LaunchError`,
         :class:`MatcherError`, :class:`InvalidRequestError`."""
@@ -401,6 +426,7 @@ class Marketplace:
             secrets=_strings("secrets", secrets),
             workdir=workdir,
             on_event=self._callback(progress),
+            ports=_ports(ports),
         )
 
     async def rent_async(
@@ -416,6 +442,7 @@ class Marketplace:
         progress: Progress = None,
         max_spend: Optional[Amount] = None,
         idle_timeout: Union[str, float, None] = None,
+        ports: Optional[Sequence[int]] = None,
     ) -> Lease:
         """The awaitable twin of :meth:`rent`."""
         args, environment = _workload(request, workload, command, env)
@@ -428,6 +455,7 @@ class Marketplace:
             secrets=_strings("secrets", secrets),
             workdir=workdir,
             on_event=self._callback(progress),
+            ports=_ports(ports),
         )
 
     def _callback(self, progress: Progress) -> Any:
