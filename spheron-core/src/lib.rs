@@ -36,6 +36,7 @@
 //! ```
 
 pub mod bidding;
+pub mod checkpoint;
 pub mod clock;
 pub mod entropy;
 pub mod error;
@@ -66,6 +67,7 @@ pub mod conformance;
 pub mod test_utils;
 
 pub use bidding::{BidStrategy, StrategyAgent};
+pub use checkpoint::{Checkpoint, RESUME_ENV, Resume};
 pub use clock::{Clock, SimClock, SystemClock, Timestamp};
 pub use entropy::{EntropySource, OsEntropy};
 pub use error::{Error, Result};
