@@ -7,7 +7,7 @@
 //! from the copy already kept, so a failed transfer never replaces a good copy. The workload
 //! writes the checkpoint atomically (`outputs/ckpt.tmp`, then a rename over `outputs/ckpt`).
 //!
-//! When the lease ends with a provider fault ([`CloseReason::is_provider_fault`]: its
+//! When the lease ends with a provider fault ([`CloseReason::is_provider_fault`](spheron_core::CloseReason::is_provider_fault): its
 //! gateway stopped answering, the workload failed on the provider's side), the existing
 //! flow has already closed and settled it on chain (paid for its billed seconds, the rest
 //! refunded). The driver then publishes the order again without that provider, for the
