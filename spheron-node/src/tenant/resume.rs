@@ -225,6 +225,7 @@ impl NetworkMarket {
             checkpoint,
             dir,
             kept: None,
+            tag: None,
         };
         tokio::spawn(driver.run());
         Ok(LeaseHandle::new(Arc::new(ResumingLease(state))))
@@ -239,6 +240,8 @@ struct Driver {
     checkpoint: Checkpoint,
     dir: PathBuf,
     kept: Option<Kept>,
+    /// The entity tag of the last download, with its lease.
+    tag: Option<(u64, String)>,
 }
 
 impl Driver {
@@ -373,8 +376,21 @@ impl Driver {
     async fn fetch(&mut self, g: &GatewayClient, lease: u64) {
         let name = self.name();
         let tmp = self.dir.join(format!("{name}.download"));
-        let bytes = match g.download(lease, &self.checkpoint.path, &tmp).await {
-            Ok(n) => n,
+        let tag = self
+            .tag
+            .as_ref()
+            .filter(|(l, _)| *l == lease)
+            .map(|(_, t)| t.as_str());
+        let bytes = match g
+            .download_if_changed(lease, &self.checkpoint.path, &tmp, tag)
+            .await
+        {
+            // Unchanged since the last download: nothing sent.
+            Ok(None) => return,
+            Ok(Some((n, tag))) => {
+                self.tag = tag.map(|t| (lease, t));
+                n
+            }
             Err(e) => {
                 // No checkpoint written yet is the usual case early on.
                 tracing::debug!(lease, error = %e, "checkpoint download");
@@ -396,7 +412,7 @@ impl Driver {
         }
         match tokio::fs::rename(&tmp, self.dir.join(&name)).await {
             Ok(()) => {
-                tracing::info!(lease, bytes, %hash, "checkpoint kept");
+                tracing::debug!(lease, bytes, %hash, "checkpoint kept");
                 self.kept = Some(Kept { bytes, hash });
             }
             Err(e) => tracing::warn!(lease, error = %e, "keeping the checkpoint"),
