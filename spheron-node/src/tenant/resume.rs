@@ -274,10 +274,15 @@ impl Driver {
                 tokio::select! {
                     biased;
                     r = handle.wait() => break r,
-                    _ = tokio::time::sleep(self.checkpoint.every) => {
-                        if let Some(g) = &gateway {
-                            self.fetch(g, snap.lease.0).await;
-                        }
+                    _ = tokio::time::sleep(self.checkpoint.every) => {}
+                }
+                if let Some(g) = &gateway {
+                    // A provider that stalls mid-transfer does not hold up noticing the end:
+                    // the transfer is dropped (its `.part` file never replaces the copy).
+                    tokio::select! {
+                        biased;
+                        r = handle.wait() => break r,
+                        _ = self.fetch(g, snap.lease.0) => {}
                     }
                 }
             };
