@@ -42,8 +42,8 @@ pub struct Checkpoint {
     pub every: Duration,
     /// Most resumes after a provider fault (default [`DEFAULT_MAX_RESUMES`]).
     pub max_resumes: u32,
-    /// Where the tenant keeps the last complete copy; a fresh temporary directory when not
-    /// set.
+    /// Where the tenant keeps the last complete copy (`<dir>/<file name>`, left there after
+    /// the rent); a fresh temporary directory when not set.
     pub local_dir: Option<PathBuf>,
 }
 

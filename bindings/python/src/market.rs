@@ -292,7 +292,7 @@ impl PyMarketplace {
     /// Rents GPUs and starts `command` on them; returns once it runs. Blocks with the GIL
     /// released; `on_event` is called with each progress event of this rent (and of no
     /// other). `secrets` reach the workload's environment and are never logged.
-    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None, checkpoint=None, checkpoint_every=30.0, max_resumes=spheron_core::checkpoint::DEFAULT_MAX_RESUMES, checkpoint_dir=None))]
+    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None, checkpoint=None, checkpoint_every=30.0, max_resumes=2, checkpoint_dir=None))]
     #[allow(clippy::too_many_arguments)]
     fn rent(
         &self,
@@ -368,7 +368,7 @@ impl PyMarketplace {
     }
 
     /// The awaitable twin of `rent`.
-    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None, checkpoint=None, checkpoint_every=30.0, max_resumes=spheron_core::checkpoint::DEFAULT_MAX_RESUMES, checkpoint_dir=None))]
+    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None, checkpoint=None, checkpoint_every=30.0, max_resumes=2, checkpoint_dir=None))]
     #[allow(clippy::too_many_arguments)]
     fn rent_async<'py>(
         slf: Py<Self>,

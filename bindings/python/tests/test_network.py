@@ -379,7 +379,7 @@ def test_a_lost_provider_resumes_elsewhere_from_the_checkpoint(
         checkpoint_dir=kept,
     ) as lease:
         first = lease.id
-        victim = lease.report().provider.lower()
+        victim = lease.report.provider.lower()
         deadline = time.monotonic() + 60
         held = 0
         while held < 3:

@@ -160,7 +160,10 @@ impl LeaseControl for ResumingLease {
         // one as soon as it runs.
         match self.0.current().stop().await {
             Ok(_) | Err(spheron_core::Error::LeaseClosed(_)) => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                self.0.stopping.send_replace(false);
+                return Err(e);
+            }
         }
         Ok(self.wait().await)
     }

@@ -24,6 +24,7 @@ __all__ = [
     "ProofResult",
     "ProviderInfo",
     "Quote",
+    "Resume",
     "ScoreItem",
     "Skipped",
     "__version__",
