@@ -636,7 +636,9 @@ async fn failover_resumes_from_the_checkpoint() {
         .with_env_filter(tracing_subscriber::EnvFilter::new("spheron_node=info"))
         .with_test_writer()
         .try_init();
-    let devnet = start_devnet(2);
+    // Three providers: on a loaded machine one may miss a challenge deadline, and the
+    // resume still has another to go to.
+    let devnet = start_devnet(3);
     let net_path = devnet.network();
     let net = NetworkFile::load(&net_path).unwrap();
     let tenant = net.tenants[0].key.clone();

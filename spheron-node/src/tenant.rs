@@ -37,7 +37,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 mod resume;
-pub use resume::MIN_RESUME_SECS;
+pub use resume::{MIN_RESUME_SECS, RESUME_RENTS};
 
 /// Timeouts and limits of the network rent flow. Every remote step has one, measured on the
 /// market's [`Clock`].

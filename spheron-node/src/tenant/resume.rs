@@ -17,7 +17,10 @@
 //! [`RESUME_ENV`] names that path. The [`LeaseHandle`] follows the new lease (its id,
 //! state, logs and cost are the new lease's); the report lists every failover in
 //! [`LeaseReport::resumed`]. At most [`Checkpoint::max_resumes`] resumes; a lease that
-//! completes, fails on its own (a non-zero exit) or is stopped by the tenant is not resumed.
+//! completes, fails on its own (a non-zero exit) or is stopped by the tenant is not resumed,
+//! nor one with under [`MIN_RESUME_SECS`] left. A resume whose rent finds no provider is
+//! tried [`RESUME_RENTS`] times; then the rent ends with the lost lease's report, its
+//! progress ending in [`Step::NoMatch`] (every provider and why).
 
 use super::NetworkMarket;
 use crate::gateway_client::GatewayClient;
@@ -35,6 +38,12 @@ use tokio::sync::watch;
 
 /// Least ordered time left for a resume to be worth an order, seconds.
 pub const MIN_RESUME_SECS: u64 = 60;
+
+/// Rents tried for one resume before giving up.
+pub const RESUME_RENTS: u32 = 3;
+
+/// Pause between them.
+const RESUME_PAUSE: Duration = Duration::from_secs(2);
 
 /// Longest wait for the last checkpoint download after a lease has ended.
 const LAST_FETCH: Duration = Duration::from_secs(10);
@@ -352,13 +361,9 @@ impl Driver {
                     resume: resumes,
                 },
             );
-            let next = match self.market.rent(request.clone(), workload).await {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::error!(lease = report.lease.0, error = %e, "resuming failed");
-                    self.finish();
-                    return;
-                }
+            let Some(next) = self.rent_again(&request, workload, report.order.0).await else {
+                self.finish();
+                return;
             };
             self.state
                 .resumed
@@ -378,6 +383,41 @@ impl Driver {
             *self.state.current.lock().unwrap_or_else(|p| p.into_inner()) = next;
             self.state.phase.send_modify(|p| p.0 += 1);
         }
+    }
+
+    /// Rents for a resume, trying [`RESUME_RENTS`] times while no provider can serve it
+    /// (every provider busy, or failing its challenge) or the failure is transient: waiting
+    /// costs nothing, the remaining time is counted in billed seconds. A final failure is
+    /// recorded in the report's progress (as [`Step::NoMatch`] with every provider and why).
+    async fn rent_again(
+        &self,
+        request: &GpuRequest,
+        workload: Workload,
+        order: u64,
+    ) -> Option<LeaseHandle> {
+        for attempt in 1..=RESUME_RENTS {
+            if *self.state.stopping.borrow() {
+                return None;
+            }
+            match self.market.rent(request.clone(), workload.clone()).await {
+                Ok(h) => return Some(h),
+                Err(e) => {
+                    let again = attempt < RESUME_RENTS
+                        && (e.is_retryable() || matches!(e, spheron_core::Error::NoMatch { .. }));
+                    tracing::warn!(attempt, error = %e, again, "renting for the resume");
+                    if again {
+                        tokio::time::sleep(RESUME_PAUSE).await;
+                        continue;
+                    }
+                    if let spheron_core::Error::NoMatch { rejected, .. } = e {
+                        self.market
+                            .emit(order, &self.state.history, Step::NoMatch { rejected });
+                    }
+                    return None;
+                }
+            }
+        }
+        None
     }
 
     /// Downloads the checkpoint of `lease`; keeps it when whole and changed.
