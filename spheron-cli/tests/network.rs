@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spheron");
 
+/// One devnet at a time: two at once on a small machine make the simulated provers late.
+static ONE_DEVNET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Devnet {
     child: Child,
     dir: tempfile::TempDir,
@@ -150,6 +153,7 @@ async fn network_end_to_end() {
     if !anvil_available() {
         return;
     }
+    let _one = ONE_DEVNET.lock().await;
     // The tenant's warnings (retried closes, failovers) show in the test's output.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("spheron_node=warn"))
@@ -632,6 +636,7 @@ async fn failover_resumes_from_the_checkpoint() {
     if !anvil_available() {
         return;
     }
+    let _one = ONE_DEVNET.lock().await;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("spheron_node=info"))
         .with_test_writer()
