@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
-mod resume;
+pub mod resume;
 pub use resume::{MIN_RESUME_SECS, RESUME_RENTS};
 
 /// Timeouts and limits of the network rent flow. Every remote step has one, measured on the
