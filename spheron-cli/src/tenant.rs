@@ -190,6 +190,7 @@ fn describe(step: &Step, token: &Token) -> String {
 
 /// `spheron rent`.
 pub async fn rent(g: &Global, args: RentArgs) -> Result<ExitCode> {
+    let checkpoint = checkpoint_policy(&args)?;
     let market = connect(g).await?;
     let token = market.token().clone();
     let req = request(&args, &token)?;
@@ -250,7 +251,6 @@ pub async fn rent(g: &Global, args: RentArgs) -> Result<ExitCode> {
             }
         })
     };
-    let checkpoint = checkpoint_policy(&args)?;
     let rented = tokio::select! {
         r = async {
             match checkpoint {

@@ -627,6 +627,54 @@ async fn report_provider(market: &NetworkMarket, id: u64) -> Address {
     market.lease(id).await.unwrap().provider.unwrap()
 }
 
+#[test]
+fn rent_refuses_a_bad_checkpoint_policy_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = dir.path().join("no-network.json");
+    for (flags, field) in [
+        (&["--checkpoint", "ckpt"][..], "checkpoint"),
+        (&["--checkpoint", "outputs/../x"][..], "checkpoint"),
+        (
+            &["--checkpoint", "outputs/ckpt", "--checkpoint-every", "0s"][..],
+            "checkpoint_every",
+        ),
+    ] {
+        let mut args = vec!["rent", "--gpu", "h100", "--max-price", "5"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "true"]);
+        let out = cli(&net, "0x01", &args);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} accepted");
+        assert!(err.contains(field), "{flags:?}: {err}");
+        assert!(
+            !err.contains("no-network.json"),
+            "{flags:?} connected first: {err}"
+        );
+    }
+    // --checkpoint-every without --checkpoint is a usage error.
+    let out = cli(
+        &net,
+        "0x01",
+        &[
+            "rent",
+            "--gpu",
+            "h100",
+            "--max-price",
+            "5",
+            "--checkpoint-every",
+            "5s",
+            "--",
+            "true",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--checkpoint"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// A lease with a checkpoint policy loses its provider (SIGKILL) in the middle of a run and
 /// resumes on the other provider from the last checkpoint the tenant downloaded: the step
 /// count continues from it, the report lists the failover, and the two leases together
