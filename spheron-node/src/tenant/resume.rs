@@ -2,25 +2,36 @@
 //!
 //! A rent with a [`Checkpoint`] policy wraps the ordinary lease from outside. While the
 //! lease runs, a driver task downloads the checkpoint file from the provider's gateway every
-//! [`Checkpoint::every`] into a local directory: to `<name>.download` first (itself written
-//! to `.part` and renamed once whole), kept as `<name>` only when its keccak-256 differs
-//! from the copy already kept, so a failed transfer never replaces a good copy. The workload
-//! writes the checkpoint atomically (`outputs/ckpt.tmp`, then a rename over `outputs/ckpt`).
+//! [`Checkpoint::every`] into a local directory. The request is conditional (the gateway's
+//! entity tag: size and modification time), so an unchanged file is not sent again. The
+//! file goes to `<name>.download` first (itself written to `.part` and renamed once whole)
+//! and is kept as `<name>` only when its keccak-256 differs from the copy already kept, so
+//! a failed transfer never replaces a good copy. The workload writes the checkpoint
+//! atomically (`outputs/ckpt.tmp`, then a rename over `outputs/ckpt`).
 //!
-//! When the lease ends with a provider fault ([`CloseReason::is_provider_fault`](spheron_core::CloseReason::is_provider_fault): its
+//! When the lease ends with a provider fault
+//! ([`CloseReason::is_provider_fault`](spheron_core::CloseReason::is_provider_fault): its
 //! gateway stopped answering, the workload failed on the provider's side), the existing
 //! flow has already closed and settled it on chain (paid for its billed seconds, the rest
 //! refunded). The driver then publishes the order again without that provider, for the
-//! ordered time less the seconds billed (so no second is paid twice, and the two leases
+//! ordered time less the seconds billed (so no second is paid twice, and the leases
 //! together never lock more than the first budget), with the same workload; its working
 //! directory is a copy of the original one with the last checkpoint at the same path, and
-//! [`RESUME_ENV`] names that path. The [`LeaseHandle`] follows the new lease (its id,
-//! state, logs and cost are the new lease's); the report lists every failover in
-//! [`LeaseReport::resumed`]. At most [`Checkpoint::max_resumes`] resumes; a lease that
-//! completes, fails on its own (a non-zero exit) or is stopped by the tenant is not resumed,
-//! nor one with under [`MIN_RESUME_SECS`] left. A resume whose rent finds no provider is
-//! tried [`RESUME_RENTS`] times; then the rent ends with the lost lease's report, its
-//! progress ending in [`Step::NoMatch`] (every provider and why).
+//! [`RESUME_ENV`] names that path (the copy and the checkpoint together must fit the working
+//! directory limit, [`MAX_WORKDIR_BYTES`](crate::workdir::MAX_WORKDIR_BYTES)). With no
+//! checkpoint downloaded yet the workload starts over, without [`RESUME_ENV`].
+//!
+//! The [`LeaseHandle`] follows the new lease: its id, state, logs and cost are the new
+//! lease's (the log stream goes on with the next lease's log after a system line); while
+//! the next lease is being rented it shows the lost one, closed, and
+//! [`LeaseHandle::wait`] returns only once the whole rent is over. The report lists every
+//! failover in [`LeaseReport::resumed`]; [`Step::Resuming`] announces each.
+//!
+//! At most [`Checkpoint::max_resumes`] resumes; a lease that completes, fails on its own (a
+//! non-zero exit) or is stopped by the tenant is not resumed, nor one with under
+//! [`MIN_RESUME_SECS`] left. A resume whose rent finds no provider is tried
+//! [`RESUME_RENTS`] times; then the rent ends with the lost lease's report, its progress
+//! ending in [`Step::NoMatch`] (every provider and why).
 
 use super::NetworkMarket;
 use crate::gateway_client::GatewayClient;
