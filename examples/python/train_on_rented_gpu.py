@@ -12,7 +12,10 @@ devnet``, and the project travels through the chosen provider's gateway: packed,
 signed in the manifest, unpacked as the workload's working directory. The training job is a
 real Python process (a tiny linear regression on the uploaded data printing its loss per
 step) that writes its checkpoint to ``$SPHERON_OUTPUTS``; ``lease.download`` brings it back.
-Money is exact: cost + refund equals the budget to the last unit.
+On a network it also checkpoints every step (``outputs/state.json``, renamed into place): if
+the provider is lost, the lease resumes on another one from the last checkpoint
+(``$SPHERON_RESUME_FROM``) for the time left. Money is exact: cost + refund equals the budget
+to the last unit.
 """
 
 from __future__ import annotations
@@ -36,8 +39,15 @@ TRAIN = textwrap.dedent(
     ys = [float(y) for _, y in rows]
     w, b, lr = 0.0, 0.0, 0.3
     steps = int(os.environ["STEPS"])
+    out = pathlib.Path(os.environ["SPHERON_OUTPUTS"])
+    first = 1
+    resume = os.environ.get("SPHERON_RESUME_FROM")
+    if resume:  # the last provider was lost: go on from its last checkpoint
+        state = json.loads(pathlib.Path(resume).read_text())
+        w, b, first = state["w"], state["b"], state["step"] + 1
+        print(f"resumed from step {state['step']}", flush=True)
     print(f"lease {os.environ.get('SPHERON_LEASE_ID', '?')}: {len(xs)} samples, {steps} steps", flush=True)
-    for step in range(1, steps + 1):
+    for step in range(first, steps + 1):
         gw = gb = loss = 0.0
         for x, y in zip(xs, ys):
             err = w * x + b - y
@@ -48,6 +58,9 @@ TRAIN = textwrap.dedent(
         w -= lr * gw / n
         b -= lr * gb / n
         print(f"step {step:3d}  loss={loss / n:.5f}  w={w:.3f}  b={b:.3f}", flush=True)
+        # The checkpoint, always whole: a temporary name, then renamed over the last one.
+        (out / "state.json.tmp").write_text(json.dumps({"w": w, "b": b, "step": step}))
+        os.replace(out / "state.json.tmp", out / "state.json")
         time.sleep(0.1)
     ckpt = pathlib.Path(os.environ["SPHERON_OUTPUTS"], "model.ckpt")
     ckpt.write_text(json.dumps({"w": w, "b": b, "steps": steps}))
@@ -107,6 +120,9 @@ def main() -> int:
             env={"STEPS": str(args.steps)},
             workdir=project,
             progress=True,
+            # On a network: a lost provider's lease resumes elsewhere from this checkpoint.
+            checkpoint="outputs/state.json" if args.network else None,
+            checkpoint_every=5,
         ) as lease:
             now = lease.report
             print(
@@ -131,6 +147,11 @@ def main() -> int:
         return 1
 
     assert report.refund is not None
+    for r in report.resumed:
+        print(
+            f"lease {r.from_lease} lost its provider ({r.reason}) after {r.seconds} s, cost {r.paid}; "
+            f"lease {r.to_lease} went on from a {r.checkpoint_bytes}-byte checkpoint"
+        )
     print(f"lease {report.lease} {report.close_reason} after {report.seconds_billed} s billed")
     print(f"cost   {report.cost} {report.token}")
     print(f"refund {report.refund} {report.token}")

@@ -79,6 +79,25 @@ pub struct RentArgs {
     /// Print the final report as JSON on stdout (after the logs).
     #[arg(long)]
     json: bool,
+    /// Checkpoint file the workload writes inside `outputs/` (e.g. `outputs/ckpt`, written
+    /// to a temporary name and renamed): downloaded while the lease runs, and a lease that
+    /// loses its provider resumes on another one from it (`SPHERON_RESUME_FROM` names it).
+    #[arg(long, value_name = "PATH")]
+    checkpoint: Option<String>,
+    /// How often to download the checkpoint, e.g. `30s`, `5m`.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30s",
+        requires = "checkpoint"
+    )]
+    checkpoint_every: String,
+    /// Most resumes after provider faults.
+    #[arg(long, default_value_t = spheron_core::checkpoint::DEFAULT_MAX_RESUMES, requires = "checkpoint")]
+    max_resumes: u32,
+    /// Where to keep the downloaded checkpoint (default: a fresh temporary directory).
+    #[arg(long, value_name = "DIR", requires = "checkpoint")]
+    checkpoint_dir: Option<std::path::PathBuf>,
     /// The command to run on the rented GPUs.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -192,6 +211,19 @@ fn request(args: &RequestArgs, token: &Token) -> Result<GpuRequest> {
     Ok(b.build()?)
 }
 
+fn checkpoint_policy(args: &RentArgs) -> Result<Option<spheron_core::Checkpoint>> {
+    let Some(path) = &args.checkpoint else {
+        return Ok(None);
+    };
+    let every = spheron_core::request::parse_duration(&args.checkpoint_every)?;
+    let mut c = spheron_core::Checkpoint::new(path.clone(), Duration::from_secs(every))?
+        .max_resumes(args.max_resumes);
+    if let Some(d) = &args.checkpoint_dir {
+        c = c.local_dir(d.clone());
+    }
+    Ok(Some(c))
+}
+
 fn describe(step: &Step, token: &Token) -> String {
     match step {
         Step::Published { budget } => format!("order published, {} locked", token.format(*budget)),
@@ -208,6 +240,15 @@ fn describe(step: &Step, token: &Token) -> String {
         Step::ChallengeFailed { reason, .. } => format!("proof of GPU failed: {reason}"),
         Step::Launching { lease } => format!("manifest sent for {lease}; launching"),
         Step::Running { lease } => format!("{lease} running"),
+        Step::Resuming {
+            from_lease,
+            reason,
+            checkpoint_bytes,
+            resume,
+            ..
+        } => format!(
+            "{from_lease} lost its provider ({reason}); resuming elsewhere from a {checkpoint_bytes}-byte checkpoint (resume {resume})"
+        ),
         other => other.to_string(),
     }
 }
@@ -274,6 +315,7 @@ pub async fn quote(g: &Global, args: QuoteArgs) -> Result<ExitCode> {
 
 /// `spheron rent`.
 pub async fn rent(g: &Global, args: RentArgs) -> Result<ExitCode> {
+    let checkpoint = checkpoint_policy(&args)?;
     let market = connect(g).await?;
     let token = market.token().clone();
     let req = request(&args.request, &token)?;
@@ -338,7 +380,12 @@ pub async fn rent(g: &Global, args: RentArgs) -> Result<ExitCode> {
         })
     };
     let rented = tokio::select! {
-        r = market.rent(req, workload) => r,
+        r = async {
+            match checkpoint {
+                Some(c) => market.rent_with_checkpoint(req, workload, c).await,
+                None => market.rent(req, workload).await,
+            }
+        } => r,
         _ = tokio::signal::ctrl_c() => {
             bar.finish_and_clear();
             eprintln!("interrupted: the order is cancelled and its lock refunded");
@@ -412,6 +459,29 @@ pub async fn rent(g: &Global, args: RentArgs) -> Result<ExitCode> {
         token.format(report.price_per_gpu_hour),
         report.gpus
     );
+    for r in &report.resumed {
+        eprintln!(
+            "resumed:  {} on {} ended ({}), billed {} s, cost {}; {} took over from a {}-byte checkpoint{}",
+            r.from_lease,
+            r.from_provider,
+            r.reason,
+            r.seconds,
+            token.format(r.paid),
+            r.to_lease,
+            r.checkpoint_bytes,
+            r.checkpoint_hash
+                .as_deref()
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default()
+        );
+    }
+    if !report.resumed.is_empty() {
+        eprintln!(
+            "total:    {} over {} leases",
+            token.format(report.total_cost()),
+            report.resumed.len() + 1
+        );
+    }
     match report.settlement {
         Some(s) => {
             eprintln!("billed:   {} s", s.seconds);

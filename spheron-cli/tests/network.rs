@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spheron");
 
+/// One devnet at a time: two at once on a small machine make the simulated provers late.
+static ONE_DEVNET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Devnet {
     child: Child,
     dir: tempfile::TempDir,
@@ -150,6 +153,7 @@ async fn network_end_to_end() {
     if !anvil_available() {
         return;
     }
+    let _one = ONE_DEVNET.lock().await;
     // The tenant's warnings (retried closes, failovers) show in the test's output.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("spheron_node=warn"))
@@ -758,4 +762,191 @@ async fn unsigned_get(endpoint: &str, pin: B256, path: &str) -> (u16, String) {
 
 async fn report_provider(market: &NetworkMarket, id: u64) -> Address {
     market.lease(id).await.unwrap().provider.unwrap()
+}
+
+#[test]
+fn rent_refuses_a_bad_checkpoint_policy_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = dir.path().join("no-network.json");
+    for (flags, field) in [
+        (&["--checkpoint", "ckpt"][..], "checkpoint"),
+        (&["--checkpoint", "outputs/../x"][..], "checkpoint"),
+        (
+            &["--checkpoint", "outputs/ckpt", "--checkpoint-every", "0s"][..],
+            "checkpoint_every",
+        ),
+    ] {
+        let mut args = vec!["rent", "--gpu", "h100", "--max-price", "5"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "true"]);
+        let out = cli(&net, "0x01", &args);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} accepted");
+        assert!(err.contains(field), "{flags:?}: {err}");
+        assert!(
+            !err.contains("no-network.json"),
+            "{flags:?} connected first: {err}"
+        );
+    }
+    // --checkpoint-every without --checkpoint is a usage error.
+    let out = cli(
+        &net,
+        "0x01",
+        &[
+            "rent",
+            "--gpu",
+            "h100",
+            "--max-price",
+            "5",
+            "--checkpoint-every",
+            "5s",
+            "--",
+            "true",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--checkpoint"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A lease with a checkpoint policy loses its provider (SIGKILL) in the middle of a run and
+/// resumes on the other provider from the last checkpoint the tenant downloaded: the step
+/// count continues from it, the report lists the failover, and the two leases together
+/// cost at most the first budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_resumes_from_the_checkpoint() {
+    if !anvil_available() {
+        return;
+    }
+    let _one = ONE_DEVNET.lock().await;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("spheron_node=info"))
+        .with_test_writer()
+        .try_init();
+    // Three providers: on a loaded machine one may miss a challenge deadline, and the
+    // resume still has another to go to.
+    let devnet = start_devnet(3);
+    let net_path = devnet.network();
+    let net = NetworkFile::load(&net_path).unwrap();
+    let tenant = net.tenants[0].key.clone();
+    let market = connect(&net_path, &tenant).await;
+    let mut events = market.events();
+
+    // Counts to 40, checkpointing every step atomically (a temporary name, then a rename),
+    // and continues from `SPHERON_RESUME_FROM` when it is set.
+    let script = r#"
+        step=0
+        if [ -n "$SPHERON_RESUME_FROM" ]; then step=$(cat "$SPHERON_RESUME_FROM"); echo "resumed-from-$step"; fi
+        start=$step
+        while [ "$step" -lt 40 ]; do
+          step=$((step + 1))
+          echo "$step" > outputs/ckpt.tmp && mv outputs/ckpt.tmp outputs/ckpt
+          echo "step-$step"
+          sleep 0.5
+        done
+        echo "start=$start end=$step" > outputs/result
+    "#;
+    let kept = devnet.dir.path().join("tenant-checkpoints");
+    let policy = spheron::Checkpoint::new("outputs/ckpt", Duration::from_secs(1))
+        .unwrap()
+        .local_dir(&kept);
+    let req = request(5_000_000);
+    let budget = req.budget().unwrap();
+    let lease = market
+        .rent_with_checkpoint(req, Workload::command(["sh", "-c", script]), policy)
+        .await
+        .unwrap();
+    let first = lease.id();
+    let victim = report_provider(&market, first.0).await;
+
+    // Wait until the tenant holds a checkpoint of step 3 or later, then kill the provider.
+    let until = Instant::now() + Duration::from_secs(60);
+    let checkpointed: u32 = loop {
+        let step = std::fs::read_to_string(kept.join("ckpt"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if step >= 3 {
+            break step;
+        }
+        assert!(Instant::now() < until, "no checkpoint reached the tenant");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(checkpointed < 40, "the run ended before the kill");
+    let party = net.parties.iter().find(|p| p.address == victim).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(party.pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    let report = tokio::time::timeout(Duration::from_secs(300), lease.wait())
+        .await
+        .expect("the resumed lease finishes");
+    assert_eq!(report.state, LeaseState::Closed(CloseReason::Completed));
+    assert_eq!(report.resumed.len(), 1, "{:?}", report.resumed);
+    let r = &report.resumed[0];
+    assert_eq!(r.from_lease, first);
+    assert_eq!(r.from_provider, AccountId(victim.into_array()));
+    assert!(r.reason.is_provider_fault(), "{}", r.reason);
+    assert_eq!(r.to_lease, report.lease);
+    assert_ne!(report.lease, first);
+    assert_ne!(
+        report.provider, r.from_provider,
+        "resumed on another provider"
+    );
+    assert!(
+        r.checkpoint_bytes > 0 && r.checkpoint_hash.is_some(),
+        "{r:?}"
+    );
+    assert!(
+        report
+            .progress
+            .iter()
+            .any(|e| matches!(e.step, Step::Resuming { resume: 1, .. })),
+        "the report's progress shows the failover"
+    );
+
+    // The second lease continued from the checkpoint, not from 0.
+    let out = devnet.dir.path().join("result");
+    market
+        .download(report.lease.0, "outputs/result", &out)
+        .await
+        .unwrap();
+    let result = std::fs::read_to_string(&out).unwrap();
+    let start: u32 = result
+        .trim()
+        .strip_prefix("start=")
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected result: {result}"));
+    assert!(
+        start >= checkpointed,
+        "resumed from step {start}, the tenant held {checkpointed}"
+    );
+    assert!(result.trim().ends_with("end=40"), "{result}");
+
+    // No second is paid twice: the second order asked only for the time left, and the two
+    // leases together cost at most the first budget.
+    let first_settled = market.settlement(first.0).await.unwrap().unwrap();
+    assert_eq!(first_settled.paid, r.paid);
+    assert_eq!(first_settled.seconds, r.seconds);
+    let second = market.lease(report.lease.0).await.unwrap();
+    assert_eq!(second.duration_secs, 3600 - r.seconds);
+    assert_eq!(report.total_cost().0, r.paid.0 + report.cost.0);
+    assert!(
+        report.total_cost() <= budget,
+        "{} > {budget}",
+        report.total_cost()
+    );
+
+    // The progress stream announced it as it happened.
+    let mut saw = false;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), events.next()).await {
+        saw |= matches!(e.step, Step::Resuming { .. });
+    }
+    assert!(saw, "no Resuming progress event");
 }

@@ -97,6 +97,22 @@ pub enum Step {
         /// Events this subscriber never saw.
         count: u64,
     },
+    /// A lease with a [`Checkpoint`](crate::checkpoint::Checkpoint) policy lost its provider
+    /// (it was settled first): the order is published again without that provider, for the
+    /// time that is left, with the last checkpoint in the working directory.
+    Resuming {
+        /// The lease that ended.
+        from_lease: LeaseId,
+        /// Its provider.
+        from_provider: ProviderId,
+        /// Why it ended.
+        reason: CloseReason,
+        /// Size of the checkpoint that travels, bytes (`0`: none yet, the workload starts
+        /// over).
+        checkpoint_bytes: u64,
+        /// Which resume this is, from 1.
+        resume: u32,
+    },
     /// The lease was settled.
     Settled {
         /// The lease.
@@ -181,6 +197,17 @@ impl fmt::Display for Step {
                 provider.short()
             ),
             Step::Running { lease } => write!(f, "{lease} running"),
+            Step::Resuming {
+                from_lease,
+                from_provider,
+                reason,
+                checkpoint_bytes,
+                resume,
+            } => write!(
+                f,
+                "{from_lease} on {} ended ({reason}): resuming elsewhere from a {checkpoint_bytes}-byte checkpoint (resume {resume})",
+                from_provider.short()
+            ),
             Step::Settled {
                 lease,
                 reason,

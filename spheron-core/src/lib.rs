@@ -36,6 +36,7 @@
 //! ```
 
 pub mod bidding;
+pub mod checkpoint;
 pub mod clock;
 pub mod cost;
 pub mod entropy;
@@ -67,6 +68,7 @@ pub mod conformance;
 pub mod test_utils;
 
 pub use bidding::{BidStrategy, StrategyAgent};
+pub use checkpoint::{Checkpoint, RESUME_ENV, Resume};
 pub use clock::{Clock, SimClock, SystemClock, Timestamp};
 pub use cost::{IdleDetector, SpendCommitment, SpendLimit};
 pub use entropy::{EntropySource, OsEntropy};

@@ -9,7 +9,7 @@
 //! | `GET /lease/{id}/logs?from=N&follow=true` | tenant | | NDJSON of [`LogLine`] |
 //! | `POST /lease/{id}/stop` | tenant | | [`LeaseStatus`] |
 //! | `PUT /lease/{id}/workdir` | tenant | tar archive, up to [`MAX_WORKDIR_BYTES`] | [`WorkdirReceipt`] |
-//! | `GET /lease/{id}/files?path=P` | tenant | | the bytes of file `P` of the lease's working directory |
+//! | `GET /lease/{id}/files?path=P` | tenant | | the bytes of file `P` of the lease's working directory, with an `ETag` (size and modification time); `304 Not Modified` when `If-None-Match` names the current one |
 //! | `GET /lease/{id}/token` | tenant | | [`LeaseToken`](crate::ports::LeaseToken) |
 //! | any `/lease/{id}/ports/{port}/{path}` | tenant, or the lease's token | proxied | the workload's answer, see [`crate::ports`] |
 //!
@@ -472,7 +472,24 @@ fn file_stream(
     })
 }
 
+/// The entity tag of a served file: its size and modification time (a checkpoint replaced by
+/// a rename gets a new one).
+fn file_tag(meta: &std::fs::Metadata) -> String {
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("\"{}-{mtime}\"", meta.len())
+}
+
 async fn get_file(State(b): State<Shared>, req: Request) -> Response {
+    // A tenant polling a file sends the tag of its copy: an unchanged file is not sent again.
+    let if_none_match = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let r = async {
         let a = authorize(&*b, req).await?;
         let q = Query::<FilesQuery>::try_from_uri(&a.uri)
@@ -492,13 +509,23 @@ async fn get_file(State(b): State<Shared>, req: Request) -> Response {
             .filter(|p| p.is_file())
             .ok_or_else(no_file)?;
         let f = tokio::fs::File::open(&path).await.map_err(|_| no_file())?;
-        let len = f.metadata().await.map_err(internal)?.len();
-        Ok::<_, GatewayError>((len, file_stream(f)))
+        let meta = f.metadata().await.map_err(internal)?;
+        Ok::<_, GatewayError>((meta.len(), file_tag(&meta), file_stream(f)))
     };
     match r.await {
-        Ok((len, stream)) => {
+        Ok((_, tag, _)) if if_none_match.as_deref() == Some(tag.as_str()) => {
+            let mut resp = axum::http::StatusCode::NOT_MODIFIED.into_response();
+            if let Ok(v) = HeaderValue::from_str(&tag) {
+                resp.headers_mut().insert(header::ETAG, v);
+            }
+            resp
+        }
+        Ok((len, tag, stream)) => {
             let mut resp = Body::from_stream(stream).into_response();
             let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&tag) {
+                h.insert(header::ETAG, v);
+            }
             h.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),

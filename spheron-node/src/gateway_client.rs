@@ -353,8 +353,24 @@ impl GatewayClient {
         path: &str,
         dest: &std::path::Path,
     ) -> Result<u64, GatewayError> {
+        Ok(self
+            .download_if_changed(lease, path, dest, None)
+            .await?
+            .map_or(0, |(n, _)| n))
+    }
+
+    /// [`download`](Self::download) unless the file's entity tag is still `tag` (the one a
+    /// previous download returned): `None` when unchanged (nothing written), else the bytes
+    /// written and the new tag (absent from a gateway that sends none).
+    pub async fn download_if_changed(
+        &self,
+        lease: u64,
+        path: &str,
+        dest: &std::path::Path,
+        tag: Option<&str>,
+    ) -> Result<Option<(u64, Option<String>)>, GatewayError> {
         use tokio::io::AsyncWriteExt;
-        let rb = self
+        let mut rb = self
             .signed(
                 Method::GET,
                 &format!("/lease/{lease}/files?path={}", query_escape(path)),
@@ -362,14 +378,25 @@ impl GatewayClient {
                 Vec::new(),
             )
             .await?;
+        if let Some(t) = tag {
+            rb = rb.header(reqwest::header::IF_NONE_MATCH, t);
+        }
         let resp = rb
             .timeout(TRANSFER_TIMEOUT)
             .send()
             .await
             .map_err(|e| self.transport_error(e))?;
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
         if !resp.status().is_success() {
             return Err(refusal(resp).await);
         }
+        let new_tag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let local = |e: std::io::Error| {
             GatewayError::new(ErrorCode::Internal, format!("{}: {e}", dest.display()))
         };
@@ -394,7 +421,7 @@ impl GatewayClient {
         f.flush().await.map_err(local)?;
         drop(f);
         tokio::fs::rename(&part, dest).await.map_err(local)?;
-        Ok(n)
+        Ok(Some((n, new_tag)))
     }
 
     async fn answer<T: DeserializeOwned>(

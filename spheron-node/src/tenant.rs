@@ -36,6 +36,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
+pub mod resume;
+pub use resume::{MIN_RESUME_SECS, RESUME_RENTS};
+
 /// Timeouts and limits of the network rent flow. Every remote step has one, measured on the
 /// market's [`Clock`].
 #[derive(Clone, Debug)]
@@ -1071,6 +1074,7 @@ impl NetworkMarket {
             cost: Amount::ZERO,
             settlement: None,
             progress: progress.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            resumed: Vec::new(),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let (closed_tx, closed_rx) = watch::channel(false);

@@ -972,6 +972,48 @@ async fn a_workdir_is_uploaded_hashed_into_the_manifest_and_outputs_downloaded()
 }
 
 #[tokio::test]
+async fn an_unchanged_file_is_not_sent_again() {
+    let node = Node::start().await;
+    let client = node.client(tenant());
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("train.py"), "print('train')\n").unwrap();
+    let w = Workload::command(["python3", "train.py"]).workdir(src.path());
+    client.send_manifest(1, provider(), &w, 60).await.unwrap();
+    let run = node.backend.workdirs.lock().unwrap()[&1].clone();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("ckpt");
+    let (n, tag) = client
+        .download_if_changed(1, "outputs/model.ckpt", &dest, None)
+        .await
+        .unwrap()
+        .expect("a first download sends the file");
+    assert_eq!(n, 70_000);
+    let tag = tag.expect("the gateway tags the file");
+    std::fs::remove_file(&dest).unwrap();
+    // Same tag: nothing is sent or written.
+    assert_eq!(
+        client
+            .download_if_changed(1, "outputs/model.ckpt", &dest, Some(&tag))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!dest.exists());
+    // Replaced the way a checkpoint is (a new file renamed over it): sent again.
+    let tmp = run.join("outputs/model.ckpt.tmp");
+    std::fs::write(&tmp, [1u8; 10]).unwrap();
+    std::fs::rename(&tmp, run.join("outputs/model.ckpt")).unwrap();
+    let (n, again) = client
+        .download_if_changed(1, "outputs/model.ckpt", &dest, Some(&tag))
+        .await
+        .unwrap()
+        .expect("a changed file is sent");
+    assert_eq!(n, 10);
+    assert_ne!(again, Some(tag));
+    assert_eq!(std::fs::read(&dest).unwrap(), [1u8; 10]);
+}
+
+#[tokio::test]
 async fn a_manifest_naming_another_workdir_or_none_uploaded_is_refused() {
     let node = Node::start().await;
     let client = node.client(tenant());

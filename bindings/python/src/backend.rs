@@ -144,6 +144,31 @@ impl Backend {
         }
     }
 
+    /// [`rent`](Self::rent) with an optional checkpoint policy (network mode only: the
+    /// embedded marketplace refuses one with an invalid-field error).
+    pub async fn rent_checkpointed(
+        self,
+        request: GpuRequest,
+        workload: Workload,
+        checkpoint: Option<spheron_core::Checkpoint>,
+    ) -> Result<LeaseHandle> {
+        let Some(c) = checkpoint else {
+            return self.rent(request, workload).await;
+        };
+        match self {
+            Backend::Local(_) => Err(spheron_core::Error::invalid(
+                "checkpoint",
+                "checkpoints and failover are for network leases (Marketplace.connect)",
+            )),
+            Backend::Network(n) => {
+                let handle = n.market.rent_with_checkpoint(request, workload, c).await?;
+                let r = handle.snapshot();
+                n.learn(r.provider, &r.provider_name);
+                Ok(handle)
+            }
+        }
+    }
+
     /// The tenant's escrow balance (nothing is staked by a network tenant).
     pub async fn balance(self) -> Result<Balance> {
         match self {

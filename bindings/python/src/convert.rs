@@ -217,6 +217,42 @@ pub struct PyLeaseReport {
     pub progress: Vec<PyProgressEvent>,
     /// The payment token's symbol.
     pub token: String,
+    /// The failovers before this lease (a rent with a checkpoint policy), oldest first.
+    pub resumed: Vec<PyResume>,
+    /// What the whole rent cost: this lease's cost plus that of the leases it resumed from.
+    pub total_cost: Money,
+}
+
+/// A failover: a lease that lost its provider, and the checkpoint the next one started from.
+#[pyclass(module = "spheron._native", name = "Resume", frozen, get_all)]
+#[derive(Clone, Debug)]
+pub struct PyResume {
+    /// The lease that ended with a provider fault.
+    pub from_lease: u64,
+    /// Its provider (hex address), left out of the next order.
+    pub from_provider: String,
+    /// Why it ended.
+    pub reason: String,
+    /// What it cost.
+    pub paid: Money,
+    /// Seconds billed (the next order asked for the rest of the time).
+    pub seconds: u64,
+    /// The lease that took over.
+    pub to_lease: u64,
+    /// Size of the checkpoint it started from, bytes (0: none, it started over).
+    pub checkpoint_bytes: u64,
+    /// keccak-256 of that checkpoint (0x hex), when there was one.
+    pub checkpoint_hash: Option<String>,
+}
+
+#[pymethods]
+impl PyResume {
+    fn __repr__(&self) -> String {
+        format!(
+            "Resume(lease {} -> {}: {}, {}-byte checkpoint)",
+            self.from_lease, self.to_lease, self.reason, self.checkpoint_bytes
+        )
+    }
 }
 
 #[pymethods]
@@ -313,6 +349,21 @@ impl PyLeaseReport {
                 .map(|e| PyProgressEvent::new(market, e))
                 .collect(),
             token: token.symbol,
+            resumed: r
+                .resumed
+                .iter()
+                .map(|x| PyResume {
+                    from_lease: x.from_lease.0,
+                    from_provider: x.from_provider.to_string(),
+                    reason: x.reason.to_string(),
+                    paid: Money::new(x.paid, d),
+                    seconds: x.seconds,
+                    to_lease: x.to_lease.0,
+                    checkpoint_bytes: x.checkpoint_bytes,
+                    checkpoint_hash: x.checkpoint_hash.clone(),
+                })
+                .collect(),
+            total_cost: Money::new(r.total_cost(), d),
         }
     }
 }
@@ -323,7 +374,8 @@ impl PyLeaseReport {
 #[derive(Clone, Debug)]
 pub struct PyProgressEvent {
     /// `published`, `bids_in`, `matched`, `verifying`, `verified`, `challenge_failed`,
-    /// `no_match`, `escrow_locked`, `launching`, `running`, `settled` (or `other`).
+    /// `no_match`, `escrow_locked`, `launching`, `running`, `resuming`, `settled` (or
+    /// `other`).
     pub kind: String,
     /// The step in words.
     pub message: String,
@@ -377,6 +429,11 @@ impl PyProgressEvent {
                 paid,
                 ..
             } => ("settled", Some(*provider), Some(lease.0), m(*paid)),
+            Step::Resuming {
+                from_lease,
+                from_provider,
+                ..
+            } => ("resuming", Some(*from_provider), Some(from_lease.0), None),
             _ => ("other", None, None, None),
         };
         let name = provider.and_then(|p| provider_name(market, p));

@@ -109,6 +109,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<lease::PyLease>()?;
     m.add_class::<lease::PyLogIterator>()?;
     m.add_class::<convert::PyLeaseReport>()?;
+    m.add_class::<convert::PyResume>()?;
     m.add_class::<convert::PyProgressEvent>()?;
     m.add_class::<convert::PySkipped>()?;
     m.add_class::<convert::PyScoreItem>()?;

@@ -153,6 +153,33 @@ impl PyMarketplace {
     }
 }
 
+/// The checkpoint policy of a rent's keyword arguments (`checkpoint_every` in seconds).
+fn checkpoint_policy(
+    py: Python<'_>,
+    path: Option<String>,
+    every: f64,
+    max_resumes: u32,
+    dir: Option<PathBuf>,
+) -> PyResult<Option<spheron_core::Checkpoint>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    if !every.is_finite() || every <= 0.0 || every > 1e9 {
+        return Err(invalid(
+            py,
+            "checkpoint_every",
+            format!("{every}: expected a positive number of seconds"),
+        ));
+    }
+    let mut c = spheron_core::Checkpoint::new(path, std::time::Duration::from_secs_f64(every))
+        .map_err(|e| to_py(py, None, e))?
+        .max_resumes(max_resumes);
+    if let Some(d) = dir {
+        c = c.local_dir(d);
+    }
+    Ok(Some(c))
+}
+
 fn emit(py: Python<'_>, cb: &Py<PyAny>, market: &Backend, e: &ProgressEvent) {
     if let Err(err) = cb.call1(py, (PyProgressEvent::new(market, e),)) {
         err.write_unraisable(py, Some(cb.bind(py)));
@@ -291,7 +318,7 @@ impl PyMarketplace {
     /// Rents GPUs and starts `command` on them; returns once it runs. Blocks with the GIL
     /// released; `on_event` is called with each progress event of this rent (and of no
     /// other). `secrets` reach the workload's environment and are never logged.
-    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None, ports=None))]
+    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None, ports=None, checkpoint=None, checkpoint_every=30.0, max_resumes=2, checkpoint_dir=None))]
     #[allow(clippy::too_many_arguments)]
     fn rent(
         &self,
@@ -304,15 +331,26 @@ impl PyMarketplace {
         workdir: Option<PathBuf>,
         on_event: Option<Py<PyAny>>,
         ports: Option<Vec<i64>>,
+        checkpoint: Option<String>,
+        checkpoint_every: f64,
+        max_resumes: u32,
+        checkpoint_dir: Option<PathBuf>,
     ) -> PyResult<PyLease> {
         let workload = Self::workload(py, command, image, env, secrets, workdir, ports)?;
+        let policy = checkpoint_policy(
+            py,
+            checkpoint,
+            checkpoint_every,
+            max_resumes,
+            checkpoint_dir,
+        )?;
         self.check_token(py)?;
         let req: GpuRequest = request.inner.clone();
         let permit = block_on(py, self.publish.clone().lock_owned(), |_| Ok(()))?;
         let mut events = self.inner.events();
         let market = self.inner.clone();
         let mut guard = RentGuard {
-            task: Some(runtime().spawn(market.rent(req, workload))),
+            task: Some(runtime().spawn(market.rent_checkpointed(req, workload, policy))),
         };
         let mut filter = OrderFilter {
             order: None,
@@ -357,7 +395,7 @@ impl PyMarketplace {
     }
 
     /// The awaitable twin of `rent`.
-    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None, ports=None))]
+    #[pyo3(signature = (request, *, command, image=None, env=None, secrets=None, workdir=None, on_event=None, ports=None, checkpoint=None, checkpoint_every=30.0, max_resumes=2, checkpoint_dir=None))]
     #[allow(clippy::too_many_arguments)]
     fn rent_async<'py>(
         slf: Py<Self>,
@@ -370,8 +408,19 @@ impl PyMarketplace {
         workdir: Option<PathBuf>,
         on_event: Option<Py<PyAny>>,
         ports: Option<Vec<i64>>,
+        checkpoint: Option<String>,
+        checkpoint_every: f64,
+        max_resumes: u32,
+        checkpoint_dir: Option<PathBuf>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let workload = Self::workload(py, command, image, env, secrets, workdir, ports)?;
+        let policy = checkpoint_policy(
+            py,
+            checkpoint,
+            checkpoint_every,
+            max_resumes,
+            checkpoint_dir,
+        )?;
         slf.get().check_token(py)?;
         let req: GpuRequest = request.inner.clone();
         let this = slf.get();
@@ -382,7 +431,7 @@ impl PyMarketplace {
             let mut events = market.events();
             let flow_market = market.clone();
             let mut guard = RentGuard {
-                task: Some(runtime().spawn(flow_market.rent(req, workload))),
+                task: Some(runtime().spawn(flow_market.rent_checkpointed(req, workload, policy))),
             };
             let mut filter = OrderFilter {
                 order: None,

@@ -422,3 +422,62 @@ def test_the_training_example_uploads_trains_and_downloads_on_the_devnet(devnet:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "saved checkpoint outputs/model.ckpt" in done.stdout
     assert "downloaded " in done.stdout and "completed" in done.stdout
+
+
+def test_a_lost_provider_resumes_elsewhere_from_the_checkpoint(
+    market: spheron.Marketplace, network_file: Dict[str, Any], tmp_path: Path
+) -> None:
+    # Last in the module: it kills a provider of the shared devnet.
+    src = tmp_path / "proj"
+    src.mkdir()
+    (src / "train.py").write_text(
+        "import os, pathlib, time\n"
+        "out = pathlib.Path(os.environ['SPHERON_OUTPUTS'])\n"
+        "resume = os.environ.get('SPHERON_RESUME_FROM')\n"
+        "start = int(pathlib.Path(resume).read_text()) if resume else 0\n"
+        "step = start\n"
+        "while step < 30:\n"
+        "    step += 1\n"
+        "    (out / 'ckpt.tmp').write_text(str(step))\n"
+        "    os.replace(out / 'ckpt.tmp', out / 'ckpt')\n"
+        "    print('step', step, flush=True)\n"
+        "    time.sleep(0.5)\n"
+        "(out / 'result').write_text(f'{start} {step}')\n"
+    )
+    kept = tmp_path / "kept"
+    request = one_h100()
+    with market.rent(
+        request,
+        command="python3 train.py",
+        workdir=src,
+        checkpoint="outputs/ckpt",
+        checkpoint_every=1,
+        checkpoint_dir=kept,
+    ) as lease:
+        first = lease.id
+        victim = lease.report.provider.lower()
+        deadline = time.monotonic() + 60
+        held = 0
+        while held < 3:
+            assert time.monotonic() < deadline, "no checkpoint reached the tenant"
+            try:
+                held = int((kept / "ckpt").read_text())
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        pid = next(p["pid"] for p in network_file["parties"] if p["address"].lower() == victim)
+        os.kill(pid, signal.SIGKILL)
+        report = lease.wait(timeout=300)
+        assert lease.id == report.lease != first
+        dest = tmp_path / "result"
+        lease.download("outputs/result", dest)
+    assert report.close_reason == "completed"
+    assert len(report.resumed) == 1
+    r = report.resumed[0]
+    assert (r.from_lease, r.from_provider.lower(), r.to_lease) == (first, victim, report.lease)
+    assert report.provider.lower() != victim
+    assert r.checkpoint_bytes > 0 and r.checkpoint_hash is not None
+    assert "resuming" in [e.kind for e in report.progress]
+    start, end = (int(x) for x in dest.read_text().split())
+    assert start >= held and end == 30, (start, held)
+    assert report.total_cost == r.paid + report.cost <= request.budget

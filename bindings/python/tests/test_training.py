@@ -75,3 +75,20 @@ def test_a_workload_for_other_gpu_counts_is_refused(market: spheron.Marketplace)
     assert e.value.field == "gpus"
     with pytest.raises(spheron.InvalidRequestError):
         market.rent(h100(count=2), spheron.torchrun(SCRIPT, gpus=2), command="echo both")
+
+
+def test_a_checkpoint_policy_is_checked_and_is_for_network_leases(
+    market: spheron.Marketplace,
+) -> None:
+    # Failover from a checkpoint is a network feature (test_network.py runs it).
+    with pytest.raises(spheron.InvalidRequestError) as e:
+        market.rent(h100(), command="echo hi", checkpoint="outputs/ckpt")
+    assert e.value.field == "checkpoint" and "network" in str(e.value)
+    for bad in ("ckpt", "../outputs/ckpt", "/outputs/ckpt"):
+        with pytest.raises(spheron.InvalidRequestError) as e:
+            market.rent(h100(), command="echo hi", checkpoint=bad)
+        assert e.value.field == "checkpoint", bad
+    with pytest.raises(spheron.InvalidRequestError) as e:
+        market.rent(h100(), command="echo hi", checkpoint="outputs/ckpt", checkpoint_every=0)
+    assert e.value.field == "checkpoint_every"
+    assert market.balance().locked == 0

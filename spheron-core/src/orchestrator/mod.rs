@@ -629,6 +629,7 @@ impl Orchestrator {
             cost: Amount::ZERO,
             settlement: None,
             progress: emit.progress(),
+            resumed: Vec::new(),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let (closed_tx, closed_rx) = watch::channel(false);

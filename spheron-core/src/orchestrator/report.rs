@@ -57,11 +57,27 @@ pub struct LeaseReport {
     pub settlement: Option<Settlement>,
     /// Every progress event of this rent.
     pub progress: Vec<ProgressEvent>,
+    /// The failovers before this lease, oldest first, when the rent had a
+    /// [`Checkpoint`](crate::checkpoint::Checkpoint) policy: each lease that lost its
+    /// provider and the checkpoint the next one started from. This report's own fields
+    /// (`lease`, `provider`, `cost`, ...) are the last lease's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed: Vec<crate::checkpoint::Resume>,
 }
 
 impl LeaseReport {
     /// Refund, once settled.
     pub fn refunded(&self) -> Option<Amount> {
         self.settlement.map(|s| s.refunded)
+    }
+
+    /// What the whole rent cost: this lease's cost plus that of every lease it resumed
+    /// from.
+    pub fn total_cost(&self) -> Amount {
+        Amount(
+            self.resumed
+                .iter()
+                .fold(self.cost.0, |t, r| t.saturating_add(r.paid.0)),
+        )
     }
 }

@@ -57,6 +57,7 @@ from ._native import (
     ProofResult,
     ProviderInfo,
     Quote,
+    Resume,
     ScoreItem,
     Skipped,
     __version__,
@@ -86,6 +87,7 @@ __all__ = [
     "GpuRequest",
     "Lease",
     "LeaseReport",
+    "Resume",
     "LogLine",
     "LogIterator",
     "Endpoint",
@@ -378,6 +380,10 @@ class Marketplace:
         max_spend: Optional[Amount] = None,
         idle_timeout: Union[str, float, None] = None,
         ports: Optional[Sequence[int]] = None,
+        checkpoint: Optional[str] = None,
+        checkpoint_every: float = 30,
+        max_resumes: int = 2,
+        checkpoint_dir: Union[str, "PathLike[str]", None] = None,
     ) -> Lease:
         """Rents GPUs for ``request`` and starts ``command`` on them: publish, bids, rank,
         proof-of-GPU challenge (failing over with reasons), escrow lock, launch. Returns the
@@ -413,6 +419,18 @@ class Marketplace:
         in ``headers``; embedded, the workload's loopback address. At most 16, each 1-65535,
         no duplicates (else :class:`InvalidRequestError` with ``field="ports"``).
 
+        ``checkpoint`` (network mode) names a file the workload writes in ``outputs/``, such
+        as ``"outputs/ckpt"``, always whole: written to a temporary name and renamed over
+        it. The tenant downloads it every ``checkpoint_every`` seconds while the lease runs
+        (only when it changed) into ``checkpoint_dir`` (default: a fresh temporary
+        directory). When the provider is lost during the lease, the lease is settled and
+        the order published again without that provider, for the time left, with the last
+        checkpoint at the same path in the working directory and ``$SPHERON_RESUME_FROM``
+        naming it; at most ``max_resumes`` times. The :class:`Lease` follows the new lease;
+        ``report.resumed`` lists the failovers and ``report.total_cost`` sums the leases.
+        The embedded marketplace refuses a checkpoint (:class:`InvalidRequestError`,
+        ``field="checkpoint"``).
+
         Raises :class:`NoMatchError` (every provider and why), :class:`ChallengeFailedError`,
         :class:`InsufficientFundsError`, :class:`SpendCapExceededError`, :class:`LaunchError`,
         :class:`MatcherError`, :class:`InvalidRequestError`."""
@@ -427,6 +445,10 @@ class Marketplace:
             workdir=workdir,
             on_event=self._callback(progress),
             ports=_ports(ports),
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            max_resumes=max_resumes,
+            checkpoint_dir=checkpoint_dir,
         )
 
     async def rent_async(
@@ -443,6 +465,10 @@ class Marketplace:
         max_spend: Optional[Amount] = None,
         idle_timeout: Union[str, float, None] = None,
         ports: Optional[Sequence[int]] = None,
+        checkpoint: Optional[str] = None,
+        checkpoint_every: float = 30,
+        max_resumes: int = 2,
+        checkpoint_dir: Union[str, "PathLike[str]", None] = None,
     ) -> Lease:
         """The awaitable twin of :meth:`rent`."""
         args, environment = _workload(request, workload, command, env)
@@ -456,6 +482,10 @@ class Marketplace:
             workdir=workdir,
             on_event=self._callback(progress),
             ports=_ports(ports),
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            max_resumes=max_resumes,
+            checkpoint_dir=checkpoint_dir,
         )
 
     def _callback(self, progress: Progress) -> Any:

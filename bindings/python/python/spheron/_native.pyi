@@ -25,6 +25,7 @@ __all__ = [
     "ProofResult",
     "ProviderInfo",
     "Quote",
+    "Resume",
     "ScoreItem",
     "Skipped",
     "__version__",
@@ -207,6 +208,32 @@ class LeaseReport:
     def progress(self) -> list[ProgressEvent]: ...
     @property
     def token(self) -> str: ...
+    @property
+    def resumed(self) -> list[Resume]: ...
+    @property
+    def total_cost(self) -> Decimal: ...
+
+@final
+class Resume:
+    """A failover: a lease that lost its provider, and the checkpoint the next one started
+    from."""
+
+    @property
+    def from_lease(self) -> int: ...
+    @property
+    def from_provider(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def paid(self) -> Decimal: ...
+    @property
+    def seconds(self) -> int: ...
+    @property
+    def to_lease(self) -> int: ...
+    @property
+    def checkpoint_bytes(self) -> int: ...
+    @property
+    def checkpoint_hash(self) -> Optional[str]: ...
 
 @final
 class LogLine:
@@ -420,6 +447,10 @@ class Marketplace:
         workdir: Optional[Union[str, PathLike[str]]] = None,
         on_event: Optional[Callable[[ProgressEvent], object]] = None,
         ports: Optional[Sequence[int]] = None,
+        checkpoint: Optional[str] = None,
+        checkpoint_every: float = 30.0,
+        max_resumes: int = 2,
+        checkpoint_dir: Optional[Union[str, PathLike[str]]] = None,
     ) -> Lease: ...
     def rent_async(
         self,
@@ -432,6 +463,10 @@ class Marketplace:
         workdir: Optional[Union[str, PathLike[str]]] = None,
         on_event: Optional[Callable[[ProgressEvent], object]] = None,
         ports: Optional[Sequence[int]] = None,
+        checkpoint: Optional[str] = None,
+        checkpoint_every: float = 30.0,
+        max_resumes: int = 2,
+        checkpoint_dir: Optional[Union[str, PathLike[str]]] = None,
     ) -> Awaitable[Lease]: ...
     def events(self) -> EventIterator: ...
     def balance(self) -> Balance: ...
