@@ -177,7 +177,7 @@ enum VerifierCommand {
         #[arg(long, default_value_t = 2)]
         challenges: u16,
         /// Also run the VRAM-residency round in every challenge (simulated provers only;
-        /// `spheron devnet` sets it). A provider that does not serve the round fails.
+        /// `spheron devnet --vram` sets it). A provider that does not serve the round fails.
         #[arg(long)]
         vram: bool,
     },
