@@ -25,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use spheron_core::{LaunchSpec, Workload, WorkloadKind};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Name of the lease's ResourceQuota.
 pub const QUOTA_NAME: &str = "lease-quota";
@@ -389,21 +389,7 @@ pub fn render_with(
     if let Some(rc) = &lease_opts.runtime_class {
         validate_runtime_class(rc)?;
     }
-    let mut seen = BTreeSet::new();
-    for p in &workload.ports {
-        if *p == 0 {
-            return Err(Error::InvalidField {
-                field: "ports",
-                reason: "port 0 cannot be exposed".into(),
-            });
-        }
-        if !seen.insert(*p) {
-            return Err(Error::InvalidField {
-                field: "ports",
-                reason: format!("port {p} is listed twice"),
-            });
-        }
-    }
+    // Ports (1-65535, none twice, at most 16) are checked by `workload.validate()` above.
     let node = match &spec.node {
         Some(n) => {
             crate::names::validate_dns_label("node", n).or_else(|_| {
@@ -1002,7 +988,18 @@ mod tests {
         svc.ports = vec![80, 80];
         assert!(matches!(
             render(&RenderOptions::default(), &spec(1), &svc, "workload"),
-            Err(Error::InvalidField { field: "ports", .. })
+            Err(Error::InvalidWorkload(spheron_core::Error::InvalidField {
+                field: "ports",
+                ..
+            }))
+        ));
+        svc.ports = vec![0];
+        assert!(matches!(
+            render(&RenderOptions::default(), &spec(1), &svc, "workload"),
+            Err(Error::InvalidWorkload(spheron_core::Error::InvalidField {
+                field: "ports",
+                ..
+            }))
         ));
         let no_image = Workload::command(["x"]);
         assert!(matches!(
