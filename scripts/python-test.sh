@@ -5,8 +5,8 @@
 # (bindings/python/tests/test_network.py) start a `spheron devnet`: the CLI binary is built
 # first and handed to them as SPHERON_BIN (they need anvil: scripts/chain-setup.sh).
 #
-# Idempotent: the virtualenv is recreated on every run under
-# "${XDG_CACHE_HOME:-$HOME/.cache}/spheron/venv-test"; pip's download cache and the
+# Idempotent: each run makes its own virtualenv under
+# "${XDG_CACHE_HOME:-$HOME/.cache}/spheron/venv-test-PID" and removes it at exit; pip's download cache and the
 # workspace target dir (shared with cargo through CARGO_TARGET_DIR) make reruns fast.
 # The extension is built with the dev profile (MATURIN_PEP517_ARGS) so CI compiles the
 # workspace once, not in debug and release both; set MATURIN_PEP517_ARGS="--profile release" to
@@ -15,7 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/spheron"
-VENV="$CACHE/venv-test"
+# One virtualenv per run (removed at exit), so two runs at once never share or delete each
+# other's environment.
+VENV="$CACHE/venv-test-$$"
+trap 'rm -rf "$VENV"' EXIT
 PY="${PYTHON:-python3}"
 
 say() { echo "python-test: $*"; }
