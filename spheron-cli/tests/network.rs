@@ -15,120 +15,18 @@ use spheron::{NetworkMarket, TenantConfig};
 use spheron_node::gateway_client::GatewayClient;
 use spheron_node::network::{NetworkFile, parse_key};
 use spheron_node::{ErrorCode, WorkState};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_spheron");
+mod common;
+use common::{anvil_available, cli, start_devnet, text};
+
+/// Short verification epochs, so the verifiers' tallies land while the test runs.
+const SHORT_EPOCHS: &[&str] = &["--epoch-secs", "10"];
 
 /// One devnet at a time: two at once on a small machine make the simulated provers late.
 static ONE_DEVNET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-struct Devnet {
-    child: Child,
-    dir: tempfile::TempDir,
-    extra: Vec<Child>,
-}
-
-impl Devnet {
-    fn network(&self) -> PathBuf {
-        self.dir.path().join("network.json")
-    }
-}
-
-impl Drop for Devnet {
-    fn drop(&mut self) {
-        for c in self
-            .extra
-            .iter_mut()
-            .chain(std::iter::once(&mut self.child))
-        {
-            if let Ok(pid) = i32::try_from(c.id()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-        }
-        for c in self
-            .extra
-            .iter_mut()
-            .chain(std::iter::once(&mut self.child))
-        {
-            let _ = c.wait();
-        }
-    }
-}
-
-fn anvil_available() -> bool {
-    if spheron::chain::anvil::find_anvil().is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("SPHERON_REQUIRE_ANVIL").is_none(),
-        "anvil is required (SPHERON_REQUIRE_ANVIL is set): run scripts/chain-setup.sh"
-    );
-    eprintln!("skipped: anvil not found; run scripts/chain-setup.sh");
-    false
-}
-
-fn start_devnet(providers: usize) -> Devnet {
-    let mut dir = tempfile::tempdir().unwrap();
-    if std::env::var_os("SPHERON_KEEP_DEVNET").is_some() {
-        dir.disable_cleanup(true);
-        eprintln!("devnet files kept in {}", dir.path().display());
-    }
-    let mut child = Command::new(BIN)
-        .args(["devnet", "--dir"])
-        .arg(dir.path())
-        .args(["--providers", &providers.to_string()])
-        // Short verification epochs, so the verifiers' tallies land while the test runs.
-        .args(["--epoch-secs", "10"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            eprintln!("devnet: {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let devnet = Devnet {
-        child,
-        dir,
-        extra: Vec::new(),
-    };
-    let until = Instant::now() + Duration::from_secs(240);
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "devnet did not become ready");
-        if let Ok(line) = rx.recv_timeout(left)
-            && line.starts_with("devnet ready: ")
-        {
-            return devnet;
-        }
-    }
-}
-
-fn cli(net: &Path, key: &str, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--network")
-        .arg(net)
-        .env("SPHERON_KEY", key)
-        .env_remove("SPHERON_KEY_FILE")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn request(max_price: u128) -> GpuRequest {
     GpuRequest::builder()
@@ -159,7 +57,7 @@ async fn network_end_to_end() {
         .with_env_filter(tracing_subscriber::EnvFilter::new("spheron_node=warn"))
         .with_test_writer()
         .try_init();
-    let mut devnet = start_devnet(3);
+    let mut devnet = start_devnet(3, SHORT_EPOCHS);
     let net_path = devnet.network();
     let net = NetworkFile::load(&net_path).unwrap();
     let tenant = net.tenants[0].key.clone();
@@ -828,7 +726,7 @@ async fn failover_resumes_from_the_checkpoint() {
         .try_init();
     // Three providers: on a loaded machine one may miss a challenge deadline, and the
     // resume still has another to go to.
-    let devnet = start_devnet(3);
+    let devnet = start_devnet(3, SHORT_EPOCHS);
     let net_path = devnet.network();
     let net = NetworkFile::load(&net_path).unwrap();
     let tenant = net.tenants[0].key.clone();

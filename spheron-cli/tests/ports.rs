@@ -12,78 +12,16 @@ use spheron::{NetworkMarket, TenantConfig};
 use spheron_node::ErrorCode;
 use spheron_node::gateway_client::{GatewayClient, PortAuth};
 use spheron_node::network::{NetworkFile, parse_key};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_spheron");
+mod common;
+use common::{BIN, anvil_available};
 
-struct Devnet {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Devnet {
-    fn network(&self) -> PathBuf {
-        self.dir.path().join("network.json")
-    }
-}
-
-impl Drop for Devnet {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn anvil_available() -> bool {
-    if spheron::chain::anvil::find_anvil().is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("SPHERON_REQUIRE_ANVIL").is_none(),
-        "anvil is required (SPHERON_REQUIRE_ANVIL is set): run scripts/chain-setup.sh"
-    );
-    eprintln!("skipped: anvil not found; run scripts/chain-setup.sh");
-    false
-}
-
-fn start_devnet() -> Devnet {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["devnet", "--dir"])
-        .arg(dir.path())
-        .args(["--providers", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            eprintln!("devnet: {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let devnet = Devnet { child, dir };
-    let until = Instant::now() + Duration::from_secs(240);
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "devnet did not become ready");
-        if let Ok(line) = rx.recv_timeout(left)
-            && line.starts_with("devnet ready: ")
-        {
-            return devnet;
-        }
-    }
+fn start_devnet() -> common::Devnet {
+    common::start_devnet(1, &[])
 }
 
 fn request() -> GpuRequest {

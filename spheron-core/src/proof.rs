@@ -443,9 +443,12 @@ async fn exchange(
     Exchange::Done(report(timing, verdict))
 }
 
-mod opt_hex65 {
+/// Serde for an optional 65-byte signature as a hex string or `null`
+/// (`#[serde(with = "spheron_core::proof::opt_hex65")]`).
+pub mod opt_hex65 {
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Serializes `b` as hex, or `null`.
     pub fn serialize<S: Serializer>(b: &Option<[u8; 65]>, s: S) -> Result<S::Ok, S::Error> {
         match b {
             Some(b) => s.serialize_some(&hex::encode(b)),
@@ -453,6 +456,7 @@ mod opt_hex65 {
         }
     }
 
+    /// Reads hex of exactly 65 bytes, or `null`.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 65]>, D::Error> {
         let Some(s) = Option::<String>::deserialize(d)? else {
             return Ok(None);
@@ -464,13 +468,16 @@ mod opt_hex65 {
     }
 }
 
-mod hex_bytes {
+/// Serde for a byte array as a hex string (`#[serde(with = "spheron_core::proof::hex_bytes")]`).
+pub mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Serializes `b` as hex.
     pub fn serialize<S: Serializer, const N: usize>(b: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(b))
     }
 
+    /// Reads hex of exactly `N` bytes.
     pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
         d: D,
     ) -> Result<[u8; N], D::Error> {

@@ -202,18 +202,22 @@ struct Shared {
 
 type Reply<T> = std::result::Result<Json<T>, axum::response::Response>;
 
+/// The `503` a prover at capacity answers: a [`BusyReply`] and `Retry-After`.
+pub(crate) fn busy_reply(retry_after_ms: u64) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let secs = retry_after_ms.div_ceil(1000).max(1).to_string();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::RETRY_AFTER, secs)],
+        Json(BusyReply { retry_after_ms }),
+    )
+        .into_response()
+}
+
 fn error_reply(e: spheron_core::Error) -> axum::response::Response {
     use axum::response::IntoResponse;
     match e {
-        spheron_core::Error::ProverBusy { retry_after_ms } => {
-            let secs = retry_after_ms.div_ceil(1000).max(1).to_string();
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(axum::http::header::RETRY_AFTER, secs)],
-                Json(BusyReply { retry_after_ms }),
-            )
-                .into_response()
-        }
+        spheron_core::Error::ProverBusy { retry_after_ms } => busy_reply(retry_after_ms),
         other => (StatusCode::UNPROCESSABLE_ENTITY, other.to_string()).into_response(),
     }
 }

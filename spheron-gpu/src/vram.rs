@@ -95,10 +95,10 @@ impl Geometry {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VramChallenge {
     /// Session id (fresh, OS entropy).
-    #[serde(with = "hex_array")]
+    #[serde(with = "spheron_core::proof::hex_bytes")]
     pub session: [u8; 16],
     /// Seed of labels and expander (fresh, OS entropy).
-    #[serde(with = "hex_array")]
+    #[serde(with = "spheron_core::proof::hex_bytes")]
     pub seed: [u8; 32],
     /// The challenged provider; keys the labels and the tree.
     pub provider: Option<ProviderId>,
@@ -204,13 +204,13 @@ pub fn fill(keys: &Keys, g: &Geometry) -> Vec<Label> {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VramCommitment {
     /// The challenge's session.
-    #[serde(with = "hex_array")]
+    #[serde(with = "spheron_core::proof::hex_bytes")]
     pub session: [u8; 16],
     /// Merkle root over all labels, layer-major.
-    #[serde(with = "hex_array")]
+    #[serde(with = "spheron_core::proof::hex_bytes")]
     pub root: Hash,
     /// EIP-191 signature `r || s || v` over [`commitment_message`] by the provider's key.
-    #[serde(with = "hex_signature")]
+    #[serde(with = "spheron_core::proof::opt_hex65")]
     pub signature: Option<[u8; 65]>,
 }
 
@@ -261,7 +261,7 @@ pub fn check_signature(ch: &VramChallenge, c: &VramCommitment) -> Option<String>
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoundRequest {
     /// The challenge's session.
-    #[serde(with = "hex_array")]
+    #[serde(with = "spheron_core::proof::hex_bytes")]
     pub session: [u8; 16],
     /// Round number, from 0.
     pub round: u32,
@@ -273,7 +273,7 @@ pub struct RoundRequest {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PathLabel {
     /// The label.
-    #[serde(with = "hex_array")]
+    #[serde(with = "spheron_core::proof::hex_bytes")]
     pub label: Label,
     /// Sibling path of its leaf.
     #[serde(with = "hex_path")]
@@ -295,7 +295,7 @@ pub struct Opening {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoundAnswer {
     /// The challenge's session.
-    #[serde(with = "hex_array")]
+    #[serde(with = "spheron_core::proof::hex_bytes")]
     pub session: [u8; 16],
     /// The round answered.
     pub round: u32,
@@ -1076,25 +1076,6 @@ mod tests {
     }
 }
 
-/// Byte arrays as hex strings in JSON.
-mod hex_array {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer, const N: usize>(b: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&alloy_primitives::hex::encode(b))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
-        d: D,
-    ) -> Result<[u8; N], D::Error> {
-        let s = String::deserialize(d)?;
-        let v = alloy_primitives::hex::decode(&s).map_err(serde::de::Error::custom)?;
-        v.try_into().map_err(|v: Vec<u8>| {
-            serde::de::Error::custom(format!("expected {N} bytes, got {}", v.len()))
-        })
-    }
-}
-
 /// A Merkle path as a list of hex strings.
 mod hex_path {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -1113,27 +1094,5 @@ mod hex_path {
                 })
             })
             .collect()
-    }
-}
-
-/// An optional 65-byte signature as a hex string or null.
-mod hex_signature {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(b: &Option<[u8; 65]>, s: S) -> Result<S::Ok, S::Error> {
-        match b {
-            Some(b) => s.serialize_some(&alloy_primitives::hex::encode(b)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 65]>, D::Error> {
-        let Some(s) = Option::<String>::deserialize(d)? else {
-            return Ok(None);
-        };
-        let v = alloy_primitives::hex::decode(&s).map_err(serde::de::Error::custom)?;
-        <[u8; 65]>::try_from(v.as_slice())
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom(format!("expected 65 bytes, got {}", v.len())))
     }
 }

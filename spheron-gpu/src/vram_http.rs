@@ -4,7 +4,7 @@
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
-//! | `POST /v2/vram/fill` | [`VramChallenge`] (signed like a commit: [`crate::http::authenticate`]) | [`VramCommitment`]; `503` + [`BusyReply`] while another session holds the memory; `422` for a challenge over the limits or the prover's error; `504` past the time limit |
+//! | `POST /v2/vram/fill` | [`VramChallenge`] (signed like a commit: [`crate::http::authenticate`]) | [`VramCommitment`]; `503` + [`BusyReply`](crate::http::BusyReply) while another session holds the memory; `422` for a challenge over the limits or the prover's error; `504` past the time limit |
 //! | `POST /v2/vram/open` | [`RoundRequest`] | [`RoundAnswer`]; `409` for a session that is not the active one |
 //!
 //! A GPU's memory holds one array at a time, so the server keeps one active session: from
@@ -15,7 +15,7 @@
 //! most what the prover's memory holds), rounds, openings and parents, so a challenge cannot
 //! make the provider allocate more than its claimed memory.
 
-use crate::http::{BusyReply, ChallengeGate, Failure, HttpProver, authenticate, unix_now};
+use crate::http::{ChallengeGate, Failure, HttpProver, authenticate, busy_reply, unix_now};
 use crate::vram::{
     RoundAnswer, RoundRequest, VramChallenge, VramCommitment, VramProver, VramProverError,
 };
@@ -146,19 +146,9 @@ fn reply(status: StatusCode, msg: String) -> Response {
 
 fn prover_error(e: VramProverError) -> Response {
     match e {
-        VramProverError::Busy { retry_after_ms } => busy(retry_after_ms),
+        VramProverError::Busy { retry_after_ms } => busy_reply(retry_after_ms),
         VramProverError::Failed(m) => reply(StatusCode::UNPROCESSABLE_ENTITY, m),
     }
-}
-
-fn busy(retry_after_ms: u64) -> Response {
-    let secs = retry_after_ms.div_ceil(1000).max(1).to_string();
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(axum::http::header::RETRY_AFTER, secs)],
-        Json(BusyReply { retry_after_ms }),
-    )
-        .into_response()
 }
 
 async fn fill_handler(
@@ -195,7 +185,7 @@ async fn fill_handler(
             let age = a.since.elapsed();
             if age < a.ttl {
                 let left = a.ttl - age;
-                return Err(busy(
+                return Err(busy_reply(
                     u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1),
                 ));
             }

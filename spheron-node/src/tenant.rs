@@ -442,14 +442,7 @@ impl NetworkMarket {
         let i = &self.inner;
         let records = registry::providers(&i.chain, i.net.market).await?;
         crate::quote::collect(request, records, crate::quote::TIMEOUT, |rec| {
-            GatewayClient::new_pinned(
-                &rec.endpoint,
-                i.signer.clone(),
-                i.net.chain_id,
-                i.net.market,
-                rec.cert_hash,
-            )
-            .map_err(|e| e.to_string())
+            self.pinned(rec).map_err(|e| e.to_string())
         })
         .await
     }
@@ -656,6 +649,15 @@ impl NetworkMarket {
                 backend: "network",
                 message: format!("provider {provider} is not registered"),
             })?;
+        self.pinned(&rec).map_err(gateway_err)
+    }
+
+    /// This tenant's client of the gateway `rec` registers, pinned to its certificate.
+    fn pinned(
+        &self,
+        rec: &registry::ProviderRecord,
+    ) -> std::result::Result<GatewayClient, crate::wire::GatewayError> {
+        let i = &self.inner;
         GatewayClient::new_pinned(
             &rec.endpoint,
             i.signer.clone(),
@@ -663,7 +665,6 @@ impl NetworkMarket {
             i.net.market,
             rec.cert_hash,
         )
-        .map_err(gateway_err)
     }
 
     fn emit(&self, order: u64, progress: &Mutex<Vec<ProgressEvent>>, step: Step) {
